@@ -1,0 +1,3 @@
+from agproxy.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The admin HTTP API under /api (always behind the admin password)."""

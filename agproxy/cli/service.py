@@ -1,0 +1,73 @@
+"""`serve`, and `status` / `start` / `stop` against a running gateway."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import orjson
+
+from agproxy.cli.client import AdminClient
+from agproxy.config import ConfigStore
+from agproxy.datadir import data_dir
+
+
+@click.command()
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="How much the gateway logs to stderr.")
+def serve(log_level: str) -> None:
+    """Run the gateway in the foreground.
+
+    Binds 127.0.0.1 (or 0.0.0.0 with allow_lan_access) on the configured port,
+    serves the console, the admin API and the AI routes, and starts the proxy
+    service when auto_start is true and an account (or z.ai) can serve.
+    Ctrl+C (or SIGTERM) stops it after in-flight requests finish.
+    Exits with status 1 when the port cannot be bound.
+    """
+    from agproxy.server.runner import serve as run_serve  # server stack only when serving
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(run_serve(ConfigStore(data_dir()), lambda line: click.echo(line)))
+
+
+def _print_status(status: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(status).decode())
+        return
+    state = "running" if status["running"] else "stopped"
+    click.echo(f"proxy service: {state}")
+    click.echo(f"listening:     {status['host']}:{status['port']}")
+    click.echo(f"base url:      {status['base_url']}")
+    click.echo(f"active accounts: {status['active_accounts']}")
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+
+
+@click.command()
+@_json_option
+def status(as_json: bool) -> None:
+    """Show whether the proxy service runs, where, and with how many accounts."""
+    _print_status(AdminClient.from_data_dir().call_ok("GET", "/api/proxy/status"), as_json)
+
+
+@click.command()
+@_json_option
+def start(as_json: bool) -> None:
+    """Start the proxy service of the running gateway.
+
+    Fails with `no available accounts, please add an account first` when no
+    Google account is enabled and z.ai is off. Port and LAN changes made since
+    the last start take effect now.
+    """
+    _print_status(AdminClient.from_data_dir().call_ok("POST", "/api/proxy/start"), as_json)
+
+
+@click.command()
+@_json_option
+def stop(as_json: bool) -> None:
+    """Stop the proxy service (the console and admin API stay up)."""
+    _print_status(AdminClient.from_data_dir().call_ok("POST", "/api/proxy/stop"), as_json)

@@ -1,0 +1,340 @@
+"""Settings: defaults, the JSON config file, and `AGPROXY_<KEY>` environment overrides.
+
+The file holds only what the user (or first run) set; defaults stay in code so a
+newer release can change them. The environment wins over the file and is never
+written back to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_lock
+
+AuthMode = Literal["off", "strict", "all_except_health", "auto"]
+ZaiDispatchMode = Literal["off", "exclusive", "pooled", "fallback"]
+
+CLIENT_VERSION = "4.3.0"
+API_KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
+SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key"})
+DEFAULT_UPSTREAM_BASE_URLS = (
+    "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
+    "https://daily-cloudcode-pa.googleapis.com/v1internal",
+    "https://cloudcode-pa.googleapis.com/v1internal",
+)
+
+
+def _default_user_agent() -> str:
+    platform = {
+        "darwin": "Macintosh; Intel Mac OS X 10_15_7",
+        "win32": "Windows NT 10.0; Win64; x64",
+    }.get(sys.platform, "X11; Linux x86_64")
+    return f"Antigravity/{CLIENT_VERSION} ({platform}) Chrome/132.0.6834.160 Electron/39.2.3"
+
+
+def generate_api_key() -> str:
+    return "sk-" + secrets.token_hex(16)
+
+
+class Settings(BaseModel):
+    """Every setting with its default. Field names are the config keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    port: int = 8045
+    allow_lan_access: bool = False
+    auth_mode: AuthMode = "auto"
+    api_key: str = ""
+    admin_password: str | None = None
+    auto_start: bool = True
+    shutdown_timeout: float = 30.0
+
+    upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
+    oauth_token_url: str = "https://oauth2.googleapis.com/token"
+    oauth_userinfo_url: str = "https://www.googleapis.com/oauth2/v2/userinfo"
+    oauth_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    upstream_user_agent: str = _default_user_agent()
+    upstream_client_version: str = CLIENT_VERSION
+
+    zai_base_url: str = "https://api.z.ai/api/anthropic"
+    zai_api_key: str | None = None
+    zai_dispatch_mode: ZaiDispatchMode = "off"
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 1 <= v <= 65535:
+            raise ValueError("port must be between 1 and 65535")
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_shape(cls, v: str) -> str:
+        if not (v.startswith("sk-") and len(v) >= 10):
+            raise ValueError(API_KEY_RULE)
+        return v
+
+    @field_validator("upstream_base_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("upstream_base_urls")
+    @classmethod
+    def _check_bases(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("upstream_base_urls needs at least one URL")
+        for url in v:
+            if not url.startswith(("http://", "https://")) or not url.endswith("/v1internal"):
+                raise ValueError(f"{url!r} must be an http(s) URL ending in /v1internal")
+        return tuple(u.rstrip("/") for u in v)
+
+    @field_validator("oauth_token_url", "oauth_userinfo_url", "oauth_authorize_url", "zai_base_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v
+
+    # Derived values used on every request are computed once per config load.
+    @property
+    def host(self) -> str:
+        return "0.0.0.0" if self.allow_lan_access else "127.0.0.1"
+
+    @property
+    def admin_secret(self) -> str:
+        return self.admin_password or self.api_key
+
+    @property
+    def zai_can_serve(self) -> bool:
+        return self.zai_dispatch_mode != "off" and bool(self.zai_api_key)
+
+
+KEYS: tuple[str, ...] = tuple(Settings.model_fields)
+
+
+class ConfigError(Exception):
+    """A setting that cannot be accepted; `key` names it when one is to blame."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.key = key
+
+
+class OverriddenByEnv(ConfigError):
+    """The key is set in the environment, which wins over the file: saving would change nothing."""
+
+
+def env_var(key: str) -> str:
+    return f"AGPROXY_{key.upper()}"
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    for key in KEYS:
+        raw = environ.get(env_var(key), "")
+        if raw.strip():
+            values[key] = raw.strip()
+    return values
+
+
+def _coerce_env(key: str, raw: str) -> Any:
+    """Environment values are strings; turn them into the setting's JSON type."""
+    annotation = Settings.model_fields[key].annotation
+    if annotation is bool:
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{env_var(key)}={raw!r} is not a boolean (use true or false)", key)
+    return raw  # pydantic converts numeric strings and the URL list itself
+
+
+def _first_error(exc: ValidationError) -> tuple[str | None, str]:
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else None
+    message = err["msg"].removeprefix("Value error, ")
+    return key, message
+
+
+def mask(value: str | None) -> str | None:
+    if not value:
+        return value
+    return "••••" + value[-4:] if len(value) > 8 else "••••"
+
+
+@dataclass
+class ConfigStore:
+    """The config file of one data directory plus the process environment."""
+
+    directory: Path
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    settings: Settings = field(init=False)
+    file_values: dict[str, Any] = field(init=False, default_factory=dict)
+    _stamp: tuple[int, int] | None = field(init=False, default=None)
+
+    @property
+    def path(self) -> Path:
+        return self.directory / CONFIG_FILE
+
+    @property
+    def env_keys(self) -> list[str]:
+        return sorted(_env_values(self.environ))
+
+    # -- reading ---------------------------------------------------------
+    def _read_file(self) -> tuple[dict[str, Any], tuple[int, int] | None]:
+        try:
+            st = self.path.stat()
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}, None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {self.path}: {exc}") from exc
+        stamp = (st.st_mtime_ns, st.st_size)
+        if not text.strip():
+            return {}, stamp
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"config file {self.path} is not valid JSON: line {exc.lineno}, "
+                f"column {exc.colno}: {exc.msg}. Fix the file or move it away; "
+                "agproxy has not changed it."
+            ) from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {self.path}, line 1: expected a JSON object")
+        return data, stamp
+
+    def _line_of(self, key: str) -> int | None:
+        try:
+            for number, line in enumerate(self.path.read_text("utf-8").splitlines(), 1):
+                if f'"{key}"' in line:
+                    return number
+        except OSError:
+            pass
+        return None
+
+    def _build(self, file_values: dict[str, Any]) -> Settings:
+        known = {k: v for k, v in file_values.items() if k in Settings.model_fields}
+        try:
+            Settings.model_validate(known)
+        except ValidationError as exc:
+            key, message = _first_error(exc)
+            line = self._line_of(key) if key else None
+            where = f"{self.path}, line {line}" if line else str(self.path)
+            raise ConfigError(f"config file {where}: {key}: {message}", key) from exc
+        merged = dict(known)
+        for key, raw in _env_values(self.environ).items():
+            merged[key] = _coerce_env(key, raw)
+        try:
+            return Settings.model_validate(merged)
+        except ValidationError as exc:
+            key, message = _first_error(exc)
+            raise ConfigError(f"environment variable {env_var(key or '')}: {message}", key) from exc
+
+    def load(self, create: bool = True) -> Settings:
+        """Read the file and apply the environment.
+
+        With `create`, the first run makes the data directory and an api key; without
+        it (CLI commands that only read), nothing is written.
+        """
+        if not create:
+            values, stamp = self._read_file()
+            self.settings = self._build({"api_key": "sk-not-set-yet", **values})
+            self.file_values, self._stamp = values, stamp
+            return self.settings
+        ensure_data_dir(self.directory)
+        with file_lock(self.directory):
+            values, stamp = self._read_file()
+            if not values.get("api_key"):
+                values = {**values, "api_key": generate_api_key()}
+                self._write(values)
+                stamp = self._stamp
+            self.settings = self._build(values)
+            self.file_values = values
+            self._stamp = stamp
+        return self.settings
+
+    def reload_if_changed(self) -> bool:
+        """Pick up edits made by another process (the CLI). A broken file is reported, not used."""
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp:
+            return False
+        values, stamp = self._read_file()
+        self.settings = self._build(values)
+        self.file_values, self._stamp = values, stamp
+        return True
+
+    # -- writing ---------------------------------------------------------
+    def _write(self, values: dict[str, Any]) -> None:
+        data = json.dumps(values, indent=2, ensure_ascii=False).encode() + b"\n"
+        atomic_write(self.path, data, 0o600)
+        st = self.path.stat()
+        self._stamp = (st.st_mtime_ns, st.st_size)
+
+    def update(self, changes: Mapping[str, Any]) -> Settings:
+        """Validate `changes` against the current file and save them atomically.
+
+        A key set to None returns to its default. Nothing is written unless the
+        whole result is valid.
+        """
+        env_keys = _env_values(self.environ)
+        for key in changes:
+            if key not in Settings.model_fields:
+                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}", key)
+            if key in env_keys:
+                raise OverriddenByEnv(
+                    f"{key} is set by the environment variable {env_var(key)}, which wins over "
+                    "the config file; change or unset it there", key)
+        with file_lock(self.directory):
+            values, _ = self._read_file()  # fresh: keep what other processes saved
+            for key, value in changes.items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            settings = self._build(values)
+            self._write(values)
+            self.settings, self.file_values = settings, values
+        return settings
+
+    def public_view(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, as the admin API shows them."""
+        data = self.settings.model_dump(mode="json")
+        for key in SECRET_KEYS:
+            data[key] = mask(data.get(key))
+        return data
+
+
+def parse_cli_value(key: str, raw: str) -> Any:
+    """`agproxy config set KEY VALUE`: VALUE is JSON when it parses as JSON, else a string."""
+    if key not in Settings.model_fields:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}", key)
+    if raw.lower() in {"null", "none", "default"}:
+        return None
+    annotation = Settings.model_fields[key].annotation
+    if annotation is bool:
+        return _coerce_env(key, raw)
+    if annotation in (int, float):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw  # let validation say what is wrong with it
+    return raw  # strings, and URL lists given comma-separated

@@ -1,0 +1,84 @@
+"""Forward-only schema migrations.
+
+Each migration is a function applied once, in order, inside one transaction, and
+recorded in `schema_migrations`. Never edit a migration that has shipped: add the
+next one. DDL is written with SQLAlchemy constructs so the same list runs on
+SQLite and Postgres.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+Migration = Callable[[Connection], None]
+
+
+def m001_accounts(conn: Connection) -> None:
+    md = sa.MetaData()
+    sa.Table(
+        "accounts", md,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("email", sa.String(320), nullable=False, unique=True),
+        sa.Column("display_name", sa.String(200)),
+        sa.Column("refresh_token", sa.Text, nullable=False),
+        sa.Column("access_token", sa.Text),
+        sa.Column("access_token_expires_at", sa.Float),
+        sa.Column("oauth_client", sa.String(64)),
+        sa.Column("project_id", sa.String(200)),
+        sa.Column("tier", sa.String(32)),
+        # enabled: the user's switch. status: what the backend said of the account.
+        sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("status", sa.String(32), nullable=False, server_default="ok"),
+        sa.Column("status_reason", sa.Text),
+        sa.Column("status_changed_at", sa.Float),
+        sa.Column("sort_order", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("last_used_at", sa.Float),
+    )
+    sa.Table(
+        "account_quotas", md,
+        sa.Column("account_id", sa.String(36),
+                  sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("remaining_fraction", sa.Float),
+        sa.Column("reset_at", sa.Float),
+        sa.Column("fetched_at", sa.Float, nullable=False),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_accounts]
+
+_applied = sa.Table(
+    "schema_migrations", sa.MetaData(),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[str]:
+    """Apply the migrations not applied yet; return their names."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    done: list[str] = []
+    with engine.begin() as conn:
+        _applied.create(conn, checkfirst=True)
+        have = {row.version for row in conn.execute(sa.select(_applied.c.version))}
+    if len(have) > len(migrations) or (have and max(have) > len(migrations)):
+        raise RuntimeError(
+            f"the database was migrated by a newer agproxy (schema version {max(have)}, "
+            f"this release knows {len(migrations)}); upgrade agproxy"
+        )
+    for version, migration in enumerate(migrations, 1):
+        if version in have:
+            continue
+        with engine.begin() as conn:
+            migration(conn)
+            conn.execute(sa.insert(_applied).values(
+                version=version, name=migration.__name__, applied_at=time.time()))
+        done.append(migration.__name__)
+    return done

@@ -1,0 +1,1 @@
+"""Security checks in front of every route: who may call what."""

@@ -1,0 +1,1 @@
+"""The HTTP side: listener, route table, middleware, the serve loop."""

@@ -1,0 +1,65 @@
+"""The route table and middleware stack of the gateway: the whole HTTP surface on one screen."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from agproxy.admin import proxy as admin_proxy
+from agproxy.console import STATIC_DIR
+from agproxy.frontends import health, models
+from agproxy.frontends.errors import error_response, protocol_of
+from agproxy.frontends.notfound import hint_for
+from agproxy.security.auth import AuthMiddleware
+from agproxy.server.gate import ServiceGateMiddleware
+from agproxy.service import Gateway
+
+
+async def console_index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path, method = request.url.path, request.method
+    if exc.status_code == 404:
+        message = hint_for(method, path)
+    elif exc.status_code == 405:
+        message = f"method {method} is not allowed on {path}"
+    else:
+        message = exc.detail
+    return error_response(protocol_of(path), exc.status_code, message, headers=exc.headers)
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    routes = [
+        # Health
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/health", health.healthz, methods=["GET"]),
+        # OpenAI
+        Route("/v1/models", models.openai_models, methods=["GET"]),
+        # Gemini
+        Route("/v1beta/models", models.gemini_models, methods=["GET"]),
+        # Admin API and console
+        Mount("/api", routes=admin_proxy.routes),
+        Route("/", console_index, methods=["GET"]),
+        Mount("/console", StaticFiles(directory=STATIC_DIR), name="console"),
+    ]
+    middleware = [
+        # Outermost first: CORS answers preflights before anything else looks at them.
+        Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"],
+                   allow_headers=["*"], expose_headers=["*"], max_age=3600),
+        Middleware(ServiceGateMiddleware, gateway=gateway),
+        Middleware(AuthMiddleware, gateway=gateway),
+    ]
+    app = Starlette(routes=routes, middleware=middleware,
+                    exception_handlers={HTTPException: http_error})
+    app.state.gateway = gateway
+    gateway.app = app
+    return app

@@ -1,0 +1,95 @@
+"""`agproxy serve`: bind, start the proxy service if asked, run until a signal, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import uvloop
+
+from agproxy import __version__
+from agproxy.config import ConfigError, ConfigStore
+from agproxy.datadir import DATABASE_FILE
+from agproxy.db import open_database
+from agproxy.pool import Pool
+from agproxy.server.app import build_app
+from agproxy.server.listener import BindError
+from agproxy.service import Gateway, StartError
+
+log = logging.getLogger("agproxy.server")
+CONFIG_POLL_SECONDS = 1.0
+
+
+async def _watch_config(store: ConfigStore) -> None:
+    """Apply edits made by `agproxy config set` (another process) while serving."""
+    broken = False
+    while True:
+        await asyncio.sleep(CONFIG_POLL_SECONDS)
+        try:
+            if store.reload_if_changed():
+                log.info("config file changed; new settings applied")
+            broken = False
+        except ConfigError as exc:
+            if not broken:  # say it once, keep serving with the last good settings
+                log.error("%s (keeping the previous settings)", exc.message)
+            broken = True
+
+
+async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
+    settings = gateway.settings
+    try:
+        gateway.listen(settings.host, settings.port)
+    except BindError as exc:
+        echo(exc.message)
+        return 1
+    host, port = settings.host, settings.port
+    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
+    echo(f"agproxy {__version__} listening on {host}:{port}")
+    echo(f"  console:  http://{shown_host}:{port}/")
+    echo(f"  OpenAI:   http://{shown_host}:{port}/v1   Anthropic / Gemini: http://{shown_host}:{port}")
+    echo(f"  data dir: {gateway.store.directory}")
+    if settings.auto_start:
+        try:
+            status = await gateway.start(persist=False)
+            echo(f"proxy service: running ({status['active_accounts']} active accounts)")
+        except StartError as exc:
+            echo(f"proxy service: stopped: {exc.message}")
+    else:
+        echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1 and gateway.listener is not None:
+            gateway.listener.server.force_exit = True  # second Ctrl+C: don't wait
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    watcher = asyncio.create_task(_watch_config(gateway.store))
+    await stop.wait()
+    echo("shutting down: finishing in-flight requests…")
+    watcher.cancel()
+    await gateway.shutdown()
+    echo("stopped")
+    return 0
+
+
+def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
+    """Run the gateway in the foreground; returns the process exit status."""
+    try:
+        store.load()
+    except ConfigError as exc:
+        echo(f"error: {exc.message}")
+        return 2
+    engine = open_database(store.directory / DATABASE_FILE)
+    gateway = Gateway(store, engine, Pool(engine))
+    build_app(gateway)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(gateway, echo))

@@ -1,0 +1,157 @@
+"""The gateway process: its config, database, pool, listener and the proxy service switch.
+
+The HTTP listener serves the console and admin API for as long as `agproxy serve`
+runs; the proxy service (the AI routes) is started and stopped inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
+
+from agproxy.config import ConfigError, ConfigStore, Settings
+from agproxy.datadir import RUNTIME_FILE, atomic_write
+from agproxy.pool import Pool
+from agproxy.server.listener import BindError, Listener, bind_socket, close_listener, serve_socket
+
+log = logging.getLogger("agproxy.service")
+
+NO_ACCOUNTS = "no available accounts, please add an account first"
+# How long a moved-away listener keeps serving so the start response still gets out.
+MOVE_GRACE_SECONDS = 0.5
+
+
+class StartError(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Gateway:
+    store: ConfigStore
+    engine: Engine
+    pool: Pool
+    app: ASGIApp | None = None
+    running: bool = False
+    listener: Listener | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _retired: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def settings(self) -> Settings:
+        return self.store.settings
+
+    @property
+    def lan_exposed(self) -> bool:
+        """LAN access as configured, or as actually bound until the next start moves it."""
+        bound_wide = self.listener is not None and self.listener.host == "0.0.0.0"
+        return self.settings.allow_lan_access or bound_wide
+
+    def effective_auth_mode(self) -> str:
+        mode = self.settings.auth_mode
+        if mode == "auto":
+            return "all_except_health" if self.lan_exposed else "off"
+        return mode
+
+    # -- status ----------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        host, port = self.listener.address if self.listener else (self.settings.host, 0)
+        return {
+            "running": self.running,
+            "port": port,
+            "base_url": f"http://127.0.0.1:{port}",
+            "active_accounts": len(self.pool),
+            "host": host,
+            "allow_lan_access": host == "0.0.0.0",
+        }
+
+    # -- listener --------------------------------------------------------
+    def listen(self, host: str, port: int) -> None:
+        """Bind the first listener (raises BindError)."""
+        assert self.app is not None
+        sock = bind_socket(host, port)
+        self.listener = serve_socket(self.app, sock, self.settings.shutdown_timeout)
+        self._write_runtime_file()
+
+    async def _move_listener(self, host: str, port: int) -> None:
+        assert self.app is not None
+        sock = bind_socket(host, port)  # raises BindError, leaving everything as it was
+        old, self.listener = self.listener, serve_socket(
+            self.app, sock, self.settings.shutdown_timeout)
+        self._write_runtime_file()
+        if old is not None:
+            task = asyncio.create_task(self._retire(old))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    @staticmethod
+    async def _retire(listener: Listener) -> None:
+        await asyncio.sleep(MOVE_GRACE_SECONDS)
+        await close_listener(listener)
+
+    def _write_runtime_file(self) -> None:
+        assert self.listener is not None
+        host, port = self.listener.address
+        info = {"pid": os.getpid(), "host": host, "port": port}
+        atomic_write(self.store.directory / RUNTIME_FILE, orjson.dumps(info), 0o600)
+
+    # -- the proxy service -----------------------------------------------
+    async def start(self, persist: bool = True) -> dict[str, Any]:
+        async with self._lock:
+            try:
+                self.store.reload_if_changed()
+            except ConfigError as exc:
+                raise StartError(exc.message, 500) from exc
+            settings = self.settings
+            await run_in_threadpool(self.pool.load)
+            if not len(self.pool) and not settings.zai_can_serve:
+                raise StartError(NO_ACCOUNTS, 409)
+            wanted = (settings.host, settings.port)
+            if self.listener is None or self.listener.address != wanted:
+                try:
+                    await self._move_listener(*wanted)
+                except BindError as exc:
+                    raise StartError(exc.message, 500) from exc
+            self.running = True
+            if persist:
+                await self._remember_auto_start(True)
+            log.info("proxy service started (%d active accounts)", len(self.pool))
+            return self.status()
+
+    async def stop(self, persist: bool = True) -> dict[str, Any]:
+        async with self._lock:
+            self.running = False
+            if persist:
+                await self._remember_auto_start(False)
+            log.info("proxy service stopped")
+            return self.status()
+
+    async def _remember_auto_start(self, value: bool) -> None:
+        """Like the desktop app: the service comes back as the user last left it."""
+        if self.store.file_values.get("auto_start", True) == value:
+            return
+        try:
+            await run_in_threadpool(self.store.update, {"auto_start": value})
+        except (ConfigError, OSError) as exc:
+            log.warning("could not save auto_start: %s", exc)
+
+    async def shutdown(self) -> None:
+        self.running = False
+        for task in list(self._retired):
+            task.cancel()
+        if self.listener is not None:
+            await close_listener(self.listener)
+        with contextlib.suppress(FileNotFoundError):
+            (self.store.directory / RUNTIME_FILE).unlink()
+        self.engine.dispose()
