@@ -86,14 +86,31 @@ class Gateway:
 
     async def _move_listener(self, host: str, port: int) -> None:
         assert self.app is not None
-        sock = bind_socket(host, port)  # raises BindError, leaving everything as it was
-        old, self.listener = self.listener, serve_socket(
-            self.app, sock, self.settings.shutdown_timeout)
+        old = self.listener
+        same_port = old is not None and old.port == port
+        if same_port:
+            # Linux refuses 0.0.0.0:P while 127.0.0.1:P listens (and the reverse): stop
+            # listening first. Open connections, like the one asking to start, carry on.
+            for server in old.server.servers:
+                server.close()
+        try:
+            sock = bind_socket(host, port)
+        except BindError:
+            if same_port:
+                # Put the old address back so the state is as before the attempt.
+                self.listener = serve_socket(self.app, bind_socket(*old.address),
+                                             self.settings.shutdown_timeout)
+                self._retire_later(old)
+            raise
+        self.listener = serve_socket(self.app, sock, self.settings.shutdown_timeout)
         self._write_runtime_file()
         if old is not None:
-            task = asyncio.create_task(self._retire(old))
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
+            self._retire_later(old)
+
+    def _retire_later(self, listener: Listener) -> None:
+        task = asyncio.create_task(self._retire(listener))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     @staticmethod
     async def _retire(listener: Listener) -> None:

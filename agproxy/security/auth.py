@@ -50,8 +50,6 @@ class AuthMiddleware:
         protocol = protocol_of(path)
         keys = presented_keys(scope, allow_query=protocol is Protocol.GOOGLE)
         if not key_matches(keys, settings.api_key):
-            if scope.get("query_string") and b"key=" in scope["query_string"]:
-                protocol = Protocol.GOOGLE
             response = error_response(protocol, 401, WRONG_KEY if keys else MISSING_KEY)
             await response(scope, receive, send)
             return

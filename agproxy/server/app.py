@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,6 +22,8 @@ from agproxy.security.auth import AuthMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.service import Gateway
 
+log = logging.getLogger("agproxy.server")
+
 
 async def console_index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -35,6 +39,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     else:
         message = exc.detail
     return error_response(protocol_of(path), exc.status_code, message, headers=exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(protocol_of(request.url.path), 500,
+                          f"internal error in agproxy: {type(exc).__name__}; see the gateway log")
 
 
 def build_app(gateway: Gateway) -> Starlette:
@@ -59,7 +69,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Middleware(AuthMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={HTTPException: http_error})
+                    exception_handlers={HTTPException: http_error, Exception: unexpected_error})
     app.state.gateway = gateway
     gateway.app = app
     return app

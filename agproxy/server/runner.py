@@ -38,27 +38,6 @@ async def _watch_config(store: ConfigStore) -> None:
 
 
 async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
-    settings = gateway.settings
-    try:
-        gateway.listen(settings.host, settings.port)
-    except BindError as exc:
-        echo(exc.message)
-        return 1
-    host, port = settings.host, settings.port
-    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
-    echo(f"agproxy {__version__} listening on {host}:{port}")
-    echo(f"  console:  http://{shown_host}:{port}/")
-    echo(f"  OpenAI:   http://{shown_host}:{port}/v1   Anthropic / Gemini: http://{shown_host}:{port}")
-    echo(f"  data dir: {gateway.store.directory}")
-    if settings.auto_start:
-        try:
-            status = await gateway.start(persist=False)
-            echo(f"proxy service: running ({status['active_accounts']} active accounts)")
-        except StartError as exc:
-            echo(f"proxy service: stopped: {exc.message}")
-    else:
-        echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -70,8 +49,32 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
             gateway.listener.server.force_exit = True  # second Ctrl+C: don't wait
         stop.set()
 
+    # Before listening: a signal that arrives as soon as the port answers is handled too.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+
+    settings = gateway.settings
+    try:
+        gateway.listen(settings.host, settings.port)
+    except BindError as exc:
+        echo(exc.message)
+        return 1
+    host, port = settings.host, settings.port
+    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
+    echo(f"agproxy {__version__} listening on {host}:{port}")
+    echo(f"  console:  http://{shown_host}:{port}/")
+    echo(f"  OpenAI:   http://{shown_host}:{port}/v1   "
+         f"Anthropic / Gemini: http://{shown_host}:{port}")
+    echo(f"  data dir: {gateway.store.directory}")
+    if settings.auto_start:
+        try:
+            status = await gateway.start(persist=False)
+            echo(f"proxy service: running ({status['active_accounts']} active accounts)")
+        except StartError as exc:
+            echo(f"proxy service: stopped: {exc.message}")
+    else:
+        echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
+
     watcher = asyncio.create_task(_watch_config(gateway.store))
     await stop.wait()
     echo("shutting down: finishing in-flight requests…")

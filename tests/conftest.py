@@ -1,0 +1,167 @@
+"""Shared fixtures: run `agproxy serve` as a real subprocess on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+READY_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agproxy_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGPROXY_")}
+    env["AGPROXY_DATA_DIR"] = str(data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+def run_cli(data_dir: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agproxy", *args],
+        env=env or agproxy_env(data_dir), capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def add_account(data_dir: Path, email: str, enabled: bool = True, status: str = "ok",
+                models: tuple[str, ...] = ()) -> str:
+    """Store an account through the real data layer (accounts are added by the accounts CLI
+    in a later release; the pool only needs the row)."""
+    import sqlalchemy as sa
+
+    from agproxy.db import open_database
+    from agproxy.db.tables import account_quotas, accounts
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_database(data_dir / "agproxy.db")
+    account_id = str(uuid.uuid4())
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(accounts).values(
+            id=account_id, email=email, refresh_token="1//test-refresh-" + account_id,
+            enabled=enabled, status=status, sort_order=0, created_at=now))
+        for model in models:
+            conn.execute(sa.insert(account_quotas).values(
+                account_id=account_id, model=model, remaining_fraction=1.0, fetched_at=now))
+    engine.dispose()
+    return account_id
+
+
+@dataclass
+class Gateway:
+    """A running `agproxy serve` process."""
+
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[str]
+    env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config_file(self) -> dict[str, Any]:
+        return json.loads((self.data_dir / "config.json").read_text())
+
+    @property
+    def api_key(self) -> str:
+        return self.env.get("AGPROXY_API_KEY") or self.config_file()["api_key"]
+
+    @property
+    def admin_secret(self) -> str:
+        return (self.env.get("AGPROXY_ADMIN_PASSWORD") or self.config_file().get("admin_password")
+                or self.api_key)
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.admin_secret}", **kw.pop("headers", {})}
+        return httpx.request(method, self.base_url + path, headers=headers, timeout=30, **kw)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return httpx.get(self.base_url + path, timeout=30, **kw)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.data_dir, *args, env=self.env)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                out, _ = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, _ = self.proc.communicate()
+            self.output.append(out or "")
+        return self.proc.returncode
+
+
+def spawn(data_dir: Path, port: int | None = None, config: dict[str, Any] | None = None,
+          **env_overrides: str) -> Gateway:
+    """Start `agproxy serve`; wait until the listener answers HTTP."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    existing = data_dir / "config.json"
+    config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
+    if "AGPROXY_PORT" in env_overrides:
+        port = int(env_overrides["AGPROXY_PORT"])
+    else:
+        if port or "port" not in config:
+            config["port"] = port or free_port()
+        port = config["port"]
+    if config:
+        (data_dir / "config.json").write_text(json.dumps(config))
+    env = agproxy_env(data_dir, **env_overrides)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "serve"], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    gw = Gateway(data_dir, port, proc, env)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, _ = proc.communicate()
+            raise RuntimeError(f"agproxy serve exited {proc.returncode}:\n{out}")
+        try:
+            httpx.get(f"{gw.base_url}/healthz", timeout=1)
+            return gw
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"agproxy serve did not answer on port {port} within {READY_TIMEOUT}s")
+
+
+ZAI_ENV = {"AGPROXY_ZAI_API_KEY": "zai-test-key-0123456789", "AGPROXY_ZAI_DISPATCH_MODE": "exclusive"}
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start gateways on demand; every one is stopped at the end of the test."""
+    started: list[Gateway] = []
+
+    def make(name: str = "gw", **kw: Any) -> Gateway:
+        gw = spawn(tmp_path / name, **kw)
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop(signal.SIGKILL if gw.proc.poll() is None else signal.SIGTERM, timeout=10)
