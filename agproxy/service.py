@@ -88,7 +88,7 @@ class Gateway:
         assert self.app is not None
         old = self.listener
         same_port = old is not None and old.port == port
-        if same_port:
+        if old is not None and same_port:
             # Linux refuses 0.0.0.0:P while 127.0.0.1:P listens (and the reverse): stop
             # listening first. Open connections, like the one asking to start, carry on.
             for server in old.server.servers:
@@ -96,7 +96,7 @@ class Gateway:
         try:
             sock = bind_socket(host, port)
         except BindError:
-            if same_port:
+            if old is not None and same_port:
                 # Put the old address back so the state is as before the attempt.
                 self.listener = serve_socket(self.app, bind_socket(*old.address),
                                              self.settings.shutdown_timeout)

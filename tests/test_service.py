@@ -233,3 +233,30 @@ def test_secrets_files_are_private(gateway_factory) -> None:  # type: ignore[no-
     gw = gateway_factory()
     for name in ("config.json", "agproxy.db"):
         assert (gw.data_dir / name).stat().st_mode & 0o077 == 0, name
+
+
+def test_sigterm_lets_an_in_flight_request_finish(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    """A request whose body is still arriving when SIGTERM comes is served, then the
+    process exits: nothing in flight is lost."""
+    gw = gateway_factory(**ZAI_ENV)
+    body = b'{"auth_mode": "strict"}'
+    head = (f"PUT /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {gw.admin_secret}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", gw.port)) as conn:
+        conn.sendall(head + body[:5])
+        time.sleep(0.3)  # the request is now being read by the gateway
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert gw.proc.poll() is None  # still finishing our request
+        conn.sendall(body[5:])
+        conn.settimeout(10)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert gw.proc.wait(timeout=30) == 0
+    assert json.loads((gw.data_dir / "config.json").read_text())["auth_mode"] == "strict"

@@ -7,6 +7,7 @@ clients `{"type": "error", "error": {"type", "message"}}`, Google clients
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 import orjson
@@ -59,7 +60,7 @@ def error_body(protocol: Protocol, status: int, message: str) -> dict:
 
 
 def error_response(
-    protocol: Protocol, status: int, message: str, headers: dict[str, str] | None = None
+    protocol: Protocol, status: int, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(
         orjson.dumps(error_body(protocol, status, message)),

@@ -1,0 +1,14 @@
+.PHONY: install serve test lint
+
+install:          ## install agproxy into the current Python
+	pip install .
+
+serve:            ## run the gateway on the embedded SQLite default
+	agproxy serve
+
+test:             ## install test dependencies (venv + chromium) and run all tests
+	./scripts/test
+
+lint:             ## ruff over code and tests
+	.venv/bin/ruff check agproxy tests
+	.venv/bin/mypy agproxy --ignore-missing-imports
