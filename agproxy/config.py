@@ -57,6 +57,7 @@ class Settings(BaseModel):
     admin_password: str | None = None
     auto_start: bool = True
     shutdown_timeout: float = 30.0
+    quota_refresh_minutes: int = 15
 
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
+from agproxy.accounts import AccountService
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.pool import Pool
@@ -42,6 +43,7 @@ class Gateway:
     store: ConfigStore
     engine: Engine
     pool: Pool
+    accounts: AccountService
     app: ASGIApp | None = None
     running: bool = False
     listener: Listener | None = None
@@ -171,4 +173,5 @@ class Gateway:
             await close_listener(self.listener)
         with contextlib.suppress(FileNotFoundError):
             (self.store.directory / RUNTIME_FILE).unlink()
+        await self.accounts.client.close()
         self.engine.dispose()

@@ -51,7 +51,19 @@ def m001_accounts(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_accounts]
+def m002_proxy_limits_revisions(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE accounts ADD COLUMN proxy_url VARCHAR(500)"))
+    conn.execute(sa.text("ALTER TABLE account_quotas ADD COLUMN max_output_tokens INTEGER"))
+    # Bumped on every change other processes must notice (accounts added from the CLI
+    # while a gateway runs); a cheap poll of one row, on SQLite and Postgres alike.
+    sa.Table(
+        "revisions", sa.MetaData(),
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Integer, nullable=False),
+    ).create(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions]
 
 _applied = sa.Table(
     "schema_migrations", sa.MetaData(),

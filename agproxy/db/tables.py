@@ -22,6 +22,7 @@ accounts = sa.Table(
     sa.Column("sort_order", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float),
+    sa.Column("proxy_url", sa.String(500)),
 )
 
 account_quotas = sa.Table(
@@ -32,4 +33,11 @@ account_quotas = sa.Table(
     sa.Column("remaining_fraction", sa.Float),
     sa.Column("reset_at", sa.Float),
     sa.Column("fetched_at", sa.Float, nullable=False),
+    sa.Column("max_output_tokens", sa.Integer),
+)
+
+revisions = sa.Table(
+    "revisions", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Integer, nullable=False),
 )

@@ -1,51 +1,54 @@
 """In-memory view of the accounts that can serve requests.
 
-Loaded from the database when the proxy service starts (and when accounts
-change); the request path reads only this, never the database.
+Loaded from the account store when the proxy service starts and whenever the store's
+revision moves (an account added from the CLI, a state change); the request path reads
+only this, never the database. Reloading swaps whole tuples, so readers never see a
+half-built pool.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-from sqlalchemy import Engine
-
-from agproxy.db.tables import account_quotas, accounts
-
-
-@dataclass(frozen=True, slots=True)
-class PoolAccount:
-    id: str
-    email: str
+from agproxy.accounts.store import Account, AccountStore
 
 
 @dataclass
 class Pool:
-    engine: Engine
-    accounts: tuple[PoolAccount, ...] = field(default=(), init=False)
+    store: AccountStore
+    accounts: tuple[Account, ...] = field(default=(), init=False)
     models: tuple[str, ...] = field(default=(), init=False)
+    revision: int = field(default=-1, init=False)
 
     def load(self) -> int:
         """Re-read the serving accounts (enabled, status ok) in the user's order."""
-        query = (
-            sa.select(accounts.c.id, accounts.c.email)
-            .where(accounts.c.enabled.is_(True), accounts.c.status == "ok")
-            .order_by(accounts.c.sort_order, accounts.c.created_at)
-        )
-        serving = query.with_only_columns(accounts.c.id).order_by(None).scalar_subquery()
-        models_query = (
-            sa.select(account_quotas.c.model)
-            .where(account_quotas.c.account_id.in_(serving))
-            .distinct()
-            .order_by(account_quotas.c.model)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-            models = conn.execute(models_query).scalars().all()
-        self.accounts = tuple(PoolAccount(r.id, r.email) for r in rows)
-        self.models = tuple(models)
+        revision = self.store.revision()
+        known = {a.id: a for a in self.accounts}
+        fresh = []
+        for account in self.store.all():
+            if not account.serving:
+                continue
+            old = known.get(account.id)
+            # Keep a token refreshed in memory that the store has not caught up with.
+            if old is not None and (old.access_token_expires_at or 0) > (
+                    account.access_token_expires_at or 0):
+                account.access_token = old.access_token
+                account.access_token_expires_at = old.access_token_expires_at
+            fresh.append(account)
+        self.accounts = tuple(fresh)
+        self.models = tuple(sorted({q.model for a in fresh for q in a.quotas}))
+        self.revision = revision
         return len(self.accounts)
+
+    def reload_if_changed(self) -> bool:
+        if self.store.revision() == self.revision:
+            return False
+        self.load()
+        return True
+
+    def drop(self, account_id: str) -> None:
+        """Take an account out of rotation at once (the store is updated separately)."""
+        self.accounts = tuple(a for a in self.accounts if a.id != account_id)
 
     def __len__(self) -> int:
         return len(self.accounts)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import uvloop
 
 from agproxy import __version__
+from agproxy.accounts import build_account_service
 from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE
 from agproxy.db import open_database
@@ -20,6 +21,7 @@ from agproxy.service import Gateway, StartError
 
 log = logging.getLogger("agproxy.server")
 CONFIG_POLL_SECONDS = 1.0
+ACCOUNTS_POLL_SECONDS = 1.0
 
 
 async def _watch_config(store: ConfigStore) -> None:
@@ -35,6 +37,28 @@ async def _watch_config(store: ConfigStore) -> None:
             if not broken:  # say it once, keep serving with the last good settings
                 log.error("%s (keeping the previous settings)", exc.message)
             broken = True
+
+
+async def _watch_accounts(gateway: Gateway) -> None:
+    """Pick up accounts added or changed by another process (the CLI) without a restart."""
+    while True:
+        await asyncio.sleep(ACCOUNTS_POLL_SECONDS)
+        try:
+            if await asyncio.to_thread(gateway.pool.reload_if_changed):
+                log.info("accounts changed; %d active", len(gateway.pool))
+        except Exception:  # a locked or busy database: try again next tick
+            log.exception("could not reload accounts")
+
+
+async def _refresh_quotas_periodically(gateway: Gateway) -> None:
+    while True:
+        minutes = gateway.settings.quota_refresh_minutes
+        await asyncio.sleep(max(minutes, 1) * 60)
+        if minutes <= 0 or not gateway.running:
+            continue
+        errors = await gateway.accounts.refresh_quotas(list(gateway.pool.accounts))
+        failed = {k: v for k, v in errors.items() if v}
+        log.info("quota refreshed for %d accounts (%d failed)", len(errors), len(failed))
 
 
 async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
@@ -75,10 +99,13 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
     else:
         echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
 
-    watcher = asyncio.create_task(_watch_config(gateway.store))
+    background = [asyncio.create_task(_watch_config(gateway.store)),
+                  asyncio.create_task(_watch_accounts(gateway)),
+                  asyncio.create_task(_refresh_quotas_periodically(gateway))]
     await stop.wait()
     echo("shutting down: finishing in-flight requests…")
-    watcher.cancel()
+    for task in background:
+        task.cancel()
     await gateway.shutdown()
     echo("stopped")
     return 0
@@ -92,7 +119,10 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
         echo(f"error: {exc.message}")
         return 2
     engine = open_database(store.directory / DATABASE_FILE)
-    gateway = Gateway(store, engine, Pool(engine))
+    accounts = build_account_service(lambda: store.settings, engine)
+    pool = Pool(accounts.store)
+    accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
+    gateway = Gateway(store, engine, pool, accounts)
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo))

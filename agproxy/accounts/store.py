@@ -1,0 +1,227 @@
+"""The account store: accounts and their quotas in the database.
+
+Every write is one transaction, so a crash mid-write leaves either the old row or
+the new one. Changes that other processes must notice (an account added, removed,
+enabled, disabled, marked) bump the `accounts` revision.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from agproxy.db.tables import account_quotas, accounts, revisions
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FORBIDDEN = "forbidden"            # the backend refused the account (403)
+    NEEDS_RELOGIN = "needs_relogin"    # refresh answered invalid_grant
+
+
+@dataclass(frozen=True, slots=True)
+class ModelQuota:
+    model: str
+    remaining_fraction: float | None  # None: exhausted (Google omits the fraction)
+    reset_at: float | None
+    max_output_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class Account:
+    id: str
+    email: str
+    refresh_token: str
+    display_name: str | None = None
+    access_token: str | None = None
+    access_token_expires_at: float | None = None
+    project_id: str | None = None
+    tier: str | None = None
+    enabled: bool = True
+    status: Status = Status.OK
+    status_reason: str | None = None
+    status_changed_at: float | None = None
+    sort_order: int = 0
+    created_at: float = 0.0
+    last_used_at: float | None = None
+    proxy_url: str | None = None
+    oauth_client: str | None = None
+    quotas: list[ModelQuota] = field(default_factory=list)
+    quota_fetched_at: float | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.enabled and self.status is Status.OK
+
+    @property
+    def state(self) -> str:
+        """One word for lists: enabled, disabled, forbidden, needs_relogin."""
+        if self.status is not Status.OK:
+            return self.status.value
+        return "enabled" if self.enabled else "disabled"
+
+
+class UpsertResult(StrEnum):
+    ADDED = "added"
+    UPDATED = "updated"        # known email, new refresh token
+    DUPLICATE = "duplicate"    # known email, same refresh token: nothing to do
+
+
+def _row_to_account(row: sa.Row) -> Account:
+    data = dict(row._mapping)
+    data["status"] = Status(data["status"])
+    return Account(**data)
+
+
+class AccountStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- revision ------------------------------------------------------------
+    @staticmethod
+    def _bump(conn: Connection) -> None:
+        updated = conn.execute(sa.update(revisions).where(revisions.c.name == "accounts")
+                               .values(value=revisions.c.value + 1))
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(revisions).values(name="accounts", value=1))
+
+    def revision(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(revisions.c.value)
+                                 .where(revisions.c.name == "accounts")).scalar()
+        return int(value or 0)
+
+    # -- reading -------------------------------------------------------------
+    def all(self) -> list[Account]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(accounts)
+                                .order_by(accounts.c.sort_order, accounts.c.created_at)).all()
+            quota_rows = conn.execute(sa.select(account_quotas)
+                                      .order_by(account_quotas.c.model)).all()
+        found = [_row_to_account(r) for r in rows]
+        by_id = {a.id: a for a in found}
+        for q in quota_rows:
+            account = by_id.get(q.account_id)
+            if account is None:
+                continue
+            account.quotas.append(ModelQuota(q.model, q.remaining_fraction, q.reset_at,
+                                             q.max_output_tokens))
+            account.quota_fetched_at = max(account.quota_fetched_at or 0.0, q.fetched_at)
+        return found
+
+    def get(self, id_or_email: str) -> Account | None:
+        """By id, id prefix (at least 6 characters) or email (case-insensitive)."""
+        key = id_or_email.strip().lower()
+        matches = [a for a in self.all()
+                   if a.id == key or a.email.lower() == key
+                   or (len(key) >= 6 and a.id.startswith(key))]
+        return matches[0] if len(matches) == 1 else None
+
+    # -- writing -------------------------------------------------------------
+    def upsert(self, email: str, refresh_token: str, *, display_name: str | None = None,
+               access_token: str | None = None, expires_at: float | None = None,
+               project_id: str | None = None, tier: str | None = None,
+               quotas: list[ModelQuota] | None = None) -> tuple[Account, UpsertResult]:
+        """Add an account, or give a known email its new refresh token (which also
+        clears a needs-relogin or forbidden mark: the user signed in again)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(accounts).where(
+                sa.func.lower(accounts.c.email) == email.lower())).first()
+            values = {"refresh_token": refresh_token, "display_name": display_name,
+                      "access_token": access_token, "access_token_expires_at": expires_at,
+                      "project_id": project_id, "tier": tier}
+            values = {k: v for k, v in values.items() if v is not None}
+            if row is None:
+                account_id = str(uuid.uuid4())
+                order = conn.execute(sa.select(sa.func.coalesce(
+                    sa.func.max(accounts.c.sort_order), -1) + 1)).scalar()
+                conn.execute(sa.insert(accounts).values(
+                    id=account_id, email=email, enabled=True, status=Status.OK.value,
+                    sort_order=order, created_at=now, **values))
+                result = UpsertResult.ADDED
+            else:
+                account_id = row.id
+                if row.refresh_token == refresh_token and row.status == Status.OK.value:
+                    result = UpsertResult.DUPLICATE
+                else:
+                    result = UpsertResult.UPDATED
+                    values.update(status=Status.OK.value, status_reason=None,
+                                  status_changed_at=now)
+                conn.execute(sa.update(accounts).where(accounts.c.id == account_id)
+                             .values(**values))
+            if quotas is not None:
+                self._replace_quotas(conn, account_id, quotas, now)
+            if result is not UpsertResult.DUPLICATE:
+                self._bump(conn)
+        account = self.get(account_id)
+        assert account is not None
+        return account, result
+
+    def remove(self, account_id: str) -> bool:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(account_quotas).where(
+                account_quotas.c.account_id == account_id))
+            gone = conn.execute(sa.delete(accounts).where(accounts.c.id == account_id)).rowcount
+            if gone:
+                self._bump(conn)
+        return bool(gone)
+
+    def set_enabled(self, account_id: str, enabled: bool) -> None:
+        self._update(account_id, bump=True, enabled=enabled)
+
+    def set_status(self, account_id: str, status: Status, reason: str | None = None) -> None:
+        self._update(account_id, bump=True, status=status.value,
+                     status_reason=(reason or None) and reason[:800],
+                     status_changed_at=time.time())
+
+    def save_tokens(self, account_id: str, access_token: str, expires_at: float,
+                    refresh_token: str | None = None) -> None:
+        values: dict[str, object] = {"access_token": access_token,
+                                     "access_token_expires_at": expires_at}
+        if refresh_token:
+            values["refresh_token"] = refresh_token
+        self._update(account_id, bump=False, **values)
+
+    def save_project(self, account_id: str, project_id: str | None, tier: str | None) -> None:
+        self._update(account_id, bump=False, project_id=project_id, tier=tier)
+
+    def set_proxy(self, account_id: str, proxy_url: str | None) -> None:
+        self._update(account_id, bump=True, proxy_url=proxy_url)
+
+    def save_quotas(self, account_id: str, quotas: list[ModelQuota]) -> None:
+        with self.engine.begin() as conn:
+            self._replace_quotas(conn, account_id, quotas, time.time())
+            self._bump(conn)  # the catalog may change
+
+    def touch_used(self, used: dict[str, float]) -> None:
+        """Record last-used times in one batch (called off the request path)."""
+        if not used:
+            return
+        with self.engine.begin() as conn:
+            for account_id, at in used.items():
+                conn.execute(sa.update(accounts).where(accounts.c.id == account_id)
+                             .values(last_used_at=at))
+
+    def _update(self, account_id: str, bump: bool, **values: object) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(accounts).where(accounts.c.id == account_id).values(**values))
+            if bump:
+                self._bump(conn)
+
+    @staticmethod
+    def _replace_quotas(conn: Connection, account_id: str, quotas: list[ModelQuota],
+                        now: float) -> None:
+        conn.execute(sa.delete(account_quotas).where(account_quotas.c.account_id == account_id))
+        if quotas:
+            conn.execute(sa.insert(account_quotas), [
+                {"account_id": account_id, "model": q.model,
+                 "remaining_fraction": q.remaining_fraction, "reset_at": q.reset_at,
+                 "max_output_tokens": q.max_output_tokens, "fetched_at": now}
+                for q in quotas
+            ])

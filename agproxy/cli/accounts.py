@@ -1,0 +1,331 @@
+"""`agproxy accounts …`: add, sign in, import, list and manage the Google accounts.
+
+These commands work on the data directory's database directly; a running gateway
+notices the change within a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import webbrowser
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+
+from agproxy.accounts import AccountService, build_account_service
+from agproxy.accounts.login import LoginError, LoginFlow, LoopbackCallback, extract_code
+from agproxy.accounts.service import AddError, ImportResult, parse_import, summarize
+from agproxy.accounts.store import Account, AccountStore
+from agproxy.cli.client import load_settings
+from agproxy.datadir import DATABASE_FILE, atomic_write
+from agproxy.db import open_database
+
+T = TypeVar("T")
+
+
+def _run(work: Callable[[AccountService], Awaitable[T]]) -> T:
+    """Run `work` with an account service on this data directory, then close it."""
+    store = load_settings(create=True)
+    engine = open_database(store.directory / DATABASE_FILE)
+    service = build_account_service(lambda: store.settings, engine)
+
+    async def main() -> T:
+        try:
+            return await work(service)
+        finally:
+            await service.client.close()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _account_store() -> Iterator[AccountStore]:
+    settings = load_settings(create=True)
+    engine = open_database(settings.directory / DATABASE_FILE)
+    try:
+        yield AccountStore(engine)
+    finally:
+        engine.dispose()
+
+
+def _find(store: AccountStore, id_or_email: str) -> Account:
+    account = store.get(id_or_email)
+    if account is None:
+        raise click.ClickException(f"no single account matches {id_or_email!r} "
+                                   "(use the email or the id from `agproxy accounts list`)")
+    return account
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "never"
+    seconds = max(0, int(time.time() - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _until(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    seconds = int(ts - time.time())
+    if seconds <= 0:
+        return "now"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m"
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    """An account as the CLI and admin API show it: never with its tokens."""
+    return {
+        "id": account.id, "email": account.email, "name": account.display_name,
+        "state": account.state, "enabled": account.enabled, "status": account.status.value,
+        "status_reason": account.status_reason, "status_changed_at": account.status_changed_at,
+        "project_id": account.project_id, "tier": account.tier,
+        "created_at": account.created_at, "last_used_at": account.last_used_at,
+        "proxy_url": account.proxy_url, "quota_fetched_at": account.quota_fetched_at,
+        "quotas": [{"model": q.model, "remaining_fraction": q.remaining_fraction,
+                    "reset_at": q.reset_at} for q in account.quotas],
+    }
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@click.group()
+def accounts() -> None:
+    """Manage the pool of Google accounts.
+
+    \b
+    agproxy accounts login                  sign in with Google in a browser
+    agproxy accounts add --refresh-token T  add an account by its refresh token
+    agproxy accounts import FILE            add many (JSON array or one token per line)
+    agproxy accounts list                   show them with state and quota
+
+    A running gateway picks up changes within a second.
+    """
+
+
+@accounts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (no tokens).")
+def list_(as_json: bool) -> None:
+    """List accounts with their state, tier, quota and last use."""
+    with _account_store() as store:
+        found = store.all()
+    if as_json:
+        click.echo(orjson.dumps([account_json(a) for a in found],
+                                option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found:
+        click.echo("no accounts yet: add one with `agproxy accounts login` or "
+                   "`agproxy accounts add --refresh-token T`")
+        return
+    rows = []
+    for a in found:
+        lowest = min((q for q in a.quotas), default=None,
+                     key=lambda q: q.remaining_fraction if q.remaining_fraction is not None else 0)
+        quota = "-" if lowest is None else (
+            f"{len(a.quotas)} models, lowest {lowest.model} "
+            f"{int((lowest.remaining_fraction or 0) * 100)}% (resets {_until(lowest.reset_at)})")
+        state = a.state + (f": {a.status_reason[:60]}" if a.status_reason else "")
+        rows.append([a.id[:8], a.email, state, a.tier or "-", quota, _ago(a.last_used_at)])
+    _table(rows, ["ID", "EMAIL", "STATE", "TIER", "QUOTA", "LAST USED"])
+
+
+@accounts.command()
+@click.option("--refresh-token", "refresh_token", required=True,
+              help="A Google OAuth refresh token (1//…) of the Antigravity client.")
+@click.option("--email", help="The account's email, used only if Google does not say it.")
+def add(refresh_token: str, email: str | None) -> None:
+    """Add an account by its refresh token.
+
+    The token is checked by refreshing it first; a token Google refuses is reported
+    with Google's reason and nothing is stored.
+    """
+    try:
+        account, outcome = _run(lambda s: s.add_refresh_token(refresh_token.strip(), email))
+    except AddError as exc:
+        raise click.ClickException(exc.message) from exc
+    verb = {"added": "added", "updated": "updated", "duplicate": "already present:"}[outcome]
+    click.echo(f"{verb} {account.email} (project {account.project_id or '-'}, "
+               f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)")
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def import_(file: str, as_json: bool) -> None:
+    """Add the accounts listed in FILE (or - for stdin).
+
+    FILE is a JSON array of {"refresh_token": …, "email": …} objects (or of token
+    strings), or one refresh token per line. Each token is checked on its own; a bad
+    line never stops the others, and importing the same file twice adds nothing twice.
+    """
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    try:
+        entries, invalid = parse_import(text)
+    except AddError as exc:
+        raise click.ClickException(exc.message) from exc
+
+    with click.progressbar(length=len(entries), label="checking tokens", file=sys.stderr,
+                           show_pos=True) as bar:
+        def progress(_result: ImportResult) -> None:
+            bar.update(1)
+
+        results = _run(lambda s: s.import_entries(entries, progress))
+    results = sorted(invalid + results, key=lambda r: r.entry.line)
+    if as_json:
+        click.echo(orjson.dumps({"summary": summarize(results), "results": [
+            {"line": r.entry.line, "outcome": r.outcome, "email": r.email, "reason": r.reason}
+            for r in results]}).decode())
+        return
+    _table([[str(r.entry.line), r.outcome, r.email or "-", r.reason or ""] for r in results],
+           ["LINE", "RESULT", "EMAIL", "REASON"])
+    counts = summarize(results)
+    click.echo(", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@accounts.command()
+@click.argument("id_or_email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def remove(id_or_email: str, yes: bool) -> None:
+    """Remove an account (its refresh token is forgotten)."""
+    with _account_store() as store:
+        account = _find(store, id_or_email)
+        if not yes and not click.confirm(f"remove {account.email}?"):
+            raise click.Abort()
+        store.remove(account.id)
+    click.echo(f"removed {account.email}")
+
+
+def _set_enabled(id_or_email: str, enabled: bool) -> None:
+    with _account_store() as store:
+        account = _find(store, id_or_email)
+        store.set_enabled(account.id, enabled)
+    click.echo(f"{'enabled' if enabled else 'disabled'} {account.email}")
+
+
+@accounts.command()
+@click.argument("id_or_email")
+def enable(id_or_email: str) -> None:
+    """Put an account back into rotation."""
+    _set_enabled(id_or_email, True)
+
+
+@accounts.command()
+@click.argument("id_or_email")
+def disable(id_or_email: str) -> None:
+    """Take an account out of rotation (it is kept; `enable` brings it back)."""
+    _set_enabled(id_or_email, False)
+
+
+@accounts.command()
+@click.argument("id_or_email", required=False)
+def quota(id_or_email: str | None) -> None:
+    """Refresh the per-model quota of all accounts, or of one."""
+    async def work(service: AccountService) -> tuple[list[Account], dict[str, str | None]]:
+        chosen = [_find(service.store, id_or_email)] if id_or_email else service.store.all()
+        with click.progressbar(length=len(chosen), label="fetching quota", file=sys.stderr,
+                               show_pos=True) as bar:
+            errors = await service.refresh_quotas(chosen, lambda _a, _e: bar.update(1))
+        return chosen, errors
+
+    chosen, errors = _run(work)
+    rows = []
+    for account in chosen:
+        if errors.get(account.id):
+            rows.append([account.email, "-", "error: " + str(errors[account.id])[:80], ""])
+            continue
+        for q in account.quotas:
+            pct = "exhausted" if q.remaining_fraction is None else f"{q.remaining_fraction:.0%}"
+            rows.append([account.email, q.model, pct, _until(q.reset_at)])
+    _table(rows, ["EMAIL", "MODEL", "REMAINING", "RESETS IN"])
+    if any(errors.values()):
+        sys.exit(1)
+
+
+@accounts.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def export(file: str) -> None:
+    """Write every account's email and refresh token to FILE (mode 0600), in the
+    format `accounts import` reads."""
+    with _account_store() as store:
+        found = store.all()
+    data = [{"email": a.email, "refresh_token": a.refresh_token} for a in found]
+    path = Path(file).expanduser().resolve()
+    atomic_write(path, orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n", 0o600)
+    click.echo(f"exported {len(data)} accounts to {path} (mode 0600: it holds secrets)")
+
+
+@accounts.command()
+@click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
+@click.option("--manual", is_flag=True,
+              help="Headless: paste the redirect URL (or the code) here instead of waiting "
+                   "for the local callback.")
+@click.option("--timeout", default=300, show_default=True, help="Seconds to wait for sign-in.")
+def login(no_browser: bool, manual: bool, timeout: int) -> None:
+    """Sign in with Google and add the account.
+
+    Prints the authorization URL (open it in any browser, on any machine). After
+    consent Google redirects to a local callback on this machine; on a headless
+    machine, copy the address the browser ends on (http://127.0.0.1:…/oauth-callback?…)
+    and paste it here (--manual, or just paste it while waiting).
+    """
+    async def work(service: AccountService) -> tuple[Account, str]:
+        callback = LoopbackCallback()
+        flow = LoginFlow(await callback.start())
+        url = flow.url(service.oauth)
+        click.echo("Open this URL to sign in with Google:\n")
+        click.echo(url + "\n", nl=True)
+        sys.stdout.flush()
+        if not no_browser and not manual and os.environ.get("DISPLAY"):
+            webbrowser.open(url)
+        waiters: list[asyncio.Task[str]] = []
+        if not manual:
+            async def from_callback() -> str:
+                return flow.code_from_query(await callback.next_query())
+            waiters.append(asyncio.create_task(from_callback()))
+        if manual or sys.stdin.isatty():
+            prompt = "Paste the redirect URL or the code: " if manual else ""
+            if manual:
+                click.echo(prompt, nl=False)
+
+            async def from_stdin() -> str:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                return extract_code(line, flow.state)
+            waiters.append(asyncio.create_task(from_stdin()))
+        try:
+            done, pending = await asyncio.wait(waiters, timeout=timeout,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            if not done:
+                raise click.ClickException(f"no sign-in within {timeout}s; run the command "
+                                           "again (or use --manual on a headless machine)")
+            code = done.pop().result()
+        finally:
+            await callback.close()
+        account, outcome = await service.complete_login(code, flow.redirect_uri, flow.pkce)
+        return account, outcome.value
+
+    try:
+        account, outcome = _run(work)
+    except (LoginError, AddError) as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"{outcome} {account.email} (project {account.project_id or '-'}, "
+               f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)")

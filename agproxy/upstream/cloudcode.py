@@ -1,0 +1,199 @@
+"""The Cloud Code Assist (`v1internal`) client: headers, endpoint fallback, JSON and SSE calls.
+
+Every call goes to `<base>:<method>` for each configured base in order; a 408, 404,
+5xx or a transport error moves on to the next base, anything else is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agproxy.config import Settings
+from agproxy.upstream.errors import Failure, UpstreamError, classify
+from agproxy.upstream.sse import SSEDecoder
+
+FALLBACK_STATUSES = frozenset({408, 404}) | frozenset(range(500, 600))
+GENERATE_TIMEOUT = aiohttp.ClientTimeout(total=600, connect=20, sock_read=300)
+SHORT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=10)
+PLACEHOLDER_PROJECTS = frozenset({"", "test-project", "project-id"})
+SESSION_ID = str(uuid.uuid4())  # x-vscode-sessionid: one per process, like the IDE
+
+
+def machine_id() -> str:
+    """A stable id for this machine (hashed, so the OS id itself is not sent)."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw:
+            return hashlib.sha256(raw.encode()).hexdigest()
+    return hashlib.sha256(str(uuid.getnode()).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What one upstream call needs from an account."""
+
+    access_token: str
+    project: str | None = None
+    proxy: str | None = None  # outbound HTTP(S) proxy URL for this account
+
+
+class CloudCodeClient:
+    def __init__(self, settings: Callable[[], Settings]) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._machine_id = machine_id()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running loop; one pooled keep-alive client.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=200, limit_per_host=50,
+                                             keepalive_timeout=90, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- headers ---------------------------------------------------------
+    def headers(self, creds: Credentials, quota_style: bool = False,
+                extra: dict[str, str] | None = None) -> dict[str, str]:
+        settings = self._settings()
+        if quota_style:
+            agent = f"vscode/1.X.X (Antigravity/{settings.upstream_client_version})"
+        else:
+            agent = settings.upstream_user_agent
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {creds.access_token}",
+            "User-Agent": agent,
+            "x-client-name": "antigravity",
+            "x-client-version": settings.upstream_client_version,
+            "x-machine-id": self._machine_id,
+            "x-vscode-sessionid": SESSION_ID,
+        }
+        if creds.project and creds.project not in PLACEHOLDER_PROJECTS and not quota_style:
+            headers["x-goog-user-project"] = creds.project
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _urls(self, method: str, query: str | None) -> list[str]:
+        suffix = f":{method}" + (f"?{query}" if query else "")
+        return [base + suffix for base in self._settings().upstream_base_urls]
+
+    # -- plain JSON calls ------------------------------------------------
+    async def call(self, method: str, body: Any, creds: Credentials, *, quota_style: bool = False,
+                   timeout: aiohttp.ClientTimeout = SHORT_TIMEOUT,
+                   extra_headers: dict[str, str] | None = None) -> Any:
+        """POST `body` to `<base>:<method>` with fallback; the parsed JSON, or UpstreamError."""
+        data = orjson.dumps(body)
+        headers = self.headers(creds, quota_style, extra_headers)
+        last: UpstreamError | None = None
+        for url in self._urls(method, None):
+            try:
+                async with self.session.post(url, data=data, headers=headers, timeout=timeout,
+                                             proxy=creds.proxy) as response:
+                    raw = await response.read()
+                    if response.status < 300:
+                        return orjson.loads(raw) if raw else {}
+                    last = classify(response.status, raw, response.headers.get("Retry-After"))
+                    if response.status not in FALLBACK_STATUSES:
+                        raise last
+            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
+        assert last is not None
+        raise last
+
+    async def get(self, path: str, creds: Credentials) -> Any:
+        """GET `<base>/<path>` (long-running operations) on the first base that answers."""
+        headers = self.headers(creds, quota_style=True)
+        last: UpstreamError | None = None
+        for base in self._settings().upstream_base_urls:
+            url = f"{base}/{path}"
+            try:
+                async with self.session.get(url, headers=headers, timeout=SHORT_TIMEOUT,
+                                            proxy=creds.proxy) as response:
+                    raw = await response.read()
+                    if response.status < 300:
+                        return orjson.loads(raw) if raw else {}
+                    last = classify(response.status, raw)
+                    if response.status not in FALLBACK_STATUSES:
+                        raise last
+            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
+                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
+        assert last is not None
+        raise last
+
+    async def generate(self, body: Any, creds: Credentials,
+                       extra_headers: dict[str, str] | None = None) -> Any:
+        """`generateContent` (not streamed): the unwrapped Gemini response."""
+        return _unwrap(await self.call("generateContent", body, creds, timeout=GENERATE_TIMEOUT,
+                                       extra_headers=extra_headers))
+
+    # -- streaming -------------------------------------------------------
+    async def stream(self, body: Any, creds: Credentials,
+                     extra_headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+        """`streamGenerateContent?alt=sse`: yields each event's (unwrapped) JSON.
+
+        Raises UpstreamError before the first event when every base failed. Closing the
+        iterator (client gone) closes the upstream connection at once.
+        """
+        data = orjson.dumps(body)
+        headers = self.headers(creds, extra=extra_headers)
+        last: UpstreamError | None = None
+        for url in self._urls("streamGenerateContent", "alt=sse"):
+            try:
+                response = await self.session.post(url, data=data, headers=headers,
+                                                   timeout=GENERATE_TIMEOUT, proxy=creds.proxy)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
+                continue
+            async with response:
+                if response.status >= 300:
+                    raw = await response.read()
+                    last = classify(response.status, raw, response.headers.get("Retry-After"))
+                    if response.status in FALLBACK_STATUSES:
+                        continue
+                    raise last
+                decoder = SSEDecoder()
+                try:
+                    async for chunk in response.content.iter_any():
+                        for event in decoder.feed(chunk):
+                            yield _unwrap(event)
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    raise UpstreamError(Failure.TRANSPORT, 502,
+                                        f"upstream stream broke: {_describe(exc)}") from exc
+                for event in decoder.flush():
+                    yield _unwrap(event)
+                return
+        assert last is not None
+        raise last
+
+
+def _unwrap(payload: Any) -> Any:
+    """v1internal wraps Gemini responses in {"response": ...}; accept both forms."""
+    if isinstance(payload, dict) and isinstance(payload.get("response"), dict):
+        return payload["response"]
+    return payload
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

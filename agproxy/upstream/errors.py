@@ -1,0 +1,92 @@
+"""What an upstream failure means for the request and for the account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from agproxy.upstream.durations import find_retry_delay
+
+
+class Failure(StrEnum):
+    RATE_LIMITED = "rate_limited"      # 429: cool the account down, try another
+    CAPACITY = "capacity"              # 429 MODEL_CAPACITY_EXHAUSTED, 500/503/529: transient
+    AUTH_EXPIRED = "auth_expired"      # 401: refresh the token once, retry
+    FORBIDDEN = "forbidden"            # 403: the account may not use this
+    NOT_FOUND = "not_found"            # 404: this account/endpoint does not serve the model
+    INVALID_REQUEST = "invalid_request"  # 400: the request is bad, not the account
+    TRANSPORT = "transport"            # connection failed or timed out
+    OTHER = "other"
+
+
+@dataclass
+class UpstreamError(Exception):
+    """A failed upstream call, classified. `body` is the parsed JSON error when there is one."""
+
+    kind: Failure
+    status: int
+    message: str
+    reason: str | None = None
+    retry_after: float | None = None
+    body: Any = None
+    validation_url: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.kind}: {self.message}"
+
+
+def _error_info(body: Any) -> tuple[str | None, str | None]:
+    """(reason, validation_url) from the ErrorInfo details."""
+    reason = url = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        for detail in error.get("details") or []:
+            if not isinstance(detail, dict):
+                continue
+            reason = reason or detail.get("reason")
+            metadata = detail.get("metadata") or {}
+            if isinstance(metadata, dict):
+                url = url or metadata.get("validation_url") or metadata.get("appeal_url")
+    return reason, url
+
+
+def classify(status: int, raw: bytes, retry_after_header: str | None = None) -> UpstreamError:
+    try:
+        body: Any = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("status") or status)
+    elif isinstance(body, dict) and "error_description" in body:  # OAuth style
+        message = f"{body.get('error')}: {body['error_description']}"
+    else:
+        message = raw.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    reason, validation_url = _error_info(body)
+    retry_after: float | None = None
+    if retry_after_header:
+        try:
+            retry_after = float(retry_after_header)
+        except ValueError:
+            retry_after = None
+    if retry_after is None and body is not None:
+        retry_after = find_retry_delay(body)
+
+    if status == 429:
+        kind = Failure.CAPACITY if reason == "MODEL_CAPACITY_EXHAUSTED" else Failure.RATE_LIMITED
+    elif status == 401:
+        kind = Failure.AUTH_EXPIRED
+    elif status == 403:
+        kind = Failure.FORBIDDEN
+    elif status == 404:
+        kind = Failure.NOT_FOUND
+    elif status in (400, 413, 422):
+        kind = Failure.INVALID_REQUEST
+    elif status in (408, 500, 502, 503, 504, 529):
+        kind = Failure.CAPACITY
+    else:
+        kind = Failure.OTHER
+    return UpstreamError(kind, status, message, reason, retry_after, body, validation_url)
