@@ -41,6 +41,16 @@ def _default_user_agent() -> str:
     return f"Antigravity/{CLIENT_VERSION} ({platform}) Chrome/132.0.6834.160 Electron/39.2.3"
 
 
+def normalize_proxy(url: str) -> str:
+    """An outbound proxy URL: http(s) only (a bare host:port gets http://)."""
+    url = url.strip()
+    if "://" not in url:
+        url = "http://" + url
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r}: only http:// and https:// proxies are supported")
+    return url
+
+
 def generate_api_key() -> str:
     return "sk-" + secrets.token_hex(16)
 
@@ -65,6 +75,7 @@ class Settings(BaseModel):
     oauth_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
     upstream_user_agent: str = _default_user_agent()
     upstream_client_version: str = CLIENT_VERSION
+    upstream_proxy: str | None = None
 
     zai_base_url: str = "https://api.z.ai/api/anthropic"
     zai_api_key: str | None = None
@@ -107,6 +118,11 @@ class Settings(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
+
+    @field_validator("upstream_proxy")
+    @classmethod
+    def _check_proxy(cls, v: str | None) -> str | None:
+        return normalize_proxy(v) if v else None
 
     # Derived values used on every request are computed once per config load.
     @property

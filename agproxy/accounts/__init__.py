@@ -24,4 +24,6 @@ def build_account_service(settings: Callable[[], Settings], engine: Engine,
     client = CloudCodeClient(settings)
     oauth = GoogleOAuth(settings, lambda: client.session)
     tokens = TokenManager(oauth, store, on_relogin=on_relogin)
-    return AccountService(store, client, oauth, tokens)
+    service = AccountService(store, client, oauth, tokens)
+    tokens.proxy_for = service.proxy_for
+    return service

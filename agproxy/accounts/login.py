@@ -61,7 +61,7 @@ class LoginFlow:
     def code_from_query(self, query: dict[str, list[str]]) -> str:
         if "error" in query:
             raise LoginError(f"Google answered: {query['error'][0]}")
-        if (query.get("state") or [""])[0] or None != self.state:
+        if (query.get("state") or [""])[0] != self.state:
             raise LoginError("the state does not match this sign-in (a stale or forged "
                              "callback); start the sign-in again")
         code = (query.get("code") or [""])[0]

@@ -84,12 +84,13 @@ class GoogleOAuth:
         }
         return f"{self._settings().oauth_authorize_url}?{urlencode(query)}"
 
-    async def _token_call(self, form: dict[str, str]) -> dict[str, Any]:
+    async def _token_call(self, form: dict[str, str], proxy: str | None = None
+                          ) -> dict[str, Any]:
         form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
         url = self._settings().oauth_token_url
         try:
             async with self._session().post(
-                url, data=form, timeout=TIMEOUT,
+                url, data=form, timeout=TIMEOUT, proxy=proxy,
                 headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
             ) as response:
                 raw = await response.read()
@@ -121,9 +122,9 @@ class GoogleOAuth:
             id_token=body.get("id_token"),
         )
 
-    async def refresh(self, refresh_token: str) -> TokenGrant:
+    async def refresh(self, refresh_token: str, proxy: str | None = None) -> TokenGrant:
         body = await self._token_call({"grant_type": "refresh_token",
-                                       "refresh_token": refresh_token})
+                                       "refresh_token": refresh_token}, proxy)
         return self._grant(body)
 
     async def exchange_code(self, code: str, redirect_uri: str, pkce: PKCE | None) -> TokenGrant:
@@ -136,10 +137,10 @@ class GoogleOAuth:
                                          "screen must be shown: sign in again)")
         return grant
 
-    async def userinfo(self, access_token: str) -> dict[str, Any]:
+    async def userinfo(self, access_token: str, proxy: str | None = None) -> dict[str, Any]:
         try:
             async with self._session().get(
-                self._settings().oauth_userinfo_url, timeout=TIMEOUT,
+                self._settings().oauth_userinfo_url, timeout=TIMEOUT, proxy=proxy,
                 headers={"Authorization": f"Bearer {access_token}",
                          "User-Agent": self._user_agent()},
             ) as response:

@@ -86,7 +86,7 @@ class AccountService:
         """Validate the token by refreshing it, then store the account with its email,
         project, tier and quota. A refused token stores nothing."""
         try:
-            grant = await self.oauth.refresh(refresh_token)
+            grant = await self.oauth.refresh(refresh_token, self.client.settings().upstream_proxy)
         except OAuthError as exc:
             raise AddError(f"Google refused the refresh token: {exc.message}") from exc
         return await self._save_signed_in(refresh_token, grant, email)
@@ -103,14 +103,15 @@ class AccountService:
     async def _save_signed_in(self, refresh_token: str, grant: TokenGrant,
                               email: str | None) -> tuple[Account, UpsertResult]:
         name = None
+        proxy = self.client.settings().upstream_proxy
         try:
-            info = await self.oauth.userinfo(grant.access_token)
+            info = await self.oauth.userinfo(grant.access_token, proxy)
             email, name = str(info["email"]), display_name(info)
         except OAuthError as exc:
             if not email:
                 raise AddError(f"could not read the account's email: {exc.message}") from exc
         assert email
-        creds = Credentials(grant.access_token)
+        creds = Credentials(grant.access_token, None, proxy)
         project_id = tier = None
         try:
             found = await discover_project(self.client, creds)
@@ -120,7 +121,8 @@ class AccountService:
         quotas: list[ModelQuota] | None = None
         forbidden: str | None = None
         try:
-            quotas = await fetch_quotas(self.client, Credentials(grant.access_token, project_id))
+            quotas = await fetch_quotas(self.client, Credentials(grant.access_token, project_id,
+                                                                 proxy))
         except Forbidden as exc:
             forbidden = exc.args[0] if exc.args else "403"
         except UpstreamError as exc:
@@ -166,8 +168,8 @@ class AccountService:
         project = account.project_id
         if not project:
             try:
-                found = await discover_project(self.client, Credentials(token, None,
-                                                                        account.proxy_url))
+                found = await discover_project(self.client, Credentials(
+                    token, None, self.proxy_for(account)))
             except UpstreamError:
                 found = None
             if found and found.project_id:
@@ -175,7 +177,11 @@ class AccountService:
                 await asyncio.to_thread(self.store.save_project, account.id,
                                         found.project_id, found.tier)
                 project = found.project_id
-        return Credentials(token, project or FALLBACK_PROJECT, account.proxy_url)
+        return Credentials(token, project or FALLBACK_PROJECT, self.proxy_for(account))
+
+    def proxy_for(self, account: Account) -> str | None:
+        """The account's own outbound proxy, else the global one, else none."""
+        return account.proxy_url or self.client.settings().upstream_proxy
 
     async def refresh_quota(self, account: Account) -> list[ModelQuota]:
         """Fetch and store one account's quota. Raises TokenError, UpstreamError."""

@@ -58,6 +58,19 @@ class Account:
     def serving(self) -> bool:
         return self.enabled and self.status is Status.OK
 
+    def public(self) -> dict[str, object]:
+        """The account as the CLI and admin API show it: never with its tokens."""
+        return {
+            "id": self.id, "email": self.email, "name": self.display_name,
+            "state": self.state, "enabled": self.enabled, "status": self.status.value,
+            "status_reason": self.status_reason, "status_changed_at": self.status_changed_at,
+            "project_id": self.project_id, "tier": self.tier,
+            "created_at": self.created_at, "last_used_at": self.last_used_at,
+            "proxy_url": self.proxy_url, "quota_fetched_at": self.quota_fetched_at,
+            "quotas": [{"model": q.model, "remaining_fraction": q.remaining_fraction,
+                        "reset_at": q.reset_at} for q in self.quotas],
+        }
+
     @property
     def state(self) -> str:
         """One word for lists: enabled, disabled, forbidden, needs_relogin."""

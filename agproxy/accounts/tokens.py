@@ -37,7 +37,9 @@ class TokenError(Exception):
 class TokenManager:
     def __init__(self, oauth: GoogleOAuth, store: AccountStore,
                  on_relogin: Callable[[Account], None] | None = None,
+                 proxy_for: Callable[[Account], str | None] = lambda _a: None,
                  backoff: float = 0.5) -> None:
+        self.proxy_for = proxy_for
         self._oauth = oauth
         self._store = store
         self.on_relogin = on_relogin
@@ -63,7 +65,8 @@ class TokenManager:
     async def _refresh(self, account: Account) -> str:
         for attempt in range(TRANSIENT_ATTEMPTS):
             try:
-                grant = await self._oauth.refresh(account.refresh_token)
+                grant = await self._oauth.refresh(account.refresh_token,
+                                                  self.proxy_for(account))
             except OAuthError as exc:
                 if exc.kind == "invalid_grant":
                     reason = f"invalid_grant: {exc.message}"

@@ -14,14 +14,20 @@ import time
 import webbrowser
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 import orjson
 
 from agproxy.accounts import AccountService, build_account_service
 from agproxy.accounts.login import LoginError, LoginFlow, LoopbackCallback, extract_code
-from agproxy.accounts.service import AddError, ImportResult, parse_import, summarize
+from agproxy.accounts.service import (
+    AddError,
+    ImportEntry,
+    ImportResult,
+    parse_import,
+    summarize,
+)
 from agproxy.accounts.store import Account, AccountStore
 from agproxy.cli.client import load_settings
 from agproxy.datadir import DATABASE_FILE, atomic_write
@@ -86,25 +92,33 @@ def _until(ts: float | None) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m"
 
 
-def account_json(account: Account) -> dict[str, Any]:
-    """An account as the CLI and admin API show it: never with its tokens."""
-    return {
-        "id": account.id, "email": account.email, "name": account.display_name,
-        "state": account.state, "enabled": account.enabled, "status": account.status.value,
-        "status_reason": account.status_reason, "status_changed_at": account.status_changed_at,
-        "project_id": account.project_id, "tier": account.tier,
-        "created_at": account.created_at, "last_used_at": account.last_used_at,
-        "proxy_url": account.proxy_url, "quota_fetched_at": account.quota_fetched_at,
-        "quotas": [{"model": q.model, "remaining_fraction": q.remaining_fraction,
-                    "reset_at": q.reset_at} for q in account.quotas],
-    }
-
-
 def _table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _with_progress(entries: list[ImportEntry], work: Callable[
+        [AccountService, Callable[[ImportResult], None]], Awaitable[list[ImportResult]]],
+                   ) -> list[ImportResult]:
+    """A progress bar on a terminal; otherwise one line per result as it is saved (so a
+    log shows what was added even if the import is interrupted)."""
+    total = len(entries)
+    if sys.stderr.isatty():
+        with click.progressbar(length=total, label="checking tokens", file=sys.stderr,
+                               show_pos=True) as bar:
+            return _run(lambda s: work(s, lambda _r: bar.update(1)))
+    done = 0
+
+    def line(result: ImportResult) -> None:
+        nonlocal done
+        done += 1
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"[{done}/{total}] line {result.entry.line}: {result.outcome} "
+                   f"{result.email or '-'}{reason}", err=True)
+
+    return _run(lambda s: work(s, line))
 
 
 @click.group()
@@ -128,7 +142,7 @@ def list_(as_json: bool) -> None:
     with _account_store() as store:
         found = store.all()
     if as_json:
-        click.echo(orjson.dumps([account_json(a) for a in found],
+        click.echo(orjson.dumps([a.public() for a in found],
                                 option=orjson.OPT_INDENT_2).decode())
         return
     if not found:
@@ -182,12 +196,7 @@ def import_(file: str, as_json: bool) -> None:
     except AddError as exc:
         raise click.ClickException(exc.message) from exc
 
-    with click.progressbar(length=len(entries), label="checking tokens", file=sys.stderr,
-                           show_pos=True) as bar:
-        def progress(_result: ImportResult) -> None:
-            bar.update(1)
-
-        results = _run(lambda s: s.import_entries(entries, progress))
+    results = _with_progress(entries, lambda s, progress: s.import_entries(entries, progress))
     results = sorted(invalid + results, key=lambda r: r.entry.line)
     if as_json:
         click.echo(orjson.dumps({"summary": summarize(results), "results": [
@@ -232,6 +241,23 @@ def enable(id_or_email: str) -> None:
 def disable(id_or_email: str) -> None:
     """Take an account out of rotation (it is kept; `enable` brings it back)."""
     _set_enabled(id_or_email, False)
+
+
+@accounts.command("set-proxy")
+@click.argument("id_or_email")
+@click.argument("url")
+def set_proxy(id_or_email: str, url: str) -> None:
+    """Send this account's upstream traffic through an HTTP(S) proxy (URL `none` clears it;
+    without one the global `upstream_proxy` setting applies)."""
+    from agproxy.config import normalize_proxy
+    try:
+        value = None if url.lower() in ("none", "off", "") else normalize_proxy(url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with _account_store() as store:
+        account = _find(store, id_or_email)
+        store.set_proxy(account.id, value)
+    click.echo(f"{account.email}: proxy {value or 'none'}")
 
 
 @accounts.command()

@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from agproxy.admin import accounts as admin_accounts
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
 from agproxy.frontends import health, models
@@ -57,7 +58,8 @@ def build_app(gateway: Gateway) -> Starlette:
         # Gemini
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),
         # Admin API and console
-        Mount("/api", routes=admin_proxy.routes),
+        Mount("/api", routes=admin_proxy.routes + admin_accounts.routes),
+        Route("/auth/callback", admin_accounts.auth_callback, methods=["GET"]),
         Route("/", console_index, methods=["GET"]),
         Mount("/console", StaticFiles(directory=STATIC_DIR), name="console"),
     ]
@@ -71,5 +73,6 @@ def build_app(gateway: Gateway) -> Starlette:
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: http_error, Exception: unexpected_error})
     app.state.gateway = gateway
+    app.state.logins = {}
     gateway.app = app
     return app

@@ -8,11 +8,12 @@ from enum import StrEnum
 class Zone(StrEnum):
     HEALTH = "health"    # /healthz: open under all_except_health
     ADMIN = "admin"      # /api/*: always needs the admin password
-    CONSOLE = "console"  # the web console's static files: public, its data comes from /api
+    CONSOLE = "console"  # console files and Google's sign-in redirect: public, ungated
     AI = "ai"            # everything else: the AI routes (and unknown paths)
 
 
 HEALTH_PATHS = frozenset({"/healthz", "/health"})
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/auth/callback"})
 
 
 def zone_of(path: str) -> Zone:
@@ -20,6 +21,6 @@ def zone_of(path: str) -> Zone:
         return Zone.HEALTH
     if path.startswith("/api/") or path == "/api":
         return Zone.ADMIN
-    if path == "/" or path.startswith("/console/") or path == "/favicon.ico":
+    if path in PUBLIC_PATHS or path.startswith("/console/"):
         return Zone.CONSOLE
     return Zone.AI

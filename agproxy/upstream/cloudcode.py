@@ -51,7 +51,7 @@ class Credentials:
 
 class CloudCodeClient:
     def __init__(self, settings: Callable[[], Settings]) -> None:
-        self._settings = settings
+        self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._machine_id = machine_id()
 
@@ -73,7 +73,7 @@ class CloudCodeClient:
     # -- headers ---------------------------------------------------------
     def headers(self, creds: Credentials, quota_style: bool = False,
                 extra: dict[str, str] | None = None) -> dict[str, str]:
-        settings = self._settings()
+        settings = self.settings()
         if quota_style:
             agent = f"vscode/1.X.X (Antigravity/{settings.upstream_client_version})"
         else:
@@ -95,7 +95,7 @@ class CloudCodeClient:
 
     def _urls(self, method: str, query: str | None) -> list[str]:
         suffix = f":{method}" + (f"?{query}" if query else "")
-        return [base + suffix for base in self._settings().upstream_base_urls]
+        return [base + suffix for base in self.settings().upstream_base_urls]
 
     # -- plain JSON calls ------------------------------------------------
     async def call(self, method: str, body: Any, creds: Credentials, *, quota_style: bool = False,
@@ -124,7 +124,7 @@ class CloudCodeClient:
         """GET `<base>/<path>` (long-running operations) on the first base that answers."""
         headers = self.headers(creds, quota_style=True)
         last: UpstreamError | None = None
-        for base in self._settings().upstream_base_urls:
+        for base in self.settings().upstream_base_urls:
             url = f"{base}/{path}"
             try:
                 async with self.session.get(url, headers=headers, timeout=SHORT_TIMEOUT,
