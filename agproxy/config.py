@@ -154,6 +154,11 @@ class OverriddenByEnv(ConfigError):
     """The key is set in the environment, which wins over the file: saving would change nothing."""
 
 
+def _stamp_of(st: os.stat_result) -> tuple[int, int, int]:
+    # The inode changes with every atomic save, even within one clock tick.
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def env_var(key: str) -> str:
     return f"AGPROXY_{key.upper()}"
 
@@ -201,7 +206,7 @@ class ConfigStore:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     settings: Settings = field(init=False)
     file_values: dict[str, Any] = field(init=False, default_factory=dict)
-    _stamp: tuple[int, int] | None = field(init=False, default=None)
+    _stamp: tuple[int, int, int] | None = field(init=False, default=None)
 
     @property
     def path(self) -> Path:
@@ -212,7 +217,7 @@ class ConfigStore:
         return sorted(_env_values(self.environ))
 
     # -- reading ---------------------------------------------------------
-    def _read_file(self) -> tuple[dict[str, Any], tuple[int, int] | None]:
+    def _read_file(self) -> tuple[dict[str, Any], tuple[int, int, int] | None]:
         try:
             st = self.path.stat()
             text = self.path.read_text(encoding="utf-8")
@@ -220,7 +225,7 @@ class ConfigStore:
             return {}, None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file {self.path}: {exc}") from exc
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = _stamp_of(st)
         if not text.strip():
             return {}, stamp
         try:
@@ -244,12 +249,18 @@ class ConfigStore:
             pass
         return None
 
-    def _build(self, file_values: dict[str, Any]) -> Settings:
+    def _build(self, file_values: dict[str, Any], changed: frozenset[str] = frozenset()
+               ) -> Settings:
+        """Settings from file values plus the environment. An error in a key being
+        `changed` is reported as just the rule; one already in the file names the line."""
         known = {k: v for k, v in file_values.items() if k in Settings.model_fields}
         try:
             Settings.model_validate(known)
         except ValidationError as exc:
             key, message = _first_error(exc)
+            if key in changed:
+                text = message if message.startswith(str(key)) else f"{key}: {message}"
+                raise ConfigError(text, key) from exc
             line = self._line_of(key) if key else None
             where = f"{self.path}, line {line}" if line else str(self.path)
             raise ConfigError(f"config file {where}: {key}: {message}", key) from exc
@@ -288,8 +299,7 @@ class ConfigStore:
     def reload_if_changed(self) -> bool:
         """Pick up edits made by another process (the CLI). A broken file is reported, not used."""
         try:
-            st = self.path.stat()
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            stamp: tuple[int, int, int] | None = _stamp_of(self.path.stat())
         except FileNotFoundError:
             stamp = None
         if stamp == self._stamp:
@@ -303,14 +313,13 @@ class ConfigStore:
     def _write(self, values: dict[str, Any]) -> None:
         data = json.dumps(values, indent=2, ensure_ascii=False).encode() + b"\n"
         atomic_write(self.path, data, 0o600)
-        st = self.path.stat()
-        self._stamp = (st.st_mtime_ns, st.st_size)
+        self._stamp = _stamp_of(self.path.stat())
 
     def update(self, changes: Mapping[str, Any]) -> Settings:
         """Validate `changes` against the current file and save them atomically.
 
-        A key set to None returns to its default. Nothing is written unless the
-        whole result is valid.
+        A key set to None returns to its default (for api_key: a newly generated key).
+        Nothing is written unless the whole result is valid.
         """
         env_keys = _env_values(self.environ)
         for key in changes:
@@ -323,11 +332,13 @@ class ConfigStore:
         with file_lock(self.directory):
             values, _ = self._read_file()  # fresh: keep what other processes saved
             for key, value in changes.items():
-                if value is None:
+                if value is None and key == "api_key":
+                    values[key] = generate_api_key()
+                elif value is None:
                     values.pop(key, None)
                 else:
                     values[key] = value
-            settings = self._build(values)
+            settings = self._build(values, frozenset(changes))
             self._write(values)
             self.settings, self.file_values = settings, values
         return settings

@@ -11,6 +11,9 @@ from agproxy.db.migrations import migrate
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
+    # schema changes in a migration are inside its transaction and roll back with it.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL: readers never block the writer and a crash mid-write loses nothing committed.
     cur.execute("PRAGMA journal_mode=WAL")
@@ -32,5 +35,6 @@ def open_database(path_or_url: Path | str) -> Engine:
         engine = create_engine(path_or_url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
     migrate(engine)
     return engine

@@ -19,6 +19,8 @@ def presented_keys(scope: Scope, allow_query: bool) -> list[bytes]:
             value = value.strip()
             if value[:7].lower() == b"bearer ":
                 value = value[7:].strip()
+            elif value.lower() == b"bearer":
+                continue  # "Bearer " with nothing after it: no key
             found.append(value)
         elif name in _KEY_HEADERS:
             found.append(value.strip())
