@@ -165,3 +165,29 @@ def gateway_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for gw in started:
         gw.stop(signal.SIGKILL if gw.proc.poll() is None else signal.SIGTERM, timeout=10)
+
+
+def google_env(fake: Any) -> dict[str, str]:
+    """Environment that points agproxy at the fake Google upstream."""
+    return {
+        "AGPROXY_UPSTREAM_BASE_URLS": fake.v1internal,
+        "AGPROXY_OAUTH_TOKEN_URL": fake.token_url,
+        "AGPROXY_OAUTH_USERINFO_URL": fake.userinfo_url,
+        "AGPROXY_OAUTH_AUTHORIZE_URL": fake.authorize_url,
+    }
+
+
+@pytest.fixture(scope="session")
+def fake_google_server() -> Iterator[Any]:
+    from fake_google import FakeGoogle
+
+    fake = FakeGoogle().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_google(fake_google_server: Any) -> Any:
+    """The fake Google upstream, with faults, scripts and recorded requests cleared."""
+    fake_google_server.reset()
+    return fake_google_server

@@ -19,7 +19,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 
@@ -35,6 +35,9 @@ def open_database(path_or_url: Path | str) -> Engine:
         engine = create_engine(path_or_url)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        # IMMEDIATE: take the write lock up front (waiting up to busy_timeout) rather than
+        # upgrading a read transaction later, which SQLite refuses at once with "database
+        # is locked" when another connection wrote in between.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     migrate(engine)
     return engine
