@@ -22,6 +22,7 @@ from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_loc
 
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
 ZaiDispatchMode = Literal["off", "exclusive", "pooled", "fallback"]
+SchedulingMode = Literal["balance", "round_robin", "fixed"]
 
 CLIENT_VERSION = "4.3.0"
 API_KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
@@ -69,6 +70,14 @@ class Settings(BaseModel):
     shutdown_timeout: float = 30.0
     quota_refresh_minutes: int = 15
 
+    scheduling_mode: SchedulingMode = "balance"
+    preferred_account: str | None = None
+    sticky_max_wait_seconds: float = 2.0
+    retry_max_attempts: int = 4
+    default_cooldown_seconds: float = 60.0
+    pinned_models: tuple[str, ...] = ()
+    hidden_models: tuple[str, ...] = ()
+
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"
     oauth_userinfo_url: str = "https://www.googleapis.com/oauth2/v2/userinfo"
@@ -93,6 +102,20 @@ class Settings(BaseModel):
     def _api_key_shape(cls, v: str) -> str:
         if not (v.startswith("sk-") and len(v) >= 10):
             raise ValueError(API_KEY_RULE)
+        return v
+
+    @field_validator("pinned_models", "hidden_models", mode="before")
+    @classmethod
+    def _split_names(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("retry_max_attempts")
+    @classmethod
+    def _attempts(cls, v: int) -> int:
+        if not 1 <= v <= 10:
+            raise ValueError("retry_max_attempts must be between 1 and 10")
         return v
 
     @field_validator("upstream_base_urls", mode="before")

@@ -22,6 +22,8 @@ from agproxy.accounts import AccountService
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.pool import Pool
+from agproxy.pool.policy import Policy
+from agproxy.pool.scheduler import Scheduler
 from agproxy.server.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 
 log = logging.getLogger("agproxy.service")
@@ -44,6 +46,8 @@ class Gateway:
     engine: Engine
     pool: Pool
     accounts: AccountService
+    scheduler: Scheduler
+    policy: Policy
     app: ASGIApp | None = None
     running: bool = False
     listener: Listener | None = None
@@ -53,6 +57,12 @@ class Gateway:
     @property
     def settings(self) -> Settings:
         return self.store.settings
+
+    def catalog(self) -> tuple[str, ...]:
+        """The models this gateway serves: the pool's, plus pinned, minus hidden."""
+        settings = self.settings
+        models = set(self.pool.models) | set(settings.pinned_models)
+        return tuple(sorted(models - set(settings.hidden_models)))
 
     @property
     def lan_exposed(self) -> bool:

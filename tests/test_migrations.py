@@ -62,7 +62,7 @@ def test_wal_file_is_private_too(db_path: Path, engine: sa.Engine) -> None:
 @pytest.mark.parametrize(("name", "expected"), [
     ("journal_mode", "wal"),
     ("foreign_keys", 1),
-    ("busy_timeout", 5000),
+    ("busy_timeout", 10000),
     ("synchronous", 1),  # NORMAL
 ])
 def test_connection_pragmas(engine: sa.Engine, name: str, expected: object) -> None:

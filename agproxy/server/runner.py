@@ -15,6 +15,8 @@ from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE
 from agproxy.db import open_database
 from agproxy.pool import Pool
+from agproxy.pool.policy import Policy
+from agproxy.pool.scheduler import Scheduler
 from agproxy.server.app import build_app
 from agproxy.server.listener import BindError
 from agproxy.service import Gateway, StartError
@@ -22,6 +24,7 @@ from agproxy.service import Gateway, StartError
 log = logging.getLogger("agproxy.server")
 CONFIG_POLL_SECONDS = 1.0
 ACCOUNTS_POLL_SECONDS = 1.0
+LAST_USED_FLUSH_SECONDS = 10.0
 
 
 async def _watch_config(store: ConfigStore) -> None:
@@ -48,6 +51,19 @@ async def _watch_accounts(gateway: Gateway) -> None:
                 log.info("accounts changed; %d active", len(gateway.pool))
         except Exception:  # a locked or busy database: try again next tick
             log.exception("could not reload accounts")
+
+
+async def _flush_last_used(gateway: Gateway) -> None:
+    """Last-used times are kept in memory on the request path and saved in batches."""
+    while True:
+        await asyncio.sleep(LAST_USED_FLUSH_SECONDS)
+        gateway.scheduler.cooldowns.prune()
+        used = gateway.scheduler.take_last_used()
+        if used:
+            try:
+                await asyncio.to_thread(gateway.accounts.store.touch_used, used)
+            except Exception:
+                log.exception("could not save last-used times")
 
 
 async def _refresh_quotas_periodically(gateway: Gateway) -> None:
@@ -101,11 +117,15 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
 
     background = [asyncio.create_task(_watch_config(gateway.store)),
                   asyncio.create_task(_watch_accounts(gateway)),
-                  asyncio.create_task(_refresh_quotas_periodically(gateway))]
+                  asyncio.create_task(_refresh_quotas_periodically(gateway)),
+                  asyncio.create_task(_flush_last_used(gateway))]
     await stop.wait()
     echo("shutting down: finishing in-flight requests…")
     for task in background:
         task.cancel()
+    used = gateway.scheduler.take_last_used()
+    if used:
+        gateway.accounts.store.touch_used(used)
     await gateway.shutdown()
     echo("stopped")
     return 0
@@ -122,7 +142,8 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     accounts = build_account_service(lambda: store.settings, engine)
     pool = Pool(accounts.store)
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
-    gateway = Gateway(store, engine, pool, accounts)
+    scheduler = Scheduler(pool, lambda: store.settings)
+    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts))
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo))

@@ -1,0 +1,38 @@
+"""Turning a failed request (after the retry policy) into the client's error response."""
+
+from __future__ import annotations
+
+import math
+
+from starlette.responses import Response
+
+from agproxy.frontends.errors import Protocol, error_response
+from agproxy.pool.policy import Exhausted
+from agproxy.upstream import Failure, UpstreamError
+
+
+def upstream_failure(protocol: Protocol, error: UpstreamError) -> Response:
+    """An upstream error returned as it is (a 400 the client must fix, say)."""
+    status = error.status if 400 <= error.status < 600 else 502
+    if error.kind is Failure.TRANSPORT:
+        status = 502
+    return error_response(protocol, status, f"upstream: {error.message}")
+
+
+def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
+    """No attempt succeeded: 429 with Retry-After when accounts are cooling down, 503
+    when none can serve, else the last upstream error's status."""
+    no_account, error = failure.no_account, failure.error
+    if no_account is not None and no_account.retry_after is not None:
+        seconds = max(1, math.ceil(no_account.retry_after))
+        message = no_account.message
+        if error is not None:
+            message += f" (last upstream error: {error.message})"
+        return error_response(protocol, 429, message, headers={"Retry-After": str(seconds)})
+    if error is not None:
+        if error.kind is Failure.RATE_LIMITED:
+            headers = {"Retry-After": str(max(1, math.ceil(error.retry_after or 1)))}
+            return error_response(protocol, 429, f"upstream: {error.message}", headers=headers)
+        return upstream_failure(protocol, error)
+    assert no_account is not None
+    return error_response(protocol, 503, no_account.message)

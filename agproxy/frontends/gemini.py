@@ -1,0 +1,180 @@
+"""Gemini-native API: `/v1beta/models/{model}:{method}` (and the same under `/v1`).
+
+The client already speaks Gemini: its body becomes the envelope's `request`, the
+upstream's `response` is unwrapped and passed back, streams event by event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.errors import Protocol, error_response
+from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.router.models import clean, resolve
+from agproxy.service import Gateway
+from agproxy.translate import gemini as translate
+from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.upstream import Failure, UpstreamError
+
+GOOGLE = Protocol.GOOGLE
+METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+
+
+def _gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def model_info(model: str) -> dict[str, Any]:
+    """One model in both Gemini's and OpenAI's shape: /v1/models/{id} serves both SDKs."""
+    return {"name": f"models/{model}", "version": "001", "displayName": model,
+            "description": "", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+            "supportedGenerationMethods": list(METHODS),
+            "id": model, "object": "model", "created": 0, "owned_by": "agproxy"}
+
+
+async def get_model(request: Request) -> Response:
+    gateway = _gateway(request)
+    requested = clean(request.path_params["target"])
+    served = resolve(requested, gateway.catalog())
+    if served is None:
+        return error_response(GOOGLE, 404, f"model {requested!r} is not served by this "
+                                           f"gateway; see GET /v1beta/models")
+    return JSONResponse(model_info(requested))
+
+
+async def read_body(request: Request) -> dict[str, Any] | Response:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        return error_response(GOOGLE, 400, f"Invalid JSON payload received. {exc}")
+    if not isinstance(body, dict):
+        return error_response(GOOGLE, 400, "Invalid JSON payload: expected an object")
+    return body
+
+
+async def call_model(request: Request) -> Response:
+    target = request.path_params["target"]
+    model_part, _, method = target.rpartition(":")
+    if not model_part or method not in METHODS:
+        return error_response(GOOGLE, 404 if not model_part else 400,
+                              f"unknown method {method!r}; supported: {', '.join(METHODS)}")
+    gateway = _gateway(request)
+    requested = clean(model_part)
+    body = await read_body(request)
+    if isinstance(body, Response):
+        return body
+    model = resolve(requested, gateway.catalog())
+    if method == "countTokens":
+        return await count_tokens(gateway, body, model or requested)
+    if model is None:
+        return error_response(GOOGLE, 404, f"model {requested!r} is not served by any "
+                                           f"account in the pool; see GET /v1beta/models")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return error_response(GOOGLE, 400, "contents is required and must be a non-empty list")
+    headers = {"x-agproxy-model": model}
+    inner = translate.prepare_request(body)
+    session = conversation_key(contents)
+    if method == "generateContent":
+        return await _generate(gateway, model, inner, session, headers)
+    sse = request.query_params.get("alt") == "sse"
+    return await _stream(gateway, model, inner, session, headers, sse)
+
+
+async def _generate(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
+                    headers: dict[str, str]) -> Response:
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> Any:
+        return await client.generate(wrap(inner, a.model, a.creds.project or "", a.account.id),
+                                     a.creds)
+
+    try:
+        result = await gateway.policy.run(model, session, attempt)
+    except Exhausted as failure:
+        return exhausted(GOOGLE, failure)
+    except UpstreamError as error:
+        return upstream_failure(GOOGLE, error)
+    return JSONResponse(result, headers=headers)
+
+
+async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
+                  headers: dict[str, str], sse: bool) -> Response:
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
+                               a.creds)
+        try:
+            first = await anext(events)  # retries happen only before the first byte
+        except StopAsyncIteration:
+            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
+        return first, events
+
+    try:
+        first, events = await gateway.policy.run(model, session, attempt)
+    except Exhausted as failure:
+        return exhausted(GOOGLE, failure)
+    except UpstreamError as error:
+        return upstream_failure(GOOGLE, error)
+    if sse:
+        return StreamingResponse(_sse(first, events), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(_json_array(first, events), media_type="application/json",
+                             headers=headers)
+
+
+def _stream_error(error: UpstreamError) -> bytes:
+    return orjson.dumps({"error": {"code": error.status if error.status >= 400 else 502,
+                                   "message": f"upstream stream failed: {error.message}",
+                                   "status": "UNAVAILABLE"}})
+
+
+async def _sse(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    yield b"data: " + orjson.dumps(first) + b"\r\n\r\n"
+    try:
+        async for event in events:
+            yield b"data: " + orjson.dumps(event) + b"\r\n\r\n"
+    except UpstreamError as error:
+        yield b"data: " + _stream_error(error) + b"\r\n\r\n"
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _json_array(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    yield b"[" + orjson.dumps(first)
+    try:
+        async for event in events:
+            yield b",\n" + orjson.dumps(event)
+    except UpstreamError as error:
+        yield b",\n" + _stream_error(error)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield b"]"
+
+
+async def count_tokens(gateway: Gateway, body: dict[str, Any], model: str) -> Response:
+    client = gateway.accounts.client
+    payload = translate.count_request(body, model)
+
+    async def attempt(a: Attempt) -> Any:
+        return await client.call("countTokens", payload, a.creds)
+
+    try:
+        result = await gateway.policy.run(model, None, attempt)
+    except Exhausted:
+        # No account can count right now: a documented estimate rather than a failure.
+        return JSONResponse({"totalTokens": translate.estimate_tokens(body)},
+                            headers={"x-agproxy-estimate": "true"})
+    except UpstreamError as error:
+        return upstream_failure(GOOGLE, error)
+    total = (result.get("response") or result).get("totalTokens", 0)
+    return JSONResponse({"totalTokens": total})

@@ -1,0 +1,157 @@
+"""Picking an account for a request: eligibility, cooldowns, rotation, sticky sessions.
+
+Everything here is in memory and O(pool size); no database on the request path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agproxy.accounts.store import Account
+from agproxy.config import Settings
+from agproxy.pool.pool import Pool
+
+SESSION_TTL = 3600.0
+MAX_SESSIONS = 10_000
+ANY_MODEL = "*"
+
+
+class NoAccount(Exception):
+    """No account can serve now. `retry_after` (seconds) when one will be free soon."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass
+class Cooldowns:
+    """Until when an account (for one model, or for all) should not be asked."""
+
+    until: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def set(self, account_id: str, model: str | None, seconds: float) -> None:
+        key = (account_id, model or ANY_MODEL)
+        self.until[key] = max(self.until.get(key, 0.0), time.monotonic() + seconds)
+
+    def remaining(self, account_id: str, model: str) -> float:
+        now = time.monotonic()
+        left = max(self.until.get((account_id, model), 0.0),
+                   self.until.get((account_id, ANY_MODEL), 0.0)) - now
+        return left if left > 0 else 0.0
+
+    def clear(self, account_id: str | None = None) -> None:
+        if account_id is None:
+            self.until.clear()
+        else:
+            for key in [k for k in self.until if k[0] == account_id]:
+                del self.until[key]
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, v in self.until.items() if v <= now]:
+            del self.until[key]
+
+    def snapshot(self) -> list[dict[str, object]]:
+        now = time.monotonic()
+        return [{"account_id": a, "model": None if m == ANY_MODEL else m,
+                 "seconds_left": round(v - now, 1)}
+                for (a, m), v in self.until.items() if v > now]
+
+
+def has_quota_for(account: Account, model: str) -> bool:
+    """True when the account lists the model with quota left (or its reset has passed)."""
+    for quota in account.quotas:
+        if quota.model == model:
+            if quota.remaining_fraction is not None and quota.remaining_fraction > 0:
+                return True
+            return quota.reset_at is not None and quota.reset_at <= time.time()
+    return False
+
+
+@dataclass
+class Pick:
+    account: Account
+    wait: float = 0.0  # sticky: wait this long for the bound account's short cooldown
+
+
+class Scheduler:
+    def __init__(self, pool: Pool, settings: Callable[[], Settings]) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.cooldowns = Cooldowns()
+        self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.last_used: dict[str, float] = {}
+        self._turn = itertools.count()
+
+    def serving(self, model: str) -> list[Account]:
+        return [a for a in self.pool.accounts if has_quota_for(a, model)]
+
+    def pick(self, model: str, session: str | None, tried: set[str]) -> Pick:
+        """The account for the next attempt at `model`, or NoAccount."""
+        settings = self.settings()
+        serving = self.serving(model)
+        candidates = [a for a in serving if a.id not in tried]
+        free = [a for a in candidates if not self.cooldowns.remaining(a.id, model)]
+
+        if settings.scheduling_mode == "fixed" and settings.preferred_account:
+            wanted = settings.preferred_account.lower()
+            for account in free:
+                if wanted in (account.id, account.email.lower()):
+                    return Pick(account)
+
+        if session and settings.scheduling_mode != "round_robin":
+            bound = self._bound(session)
+            for account in candidates:
+                if account.id != bound:
+                    continue
+                left = self.cooldowns.remaining(account.id, model)
+                if left <= settings.sticky_max_wait_seconds:
+                    return Pick(account, left)
+                break  # cooling down for longer: give up stickiness
+
+        if not free:
+            raise self._why_none(model, serving, tried)
+        account = free[next(self._turn) % len(free)]
+        if session and settings.scheduling_mode != "round_robin":
+            self._bind(session, account.id)
+        return Pick(account)
+
+    def _why_none(self, model: str, serving: list[Account], tried: set[str]) -> NoAccount:
+        if not self.pool.accounts:
+            return NoAccount("no Google account is available in the pool")
+        waits = [self.cooldowns.remaining(a.id, model) for a in serving]
+        if waits and all(waits):
+            soonest = min(waits)
+            return NoAccount(f"all accounts are rate limited for {model}; retry in "
+                             f"{soonest:.0f}s", retry_after=soonest)
+        if tried:
+            return NoAccount(f"every account able to serve {model} failed for this request")
+        return NoAccount(f"no account has quota for {model}")
+
+    # -- sticky sessions ---------------------------------------------------------
+    def _bound(self, session: str) -> str | None:
+        entry = self.sessions.get(session)
+        if entry is None or time.monotonic() - entry[1] > SESSION_TTL:
+            return None
+        return entry[0]
+
+    def _bind(self, session: str, account_id: str) -> None:
+        self.sessions[session] = (account_id, time.monotonic())
+        self.sessions.move_to_end(session)
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+
+    def succeeded(self, account: Account, session: str | None) -> None:
+        self.last_used[account.id] = time.time()
+        if session and self.settings().scheduling_mode != "round_robin":
+            self._bind(session, account.id)
+
+    def take_last_used(self) -> dict[str, float]:
+        used, self.last_used = self.last_used, {}
+        return used

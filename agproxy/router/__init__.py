@@ -1,0 +1,1 @@
+"""Routing a requested model id to one the pool can serve."""

@@ -1,0 +1,45 @@
+"""The Cloud Code Assist envelope around a Gemini request, and what goes into it."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from typing import Any
+
+
+def request_id() -> str:
+    return f"agent/{int(time.time() * 1000)}/{secrets.token_hex(4)}"
+
+
+def derive_session_id(account_id: str) -> str:
+    """The backend's per-account session id (FNV-1 style over the account id, as i64)."""
+    h = -3750763034362895579 & 0xFFFFFFFFFFFFFFFF
+    for byte in account_id.encode():
+        h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+        h ^= byte
+    return str(h - (1 << 64) if h >= 1 << 63 else h)
+
+
+def wrap(request: dict[str, Any], model: str, project: str, account_id: str,
+         request_type: str = "agent") -> dict[str, Any]:
+    inner = dict(request)
+    inner.setdefault("sessionId", derive_session_id(account_id))
+    return {"project": project, "model": model, "userAgent": "antigravity",
+            "requestType": request_type, "requestId": request_id(), "request": inner}
+
+
+def conversation_key(contents: Any) -> str | None:
+    """A stable key for a conversation: its first substantial user text, hashed.
+    Requests of one conversation share it, so they can stay on one account."""
+    if not isinstance(contents, list):
+        return None
+    for content in contents:
+        if not isinstance(content, dict) or content.get("role", "user") != "user":
+            continue
+        texts = [p["text"] for p in content.get("parts") or []
+                 if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        text = " ".join(texts).strip()
+        if len(text) > 10:
+            return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return None
