@@ -1,4 +1,4 @@
-.PHONY: install serve test lint
+.PHONY: install serve test lint bench
 
 install:          ## install agproxy into the current Python
 	pip install .
@@ -12,3 +12,6 @@ test:             ## install test dependencies (venv + chromium) and run all tes
 lint:             ## ruff over code and tests
 	.venv/bin/ruff check agproxy tests
 	.venv/bin/mypy agproxy --ignore-missing-imports
+
+bench:            ## what the gateway adds over calling the fake upstream directly
+	.venv/bin/python bench/run.py

@@ -53,6 +53,8 @@ class Gateway:
     listener: Listener | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
+    _catalog: tuple[str, ...] = ()
+    _catalog_key: object = None
 
     @property
     def settings(self) -> Settings:
@@ -61,8 +63,12 @@ class Gateway:
     def catalog(self) -> tuple[str, ...]:
         """The models this gateway serves: the pool's, plus pinned, minus hidden."""
         settings = self.settings
-        models = set(self.pool.models) | set(settings.pinned_models)
-        return tuple(sorted(models - set(settings.hidden_models)))
+        key = (self.pool.models, settings.pinned_models, settings.hidden_models)
+        if key != self._catalog_key:  # recomputed only when the pool or settings change
+            models = set(self.pool.models) | set(settings.pinned_models)
+            self._catalog = tuple(sorted(models - set(settings.hidden_models)))
+            self._catalog_key = key
+        return self._catalog
 
     @property
     def lan_exposed(self) -> bool:

@@ -27,7 +27,7 @@ log = logging.getLogger("agproxy.server")
 
 
 async def console_index(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"})
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -59,7 +59,8 @@ class CloudCodeClient:
     def session(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running loop; one pooled keep-alive client.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=200, limit_per_host=50,
+            # Streams stay open for minutes: the pool must not cap concurrent requests.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0,
                                              keepalive_timeout=90, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),

@@ -1,0 +1,443 @@
+// agproxy console: a small single-page app over the admin API (/api/*).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "agproxy.admin";
+const KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long';
+let status = null;
+let config = null;
+let apiKey = "";
+let pollTimer = null;
+
+// ---- admin API ---------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, message, param) { super(message); this.status = status; this.param = param; }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + (sessionStorage.getItem(KEY_STORE) || "") };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const err = data.error || {};
+    if (response.status === 401 && path !== "/api/proxy/status") showLogin();
+    throw new ApiError(response.status, err.message || response.statusText, err.param);
+  }
+  return data;
+}
+
+function toast(text) {
+  const el = $("toast");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, 2500);
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+  }
+  toast("Copied");
+}
+
+// ---- login ---------------------------------------------------------------------------------
+function showLogin(message) {
+  clearInterval(pollTimer);
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").hidden = !message;
+  $("login-error").textContent = message || "";
+}
+
+async function tryLogin(password) {
+  sessionStorage.setItem(KEY_STORE, password);
+  try {
+    await api("GET", "/api/proxy/status");
+  } catch (err) {
+    sessionStorage.removeItem(KEY_STORE);
+    showLogin(err.status === 401 ? "Wrong password." : "Cannot reach the gateway: " + err.message);
+    return;
+  }
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  await loadAll();
+  route();
+  pollTimer = setInterval(refreshStatus, 3000);
+}
+
+// ---- status and the Start/Stop button ---------------------------------------------------------
+function renderStatus() {
+  const badge = $("status-badge");
+  badge.textContent = status.running ? "running" : "stopped";
+  badge.className = "badge " + (status.running ? "running" : "stopped");
+  const n = status.active_accounts;
+  $("active-accounts").textContent = `${n} active account${n === 1 ? "" : "s"}`;
+  const button = $("toggle-service");
+  button.textContent = status.running ? "Stop" : "Start";
+  button.className = "btn " + (status.running ? "stop" : "start");
+  const port = $("field-port");
+  port.disabled = status.running || isLocked("port");
+  $("port-hint").textContent = status.running ? "Stop the service to change the port." :
+    (isLocked("port") ? "Set by AGPROXY_PORT." : "");
+  renderSnippets();
+}
+
+async function refreshStatus() {
+  try {
+    status = await api("GET", "/api/proxy/status");
+    renderStatus();
+  } catch { /* a failed poll is retried at the next tick */ }
+}
+
+async function toggleService() {
+  const button = $("toggle-service");
+  const errorBox = $("service-error");
+  button.disabled = true;
+  errorBox.hidden = true;
+  try {
+    const previousPort = status.port;
+    status = await api("POST", status.running ? "/api/proxy/stop" : "/api/proxy/start");
+    renderStatus();
+    if (status.running && status.port !== previousPort && String(status.port) !== location.port) {
+      const url = `${location.protocol}//${location.hostname}:${status.port}/`;
+      errorBox.className = "banner warn";
+      errorBox.innerHTML = `The gateway moved to port ${status.port}: <a href="${url}">${url}</a>`;
+      errorBox.hidden = false;
+      setTimeout(() => { location.href = url; }, 1500);
+    }
+  } catch (err) {
+    errorBox.className = "banner error";
+    errorBox.textContent = err.message;  // verbatim, as the gateway said it
+    errorBox.hidden = false;
+    await refreshStatus();
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- API Proxy page ----------------------------------------------------------------------------
+function isLocked(key) { return Boolean(config && config.env_overrides.includes(key)); }
+
+function renderConfig() {
+  const c = config.config;
+  $("field-port").value = c.port;
+  $("field-lan").checked = c.allow_lan_access;
+  $("field-auth-mode").value = c.auth_mode;
+  $("field-api-key").value = apiKey;
+  for (const [id, key] of [["field-lan", "allow_lan_access"], ["field-auth-mode", "auth_mode"], ["field-api-key", "api_key"]]) {
+    $(id).disabled = isLocked(key);
+    $(id).title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
+  }
+  renderLanWarning();
+}
+
+function renderLanWarning() {
+  $("lan-warning").hidden = !($("field-lan").checked && $("field-auth-mode").value === "off");
+}
+
+function renderSnippets() {
+  const host = location.hostname || "127.0.0.1";
+  const base = `http://${host}:${status ? status.port : location.port}`;
+  const key = apiKey || "<API_KEY>";
+  $("snippet-curl").textContent = `curl -sS ${base}/healthz -H "Authorization: Bearer ${key}"`;
+  $("snippet-openai").textContent =
+`import openai
+
+client = openai.OpenAI(
+    api_key="${key}",
+    base_url="${base}/v1",
+)
+
+resp = client.chat.completions.create(
+    model="gemini-3-flash",
+    messages=[{"role": "user", "content": "Hello, please introduce yourself"}],
+)
+
+print(resp.choices[0].message.content)`;
+  $("snippet-claude").textContent =
+`export ANTHROPIC_API_KEY="${key}"
+export ANTHROPIC_BASE_URL="${base}"
+claude`;
+  $("snippet-gemini").textContent =
+`from google import genai
+
+client = genai.Client(
+    api_key="${key}",
+    http_options={"base_url": "${base}"},
+)
+resp = client.models.generate_content(model="gemini-3-flash", contents="Hello")
+print(resp.text)`;
+}
+
+function validKey(key) { return key.startsWith("sk-") && key.length >= 10; }
+
+async function saveSettings(event) {
+  event.preventDefault();
+  const keyError = $("api-key-error");
+  const settingsError = $("settings-error");
+  keyError.hidden = settingsError.hidden = true;
+  const key = $("field-api-key").value.trim();
+  if (!validKey(key)) {
+    keyError.textContent = KEY_RULE;
+    keyError.hidden = false;
+    return;
+  }
+  const c = config.config;
+  const changes = {};
+  const port = Number($("field-port").value);
+  if (!$("field-port").disabled && port !== c.port) changes.port = port;
+  if ($("field-lan").checked !== c.allow_lan_access) changes.allow_lan_access = $("field-lan").checked;
+  if ($("field-auth-mode").value !== c.auth_mode) changes.auth_mode = $("field-auth-mode").value;
+  if (key !== apiKey) changes.api_key = key;
+  for (const k of Object.keys(changes)) if (isLocked(k)) delete changes[k];
+  if (!Object.keys(changes).length) { toast("Nothing changed"); return; }
+  try {
+    config = await api("PUT", "/api/config", changes);
+    if (changes.api_key) apiKey = key;
+    renderConfig();
+    renderSnippets();
+    const later = config.apply_at_next_start || [];
+    toast(later.length && status.running ? `Saved; ${later.join(" and ")} apply at the next start` : "Saved");
+  } catch (err) {
+    const box = err.param === "api_key" ? keyError : settingsError;
+    box.textContent = err.message;
+    box.hidden = false;
+  }
+}
+
+async function regenerateKey() {
+  if (!confirm("Generate a new api key? Clients using the old one will get 401.")) return;
+  try {
+    apiKey = (await api("POST", "/api/proxy/api-key/generate")).api_key;
+    config = await api("GET", "/api/config");
+    renderConfig();
+    renderSnippets();
+    toast("New api key saved");
+  } catch (err) {
+    $("api-key-error").textContent = err.message;
+    $("api-key-error").hidden = false;
+  }
+}
+
+// ---- Accounts page -----------------------------------------------------------------------------
+function until(ts) {
+  if (!ts) return "";
+  const s = Math.round(ts - Date.now() / 1000);
+  if (s <= 0) return "resets now";
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  if (d >= 2) return `resets in ${d}d`;
+  return "resets in " + (h ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m`);
+}
+
+function ago(ts) {
+  if (!ts) return "never";
+  const s = Math.round(Date.now() / 1000 - ts);
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function quotaBar(q) {
+  const pct = q.remaining_fraction === null ? 0 : Math.round(q.remaining_fraction * 100);
+  const bar = el("div", { class: "bar" + (pct === 0 ? " empty" : pct < 20 ? " low" : "") }, el("i", { style: `width:${pct}%` }));
+  return el("div", { class: "quota", "data-model": q.model },
+    el("div", { class: "quota-top" }, el("span", {}, q.model), el("span", { class: "muted" }, `${pct}% ${until(q.reset_at)}`)), bar);
+}
+
+function accountCard(a) {
+  const toggle = el("button", { class: "btn small", type: "button", "data-action": a.enabled ? "disable" : "enable",
+    onclick: () => accountAction(a, a.enabled ? "disable" : "enable") }, a.enabled ? "Disable" : "Enable");
+  const quota = el("button", { class: "btn small", type: "button", "data-action": "quota",
+    onclick: () => accountAction(a, "quota") }, "Refresh quota");
+  const remove = el("button", { class: "btn small danger", type: "button", "data-action": "remove",
+    onclick: () => accountAction(a, "remove") }, "Delete");
+  const card = el("div", { class: "account", "data-email": a.email },
+    el("div", { class: "account-head" }, el("span", { class: "account-email" }, a.email),
+      el("span", { class: "state " + a.state }, a.state.replace("_", " ")),
+      el("span", { class: "muted" }, a.tier || "tier unknown")),
+    el("div", { class: "account-actions" }, toggle, quota, remove),
+    el("div", { class: "account-meta" }, `project ${a.project_id || "–"} · last used ${ago(a.last_used_at)} · quota fetched ${ago(a.quota_fetched_at)}`));
+  if (a.status_reason) card.append(el("div", { class: "reason" }, a.status_reason));
+  if (a.quotas.length) card.append(el("div", { class: "quotas" }, ...a.quotas.map(quotaBar)));
+  return card;
+}
+
+async function loadAccounts() {
+  const data = await api("GET", "/api/accounts");
+  const list = $("accounts-list");
+  list.replaceChildren(...data.accounts.map(accountCard));
+  $("accounts-empty").hidden = data.accounts.length > 0;
+  $("stat-total").textContent = data.accounts.length;
+  $("stat-active").textContent = data.active_accounts;
+  $("stat-attention").textContent = data.accounts.filter((a) => a.status !== "ok").length;
+}
+
+async function accountAction(account, action) {
+  try {
+    if (action === "remove") {
+      if (!confirm(`Delete ${account.email}? Its refresh token is forgotten.`)) return;
+      await api("DELETE", `/api/accounts/${account.id}`);
+    } else if (action === "quota") {
+      const result = await api("POST", `/api/accounts/${account.id}/quota`);
+      if (result.errors[account.id]) throw new Error(result.errors[account.id]);
+    } else {
+      await api("POST", `/api/accounts/${account.id}/${action}`);
+    }
+    toast(`${account.email}: ${action === "quota" ? "quota refreshed" : action + "d"}`);
+  } catch (err) {
+    toast(err.message);
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+function resultTable(results) {
+  const rows = results.map((r) => el("tr", {}, el("td", {}, String(r.line)), el("td", {}, r.outcome),
+    el("td", {}, r.email || "–"), el("td", {}, r.reason || "")));
+  return el("table", { class: "results" }, el("tr", {}, ...["line", "result", "email", "reason"].map((h) => el("th", {}, h))), ...rows);
+}
+
+async function importAccounts() {
+  const box = $("import-result");
+  let text = $("import-text").value;
+  const file = $("import-file").files[0];
+  if (file) text = await file.text();
+  if (!text.trim()) { box.replaceChildren(el("p", { class: "error" }, "Choose a file or paste tokens first.")); return; }
+  $("btn-import").disabled = true;
+  box.replaceChildren(el("p", { class: "muted" }, "Checking tokens…"));
+  try {
+    const data = await api("POST", "/api/accounts/import", { text });
+    const s = data.summary;
+    box.replaceChildren(el("p", { id: "import-summary" }, `${s.added} added, ${s.updated} updated, ${s.duplicate} duplicate, ${s.invalid} invalid`),
+      resultTable(data.results));
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "error" }, err.message));
+  } finally {
+    $("btn-import").disabled = false;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+async function addToken() {
+  const out = $("add-token-result");
+  const token = $("add-token").value.trim();
+  if (!token) return;
+  out.className = "muted";
+  out.textContent = "Checking the token…";
+  try {
+    const data = await api("POST", "/api/accounts", { refresh_token: token });
+    out.textContent = `${data.result}: ${data.account.email}`;
+    $("add-token").value = "";
+  } catch (err) {
+    out.className = "error";
+    out.textContent = err.message;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+let oauthState = null;
+async function startOAuth() {
+  const data = await api("POST", "/api/accounts/oauth/start");
+  oauthState = data.state;
+  $("oauth-box").hidden = false;
+  $("oauth-url").value = data.url;
+  $("oauth-open").href = data.url;
+  $("oauth-status").textContent = "Waiting for Google…";
+  const poll = setInterval(async () => {
+    if (oauthState !== data.state) { clearInterval(poll); return; }
+    const s = await api("GET", `/api/accounts/oauth/${data.state}`).catch(() => null);
+    if (!s || s.status === "pending" || s.status === "working") return;
+    clearInterval(poll);
+    $("oauth-status").textContent = s.status === "done" ? `Added ${s.email}` : `Failed: ${s.error}`;
+    await Promise.all([loadAccounts(), refreshStatus()]);
+  }, 1500);
+}
+
+async function submitOAuthCode() {
+  if (!oauthState) return;
+  try {
+    const s = await api("POST", `/api/accounts/oauth/${oauthState}/code`, { code: $("oauth-paste").value });
+    $("oauth-status").textContent = `Added ${s.email}`;
+  } catch (err) {
+    $("oauth-status").textContent = `Failed: ${err.message}`;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+async function refreshAllQuotas() {
+  $("btn-refresh-quota").disabled = true;
+  try {
+    const r = await api("POST", "/api/accounts/quota");
+    const failed = Object.keys(r.errors).length;
+    toast(`Quota refreshed for ${r.refreshed.length} account(s)` + (failed ? `, ${failed} failed` : ""));
+  } finally {
+    $("btn-refresh-quota").disabled = false;
+  }
+  await loadAccounts();
+}
+
+// ---- navigation ------------------------------------------------------------------------------
+const PAGES = { proxy: "API Proxy", accounts: "Accounts" };
+
+function route() {
+  const page = (location.hash.match(/^#\/(\w+)/) || [])[1] in PAGES ? location.hash.slice(2) : "proxy";
+  for (const name of Object.keys(PAGES)) $("page-" + name).hidden = name !== page;
+  for (const link of document.querySelectorAll(".nav-link")) link.classList.toggle("active", link.dataset.page === page);
+  $("page-title").textContent = PAGES[page];
+  if (page === "accounts") loadAccounts().catch((err) => toast(err.message));
+}
+
+async function loadAll() {
+  [status, config, { api_key: apiKey }] = await Promise.all([
+    api("GET", "/api/proxy/status"), api("GET", "/api/config"), api("GET", "/api/proxy/api-key")]);
+  renderConfig();
+  renderStatus();
+}
+
+function wire() {
+  $("login-form").addEventListener("submit", (e) => { e.preventDefault(); tryLogin($("login-password").value); });
+  $("logout").addEventListener("click", (e) => { e.preventDefault(); sessionStorage.removeItem(KEY_STORE); showLogin(); });
+  $("toggle-service").addEventListener("click", toggleService);
+  $("settings-form").addEventListener("submit", saveSettings);
+  $("field-lan").addEventListener("change", renderLanWarning);
+  $("field-auth-mode").addEventListener("change", renderLanWarning);
+  $("field-api-key").addEventListener("input", () => { $("api-key-error").hidden = true; });
+  $("btn-copy-key").addEventListener("click", () => copy($("field-api-key").value));
+  $("btn-regenerate-key").addEventListener("click", regenerateKey);
+  for (const b of document.querySelectorAll("[data-copy]")) b.addEventListener("click", () => copy($(b.dataset.copy).textContent));
+  for (const b of document.querySelectorAll("[data-copy-input]")) b.addEventListener("click", () => copy($(b.dataset.copyInput).value));
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+      for (const body of document.querySelectorAll("[data-tab-body]")) body.hidden = body.dataset.tabBody !== tab.dataset.tab;
+    });
+  }
+  $("btn-import").addEventListener("click", importAccounts);
+  $("btn-add-token").addEventListener("click", addToken);
+  $("btn-oauth-start").addEventListener("click", () => startOAuth().catch((err) => toast(err.message)));
+  $("btn-oauth-submit").addEventListener("click", submitOAuthCode);
+  $("btn-refresh-quota").addEventListener("click", refreshAllQuotas);
+  window.addEventListener("hashchange", route);
+}
+
+wire();
+const saved = sessionStorage.getItem(KEY_STORE);
+if (saved) tryLogin(saved); else showLogin();

@@ -1,0 +1,87 @@
+"""Load generator for the benchmark (runs in its own process so its CPU is not the
+gateway's). Prints one JSON object with latency figures.
+
+Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold]
+  `sse`: read the response as a stream and record time to first byte.
+  `hold`: open CONCURRENCY streams at once, each reading its first event, then all
+          reading to the end (the many-open-streams scenario).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+
+import aiohttp
+import orjson
+import uvloop
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def main() -> None:
+    url, body_file, conc, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    sse = "sse" in sys.argv[5:]
+    hold = "hold" in sys.argv[5:]
+    with open(body_file, "rb") as f:
+        body = f.read()
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    ttfbs: list[float] = []
+    errors: list[str] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        counter = iter(range(total))
+
+        async def one() -> None:
+            start = time.perf_counter()
+            first: float | None = None
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    if response.status != 200:
+                        errors.append(f"{response.status} {(await response.read())[:200]!r}")
+                        return
+                    if sse:
+                        async for _chunk in response.content.iter_any():
+                            if first is None:
+                                first = time.perf_counter() - start
+                    else:
+                        await response.read()
+            except Exception as exc:  # noqa: BLE001 - counted, reported
+                errors.append(repr(exc)[:200])
+                return
+            latencies.append(time.perf_counter() - start)
+            if first is not None:
+                ttfbs.append(first)
+
+        async def worker() -> None:
+            for _ in counter:
+                await one()
+
+        began = time.perf_counter()
+        if hold:
+            await asyncio.gather(*(one() for _ in range(total)))
+        else:
+            await asyncio.gather(*(worker() for _ in range(conc)))
+        wall = time.perf_counter() - began
+    ms = 1000.0
+    print(orjson.dumps({
+        "requests": len(latencies), "errors": len(errors), "first_errors": errors[:3],
+        "wall_s": wall, "rps": len(latencies) / wall if wall else 0,
+        "p50_ms": pct(latencies, 50) * ms, "p99_ms": pct(latencies, 99) * ms,
+        "mean_ms": (statistics.fmean(latencies) * ms) if latencies else None,
+        "ttfb_p50_ms": pct(ttfbs, 50) * ms if ttfbs else None,
+        "ttfb_p99_ms": pct(ttfbs, 99) * ms if ttfbs else None,
+    }).decode())
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

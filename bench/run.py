@@ -1,0 +1,227 @@
+"""Benchmark: what the gateway adds on top of calling the upstream directly.
+
+Starts a lean fake upstream (bench/fake_upstream.py, answering at once) and
+`agproxy serve` with four accounts, then for each scenario runs the same load
+(bench/load.py, its own process) against the fake directly and through the gateway,
+in the same run, and reports requests/s, added p50/p99 latency, added stream
+time-to-first-byte and the gateway's CPU milliseconds per request (all its
+processes). Also: time until /healthz answers 200, idle RSS, and 1,000 concurrent
+open streams with peak RSS.
+
+Usage: python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+HERE = Path(__file__).parent
+PY = sys.executable
+QUICK = "--quick" in sys.argv
+MODEL = "gemini-3-flash"
+CLIENT_BODY = {"contents": [
+    {"role": "user", "parts": [{"text": "Hello, please introduce yourself"}]}]}
+DIRECT_BODY = {"project": "bench-project", "model": MODEL, "userAgent": "antigravity",
+               "requestType": "agent", "requestId": "agent/1/abcd", "request": CLIENT_BODY}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20.0, want: int | None = None) -> float:
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        try:
+            status = httpx.get(url, timeout=1).status_code
+            if want is None or status == want:
+                return time.perf_counter() - start
+        except httpx.TransportError:
+            pass
+        time.sleep(0.005)
+    raise RuntimeError(f"{url} not ready")
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += p.memory_info().rss
+    return total
+
+
+def load(url: str, body: dict, conc: int, count: int, *flags: str) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(body, f)
+    out = subprocess.run([PY, str(HERE / "load.py"), url, f.name, str(conc), str(count), *flags],
+                         capture_output=True, text=True, timeout=600)
+    os.unlink(f.name)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout)
+
+
+def start_fake(port: int, hold: float = 0.0) -> subprocess.Popen:
+    args = [PY, str(HERE / "fake_upstream.py"), str(port)]
+    if hold:
+        args += ["--stream-hold", str(hold)]
+    proc = subprocess.Popen(args)
+    wait_http(f"http://127.0.0.1:{port}/nothing")
+    return proc
+
+
+def gateway_env(data: Path, fake: str, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGPROXY_")}
+    env.update({
+        "AGPROXY_DATA_DIR": str(data), "AGPROXY_PORT": str(port), "AGPROXY_AUTH_MODE": "off",
+        "AGPROXY_UPSTREAM_BASE_URLS": f"{fake}/v1internal",
+        "AGPROXY_OAUTH_TOKEN_URL": f"{fake}/token",
+        "AGPROXY_OAUTH_USERINFO_URL": f"{fake}/oauth2/v2/userinfo",
+        "AGPROXY_QUOTA_REFRESH_MINUTES": "0",
+    })
+    return env
+
+
+def start_gateway(env: dict[str, str], port: int) -> tuple[subprocess.Popen, float]:
+    began = time.perf_counter()
+    proc = subprocess.Popen([PY, "-m", "agproxy", "serve", "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/healthz", want=200)
+    return proc, time.perf_counter() - began
+
+
+def scenario(name: str, gw_url: str, direct_url: str, gateway: psutil.Process, conc: int,
+             count: int, *flags: str) -> dict:
+    load(direct_url, DIRECT_BODY, conc, min(count, 200), *flags)  # warm-up
+    load(gw_url, CLIENT_BODY, conc, min(count, 200), *flags)
+    direct = load(direct_url, DIRECT_BODY, conc, count, *flags)
+    cpu0 = tree_cpu(gateway)
+    through = load(gw_url, CLIENT_BODY, conc, count, *flags)
+    cpu = tree_cpu(gateway) - cpu0
+    row = {
+        "scenario": name, "concurrency": conc, "requests": through["requests"],
+        "errors": through["errors"], "rps": through["rps"], "direct_rps": direct["rps"],
+        "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
+        "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
+        "cpu_ms_per_req": cpu * 1000 / max(through["requests"], 1),
+    }
+    if "sse" in flags:
+        row["added_ttfb_p50_ms"] = through["ttfb_p50_ms"] - direct["ttfb_p50_ms"]
+    if through["errors"]:
+        row["first_errors"] = through["first_errors"]
+    return row
+
+
+def peak_rss_during(proc: psutil.Process, work) -> tuple[object, int]:  # type: ignore[no-untyped-def]
+    peak = [tree_rss(proc)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(proc))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        thread.join()
+    return result, peak[0]
+
+
+def main() -> None:
+    fake_port, gw_port = free_port(), free_port()
+    fake = start_fake(fake_port)
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    data = Path(tempfile.mkdtemp(prefix="agproxy-bench-"))
+    env = gateway_env(data, fake_url, gw_port)
+    for n in range(4):
+        subprocess.run([PY, "-m", "agproxy", "accounts", "add", "--refresh-token",
+                        f"bench{n}"], env=env, check=True, capture_output=True)
+    gw_proc, ready_s = start_gateway(env, gw_port)
+    gateway = psutil.Process(gw_proc.pid)
+    time.sleep(0.5)
+    idle_rss = tree_rss(gateway)
+    gw = f"http://127.0.0.1:{gw_port}/v1beta/models/{MODEL}"
+    direct = f"{fake_url}/v1internal"
+    n = 500 if QUICK else 3000
+    rows = []
+    try:
+        for conc in (1, 16, 64):
+            rows.append(scenario("gemini generate", f"{gw}:generateContent",
+                                 f"{direct}:generateContent", gateway, conc,
+                                 n if conc > 1 else n // 3))
+        for conc in (1, 16):
+            rows.append(scenario("gemini stream", f"{gw}:streamGenerateContent?alt=sse",
+                                 f"{direct}:streamGenerateContent?alt=sse", gateway, conc,
+                                 n if conc > 1 else n // 3, "sse"))
+    finally:
+        gw_proc.send_signal(signal.SIGTERM)
+        gw_proc.wait(30)
+        fake.send_signal(signal.SIGTERM)
+        fake.wait(10)
+
+    # 1,000 concurrent open streams: the fake holds each stream open for 3 s after its
+    # first event, so all are open at once.
+    fake = start_fake(fake_port, hold=3.0)
+    gw_proc, _ = start_gateway(env, gw_port)
+    gateway = psutil.Process(gw_proc.pid)
+    try:
+        streams, peak = peak_rss_during(gateway, lambda: load(
+            f"{gw}:streamGenerateContent?alt=sse", CLIENT_BODY, 1000, 1000, "sse", "hold"))
+    finally:
+        gw_proc.send_signal(signal.SIGTERM)
+        gw_proc.wait(30)
+        fake.send_signal(signal.SIGTERM)
+        fake.wait(10)
+
+    print(f"ready (/healthz 200) after start: {ready_s * 1000:.0f} ms; idle RSS "
+          f"{idle_rss / 2**20:.0f} MB\n")
+    print("| scenario | conc | req/s (direct) | added p50 ms | added p99 ms | "
+          "added TTFB p50 ms | gateway CPU ms/req | errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ttfb = f"{r['added_ttfb_p50_ms']:.2f}" if "added_ttfb_p50_ms" in r else "-"
+        print(f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} ({r['direct_rps']:.0f}) "
+              f"| {r['added_p50_ms']:.2f} | {r['added_p99_ms']:.2f} | {ttfb} | "
+              f"{r['cpu_ms_per_req']:.2f} | {r['errors']} |")
+    print(f"\n1,000 concurrent streams: {streams['requests']} completed, "
+          f"{streams['errors']} errors, TTFB p50 {streams['ttfb_p50_ms']:.0f} ms, "
+          f"p99 {streams['ttfb_p99_ms']:.0f} ms; gateway peak RSS {peak / 2**20:.0f} MB")
+    if streams["errors"]:
+        print("   first errors:", streams["first_errors"])
+    for r in rows:
+        if r.get("first_errors"):
+            print(r["scenario"], r["concurrency"], "errors:", r["first_errors"])
+
+
+if __name__ == "__main__":
+    main()

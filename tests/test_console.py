@@ -1,0 +1,156 @@
+"""The web console in a real headless Chromium (Debian's package, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ZAI_ENV, Gateway, google_env, spawn
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+PASSWORD = "console-pass-42"
+KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("chromium is required for the console tests (scripts/test installs it)")
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def login(page: Page, gw: Gateway, password: str = PASSWORD) -> None:
+    page.goto(gw.base_url + "/")
+    page.fill("#login-password", password)
+    page.click("#login-submit")
+
+
+def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **ZAI_ENV)
+    try:
+        page.goto(gw.base_url + "/")
+        expect(page.locator("#login-password")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "console-login.png"))
+        login(page, gw, "wrong-password")
+        expect(page.locator("#login-error")).to_be_visible()
+        expect(page.locator("#login-error")).to_have_text("Wrong password.")
+
+        login(page, gw)
+        expect(page.locator("#status-badge")).to_have_text("running")
+        expect(page.locator("#active-accounts")).to_have_text("0 active accounts")
+        expect(page.locator("#field-port")).to_be_disabled()
+        expect(page.locator("#field-port")).to_have_value(str(gw.port))
+
+        page.click("#toggle-service")
+        expect(page.locator("#status-badge")).to_have_text("stopped")
+        expect(page.locator("#field-port")).to_be_enabled()
+        assert gw.get("/healthz").status_code == 503
+        page.click("#toggle-service")
+        expect(page.locator("#status-badge")).to_have_text("running")
+        expect(page.locator("#field-port")).to_be_disabled()
+
+        original = gw.api_key
+        page.fill("#field-api-key", "abc")
+        page.click("#btn-save")
+        expect(page.locator("#api-key-error")).to_have_text(KEY_RULE)
+        assert gw.admin("GET", "/api/proxy/api-key").json()["api_key"] == original
+
+        page.fill("#field-api-key", "sk-valid-test-key-0001")
+        page.click("#btn-save")
+        expect(page.locator("#toast")).to_contain_text("Saved")
+        assert gw.admin("GET", "/api/proxy/api-key").json()["api_key"] == "sk-valid-test-key-0001"
+        openai = page.locator("#snippet-openai").inner_text()
+        assert "sk-valid-test-key-0001" in openai and f"http://127.0.0.1:{gw.port}/v1" in openai
+        claude = page.locator("#snippet-claude").inner_text()
+        assert f'ANTHROPIC_BASE_URL="http://127.0.0.1:{gw.port}"' in claude
+        assert "/v1" not in claude
+
+        page.click("label.switch:has(#field-lan)")
+        expect(page.locator("#field-lan")).to_be_checked()
+        page.select_option("#field-auth-mode", "off")
+        expect(page.locator("#lan-warning")).to_be_visible()
+        page.select_option("#field-auth-mode", "all_except_health")
+        expect(page.locator("#lan-warning")).to_be_hidden()
+        page.select_option("#field-auth-mode", "auto")
+        page.click("label.switch:has(#field-lan)")
+        page.screenshot(path=str(ARTIFACTS / "console-api-proxy.png"), full_page=True)
+    finally:
+        gw.stop()
+
+
+def test_start_error_is_shown_verbatim(page: Page, tmp_path: Path) -> None:
+    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD)  # empty pool
+    try:
+        login(page, gw)
+        expect(page.locator("#status-badge")).to_have_text("stopped")
+        page.click("#toggle-service")
+        expect(page.locator("#service-error")).to_have_text(
+            "no available accounts, please add an account first")
+        expect(page.locator("#status-badge")).to_have_text("stopped")
+    finally:
+        gw.stop()
+
+
+def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
+    accounts = [fake_google.add_account(email=f"page-{uuid.uuid4().hex[:6]}@example.com",
+                                        paid_tier=("g1-pro-tier", "Google AI Pro"),
+                                        models={"gemini-3-flash": {"remainingFraction": 0.8,
+                                                                   "resetTime": "2099-01-01T00:00:00Z"},
+                                                "claude-sonnet-4-6": {"remainingFraction": 0.15,
+                                                                      "resetTime": "2099-01-01T00:00:00Z"}})
+                for _ in range(2)]
+    try:
+        login(page, gw)
+        page.click("a[data-page=accounts]")
+        expect(page.locator("#accounts-empty")).to_be_visible()
+        page.click("button[data-tab=import]")
+        page.fill("#import-text", "\n".join([a.refresh_token for a in accounts] + ["1//bad"]))
+        page.click("#btn-import")
+        expect(page.locator("#import-summary")).to_have_text(
+            "2 added, 0 updated, 0 duplicate, 1 invalid")
+        first = page.locator(f".account[data-email='{accounts[0].email}']")
+        expect(first.locator(".state")).to_have_text("enabled")
+        expect(first.locator(".quota[data-model=gemini-3-flash]")).to_contain_text("80%")
+        expect(page.locator("#stat-active")).to_have_text("2")
+
+        first.locator("button[data-action=disable]").click()
+        expect(first.locator(".state")).to_have_text("disabled")
+        expect(page.locator("#stat-active")).to_have_text("1")
+        listed = {a["email"]: a["state"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]}
+        assert listed[accounts[0].email] == "disabled"
+        # The proxy page's count follows: the service started with these accounts.
+        status = httpx.post(gw.base_url + "/api/proxy/start",
+                            headers={"Authorization": f"Bearer {PASSWORD}"}).json()
+        assert status["active_accounts"] == 1
+        page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
+    finally:
+        gw.stop()
