@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ZAI_ENV, free_port, run_cli
+from conftest import ZAI_ENV, free_port, google_env, run_cli
 
 KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 
@@ -101,8 +101,11 @@ def test_corrupt_config_is_reported_with_file_and_line_and_kept(tmp_path: Path) 
         assert path.read_bytes() == broken
 
 
-def test_doctor_against_a_running_gateway(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(AGPROXY_AUTH_MODE="strict", **ZAI_ENV)
+def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(AGPROXY_AUTH_MODE="strict", **google_env(fake_google))
+    acct = fake_google.add_account(email="doctor@example.com")
+    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gw.admin("POST", "/api/proxy/start")
     result = gw.cli("doctor")
     assert result.returncode == 0, result.stdout
     out = result.stdout
@@ -113,7 +116,16 @@ def test_doctor_against_a_running_gateway(gateway_factory) -> None:  # type: ign
         assert f"✓ key accepted as {form}" in out
     assert f"base_url=http://127.0.0.1:{gw.port}/v1" in out
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{gw.port}   (no /v1)" in out
+    assert "✓ Gemini request to gemini-3-flash answered: 'echo: Reply with: OK'" in out
     assert "✗" not in out
+
+
+def test_doctor_says_how_to_get_a_model(gateway_factory) -> None:  # type: ignore[no-untyped-def]
+    gw = gateway_factory(**ZAI_ENV)  # running, but no Google account: nothing to ask
+    result = gw.cli("doctor")
+    assert result.returncode == 1
+    assert "✗ no model to send a request to" in result.stdout
+    assert "fix: add a Google account: `agproxy accounts login`" in result.stdout
 
 
 def test_doctor_names_the_fix_when_the_service_is_stopped(gateway_factory) -> None:  # type: ignore[no-untyped-def]

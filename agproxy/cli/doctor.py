@@ -76,7 +76,36 @@ def run_checks(base: str, api_key: str, admin_secret: str, emit: Callable[[Check
             report(Check(False, f"key refused as {label} ({path}): HTTP {response.status_code}",
                          "the CLI sends the api_key of this data directory; if a client gets "
                          "401, its key differs from `agproxy config get api_key --reveal`"))
+    report(_gemini_request(client, api_key))
     return healthy
+
+
+def _gemini_request(client: httpx.Client, api_key: str) -> Check:
+    """One real Gemini-native request, to the first model the pool lists."""
+    headers = {"x-goog-api-key": api_key}
+    models = client.get("/v1beta/models", headers=headers).json().get("models", [])
+    if not models:
+        return Check(False, "no model to send a request to (no account with quota)",
+                     "add a Google account: `agproxy accounts login`, then "
+                     "`agproxy accounts quota`")
+    names = [m["name"].removeprefix("models/") for m in models]
+    model = next((n for n in names if "flash" in n), names[0])
+    response = client.post(f"/v1beta/models/{model}:generateContent", headers=headers,
+                           timeout=120, json={"contents": [
+                               {"role": "user", "parts": [{"text": "Reply with: OK"}]}]})
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        return Check(False, f"Gemini request to {model} failed: HTTP {response.status_code}: "
+                            f"{message}", "see `agproxy accounts list` for account states")
+    parts = (response.json().get("candidates") or [{}])[0].get("content", {}).get("parts", [])
+    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    if not text.strip():
+        return Check(False, f"Gemini request to {model} came back without text",
+                     "try another model; check `agproxy accounts quota`")
+    return Check(True, f"Gemini request to {model} answered: {text.strip()[:60]!r}")
 
 
 def _print_check(check: Check) -> None:
@@ -91,8 +120,9 @@ def doctor() -> None:
     """Check the loop a client goes through and print the fix for what fails.
 
     Is the gateway reachable on the configured port, does the proxy service
-    run, does /healthz answer, is the api key accepted in each header form.
-    Then prints the base URL for each SDK.
+    run, does /healthz answer, is the api key accepted in each header form,
+    does a real Gemini request come back with text. Then prints the base URL
+    for each SDK.
     """
     store = load_settings()
     settings = store.settings
