@@ -2,7 +2,8 @@
 account's credentials returns JSON or a stream of events, or raises `UpstreamError`
 already classified, so the pool and the retry policy never know which backend they drive."""
 
+from agproxy.upstream.base import Upstream
 from agproxy.upstream.cloudcode import CloudCodeClient, Credentials
 from agproxy.upstream.errors import Failure, UpstreamError
 
-__all__ = ["CloudCodeClient", "Credentials", "Failure", "UpstreamError"]
+__all__ = ["CloudCodeClient", "Credentials", "Failure", "Upstream", "UpstreamError"]
