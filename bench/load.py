@@ -1,10 +1,10 @@
 """Load generator for the benchmark (runs in its own process so its CPU is not the
 gateway's). Prints one JSON object with latency figures.
 
-Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold]
+Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold] [ramp=S]
   `sse`: read the response as a stream and record time to first byte.
-  `hold`: open CONCURRENCY streams at once, each reading its first event, then all
-          reading to the end (the many-open-streams scenario).
+  `hold`: open REQUESTS streams together (the many-open-streams scenario); with
+          `ramp=S` their starts are spread evenly over S seconds, else all at once.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ async def main() -> None:
     url, body_file, conc, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     sse = "sse" in sys.argv[5:]
     hold = "hold" in sys.argv[5:]
+    ramp = next((float(a[5:]) for a in sys.argv[5:] if a.startswith("ramp=")), 0.0)
     with open(body_file, "rb") as f:
         body = f.read()
     headers = {"Content-Type": "application/json"}
@@ -67,8 +68,12 @@ async def main() -> None:
                 await one()
 
         began = time.perf_counter()
+        async def later(delay: float) -> None:
+            await asyncio.sleep(delay)
+            await one()
+
         if hold:
-            await asyncio.gather(*(one() for _ in range(total)))
+            await asyncio.gather(*(later(i * ramp / total) for i in range(total)))
         else:
             await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - began

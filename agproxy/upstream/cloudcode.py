@@ -22,7 +22,9 @@ from agproxy.upstream.errors import Failure, UpstreamError, classify
 from agproxy.upstream.sse import SSEDecoder
 
 FALLBACK_STATUSES = frozenset({408, 404}) | frozenset(range(500, 600))
-GENERATE_TIMEOUT = aiohttp.ClientTimeout(total=600, connect=20, sock_read=300)
+# No total deadline for generation (long answers stream for minutes); what bounds a
+# call is 20 s to connect and 300 s of upstream silence. Fewer timers per request, too.
+GENERATE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
 SHORT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=10)
 PLACEHOLDER_PROJECTS = frozenset({"", "test-project", "project-id"})
 SESSION_ID = str(uuid.uuid4())  # x-vscode-sessionid: one per process, like the IDE
