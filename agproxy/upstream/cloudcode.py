@@ -105,37 +105,28 @@ class CloudCodeClient:
                    timeout: aiohttp.ClientTimeout = SHORT_TIMEOUT,
                    extra_headers: dict[str, str] | None = None) -> Any:
         """POST `body` to `<base>:<method>` with fallback; the parsed JSON, or UpstreamError."""
-        data = orjson.dumps(body)
         headers = self.headers(creds, quota_style, extra_headers)
+        return await self._json_with_fallback(
+            "POST", self._urls(method, None), headers, creds, timeout, orjson.dumps(body))
+
+    async def get(self, path: str, creds: Credentials) -> Any:
+        """GET `<base>/<path>` (long-running operations) with fallback."""
+        urls = [f"{base}/{path}" for base in self.settings().upstream_base_urls]
+        return await self._json_with_fallback(
+            "GET", urls, self.headers(creds, quota_style=True), creds, SHORT_TIMEOUT, None)
+
+    async def _json_with_fallback(self, method: str, urls: list[str], headers: dict[str, str],
+                                  creds: Credentials, timeout: aiohttp.ClientTimeout,
+                                  data: bytes | None) -> Any:
         last: UpstreamError | None = None
-        for url in self._urls(method, None):
+        for url in urls:
             try:
-                async with self.session.post(url, data=data, headers=headers, timeout=timeout,
-                                             proxy=creds.proxy) as response:
+                async with self.session.request(method, url, data=data, headers=headers,
+                                                timeout=timeout, proxy=creds.proxy) as response:
                     raw = await response.read()
                     if response.status < 300:
                         return orjson.loads(raw) if raw else {}
                     last = classify(response.status, raw, response.headers.get("Retry-After"))
-                    if response.status not in FALLBACK_STATUSES:
-                        raise last
-            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
-        assert last is not None
-        raise last
-
-    async def get(self, path: str, creds: Credentials) -> Any:
-        """GET `<base>/<path>` (long-running operations) on the first base that answers."""
-        headers = self.headers(creds, quota_style=True)
-        last: UpstreamError | None = None
-        for base in self.settings().upstream_base_urls:
-            url = f"{base}/{path}"
-            try:
-                async with self.session.get(url, headers=headers, timeout=SHORT_TIMEOUT,
-                                            proxy=creds.proxy) as response:
-                    raw = await response.read()
-                    if response.status < 300:
-                        return orjson.loads(raw) if raw else {}
-                    last = classify(response.status, raw)
                     if response.status not in FALLBACK_STATUSES:
                         raise last
             except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
