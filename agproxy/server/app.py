@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from agproxy.admin import accounts as admin_accounts
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
-from agproxy.frontends import gemini, health, models
+from agproxy.frontends import gemini, health, models, openai
 from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.security.auth import AuthMiddleware
@@ -55,6 +55,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/health", health.healthz, methods=["GET"]),
         # OpenAI
         Route("/v1/models", models.openai_models, methods=["GET"]),
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),

@@ -1,0 +1,107 @@
+"""OpenAI-compatible chat completions: `POST /v1/chat/completions`, streamed or not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.errors import Protocol, error_body
+from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.router.models import resolve
+from agproxy.service import Gateway
+from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
+from agproxy.upstream import Failure, UpstreamError
+
+OPENAI = Protocol.OPENAI
+
+
+def bad_request(message: str, param: str | None = None) -> Response:
+    body = error_body(OPENAI, 400, message)
+    body["error"]["param"] = param
+    return JSONResponse(body, status_code=400)
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return bad_request(f"the request body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return bad_request("the request body must be a JSON object")
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        return bad_request("model is required", "model")
+    catalog = gateway.catalog()
+    model = resolve(requested, catalog)
+    if model is None:
+        close = ", ".join(catalog[:8]) or "none: add a Google account first"
+        return JSONResponse(error_body(OPENAI, 404, f"The model {requested!r} does not exist "
+                                                    f"in this gateway. Available: {close}"),
+                            status_code=404)
+    try:
+        inner = chat_to_gemini(body, model)
+    except BadRequest as exc:
+        return bad_request(exc.message, exc.param)
+    session = conversation_key(inner["contents"])
+    headers = {"x-agproxy-model": model}
+    stream = body.get("stream") is True
+    options = body.get("stream_options") or {}
+    translator = ChatStream(requested, include_usage=bool(options.get("include_usage")))
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
+                               a.creds)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
+        return first, events
+
+    try:
+        first, events = await gateway.policy.run(model, session, attempt)
+    except Exhausted as failure:
+        return exhausted(OPENAI, failure)
+    except UpstreamError as error:
+        return upstream_failure(OPENAI, error)
+
+    if not stream:
+        try:
+            translator.feed(first)
+            async for event in events:
+                translator.feed(event)
+        except UpstreamError as error:
+            return upstream_failure(OPENAI, error)
+        return JSONResponse(translator.collect(), headers=headers)
+    return StreamingResponse(_sse(translator, first, events), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
+
+
+async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any]
+               ) -> AsyncIterator[bytes]:
+    try:
+        for chunk in translator.feed(first):
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        async for event in events:
+            for chunk in translator.feed(event):
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        usage = translator.usage_chunk()
+        if usage:
+            yield b"data: " + orjson.dumps(usage) + b"\n\n"
+    except UpstreamError as error:
+        failure = {"id": translator.id, "object": "chat.completion.chunk", "choices": [],
+                   "error": {"message": f"upstream stream failed: {error.message}",
+                             "type": "upstream_error", "code": "stream_error"}}
+        yield b"data: " + orjson.dumps(failure) + b"\n\n"
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    yield b"data: [DONE]\n\n"

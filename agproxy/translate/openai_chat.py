@@ -1,0 +1,384 @@
+"""OpenAI chat completions ⇄ Gemini: pure functions, no I/O.
+
+Request: messages → contents + systemInstruction, tools → functionDeclarations,
+sampling options → generationConfig. Response: Gemini candidates → a chat
+completion, or a stream of chat.completion.chunk objects (ChatStream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agproxy.translate.schema import clean_schema
+
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+EFFORT_BUDGET = {"minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
+FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
+          "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
+          "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}
+
+
+class BadRequest(ValueError):
+    """The client's request cannot be translated; `param` names the field."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+# -- request ----------------------------------------------------------------------
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
+    return ""
+
+
+def _image_part(url: str, where: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        mime = header[5:].split(";")[0] or "image/png"
+        if ";base64" not in header or not data:
+            raise BadRequest("image data URLs must be base64 encoded", where)
+        return {"inlineData": {"mimeType": mime, "data": data}}
+    if url.startswith(("http://", "https://")):
+        raise BadRequest("image URLs over http(s) are not fetched by this gateway yet; send "
+                         "the image as a data: URL (base64)", where)
+    raise BadRequest(f"unsupported image URL {url[:40]!r}", where)
+
+
+def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise BadRequest("content must be a string or a list of parts", where)
+    parts: list[dict[str, Any]] = []
+    for i, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise BadRequest("each content part must be an object", f"{where}[{i}]")
+        kind = part.get("type")
+        if kind in ("text", "input_text"):
+            if part.get("text"):
+                parts.append({"text": str(part["text"])})
+        elif kind in ("image_url", "input_image"):
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise BadRequest("image_url.url is required", f"{where}[{i}]")
+            parts.append(_image_part(url, f"{where}[{i}]"))
+    return parts
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str) and raw.strip():
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {"_raw": raw}
+        return value if isinstance(value, dict) else {"value": value}
+    return {}
+
+
+def _merge_roles(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The backend wants user/model strictly alternating: merge neighbours, drop empties."""
+    merged: list[dict[str, Any]] = []
+    for content in contents:
+        if not content["parts"]:
+            continue
+        if merged and merged[-1]["role"] == content["role"]:
+            merged[-1]["parts"].extend(content["parts"])
+        else:
+            merged.append({"role": content["role"], "parts": list(content["parts"])})
+    if merged and merged[0]["role"] != "user":
+        merged.insert(0, {"role": "user", "parts": [{"text": " "}]})
+    return merged
+
+
+def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    declarations = []
+    dropped = []
+    for i, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict):
+            raise BadRequest("each tool must be an object", f"tools[{i}]")
+        if tool.get("type", "function") != "function":
+            dropped.append(str(tool.get("type")))
+            continue
+        fn: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("function tools need a name", f"tools[{i}].function.name")
+        declaration: dict[str, Any] = {"name": name}
+        if fn.get("description"):
+            declaration["description"] = str(fn["description"])
+        if isinstance(fn.get("parameters"), dict) and fn["parameters"].get("properties"):
+            declaration["parameters"] = clean_schema(fn["parameters"])
+        declarations.append(declaration)
+    return ([{"functionDeclarations": declarations}] if declarations else None), dropped
+
+
+def _tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if choice == "none":
+        return {"functionCallingConfig": {"mode": "NONE"}}
+    if choice == "auto":
+        return {"functionCallingConfig": {"mode": "AUTO"}}
+    if choice == "required":
+        return {"functionCallingConfig": {"mode": "ANY"}}
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        config: dict[str, Any] = {"mode": "ANY"}
+        if name:
+            config["allowedFunctionNames"] = [name]
+        return {"functionCallingConfig": config}
+    raise BadRequest("tool_choice must be none, auto, required or a function", "tool_choice")
+
+
+def thinking_budget(body: dict[str, Any], model: str) -> int | None:
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str):
+        if effort == "none":
+            return 0
+        if effort not in EFFORT_BUDGET:
+            raise BadRequest(f"reasoning_effort must be one of none, "
+                             f"{', '.join(EFFORT_BUDGET)}", "reasoning_effort")
+        return EFFORT_BUDGET[effort]
+    if "thinking" in model:
+        return EFFORT_BUDGET["high"]
+    return None
+
+
+def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """The inner Gemini request for an OpenAI chat body. Raises BadRequest."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty array", "messages")
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise BadRequest("each message must be an object", where)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content)
+            if text:
+                system.append(text)
+        elif role == "user":
+            contents.append({"role": "user", "parts": _user_parts(content, f"{where}.content")})
+        elif role == "assistant":
+            parts: list[dict[str, Any]] = []
+            if message.get("reasoning_content"):
+                parts.append({"text": str(message["reasoning_content"]), "thought": True})
+            text = _text_of(content)
+            if text:
+                parts.append({"text": text})
+            for call in message.get("tool_calls") or []:
+                fn = call.get("function") or {}
+                name = str(fn.get("name") or "")
+                call_names[str(call.get("id") or "")] = name
+                function_call: dict[str, Any] = {"name": name,
+                                                 "args": _arguments(fn.get("arguments"))}
+                if call.get("id"):
+                    function_call["id"] = str(call["id"])
+                parts.append({"functionCall": function_call, "thoughtSignature": SKIP_SIGNATURE})
+            contents.append({"role": "model", "parts": parts})
+        elif role in ("tool", "function"):
+            call_id = str(message.get("tool_call_id") or "")
+            name = call_names.get(call_id) or message.get("name") or "unknown"
+            response: dict[str, Any] = {"name": name,
+                                        "response": {"result": _text_of(content)}}
+            if call_id:
+                response["id"] = call_id
+            contents.append({"role": "user", "parts": [{"functionResponse": response}]})
+        else:
+            raise BadRequest(f"unknown role {role!r}", f"{where}.role")
+    request: dict[str, Any] = {"contents": _merge_roles(contents)}
+    if not request["contents"]:
+        raise BadRequest("messages hold no user or assistant content", "messages")
+    if system:
+        request["systemInstruction"] = {"role": "user", "parts": [{"text": "\n\n".join(system)}]}
+    tools, _dropped = _tools(body)
+    if tools:
+        request["tools"] = tools
+    tool_config = _tool_config(body.get("tool_choice"))
+    if tool_config and tools:
+        request["toolConfig"] = tool_config
+    request["generationConfig"] = _generation_config(body, model)
+    return request
+
+
+def _generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for src, dst, kind in (("temperature", "temperature", (int, float)),
+                           ("top_p", "topP", (int, float)), ("seed", "seed", int),
+                           ("presence_penalty", "presencePenalty", (int, float)),
+                           ("frequency_penalty", "frequencyPenalty", (int, float))):
+        value = body.get(src)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise BadRequest(f"{src} must be a number", src)
+        config[dst] = value
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise BadRequest("max_tokens must be a positive integer", "max_tokens")
+        config["maxOutputTokens"] = max_tokens
+    n = body.get("n")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
+            raise BadRequest("n must be an integer from 1 to 8", "n")
+        config["candidateCount"] = n
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        config["stopSequences"] = [stop]
+    elif isinstance(stop, list):
+        config["stopSequences"] = [str(s) for s in stop][:5]
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_object":
+            config["responseMimeType"] = "application/json"
+        elif fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            config["responseMimeType"] = "application/json"
+            if isinstance(schema, dict):
+                config["responseSchema"] = clean_schema(schema)
+    budget = thinking_budget(body, model)
+    if budget is not None:
+        config["thinkingConfig"] = {"includeThoughts": budget > 0, "thinkingBudget": budget}
+        if budget and config.get("maxOutputTokens", 0) and config["maxOutputTokens"] <= budget:
+            config["maxOutputTokens"] = budget + 8192
+    return config
+
+
+# -- response ------------------------------------------------------------------------
+def new_completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def call_id(call: dict[str, Any]) -> str:
+    if call.get("id"):
+        return str(call["id"])
+    digest = hashlib.sha256(orjson.dumps(call, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return "call_" + digest[:24]
+
+
+def usage_of(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not metadata:
+        return None
+    prompt = int(metadata.get("promptTokenCount") or 0)
+    completion = int(metadata.get("candidatesTokenCount") or 0)
+    thoughts = int(metadata.get("thoughtsTokenCount") or 0)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion + thoughts,
+        "total_tokens": int(metadata.get("totalTokenCount") or prompt + completion + thoughts),
+    }
+    if metadata.get("cachedContentTokenCount"):
+        usage["prompt_tokens_details"] = {"cached_tokens": int(metadata["cachedContentTokenCount"])}
+    if thoughts:
+        usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
+    return usage
+
+
+@dataclass
+class _Choice:
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    finish: str | None = None
+
+
+class ChatStream:
+    """Gemini stream events in, chat.completion.chunk objects out (one translator per
+    response). `collect()` turns everything seen into one chat.completion."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        self.id = new_completion_id()
+        self.created = int(time.time())
+        self.model = model
+        self.include_usage = include_usage
+        self.choices: dict[int, _Choice] = {}
+        self.usage: dict[str, Any] | None = None
+        self._role_sent: set[int] = set()
+
+    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None
+               ) -> dict[str, Any]:
+        if index not in self._role_sent:
+            delta = {"role": "assistant", **delta}
+            self._role_sent.add(index)
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        chunks = []
+        if event.get("usageMetadata"):
+            self.usage = usage_of(event["usageMetadata"])
+        for candidate in event.get("candidates") or []:
+            index = int(candidate.get("index") or 0)
+            choice = self.choices.setdefault(index, _Choice())
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                if "functionCall" in part:
+                    call = part["functionCall"]
+                    entry = {"id": call_id(call), "type": "function", "function": {
+                        "name": call.get("name", ""),
+                        "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+                    chunks.append(self._chunk(index, {"tool_calls": [
+                        {"index": len(choice.calls), **entry}]}))
+                    choice.calls.append(entry)
+                elif isinstance(part.get("text"), str) and part["text"]:
+                    if part.get("thought"):
+                        choice.reasoning.append(part["text"])
+                        chunks.append(self._chunk(index, {"reasoning_content": part["text"]}))
+                    else:
+                        choice.text.append(part["text"])
+                        chunks.append(self._chunk(index, {"content": part["text"]}))
+                elif "inlineData" in part:
+                    data = part["inlineData"]
+                    text = f"![image](data:{data.get('mimeType')};base64,{data.get('data')})"
+                    choice.text.append(text)
+                    chunks.append(self._chunk(index, {"content": text}))
+            reason = candidate.get("finishReason")
+            if reason:
+                choice.finish = "tool_calls" if choice.calls else FINISH.get(reason, "stop")
+                chunks.append(self._chunk(index, {}, choice.finish))
+        return chunks
+
+    def usage_chunk(self) -> dict[str, Any] | None:
+        if not self.include_usage:
+            return None
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": self.usage or {
+                    "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+    def collect(self) -> dict[str, Any]:
+        choices = []
+        for index in sorted(self.choices) or [0]:
+            choice = self.choices.get(index, _Choice())
+            message: dict[str, Any] = {"role": "assistant",
+                                       "content": "".join(choice.text) or None}
+            if choice.reasoning:
+                message["reasoning_content"] = "".join(choice.reasoning)
+            if choice.calls:
+                message["tool_calls"] = choice.calls
+            choices.append({"index": index, "message": message,
+                            "finish_reason": choice.finish or "stop", "logprobs": None})
+        return {"id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model, "choices": choices,
+                "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0,
+                                        "total_tokens": 0}}
