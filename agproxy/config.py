@@ -68,6 +68,7 @@ class Settings(BaseModel):
     admin_password: str | None = None
     auto_start: bool = True
     shutdown_timeout: float = 30.0
+    max_body_bytes: int = 50 * 1024 * 1024
     quota_refresh_minutes: int = 15
 
     scheduling_mode: SchedulingMode = "balance"

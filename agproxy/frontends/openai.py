@@ -1,4 +1,5 @@
-"""OpenAI-compatible chat completions: `POST /v1/chat/completions`, streamed or not."""
+"""OpenAI-compatible completions: `POST /v1/chat/completions` and the legacy
+`POST /v1/completions`, streamed or not."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def bad_request(message: str, param: str | None = None) -> Response:
     return JSONResponse(body, status_code=400)
 
 
-async def chat_completions(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
+async def _read(request: Request) -> dict[str, Any] | Response:
     raw = await request.body()
     try:
         body = orjson.loads(raw)
@@ -37,6 +37,10 @@ async def chat_completions(request: Request) -> Response:
         return bad_request(f"the request body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         return bad_request("the request body must be a JSON object")
+    return body
+
+
+def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:
         return bad_request("model is required", "model")
@@ -47,6 +51,38 @@ async def chat_completions(request: Request) -> Response:
         return JSONResponse(error_body(OPENAI, 404, f"The model {requested!r} does not exist "
                                                     f"in this gateway. Available: {close}"),
                             status_code=404)
+    return model
+
+
+async def chat_completions(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    body = await _read(request)
+    if isinstance(body, Response):
+        return body
+    return await _complete(gateway, body, legacy=False)
+
+
+async def completions(request: Request) -> Response:
+    """The legacy prompt form, answered through the chat pipeline."""
+    gateway: Gateway = request.app.state.gateway
+    body = await _read(request)
+    if isinstance(body, Response):
+        return body
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        prompt = "\n".join(prompt)
+    if not isinstance(prompt, str) or not prompt:
+        return bad_request("prompt must be a non-empty string or list of strings", "prompt")
+    chat = {k: v for k, v in body.items() if k not in ("prompt", "suffix", "echo", "best_of")}
+    chat["messages"] = [{"role": "user", "content": prompt}]
+    return await _complete(gateway, chat, legacy=True)
+
+
+async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Response:
+    model = _model(gateway, body)
+    if isinstance(model, Response):
+        return model
+    requested = str(body["model"])
     try:
         inner = chat_to_gemini(body, model)
     except BadRequest as exc:
@@ -81,22 +117,43 @@ async def chat_completions(request: Request) -> Response:
                 translator.feed(event)
         except UpstreamError as error:
             return upstream_failure(OPENAI, error)
-        return JSONResponse(translator.collect(), headers=headers)
-    return StreamingResponse(_sse(translator, first, events), media_type="text/event-stream",
+        result = translator.collect()
+        return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
+    return StreamingResponse(_sse(translator, first, events, legacy),
+                             media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
 
 
-async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any]
+def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion(.chunk) in the legacy text_completion shape."""
+    choices = []
+    for choice in chunk.get("choices") or []:
+        source = choice.get("message") or choice.get("delta") or {}
+        choices.append({"text": source.get("content") or "", "index": choice["index"],
+                        "logprobs": None, "finish_reason": choice.get("finish_reason")})
+    out = {"id": chunk["id"].replace("chatcmpl-", "cmpl-"), "object": "text_completion",
+           "created": chunk.get("created"), "model": chunk.get("model"), "choices": choices}
+    if "usage" in chunk:
+        out["usage"] = chunk["usage"]
+    return out
+
+
+async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], legacy: bool
                ) -> AsyncIterator[bytes]:
+    def frame(chunk: dict[str, Any]) -> bytes:
+        if legacy:
+            chunk = as_text_completion(chunk)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
     try:
         for chunk in translator.feed(first):
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield frame(chunk)
         async for event in events:
             for chunk in translator.feed(event):
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                yield frame(chunk)
         usage = translator.usage_chunk()
         if usage:
-            yield b"data: " + orjson.dumps(usage) + b"\n\n"
+            yield frame(usage)
     except UpstreamError as error:
         failure = {"id": translator.id, "object": "chat.completion.chunk", "choices": [],
                    "error": {"message": f"upstream stream failed: {error.message}",

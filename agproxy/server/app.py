@@ -21,6 +21,7 @@ from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.security.auth import AuthMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
+from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
 
 log = logging.getLogger("agproxy.server")
@@ -56,6 +57,7 @@ def build_app(gateway: Gateway) -> Starlette:
         # OpenAI
         Route("/v1/models", models.openai_models, methods=["GET"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),
@@ -74,6 +76,7 @@ def build_app(gateway: Gateway) -> Starlette:
                    allow_headers=["*"], expose_headers=["*"], max_age=3600),
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
+        Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers={HTTPException: http_error, Exception: unexpected_error})
