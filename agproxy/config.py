@@ -76,6 +76,7 @@ class Settings(BaseModel):
     sticky_max_wait_seconds: float = 2.0
     retry_max_attempts: int = 4
     default_cooldown_seconds: float = 60.0
+    model_mapping: dict[str, str] = {}
     pinned_models: tuple[str, ...] = ()
     hidden_models: tuple[str, ...] = ()
 
@@ -206,6 +207,12 @@ def _coerce_env(key: str, raw: str) -> Any:
         if lowered in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"{env_var(key)}={raw!r} is not a boolean (use true or false)", key)
+    if key == "model_mapping":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{env_var(key)} must be a JSON object of model rules: {exc}",
+                              key) from exc
     return raw  # pydantic converts numeric strings and the URL list itself
 
 
@@ -384,7 +391,7 @@ def parse_cli_value(key: str, raw: str) -> Any:
     annotation = Settings.model_fields[key].annotation
     if annotation is bool:
         return _coerce_env(key, raw)
-    if annotation in (int, float):
+    if annotation in (int, float) or key == "model_mapping":
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

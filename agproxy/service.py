@@ -24,6 +24,7 @@ from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.pool import Pool
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
+from agproxy.router.mapping import route
 from agproxy.server.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 
 log = logging.getLogger("agproxy.service")
@@ -69,6 +70,10 @@ class Gateway:
             self._catalog = tuple(sorted(models - set(settings.hidden_models)))
             self._catalog_key = key
         return self._catalog
+
+    def route_model(self, requested: str) -> str | None:
+        """The model that serves `requested`: mapping rules, then the pool's catalog."""
+        return route(requested, self.settings.model_mapping, self.catalog())
 
     @property
     def lan_exposed(self) -> bool:

@@ -288,3 +288,40 @@ def test_body_over_the_limit_is_413(gateway_factory: Any, path: str, shape: str)
         chunked = httpx.post(gw.base_url + path, content=iter([b"{" + b" " * 3000 + b"}"]),
                              headers={"Content-Type": "application/json"})
         assert chunked.status_code == 413
+
+
+def test_model_mapping_builtin_and_user_rules(served: tuple[Gateway, Any],
+                                              fake_google: Any) -> None:
+    gw, _ = served
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    builtin = httpx.post(gw.base_url + "/v1/chat/completions", json={"model": "gpt-4o", **ask})
+    assert builtin.status_code == 200
+    assert builtin.headers["x-agproxy-model"] == "gemini-3-flash"  # gpt-4o → 2.5 flash → flash
+    assert builtin.json()["model"] == "gpt-4o"  # the client sees the id it asked for
+    rules = {"gpt-4*": "gemini-3-pro-high", "gpt-4o-mini": "gemini-3-flash"}
+    assert gw.admin("PUT", "/api/config", json={"model_mapping": rules}).status_code == 200
+    try:
+        for model, served_by in (("gpt-4o", "gemini-3-pro-high"),
+                                 ("gpt-4o-mini", "gemini-3-flash"),
+                                 ("gpt-4-turbo", "gemini-3-pro-high")):
+            r = httpx.post(gw.base_url + "/v1/chat/completions", json={"model": model, **ask})
+            assert r.headers["x-agproxy-model"] == served_by, model
+        assert fake_google.calls("streamGenerateContent")[-1].body["model"] == "gemini-3-pro-high"
+    finally:
+        gw.admin("PUT", "/api/config", json={"model_mapping": None})
+    unknown = httpx.post(gw.base_url + "/v1/chat/completions",
+                         json={"model": "gemini-3-flsh", **ask})
+    assert unknown.status_code == 404
+    assert "Close matches: gemini-3-flash" in unknown.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("model", "rules", "expected"), [
+    ("gpt-4-turbo", {"gpt*": "A", "gpt-4*": "B"}, "B"),
+    ("gpt-3.5", {"gpt*": "A", "gpt-4*": "B"}, "A"),
+    ("claude-x", {"*-x": "C"}, "C"),
+    ("exact", {"exact": "E", "ex*": "W"}, "E"),
+    ("other", {"gpt*": "A"}, None),
+])
+def test_mapping_rules(model: str, rules: dict, expected: str | None) -> None:
+    from agproxy.router.mapping import apply_rules
+    assert apply_rules(model, rules) == expected

@@ -14,7 +14,7 @@ from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.pool.policy import Attempt, Exhausted
-from agproxy.router.models import resolve
+from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
@@ -44,12 +44,14 @@ def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:
         return bad_request("model is required", "model")
-    catalog = gateway.catalog()
-    model = resolve(requested, catalog)
+    model = gateway.route_model(requested)
     if model is None:
-        close = ", ".join(catalog[:8]) or "none: add a Google account first"
+        catalog = gateway.catalog()
+        close = ", ".join(close_matches(requested, catalog) or catalog[:8]) or (
+            "none: add a Google account first")
         return JSONResponse(error_body(OPENAI, 404, f"The model {requested!r} does not exist "
-                                                    f"in this gateway. Available: {close}"),
+                                                    f"in this gateway and no mapping rule "
+                                                    f"matches it. Close matches: {close}"),
                             status_code=404)
     return model
 
