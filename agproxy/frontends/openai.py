@@ -1,5 +1,5 @@
-"""OpenAI-compatible completions: `POST /v1/chat/completions` and the legacy
-`POST /v1/completions`, streamed or not."""
+"""OpenAI-compatible routes: `POST /v1/chat/completions`, the legacy
+`POST /v1/completions` and the Responses API `POST /v1/responses`, streamed or not."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
+from agproxy.translate.openai_responses import ResponsesStream, responses_to_chat
 from agproxy.upstream import Failure, UpstreamError
 
 OPENAI = Protocol.OPENAI
@@ -164,3 +165,74 @@ async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], l
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     yield b"data: [DONE]\n\n"
+
+
+async def responses(request: Request) -> Response:
+    """`POST /v1/responses`: the Responses API (Codex CLI's `wire_api = "responses"`)."""
+    gateway: Gateway = request.app.state.gateway
+    body = await _read(request)
+    if isinstance(body, Response):
+        return body
+    try:
+        chat = responses_to_chat(body)
+    except BadRequest as exc:
+        return bad_request(exc.message, exc.param)
+    model = _model(gateway, chat)
+    if isinstance(model, Response):
+        return model
+    try:
+        inner = chat_to_gemini(chat, model)
+    except BadRequest as exc:
+        return bad_request(exc.message, exc.param)
+    translator = ResponsesStream(str(body["model"]))
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
+                               a.creds)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
+        return first, events
+
+    try:
+        first, events = await gateway.policy.run(model, conversation_key(inner["contents"]),
+                                                 attempt)
+    except Exhausted as failure:
+        return exhausted(OPENAI, failure)
+    except UpstreamError as error:
+        return upstream_failure(OPENAI, error)
+    headers = {"x-agproxy-model": model}
+    if body.get("stream") is not True:
+        try:
+            translator.feed(first)
+            async for event in events:
+                translator.feed(event)
+        except UpstreamError as error:
+            return upstream_failure(OPENAI, error)
+        translator.finish()
+        status = "incomplete" if translator.incomplete else "completed"
+        return JSONResponse(translator.response(status), headers=headers)
+    return StreamingResponse(_responses_sse(translator, first, events),
+                             media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
+
+
+async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncIterator[Any]
+                         ) -> AsyncIterator[bytes]:
+    def frame(event: dict[str, Any]) -> bytes:
+        return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+    try:
+        for event in translator.start() + translator.feed(first):
+            yield frame(event)
+        async for upstream_event in events:
+            for event in translator.feed(upstream_event):
+                yield frame(event)
+        for event in translator.finish():
+            yield frame(event)
+    except UpstreamError as error:
+        yield frame(translator.failed(f"upstream stream failed: {error.message}"))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
