@@ -59,6 +59,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/responses", openai.responses, methods=["POST"]),
+        Route("/v1/images/generations", openai.images_generations, methods=["POST"]),
         Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),
