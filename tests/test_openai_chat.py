@@ -325,3 +325,11 @@ def test_model_mapping_builtin_and_user_rules(served: tuple[Gateway, Any],
 def test_mapping_rules(model: str, rules: dict, expected: str | None) -> None:
     from agproxy.router.mapping import apply_rules
     assert apply_rules(model, rules) == expected
+
+
+def test_models_list_has_the_pool_and_routable_aliases(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids[:4] == ["claude-sonnet-4-6", "gemini-3-flash", "gemini-3-pro-high",
+                       "gemini-3.1-flash-image"]
+    assert "gpt-4o" in ids and "claude-sonnet-4-5" in ids
+    assert len(ids) == len(set(ids))

@@ -7,11 +7,17 @@ from starlette.responses import Response
 
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.gemini import model_info
+from agproxy.router.mapping import BUILTIN
 
 
 async def openai_models(request: Request) -> Response:
-    catalog = request.app.state.gateway.catalog()
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "agproxy"} for m in catalog]
+    """The pool's models, then the aliases (mapping rules, built-in table) that route to one."""
+    gateway = request.app.state.gateway
+    catalog = gateway.catalog()
+    aliases = [k for k in (*gateway.settings.model_mapping, *BUILTIN)
+               if "*" not in k and k not in catalog and gateway.route_model(k)]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "agproxy"}
+            for m in (*catalog, *dict.fromkeys(aliases))]
     return JSONResponse({"object": "list", "data": data})
 
 
