@@ -69,6 +69,8 @@ class Settings(BaseModel):
     auto_start: bool = True
     shutdown_timeout: float = 30.0
     max_body_bytes: int = 50 * 1024 * 1024
+    image_fetch_max_bytes: int = 20 * 1024 * 1024
+    allow_private_image_urls: bool = False
     quota_refresh_minutes: int = 15
 
     scheduling_mode: SchedulingMode = "balance"

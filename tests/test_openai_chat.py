@@ -169,8 +169,8 @@ def test_json_schema_and_image_input(client: openai.OpenAI, fake_google: Any) ->
     ({"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x"}],
       "max_tokens": 0}, 400, "max_tokens", "positive integer"),
     ({"model": "gemini-3-flash", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}]}, 400,
-     "messages[0].content[0]", "data: URL"),
+        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}}]}]}, 400,
+     "messages", "private or local address"),
     ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, None,
      "does not exist"),
 ])
@@ -333,3 +333,77 @@ def test_models_list_has_the_pool_and_routable_aliases(client: openai.OpenAI) ->
                        "gemini-3.1-flash-image"]
     assert "gpt-4o" in ids and "claude-sonnet-4-5" in ids
     assert len(ids) == len(set(ids))
+
+
+class _ImageServer:
+    """A local web server with a PNG, a redirect to it, and a page that is no image."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        png = base64.b64decode(PNG_1X1)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/fox.png":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(png)))
+                    self.end_headers()
+                    self.wfile.write(png)
+                elif self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/fox.png")
+                    self.end_headers()
+                else:
+                    body = b"<html>not an image</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
+                                                       fake_google: Any) -> None:
+    images = _ImageServer()
+    acct = fake_google.add_account(email=f"img-{uuid.uuid4().hex[:6]}@example.com")
+
+    def ask(gw: Gateway, path: str) -> httpx.Response:
+        return httpx.post(gw.base_url + "/v1/chat/completions", timeout=30, json={
+            "model": "gemini-3-flash", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is it?"},
+                {"type": "image_url", "image_url": {"url": images.url + path}}]}]})
+
+    strict = gateway_factory("strict", **google_env(fake_google))
+    strict.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    strict.admin("POST", "/api/proxy/start")
+    refused = ask(strict, "/fox.png")
+    assert refused.status_code == 400
+    assert "private or local address (127.0.0.1)" in refused.json()["error"]["message"]
+
+    open_gw = gateway_factory("open", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
+                              AGPROXY_IMAGE_FETCH_MAX_BYTES="40", **google_env(fake_google))
+    open_gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    open_gw.admin("POST", "/api/proxy/start")
+    too_big = ask(open_gw, "/fox.png")  # the PNG is 70 bytes, the cap 40
+    assert too_big.status_code == 400 and "larger than 40 bytes" in too_big.text
+    not_image = ask(open_gw, "/page")
+    assert not_image.status_code == 400 and "not an image" in not_image.text
+
+    roomy = gateway_factory("roomy", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
+                            **google_env(fake_google))
+    roomy.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    roomy.admin("POST", "/api/proxy/start")
+    assert ask(roomy, "/moved").status_code == 200  # follows the redirect
+    part = last_request(fake_google)["request"]["contents"][0]["parts"][1]
+    assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
+    images.server.shutdown()

@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.frontends.fetch import FetchError, inline_image_urls
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
@@ -90,6 +91,12 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     if isinstance(model, Response):
         return model
     requested = str(body["model"])
+    settings = gateway.settings
+    try:
+        await inline_image_urls(body.get("messages"), gateway.accounts.client.session,
+                                settings.image_fetch_max_bytes, settings.allow_private_image_urls)
+    except FetchError as exc:
+        return bad_request(exc.message, "messages")
     try:
         inner = chat_to_gemini(body, model)
     except BadRequest as exc:
@@ -184,6 +191,12 @@ async def responses(request: Request) -> Response:
     model = _model(gateway, chat)
     if isinstance(model, Response):
         return model
+    settings = gateway.settings
+    try:
+        await inline_image_urls(chat["messages"], gateway.accounts.client.session,
+                                settings.image_fetch_max_bytes, settings.allow_private_image_urls)
+    except FetchError as exc:
+        return bad_request(exc.message, "input")
     try:
         inner = chat_to_gemini(chat, model)
     except BadRequest as exc:

@@ -51,8 +51,8 @@ def _image_part(url: str, where: str) -> dict[str, Any]:
             raise BadRequest("image data URLs must be base64 encoded", where)
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith(("http://", "https://")):
-        raise BadRequest("image URLs over http(s) are not fetched by this gateway yet; send "
-                         "the image as a data: URL (base64)", where)
+        # The front end fetches http(s) images into data URLs before translating.
+        raise BadRequest("this image URL was not fetched; send it as a data: URL", where)
     raise BadRequest(f"unsupported image URL {url[:40]!r}", where)
 
 
