@@ -34,6 +34,8 @@ QUICK = "--quick" in sys.argv
 MODEL = "gemini-3-flash"
 CLIENT_BODY = {"contents": [
     {"role": "user", "parts": [{"text": "Hello, please introduce yourself"}]}]}
+CHAT_BODY = {"model": MODEL, "messages": [
+    {"role": "user", "content": "Hello, please introduce yourself"}]}
 DIRECT_BODY = {"project": "bench-project", "model": MODEL, "userAgent": "antigravity",
                "requestType": "agent", "requestId": "agent/1/abcd", "request": CLIENT_BODY}
 
@@ -117,12 +119,14 @@ def start_gateway(env: dict[str, str], port: int) -> tuple[subprocess.Popen, flo
 
 
 def scenario(name: str, gw_url: str, direct_url: str, gateway: psutil.Process, conc: int,
-             count: int, *flags: str) -> dict:
-    load(direct_url, DIRECT_BODY, conc, min(count, 200), *flags)  # warm-up
-    load(gw_url, CLIENT_BODY, conc, min(count, 200), *flags)
-    direct = load(direct_url, DIRECT_BODY, conc, count, *flags)
+             count: int, *flags: str, client_body: dict = CLIENT_BODY,
+             direct_flags: tuple[str, ...] | None = None) -> dict:
+    direct_flags = flags if direct_flags is None else direct_flags
+    load(direct_url, DIRECT_BODY, conc, min(count, 200), *direct_flags)  # warm-up
+    load(gw_url, client_body, conc, min(count, 200), *flags)
+    direct = load(direct_url, DIRECT_BODY, conc, count, *direct_flags)
     cpu0 = tree_cpu(gateway)
-    through = load(gw_url, CLIENT_BODY, conc, count, *flags)
+    through = load(gw_url, client_body, conc, count, *flags)
     cpu = tree_cpu(gateway) - cpu0
     row = {
         "scenario": name, "concurrency": conc, "requests": through["requests"],
@@ -183,6 +187,16 @@ def main() -> None:
             rows.append(scenario("gemini stream", f"{gw}:streamGenerateContent?alt=sse",
                                  f"{direct}:streamGenerateContent?alt=sse", gateway, conc,
                                  n if conc > 1 else n // 3, "sse"))
+        # OpenAI chat always streams upstream: compare with the same streamed call.
+        chat_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        upstream_stream = f"{direct}:streamGenerateContent?alt=sse"
+        for conc in (1, 16):
+            rows.append(scenario("openai chat", chat_url, upstream_stream, gateway, conc,
+                                 n if conc > 1 else n // 3, client_body=CHAT_BODY,
+                                 direct_flags=("sse",)))
+            rows.append(scenario("openai chat stream", chat_url, upstream_stream, gateway,
+                                 conc, n if conc > 1 else n // 3, "sse",
+                                 client_body={**CHAT_BODY, "stream": True}))
     finally:
         gw_proc.send_signal(signal.SIGTERM)
         gw_proc.wait(30)
