@@ -100,6 +100,16 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#lan-warning")).to_be_hidden()
         page.select_option("#field-auth-mode", "auto")
         page.click("label.switch:has(#field-lan)")
+
+        page.fill(".mapping-row .map-from", "gpt-4*")
+        page.fill(".mapping-row .map-to", "gemini-3-flash")
+        page.click("#btn-mapping-add")
+        page.locator(".mapping-row .map-from").nth(1).fill("claude-haiku*")
+        page.locator(".mapping-row .map-to").nth(1).fill("gemini-3-flash")
+        page.click("#btn-mapping-save")
+        expect(page.locator("#toast")).to_contain_text("Mapping saved")
+        assert gw.admin("GET", "/api/config").json()["config"]["model_mapping"] == {
+            "gpt-4*": "gemini-3-flash", "claude-haiku*": "gemini-3-flash"}
         page.screenshot(path=str(ARTIFACTS / "console-api-proxy.png"), full_page=True)
     finally:
         gw.stop()

@@ -228,6 +228,40 @@ async function regenerateKey() {
   }
 }
 
+// ---- model mapping ------------------------------------------------------------------------------
+function mappingRow(from = "", to = "") {
+  const remove = el("button", { class: "btn small", type: "button", onclick: () => row.remove() }, "Remove");
+  const row = el("div", { class: "mapping-row" },
+    el("input", { class: "map-from", placeholder: "requested id, e.g. gpt-4*", value: from }),
+    el("span", { class: "arrow" }, "→"),
+    el("input", { class: "map-to", placeholder: "served model, e.g. gemini-3-flash", value: to }), remove);
+  return row;
+}
+
+function renderMapping() {
+  const rules = config.config.model_mapping || {};
+  $("mapping-rows").replaceChildren(...Object.entries(rules).map(([k, v]) => mappingRow(k, v)));
+  if (!Object.keys(rules).length) $("mapping-rows").append(mappingRow());
+}
+
+async function saveMapping() {
+  const rules = {};
+  for (const row of document.querySelectorAll(".mapping-row")) {
+    const from = row.querySelector(".map-from").value.trim();
+    const to = row.querySelector(".map-to").value.trim();
+    if (from && to) rules[from] = to;
+  }
+  $("mapping-error").hidden = true;
+  try {
+    config = await api("PUT", "/api/config", { model_mapping: Object.keys(rules).length ? rules : null });
+    renderMapping();
+    toast("Mapping saved");
+  } catch (err) {
+    $("mapping-error").textContent = err.message;
+    $("mapping-error").hidden = false;
+  }
+}
+
 // ---- Accounts page -----------------------------------------------------------------------------
 function until(ts) {
   if (!ts) return "";
@@ -409,6 +443,7 @@ async function loadAll() {
   [status, config, { api_key: apiKey }] = await Promise.all([
     api("GET", "/api/proxy/status"), api("GET", "/api/config"), api("GET", "/api/proxy/api-key")]);
   renderConfig();
+  renderMapping();
   renderStatus();
 }
 
@@ -435,6 +470,8 @@ function wire() {
   $("btn-oauth-start").addEventListener("click", () => startOAuth().catch((err) => toast(err.message)));
   $("btn-oauth-submit").addEventListener("click", submitOAuthCode);
   $("btn-refresh-quota").addEventListener("click", refreshAllQuotas);
+  $("btn-mapping-add").addEventListener("click", () => $("mapping-rows").append(mappingRow()));
+  $("btn-mapping-save").addEventListener("click", saveMapping);
   window.addEventListener("hashchange", route);
 }
 
