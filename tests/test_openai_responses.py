@@ -114,3 +114,19 @@ def test_responses_to_chat(body: dict, roles: list[str]) -> None:
 def test_responses_to_chat_refuses_unknown_roles() -> None:
     with pytest.raises(BadRequest):
         responses_to_chat({"model": "m", "input": [{"role": "robot", "content": "x"}]})
+
+
+def test_web_search_becomes_google_search_when_alone(client: openai.OpenAI,
+                                                     fake_google: Any) -> None:
+    client.responses.create(model="gemini-3-flash", input="news?",
+                            tools=[{"type": "web_search"}])
+    assert fake_google.calls("streamGenerateContent")[-1].body["request"]["tools"] == [
+        {"googleSearch": {}}]
+    # With a function tool the search tool is left out (the backend refuses both).
+    client.responses.create(model="gemini-3-flash", input="news?", tools=TOOLS)
+    tools = fake_google.calls("streamGenerateContent")[-1].body["request"]["tools"]
+    assert tools == [{"functionDeclarations": [{"name": "get_weather",
+                                                "description": "Weather for a city",
+                                                "parameters": {"type": "OBJECT", "properties": {
+                                                    "city": {"type": "STRING"}},
+                                                    "required": ["city"]}}]}]

@@ -106,11 +106,17 @@ def _merge_roles(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """Function declarations; a web_search tool becomes Google Search grounding, but only
+    when no function is declared (the backend refuses the two together)."""
     declarations = []
     dropped = []
+    search = False
     for i, tool in enumerate(body.get("tools") or []):
         if not isinstance(tool, dict):
             raise BadRequest("each tool must be an object", f"tools[{i}]")
+        if tool.get("type") in ("web_search", "google_search"):
+            search = True
+            continue
         if tool.get("type", "function") != "function":
             dropped.append(str(tool.get("type")))
             continue
@@ -124,7 +130,9 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]
         if isinstance(fn.get("parameters"), dict) and fn["parameters"].get("properties"):
             declaration["parameters"] = clean_schema(fn["parameters"])
         declarations.append(declaration)
-    return ([{"functionDeclarations": declarations}] if declarations else None), dropped
+    if declarations:
+        return [{"functionDeclarations": declarations}], dropped
+    return ([{"googleSearch": {}}] if search else None), dropped
 
 
 def _tool_config(choice: Any) -> dict[str, Any] | None:

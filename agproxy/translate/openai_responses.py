@@ -43,13 +43,19 @@ def _parts(content: Any) -> str | list[dict[str, Any]]:
     return parts
 
 
+WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26"})
+
+
 def _tools(tools: Any) -> list[dict[str, Any]]:
-    """Function tools carry over; tools with no upstream equivalent are dropped, logged."""
+    """Function tools carry over; web search becomes a marker (Google Search grounding,
+    added when no function tool is present); the rest is dropped with a log line."""
     out = []
     for tool in tools or []:
         if not isinstance(tool, dict):
             continue
-        if tool.get("type") == "function" and tool.get("name"):
+        if tool.get("type") in WEB_SEARCH_TYPES:
+            out.append({"type": "web_search"})
+        elif tool.get("type") == "function" and tool.get("name"):
             out.append({"type": "function", "function": {
                 "name": tool["name"], "description": tool.get("description", ""),
                 "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}})
