@@ -49,7 +49,7 @@ WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview", "web_search_20
 def _tools(tools: Any) -> list[dict[str, Any]]:
     """Function tools carry over; web search becomes a marker (Google Search grounding,
     added when no function tool is present); the rest is dropped with a log line."""
-    out = []
+    out: list[dict[str, Any]] = []
     for tool in tools or []:
         if not isinstance(tool, dict):
             continue
