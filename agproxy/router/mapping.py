@@ -67,7 +67,24 @@ def route(requested: str, rules: Mapping[str, str], served: tuple[str, ...]) -> 
     candidate = resolve(target or model, served)
     if candidate is None and target is not None:
         candidate = resolve(model, served)
+    if candidate is None and model.lower().startswith("claude"):
+        candidate = _claude_family(model.lower(), served)
     return candidate
+
+
+def _claude_family(model: str, served: tuple[str, ...]) -> str | None:
+    """Claude ids newer than any table: opus → an opus, else a sonnet; sonnet and haiku →
+    a sonnet; the thinking variant when the id asks for it and one is served."""
+    claude = [m for m in served if m.lower().startswith("claude")]
+    order = ("opus", "sonnet") if "opus" in model else ("sonnet", "opus")
+    for family in order:
+        found = [m for m in claude if family in m.lower()]
+        if found:
+            thinking = [m for m in found if "thinking" in m.lower()]
+            plain = [m for m in found if "thinking" not in m.lower()]
+            wanted = thinking if "thinking" in model else plain
+            return sorted(wanted or found)[-1]
+    return None
 
 
 def close_matches(requested: str, served: tuple[str, ...]) -> list[str]:

@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from agproxy.admin import accounts as admin_accounts
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
-from agproxy.frontends import gemini, health, models, openai
+from agproxy.frontends import anthropic, gemini, health, models, openai
 from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.security.auth import AuthMiddleware
@@ -60,6 +60,9 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/responses", openai.responses, methods=["POST"]),
         Route("/v1/images/generations", openai.images_generations, methods=["POST"]),
+        # Anthropic
+        Route("/v1/messages", anthropic.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),

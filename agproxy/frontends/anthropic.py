@@ -1,0 +1,167 @@
+"""Anthropic-compatible Messages API: `POST /v1/messages` (also `?beta=true`, as Claude
+Code sends it) and `POST /v1/messages/count_tokens`."""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.errors import Protocol, error_response
+from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.router.mapping import close_matches
+from agproxy.service import Gateway
+from agproxy.translate.anthropic import MessageStream, messages_to_gemini
+from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.gemini import estimate_tokens
+from agproxy.translate.openai_chat import BadRequest
+from agproxy.upstream import Failure, UpstreamError
+
+ANTHROPIC = Protocol.ANTHROPIC
+MAX_SIGNATURES = 5000
+
+
+class Signatures(OrderedDict[str, str]):
+    """tool_use id → the thought signature that came with it (bounded, newest kept)."""
+
+    def remember(self, found: dict[str, str]) -> None:
+        for key, value in found.items():
+            self[key] = value
+            self.move_to_end(key)
+        while len(self) > MAX_SIGNATURES:
+            self.popitem(last=False)
+
+
+def _signatures(request: Request) -> Signatures:
+    state = request.app.state
+    if not hasattr(state, "signatures"):
+        state.signatures = Signatures()
+    return state.signatures  # type: ignore[no-any-return]
+
+
+def _error(status: int, message: str) -> Response:
+    return error_response(ANTHROPIC, status, message,
+                          headers={"request-id": "req_" + secrets.token_hex(12)})
+
+
+async def _body_and_model(request: Request) -> tuple[dict[str, Any], str] | Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"Invalid request body: {exc}")
+    if not isinstance(body, dict):
+        return _error(400, "Invalid request body: expected a JSON object")
+    requested = body.get("model")
+    if not isinstance(requested, str) or not requested:
+        return _error(400, "model: field required")
+    model = gateway.route_model(requested)
+    if model is None:
+        close = ", ".join(close_matches(requested, gateway.catalog()) or gateway.catalog()[:6])
+        return _error(404, f"model: {requested!r} is not served by this gateway "
+                           f"(close matches: {close or 'none'})")
+    return body, model
+
+
+async def messages(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    parsed = await _body_and_model(request)
+    if isinstance(parsed, Response):
+        return parsed
+    body, model = parsed
+    signatures = _signatures(request)
+    try:
+        inner = messages_to_gemini(body, model, signatures)
+    except BadRequest as exc:
+        return _error(400, exc.message)
+    translator = MessageStream(str(body["model"]))
+    client = gateway.accounts.client
+    user_id = str((body.get("metadata") or {}).get("user_id") or "")
+    session = user_id or conversation_key(inner["contents"])
+
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
+                               a.creds)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
+        return first, events
+
+    try:
+        first, events = await gateway.policy.run(model, session, attempt)
+    except Exhausted as failure:
+        return exhausted(ANTHROPIC, failure)
+    except UpstreamError as error:
+        return upstream_failure(ANTHROPIC, error)
+    headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
+    if body.get("stream") is not True:
+        try:
+            translator.feed(first)
+            async for event in events:
+                translator.feed(event)
+        except UpstreamError as error:
+            return upstream_failure(ANTHROPIC, error)
+        translator.finish()
+        signatures.remember(translator.signatures)
+        return JSONResponse(translator.message(), headers=headers)
+    return StreamingResponse(_sse(translator, first, events, signatures),
+                             media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any],
+               signatures: Signatures) -> AsyncIterator[bytes]:
+    try:
+        for event in translator.feed(first):
+            yield _frame(event)
+        async for upstream_event in events:
+            for event in translator.feed(upstream_event):
+                yield _frame(event)
+        for event in translator.finish():
+            yield _frame(event)
+        signatures.remember(translator.signatures)
+    except UpstreamError as error:
+        yield _frame({"type": "error", "error": {
+            "type": "overloaded_error" if error.kind is Failure.CAPACITY else "api_error",
+            "message": f"upstream stream failed: {error.message}"}})
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def count_tokens(request: Request) -> Response:
+    """The upstream's own count when an account can ask; an estimate otherwise
+    (about four characters a token, the header `x-agproxy-estimate: true` says so)."""
+    gateway: Gateway = request.app.state.gateway
+    parsed = await _body_and_model(request)
+    if isinstance(parsed, Response):
+        return parsed
+    body, model = parsed
+    try:
+        inner = messages_to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model)
+    except BadRequest as exc:
+        return _error(400, exc.message)
+    payload = {"request": {"model": f"models/{model}", "contents": inner["contents"]}}
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> Any:
+        return await client.call("countTokens", payload, a.creds)
+
+    try:
+        result = await gateway.policy.run(model, None, attempt)
+    except (Exhausted, UpstreamError):
+        return JSONResponse({"input_tokens": estimate_tokens(inner)},
+                            headers={"x-agproxy-estimate": "true"})
+    total = int((result.get("response") or result).get("totalTokens", 0))
+    return JSONResponse({"input_tokens": total})

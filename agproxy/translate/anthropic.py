@@ -1,0 +1,352 @@
+"""Anthropic Messages ⇄ Gemini: pure functions, no I/O.
+
+Thinking blocks travel with their signatures: a signed thinking block in the history
+becomes a thought part carrying `thoughtSignature`, and a tool_use the backend must
+see as signed gets the signature of the thinking that preceded it (or the one
+remembered for its id), else the backend's "skip validation" sentinel.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agproxy.translate.openai_chat import SKIP_SIGNATURE, BadRequest
+from agproxy.translate.schema import clean_schema
+
+MAX_OUTPUT = 65536
+ADAPTIVE_BUDGET = 24576
+STOP_REASON = {"STOP": "end_turn", "MAX_TOKENS": "max_tokens"}
+
+
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise BadRequest("content must be a string or an array of blocks", where)
+    return [b for b in content if isinstance(b, dict)]
+
+
+def _result_text(content: Any) -> tuple[str, list[dict[str, Any]]]:
+    if isinstance(content, str):
+        return content, []
+    texts, images = [], []
+    for block in content or []:
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                texts.append(str(block.get("text") or ""))
+            elif block.get("type") == "image":
+                images.append(_media(block, "tool_result"))
+    return "\n".join(texts), images
+
+
+def _media(block: dict[str, Any], where: str) -> dict[str, Any]:
+    source = block.get("source") or {}
+    if source.get("type") == "base64" and source.get("data"):
+        return {"inlineData": {"mimeType": source.get("media_type") or "image/png",
+                               "data": source["data"]}}
+    raise BadRequest(f"{block.get('type')} blocks need a base64 source here (URL sources "
+                     "are fetched by the gateway first)", where)
+
+
+def messages_to_gemini(body: dict[str, Any], model: str,
+                       signatures: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The inner Gemini request for an Anthropic Messages body. `signatures` maps tool_use
+    ids to the thought signatures seen when they were produced."""
+    signatures = signatures or {}
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: at least one message is required", "messages")
+    system_texts: list[str] = []
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        system_texts.append(system)
+    elif isinstance(system, list):
+        system_texts += [str(b.get("text")) for b in system
+                         if isinstance(b, dict) and b.get("type") == "text" and b.get("text")]
+    names: dict[str, str] = {}
+    contents: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise BadRequest("each message must be an object", where)
+        role = message.get("role")
+        if role == "system":  # Claude Code 2.x sends some of these inside messages
+            system_texts += [b.get("text", "") for b in _blocks(message.get("content"), where)
+                             if b.get("type") == "text"]
+            continue
+        if role not in ("user", "assistant"):
+            raise BadRequest(f"{where}.role: unexpected role {role!r}", f"{where}.role")
+        parts: list[dict[str, Any]] = []
+        last_signature: str | None = None
+        for j, block in enumerate(_blocks(message.get("content"), f"{where}.content")):
+            kind = block.get("type")
+            if kind == "text":
+                if block.get("text"):
+                    parts.append({"text": str(block["text"])})
+            elif kind in ("image", "document"):
+                parts.append(_media(block, f"{where}.content[{j}]"))
+            elif kind == "thinking" and role == "assistant":
+                signature = block.get("signature")
+                if isinstance(signature, str) and signature:
+                    last_signature = signature
+                    parts.append({"text": str(block.get("thinking") or ""), "thought": True,
+                                  "thoughtSignature": signature})
+                elif block.get("thinking"):
+                    parts.append({"text": str(block["thinking"])})
+            elif kind == "tool_use" and role == "assistant":
+                tool_id = str(block.get("id") or "")
+                names[tool_id] = str(block.get("name") or "")
+                call: dict[str, Any] = {"name": names[tool_id],
+                                        "args": block.get("input") or {}}
+                if tool_id:
+                    call["id"] = tool_id
+                parts.append({"functionCall": call, "thoughtSignature":
+                              signatures.get(tool_id) or last_signature or SKIP_SIGNATURE})
+            elif kind == "tool_result":
+                tool_id = str(block.get("tool_use_id") or "")
+                text, images = _result_text(block.get("content"))
+                if not text:
+                    text = ("Tool execution failed with no output." if block.get("is_error")
+                            else "Command executed successfully.")
+                elif block.get("is_error"):
+                    text = f"Error: {text}"
+                response: dict[str, Any] = {"name": names.get(tool_id, tool_id),
+                                            "response": {"result": text}}
+                if tool_id:
+                    response["id"] = tool_id
+                parts.append({"functionResponse": response})
+                parts += images
+            # redacted_thinking, server tool blocks: nothing the upstream can take
+        if parts:
+            gemini_role = "model" if role == "assistant" else "user"
+            if contents and contents[-1]["role"] == gemini_role:
+                contents[-1]["parts"] += parts
+            else:
+                contents.append({"role": gemini_role, "parts": parts})
+    if not contents or contents[0]["role"] != "user":
+        contents.insert(0, {"role": "user", "parts": [{"text": " "}]})
+    request: dict[str, Any] = {"contents": contents}
+    if system_texts:
+        request["systemInstruction"] = {"role": "user",
+                                        "parts": [{"text": "\n\n".join(system_texts)}]}
+    declarations = []
+    for i, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or not tool.get("name"):
+            continue
+        if tool.get("type") not in (None, "custom") and "input_schema" not in tool:
+            continue  # server tools (web search, computer use): no upstream equivalent
+        declaration: dict[str, Any] = {"name": str(tool["name"])}
+        if tool.get("description"):
+            declaration["description"] = str(tool["description"])
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("input_schema must be an object", f"tools[{i}].input_schema")
+        declaration["parameters"] = clean_schema(schema, upper_types=False)
+        declarations.append(declaration)
+    if declarations:
+        request["tools"] = [{"functionDeclarations": declarations}]
+        choice = body.get("tool_choice") or {}
+        choice_type = str(choice.get("type") or "") if isinstance(choice, dict) else ""
+        mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}.get(
+            choice_type, "VALIDATED")
+        config: dict[str, Any] = {"mode": mode}
+        if isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name"):
+            config["allowedFunctionNames"] = [choice["name"]]
+        request["toolConfig"] = {"functionCallingConfig": config}
+    request["generationConfig"] = _generation(body)
+    return request
+
+
+def _generation(body: dict[str, Any]) -> dict[str, Any]:
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise BadRequest("max_tokens: a positive integer is required", "max_tokens")
+    config: dict[str, Any] = {"maxOutputTokens": min(max_tokens, MAX_OUTPUT)}
+    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")):
+        value = body.get(src)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BadRequest(f"{src}: a number is required", src)
+            config[dst] = value
+    stops = body.get("stop_sequences")
+    if isinstance(stops, list) and stops:
+        config["stopSequences"] = [str(s) for s in stops][:5]
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+        budget = thinking.get("budget_tokens") or thinking.get("budgetTokens") or ADAPTIVE_BUDGET
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise BadRequest("thinking.budget_tokens: a positive integer is required",
+                             "thinking.budget_tokens")
+        config["thinkingConfig"] = {"includeThoughts": True, "thinkingBudget": budget}
+        if config["maxOutputTokens"] <= budget:
+            config["maxOutputTokens"] = min(budget + 8192, MAX_OUTPUT)
+            config["thinkingConfig"]["thinkingBudget"] = min(budget,
+                                                             config["maxOutputTokens"] - 1)
+    return config
+
+
+# -- response --------------------------------------------------------------------------
+def tool_id(call: dict[str, Any]) -> str:
+    if call.get("id"):
+        return str(call["id"])
+    alphabet = string.ascii_letters + string.digits
+    return "toolu_" + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+@dataclass
+class _Block:
+    kind: str  # text, thinking, tool_use
+    index: int
+    text: list[str] = field(default_factory=list)
+    signature: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class MessageStream:
+    """Gemini events in, Anthropic SSE events out; `message()` is the collected answer.
+    `signatures` records tool_use id → thought signature for the next turn."""
+
+    def __init__(self, model: str) -> None:
+        self.id = "msg_" + secrets.token_hex(12)
+        self.model = model
+        self.blocks: list[_Block] = []
+        self.open: _Block | None = None
+        self.started = False
+        self.stop_reason: str | None = None
+        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
+                      "cache_creation_input_tokens": 0}
+        self.signatures: dict[str, str] = {}
+        self.pending_signature: str | None = None
+
+    def _usage(self, meta: dict[str, Any]) -> None:
+        cached = int(meta.get("cachedContentTokenCount") or 0)
+        self.usage = {"input_tokens": int(meta.get("promptTokenCount") or 0) - cached,
+                      "output_tokens": int(meta.get("candidatesTokenCount") or 0)
+                      + int(meta.get("thoughtsTokenCount") or 0),
+                      "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+
+    def _start(self) -> list[dict[str, Any]]:
+        self.started = True
+        return [{"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "content": [],
+            "model": self.model, "stop_reason": None, "stop_sequence": None,
+            "usage": dict(self.usage)}}]
+
+    def _close(self) -> list[dict[str, Any]]:
+        block, self.open = self.open, None
+        if block is None:
+            return []
+        events = []
+        if block.kind == "thinking":
+            signature = block.signature or self.pending_signature or ""
+            block.signature, self.pending_signature = signature, None
+            events.append({"type": "content_block_delta", "index": block.index,
+                           "delta": {"type": "signature_delta", "signature": signature}})
+        events.append({"type": "content_block_stop", "index": block.index})
+        return events
+
+    def _open(self, kind: str, start: dict[str, Any]) -> tuple[_Block, list[dict[str, Any]]]:
+        events = self._close()
+        block = _Block(kind, len(self.blocks))
+        self.blocks.append(block)
+        self.open = block
+        events.append({"type": "content_block_start", "index": block.index,
+                       "content_block": start})
+        return block, events
+
+    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if event.get("usageMetadata"):
+            self._usage(event["usageMetadata"])
+        out = [] if self.started else self._start()
+        for candidate in (event.get("candidates") or [])[:1]:
+            for part in (candidate.get("content") or {}).get("parts") or []:
+                out += self._part(part)
+            if candidate.get("finishReason"):
+                reason = candidate["finishReason"]
+                self.stop_reason = "tool_use" if any(
+                    b.kind == "tool_use" for b in self.blocks) else STOP_REASON.get(
+                        reason, "end_turn")
+        return out
+
+    def _part(self, part: dict[str, Any]) -> list[dict[str, Any]]:
+        signature = part.get("thoughtSignature") or part.get("thought_signature")
+        out: list[dict[str, Any]] = []
+        if "functionCall" in part:
+            call = part["functionCall"]
+            ident = tool_id(call)
+            if signature or self.pending_signature:
+                self.signatures[ident] = signature or self.pending_signature or ""
+            block, out = self._open("tool_use", {"type": "tool_use", "id": ident,
+                                                 "name": call.get("name", ""), "input": {}})
+            block.data = {"id": ident, "name": call.get("name", ""),
+                          "input": call.get("args") or {}}
+            out.append({"type": "content_block_delta", "index": block.index, "delta": {
+                "type": "input_json_delta",
+                "partial_json": orjson.dumps(call.get("args") or {}).decode()}})
+            out += self._close()
+            return out
+        text = part.get("text")
+        if part.get("thought"):
+            if self.open is None or self.open.kind != "thinking":
+                _, out = self._open("thinking", {"type": "thinking", "thinking": "",
+                                                 "signature": ""})
+            assert self.open is not None
+            if signature:
+                self.open.signature = signature
+            if text:
+                self.open.text.append(text)
+                out.append({"type": "content_block_delta", "index": self.open.index,
+                            "delta": {"type": "thinking_delta", "thinking": text}})
+            return out
+        if signature and not text:
+            # A signature on an empty part seals the thinking just before it.
+            if self.open is not None and self.open.kind == "thinking":
+                self.open.signature = signature
+            elif self.blocks and self.blocks[-1].kind == "thinking":
+                self.blocks[-1].signature = self.blocks[-1].signature or signature
+            else:
+                self.pending_signature = signature
+            return out
+        if "inlineData" in part:
+            data = part["inlineData"]
+            text = f"![image](data:{data.get('mimeType')};base64,{data.get('data')})"
+        if text:
+            if self.open is None or self.open.kind != "text":
+                _, out = self._open("text", {"type": "text", "text": ""})
+            assert self.open is not None
+            self.open.text.append(text)
+            out.append({"type": "content_block_delta", "index": self.open.index,
+                        "delta": {"type": "text_delta", "text": text}})
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        out = [] if self.started else self._start()
+        out += self._close()
+        out.append({"type": "message_delta", "delta": {
+            "stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": self.usage["output_tokens"],
+                      "input_tokens": self.usage["input_tokens"],
+                      "cache_read_input_tokens": self.usage["cache_read_input_tokens"],
+                      "cache_creation_input_tokens": 0}})
+        out.append({"type": "message_stop"})
+        return out
+
+    def message(self) -> dict[str, Any]:
+        content = []
+        for block in self.blocks:
+            if block.kind == "text":
+                content.append({"type": "text", "text": "".join(block.text)})
+            elif block.kind == "thinking":
+                content.append({"type": "thinking", "thinking": "".join(block.text),
+                                "signature": block.signature or ""})
+            else:
+                content.append({"type": "tool_use", **block.data})
+        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": content, "stop_reason": self.stop_reason or "end_turn",
+                "stop_sequence": None, "usage": self.usage}

@@ -1,0 +1,184 @@
+"""Anthropic Messages through the gateway with the official `anthropic` SDK."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+from fake_google import count_tokens
+
+from conftest import Gateway, google_env, spawn
+
+SIGNATURE = "sig-" + "a1b2c3" * 12
+TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather for a city", "input_schema": {
+    "type": "object", "properties": {"city": {"type": "string", "minLength": 1}},
+    "required": ["city"], "additionalProperties": False,
+    "$schema": "http://json-schema.org/draft-07/schema#"}}]
+PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAA"
+           "ABJRU5ErkJggg==")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    acct = fake_google_server.add_account(email=f"claude-{uuid.uuid4().hex[:6]}@example.com")
+    gateway = spawn(tmp_path_factory.mktemp("anthropic"), **google_env(fake_google_server))
+    assert gateway.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gateway.admin("POST", "/api/proxy/start")
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def client(gw: Gateway, fake_google: Any) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url, max_retries=0)
+
+
+def sent(fake: Any) -> dict[str, Any]:
+    return fake.calls("streamGenerateContent")[-1].body
+
+
+def test_create(client: anthropic.Anthropic, fake_google: Any) -> None:
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=256,
+                                     system="Be brief.",
+                                     messages=[{"role": "user", "content": "Hello"}])
+    assert [b.type for b in message.content] == ["text"]
+    assert message.content[0].text == "echo: Hello"  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn" and message.id.startswith("msg_")
+    body = sent(fake_google)
+    assert body["model"] == "claude-sonnet-4-6"  # dated/older ids routed by the table
+    assert body["request"]["systemInstruction"]["parts"] == [{"text": "Be brief."}]
+    assert message.usage.input_tokens == count_tokens(body["request"]["contents"])
+
+
+def test_stream_event_order_with_thinking(client: anthropic.Anthropic) -> None:
+    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=4096,
+                                thinking={"type": "enabled", "budget_tokens": 1024},
+                                messages=[{"role": "user", "content": "Think"}]) as stream:
+        events = [e.type for e in stream if e.type in (
+            "message_start", "content_block_start", "content_block_delta",
+            "content_block_stop", "message_delta", "message_stop")]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-2:] == ["message_delta", "message_stop"]
+    starts = [i for i, e in enumerate(events) if e == "content_block_start"]
+    stops = [i for i, e in enumerate(events) if e == "content_block_stop"]
+    assert len(starts) == len(stops) == 2 and all(a < b for a, b in zip(starts, stops, strict=True))
+    thinking, text = final.content
+    assert thinking.type == "thinking" and thinking.signature  # type: ignore[union-attr]
+    assert text.type == "text" and text.text == "echo: Think"  # type: ignore[union-attr]
+
+
+def test_tool_use_with_thinking_carries_the_signature_back(client: anthropic.Anthropic,
+                                                           fake_google: Any) -> None:
+    fake_google.script(parts=[{"text": "I should look it up.", "thought": True},
+                              {"text": "", "thoughtSignature": SIGNATURE},
+                              {"functionCall": {"name": "get_weather",
+                                                "args": {"city": "Paris"}}}])
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    first = client.messages.create(model="claude-sonnet-4-6", max_tokens=8000,
+                                   thinking=thinking, tools=TOOLS,  # type: ignore[arg-type]
+                                   messages=[{"role": "user", "content": "Weather in Paris?"}])
+    assert first.stop_reason == "tool_use"
+    block_thinking, block_tool = first.content
+    assert block_thinking.signature == SIGNATURE  # type: ignore[union-attr]
+    assert block_tool.type == "tool_use" and block_tool.input == {"city": "Paris"}  # type: ignore[union-attr]
+    declared = sent(fake_google)["request"]["tools"][0]["functionDeclarations"][0]
+    assert declared["parameters"] == {"type": "object", "properties": {"city": {
+        "type": "string", "description": "[Constraint: minLen: 1]"}}, "required": ["city"]}
+
+    second = client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=8000, thinking=thinking,  # type: ignore[arg-type]
+        tools=TOOLS, messages=[  # type: ignore[arg-type]
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {"role": "user", "content": [{"type": "tool_result",
+                                          "tool_use_id": block_tool.id,  # type: ignore[union-attr]
+                                          "content": "18°C"}]}])
+    assert second.content[-1].text.startswith("echo:")  # type: ignore[union-attr]
+    model_turn = sent(fake_google)["request"]["contents"][1]
+    assert model_turn["parts"][0] == {"text": "I should look it up.", "thought": True,
+                                      "thoughtSignature": SIGNATURE}
+    assert model_turn["parts"][1]["thoughtSignature"] == SIGNATURE
+    result = sent(fake_google)["request"]["contents"][2]["parts"][0]["functionResponse"]
+    assert result == {"name": "get_weather", "id": block_tool.id,  # type: ignore[union-attr]
+                      "response": {"result": "18°C"}}
+
+
+def test_parallel_tool_use_and_image_input(client: anthropic.Anthropic,
+                                           fake_google: Any) -> None:
+    fake_google.script(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "A"}}},
+                              {"functionCall": {"name": "get_weather", "args": {"city": "B"}}}])
+    message = client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=512, tools=TOOLS,  # type: ignore[arg-type]
+        messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": PNG_1X1}},
+            {"type": "text", "text": "Weather in A and B?"}]}])
+    calls = [b for b in message.content if b.type == "tool_use"]
+    assert [c.input for c in calls] == [{"city": "A"}, {"city": "B"}]  # type: ignore[union-attr]
+    assert len({c.id for c in calls}) == 2  # type: ignore[union-attr]
+    parts = sent(fake_google)["request"]["contents"][0]["parts"]
+    assert parts[0] == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
+
+
+def test_count_tokens(client: anthropic.Anthropic) -> None:
+    counted = client.messages.count_tokens(model="claude-sonnet-4-6", messages=[
+        {"role": "user", "content": "count these words please"}])
+    assert counted.input_tokens == count_tokens(
+        [{"role": "user", "parts": [{"text": "count these words please"}]}])
+
+
+def test_claude_code_request_shape(gw: Gateway, fake_google: Any) -> None:
+    """What Claude Code 2.x sends: ?beta=true, beta headers, adaptive thinking, unknown
+    fields, a newer model id, a system message inside messages."""
+    response = httpx.post(gw.base_url + "/v1/messages?beta=true", headers={
+        "x-api-key": gw.api_key, "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"}, json={
+        "model": "claude-sonnet-4-9-20270101", "max_tokens": 64000, "stream": False,
+        "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": []}, "metadata": {"user_id": "user_abc"},
+        "system": [{"type": "text", "text": "You are Claude Code.",
+                    "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "system", "content": "Extra rules."},
+                     {"role": "user", "content": [{"type": "text", "text": "hi",
+                                                   "cache_control": {"type": "ephemeral"}}]}],
+        "tools": TOOLS})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-agproxy-model"] == "claude-sonnet-4-6"
+    assert response.headers["request-id"].startswith("req_")
+    system = sent(fake_google)["request"]["systemInstruction"]["parts"][0]["text"]
+    assert system == "You are Claude Code.\n\nExtra rules."
+
+
+@pytest.mark.parametrize(("body", "status", "kind"), [
+    ({"model": "claude-sonnet-4-6", "messages": [{"role": "user", "content": "x"}]}, 400,
+     "invalid_request_error"),  # max_tokens missing
+    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, 400,
+     "invalid_request_error"),
+    ({"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": []}, 400,
+     "invalid_request_error"),
+    ({"model": "gpt-unknown-9", "max_tokens": 5, "messages": [{"role": "user",
+                                                               "content": "x"}]}, 404,
+     "not_found_error"),
+])
+def test_errors_in_anthropic_shape(gw: Gateway, body: dict, status: int, kind: str) -> None:
+    response = httpx.post(gw.base_url + "/v1/messages", json=body,
+                          headers={"x-api-key": gw.api_key})
+    assert response.status_code == status
+    payload = response.json()
+    assert payload["type"] == "error" and payload["error"]["type"] == kind
+
+
+def test_rate_limited_everywhere_is_a_429_with_retry_after(gw: Gateway, fake_google: Any
+                                                           ) -> None:
+    from fake_google import Fault
+    fake_google.inject(Fault.rate_limited(retry_delay="7s"), times=20)
+    response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
+                          json={"model": "claude-sonnet-4-6", "max_tokens": 50,
+                                "messages": [{"role": "user", "content": "limited?"}]})
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert 6 <= int(response.headers["retry-after"]) <= 8
