@@ -27,6 +27,7 @@ SchedulingMode = Literal["balance", "round_robin", "fixed"]
 CLIENT_VERSION = "4.3.0"
 API_KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key"})
+DICT_KEYS = frozenset({"model_mapping", "zai_models", "zai_model_mapping"})
 DEFAULT_UPSTREAM_BASE_URLS = (
     "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
     "https://daily-cloudcode-pa.googleapis.com/v1internal",
@@ -93,6 +94,8 @@ class Settings(BaseModel):
     zai_base_url: str = "https://api.z.ai/api/anthropic"
     zai_api_key: str | None = None
     zai_dispatch_mode: ZaiDispatchMode = "off"
+    zai_models: dict[str, str] = {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
+    zai_model_mapping: dict[str, str] = {}
 
     @field_validator("port")
     @classmethod
@@ -209,7 +212,7 @@ def _coerce_env(key: str, raw: str) -> Any:
         if lowered in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"{env_var(key)}={raw!r} is not a boolean (use true or false)", key)
-    if key == "model_mapping":
+    if key in DICT_KEYS:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -393,7 +396,7 @@ def parse_cli_value(key: str, raw: str) -> Any:
     annotation = Settings.model_fields[key].annotation
     if annotation is bool:
         return _coerce_env(key, raw)
-    if annotation in (int, float) or key == "model_mapping":
+    if annotation in (int, float) or key in DICT_KEYS:
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -26,6 +26,7 @@ from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.router.mapping import route
 from agproxy.server.listener import BindError, Listener, bind_socket, close_listener, serve_socket
+from agproxy.upstream.zai import ZaiClient
 
 log = logging.getLogger("agproxy.service")
 
@@ -49,12 +50,14 @@ class Gateway:
     accounts: AccountService
     scheduler: Scheduler
     policy: Policy
+    zai: ZaiClient
     app: ASGIApp | None = None
     running: bool = False
     listener: Listener | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
     _catalog: tuple[str, ...] = ()
+    _zai_turn: int = 0
     _catalog_key: object = None
 
     @property
@@ -74,6 +77,21 @@ class Gateway:
     def route_model(self, requested: str) -> str | None:
         """The model that serves `requested`: mapping rules, then the pool's catalog."""
         return route(requested, self.settings.model_mapping, self.catalog())
+
+    def use_zai(self, requested: str) -> bool:
+        """Does this Anthropic request go to z.ai, by the dispatch mode?"""
+        settings = self.settings
+        if not settings.zai_can_serve:
+            return False
+        mode = settings.zai_dispatch_mode
+        if mode == "exclusive":
+            return True
+        model = self.route_model(requested)
+        if mode == "fallback":
+            return model is None or not self.scheduler.has_free(model)
+        # pooled: z.ai is one more slot in the rotation
+        self._zai_turn += 1
+        return model is None or self._zai_turn % (len(self.pool) + 1) == 0
 
     @property
     def lan_exposed(self) -> bool:

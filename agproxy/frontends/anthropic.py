@@ -23,6 +23,7 @@ from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.gemini import estimate_tokens
 from agproxy.translate.openai_chat import BadRequest
 from agproxy.upstream import Failure, UpstreamError
+from agproxy.upstream.zai import ZaiUnavailable
 
 ANTHROPIC = Protocol.ANTHROPIC
 MAX_SIGNATURES = 5000
@@ -51,17 +52,34 @@ def _error(status: int, message: str) -> Response:
                           headers={"request-id": "req_" + secrets.token_hex(12)})
 
 
-async def _body_and_model(request: Request) -> tuple[dict[str, Any], str] | Response:
-    gateway: Gateway = request.app.state.gateway
+async def _body(request: Request) -> dict[str, Any] | Response:
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
         return _error(400, f"Invalid request body: {exc}")
     if not isinstance(body, dict):
         return _error(400, "Invalid request body: expected a JSON object")
-    requested = body.get("model")
-    if not isinstance(requested, str) or not requested:
+    if not isinstance(body.get("model"), str) or not body["model"]:
         return _error(400, "model: field required")
+    return body
+
+
+async def _to_zai(request: Request, path: str, body: dict[str, Any]) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        answer = await gateway.zai.forward(path, body, headers)
+    except ZaiUnavailable as exc:
+        return _error(502, exc.message)
+    return StreamingResponse(answer.body, status_code=answer.status,
+                             media_type=answer.content_type,
+                             headers={"x-agproxy-provider": "zai"})
+
+
+async def _body_and_model(request: Request, body: dict[str, Any]
+                          ) -> tuple[dict[str, Any], str] | Response:
+    gateway: Gateway = request.app.state.gateway
+    requested = str(body["model"])
     model = gateway.route_model(requested)
     if model is None:
         close = ", ".join(close_matches(requested, gateway.catalog()) or gateway.catalog()[:6])
@@ -72,7 +90,12 @@ async def _body_and_model(request: Request) -> tuple[dict[str, Any], str] | Resp
 
 async def messages(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    parsed = await _body_and_model(request)
+    raw = await _body(request)
+    if isinstance(raw, Response):
+        return raw
+    if gateway.use_zai(str(raw["model"])):
+        return await _to_zai(request, "/v1/messages", raw)
+    parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
         return parsed
     body, model = parsed
@@ -144,7 +167,13 @@ async def count_tokens(request: Request) -> Response:
     """The upstream's own count when an account can ask; an estimate otherwise
     (about four characters a token, the header `x-agproxy-estimate: true` says so)."""
     gateway: Gateway = request.app.state.gateway
-    parsed = await _body_and_model(request)
+    raw = await _body(request)
+    if isinstance(raw, Response):
+        return raw
+    if gateway.settings.zai_can_serve and (gateway.settings.zai_dispatch_mode == "exclusive"
+                                           or gateway.route_model(str(raw["model"])) is None):
+        return await _to_zai(request, "/v1/messages/count_tokens", raw)
+    parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
         return parsed
     body, model = parsed

@@ -92,6 +92,10 @@ class Scheduler:
     def serving(self, model: str) -> list[Account]:
         return [a for a in self.pool.accounts if has_quota_for(a, model)]
 
+    def has_free(self, model: str) -> bool:
+        """Could an account serve `model` right now (quota and no cooldown)?"""
+        return any(not self.cooldowns.remaining(a.id, model) for a in self.serving(model))
+
     def pick(self, model: str, session: str | None, tried: set[str]) -> Pick:
         """The account for the next attempt at `model`, or NoAccount."""
         settings = self.settings()

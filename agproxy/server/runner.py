@@ -21,6 +21,7 @@ from agproxy.pool.scheduler import Scheduler
 from agproxy.server.app import build_app
 from agproxy.server.listener import BindError
 from agproxy.service import Gateway, StartError
+from agproxy.upstream.zai import ZaiClient
 
 log = logging.getLogger("agproxy.server")
 CONFIG_POLL_SECONDS = 1.0
@@ -155,7 +156,8 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     pool = Pool(accounts.store)
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
     scheduler = Scheduler(pool, lambda: store.settings)
-    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts))
+    zai = ZaiClient(lambda: store.settings, lambda: accounts.client.session)
+    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts), zai)
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo))

@@ -1,0 +1,93 @@
+"""z.ai: an Anthropic-compatible provider, forwarded as it is (no translation).
+
+The client's body goes through with `cache_control` keys removed and the model id
+mapped to a GLM model; the answer (JSON or SSE) streams back byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agproxy.config import Settings
+
+FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta",
+                     "user-agent")
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
+
+
+class ZaiUnavailable(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def strip_cache_control(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: strip_cache_control(v) for k, v in node.items() if k != "cache_control"}
+    if isinstance(node, list):
+        return [strip_cache_control(v) for v in node]
+    return node
+
+
+def zai_model(requested: str, settings: Settings) -> str:
+    """glm ids and non-Claude ids pass; Claude ids map by family to the configured GLM."""
+    lower = requested.lower()
+    if requested in settings.zai_model_mapping:
+        return settings.zai_model_mapping[requested]
+    lower = lower.removeprefix("zai:")
+    if lower.startswith("glm") or not lower.startswith("claude"):
+        return requested.removeprefix("zai:")
+    if "opus" in lower:
+        return settings.zai_models.get("opus", "glm-4.7")
+    if "haiku" in lower:
+        return settings.zai_models.get("haiku", "glm-4.5-air")
+    return settings.zai_models.get("sonnet", "glm-4.7")
+
+
+@dataclass
+class ZaiResponse:
+    status: int
+    content_type: str
+    body: AsyncIterator[bytes]
+
+
+class ZaiClient:
+    def __init__(self, settings: Callable[[], Settings],
+                 session: Callable[[], aiohttp.ClientSession]) -> None:
+        self.settings = settings
+        self._session = session
+
+    async def forward(self, path: str, body: dict[str, Any],
+                      client_headers: dict[str, str]) -> ZaiResponse:
+        """POST the body to z.ai's `path` (/v1/messages or /v1/messages/count_tokens)."""
+        settings = self.settings()
+        if not settings.zai_api_key:
+            raise ZaiUnavailable("z.ai api key is not set (zai_api_key)")
+        payload = strip_cache_control(body)
+        if isinstance(payload.get("model"), str):
+            payload["model"] = zai_model(payload["model"], settings)
+        headers = {k: v for k, v in client_headers.items() if k in FORWARDED_HEADERS}
+        headers.setdefault("content-type", "application/json")
+        headers["x-api-key"] = settings.zai_api_key
+        headers["authorization"] = f"Bearer {settings.zai_api_key}"
+        url = settings.zai_base_url.rstrip("/") + path
+        try:
+            response = await self._session().post(url, data=orjson.dumps(payload),
+                                                  headers=headers, timeout=TIMEOUT,
+                                                  proxy=settings.upstream_proxy)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise ZaiUnavailable(f"z.ai request failed: {type(exc).__name__}: {exc}") from exc
+
+        async def body_bytes() -> AsyncIterator[bytes]:
+            async with response:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+
+        return ZaiResponse(response.status,
+                           response.headers.get("Content-Type", "application/json"),
+                           body_bytes())
