@@ -110,6 +110,13 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#toast")).to_contain_text("Mapping saved")
         assert gw.admin("GET", "/api/config").json()["config"]["model_mapping"] == {
             "gpt-4*": "gemini-3-flash", "claude-haiku*": "gemini-3-flash"}
+        expect(page.locator("#zai-mode")).to_have_value("exclusive")  # from the environment
+        page.fill("#zai-opus", "glm-5")
+        page.click("#btn-zai-save")
+        expect(page.locator("#toast")).to_contain_text("z.ai settings saved")
+        expect(page.locator("#zai-mode")).to_be_disabled()  # set by AGPROXY_ZAI_DISPATCH_MODE
+        zai_models = gw.admin("GET", "/api/config").json()["config"]["zai_models"]
+        assert zai_models == {"opus": "glm-5", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
         page.screenshot(path=str(ARTIFACTS / "console-api-proxy.png"), full_page=True)
     finally:
         gw.stop()

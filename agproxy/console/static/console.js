@@ -228,6 +228,40 @@ async function regenerateKey() {
   }
 }
 
+// ---- z.ai ------------------------------------------------------------------------------------
+function renderZai() {
+  const c = config.config;
+  $("zai-mode").value = c.zai_dispatch_mode;
+  $("zai-base").value = c.zai_base_url;
+  $("zai-key").placeholder = c.zai_api_key ? `set (${c.zai_api_key})` : "not set";
+  $("zai-key").value = "";
+  $("zai-opus").value = c.zai_models.opus || "";
+  $("zai-sonnet").value = c.zai_models.sonnet || "";
+  $("zai-haiku").value = c.zai_models.haiku || "";
+  for (const [id, key] of [["zai-mode", "zai_dispatch_mode"], ["zai-base", "zai_base_url"], ["zai-key", "zai_api_key"]]) {
+    $(id).disabled = isLocked(key);
+    $(id).title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
+  }
+}
+
+async function saveZai() {
+  const changes = {
+    zai_dispatch_mode: $("zai-mode").value, zai_base_url: $("zai-base").value.trim(),
+    zai_models: { opus: $("zai-opus").value.trim(), sonnet: $("zai-sonnet").value.trim(), haiku: $("zai-haiku").value.trim() },
+  };
+  if ($("zai-key").value.trim()) changes.zai_api_key = $("zai-key").value.trim();
+  for (const k of Object.keys(changes)) if (isLocked(k)) delete changes[k];
+  $("zai-error").hidden = true;
+  try {
+    config = await api("PUT", "/api/config", changes);
+    renderZai();
+    toast("z.ai settings saved");
+  } catch (err) {
+    $("zai-error").textContent = err.message;
+    $("zai-error").hidden = false;
+  }
+}
+
 // ---- model mapping ------------------------------------------------------------------------------
 function mappingRow(from = "", to = "") {
   const remove = el("button", { class: "btn small", type: "button", onclick: () => row.remove() }, "Remove");
@@ -444,6 +478,7 @@ async function loadAll() {
     api("GET", "/api/proxy/status"), api("GET", "/api/config"), api("GET", "/api/proxy/api-key")]);
   renderConfig();
   renderMapping();
+  renderZai();
   renderStatus();
 }
 
@@ -472,6 +507,7 @@ function wire() {
   $("btn-refresh-quota").addEventListener("click", refreshAllQuotas);
   $("btn-mapping-add").addEventListener("click", () => $("mapping-rows").append(mappingRow()));
   $("btn-mapping-save").addEventListener("click", saveMapping);
+  $("btn-zai-save").addEventListener("click", saveZai);
   window.addEventListener("hashchange", route);
 }
 
