@@ -80,6 +80,8 @@ class Settings(BaseModel):
     retry_max_attempts: int = 4
     default_cooldown_seconds: float = 60.0
     model_mapping: dict[str, str] = {}
+    background_model: str | None = None
+    stream_ping_seconds: float = 10.0
     pinned_models: tuple[str, ...] = ()
     hidden_models: tuple[str, ...] = ()
 

@@ -182,3 +182,39 @@ def test_rate_limited_everywhere_is_a_429_with_retry_after(gw: Gateway, fake_goo
     assert response.status_code == 429
     assert response.json()["error"]["type"] == "rate_limit_error"
     assert 6 <= int(response.headers["retry-after"]) <= 8
+
+
+def test_background_requests_go_to_the_background_model(gateway_factory: Any,
+                                                        fake_google: Any) -> None:
+    gw = gateway_factory(AGPROXY_BACKGROUND_MODEL="gemini-3-flash", **google_env(fake_google))
+    acct = fake_google.add_account(email=f"bg-{uuid.uuid4().hex[:6]}@example.com")
+    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    gw.admin("POST", "/api/proxy/start")
+
+    def served(model: str, text: str) -> str:
+        response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
+                              json={"model": model, "max_tokens": 50,
+                                    "messages": [{"role": "user", "content": text}]})
+        assert response.status_code == 200, response.text
+        return response.headers["x-agproxy-model"]
+
+    assert served("claude-haiku-4-5-20251001", "hello") == "gemini-3-flash"
+    assert served("claude-sonnet-4-6", "Please write a 5-10 word title for this chat") == (
+        "gemini-3-flash")
+    assert served("claude-sonnet-4-6", "Refactor this function") == "claude-sonnet-4-6"
+
+
+def test_slow_streams_get_ping_events(gateway_factory: Any, fake_google: Any) -> None:
+    from fake_google import Fault
+    gw = gateway_factory(AGPROXY_STREAM_PING_SECONDS="0.3", **google_env(fake_google))
+    acct = fake_google.add_account(email=f"ping-{uuid.uuid4().hex[:6]}@example.com")
+    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    gw.admin("POST", "/api/proxy/start")
+    fake_google.inject(Fault.stall(1.5), email=acct.email)
+    with httpx.stream("POST", gw.base_url + "/v1/messages", timeout=30,
+                      headers={"x-api-key": gw.api_key},
+                      json={"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "slow one please"}]}) as r:
+        kinds = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
+    assert kinds.count("ping") >= 2
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"

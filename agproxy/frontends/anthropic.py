@@ -3,6 +3,7 @@ Code sends it) and `POST /v1/messages/count_tokens`."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -27,6 +28,9 @@ from agproxy.upstream.zai import ZaiUnavailable
 
 ANTHROPIC = Protocol.ANTHROPIC
 MAX_SIGNATURES = 5000
+BACKGROUND_MARKERS = ("write a 5-10 word title", "respond with the title", "generate a title",
+                      "title for the conversation", "conversation title",
+                      "summarize this coding conversation", "prompt suggestion generator")
 
 
 class Signatures(OrderedDict[str, str]):
@@ -95,6 +99,9 @@ async def messages(request: Request) -> Response:
         return raw
     if gateway.use_zai(str(raw["model"])):
         return await _to_zai(request, "/v1/messages", raw)
+    background = gateway.settings.background_model
+    if background and is_background_task(raw):
+        raw = {**raw, "model": background, "thinking": None}
     parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
         return parsed
@@ -135,7 +142,8 @@ async def messages(request: Request) -> Response:
         translator.finish()
         signatures.remember(translator.signatures)
         return JSONResponse(translator.message(), headers=headers)
-    return StreamingResponse(_sse(translator, first, events, signatures),
+    return StreamingResponse(_sse(translator, first, events, signatures,
+                                  gateway.settings.stream_ping_seconds),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
 
@@ -144,12 +152,38 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+async def with_pings(events: AsyncIterator[Any], every: float) -> AsyncIterator[Any | None]:
+    """The events, with None whenever the upstream has been silent for `every` seconds
+    (so the caller can send a keep-alive while a slow model thinks)."""
+    pending: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({pending}, timeout=every)
+            if not done:
+                yield None
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
 async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any],
-               signatures: Signatures) -> AsyncIterator[bytes]:
+               signatures: Signatures, ping_seconds: float) -> AsyncIterator[bytes]:
     try:
         for event in translator.feed(first):
             yield _frame(event)
-        async for upstream_event in events:
+        async for upstream_event in with_pings(events, ping_seconds):
+            if upstream_event is None:
+                yield _frame({"type": "ping"})
+                continue
             for event in translator.feed(upstream_event):
                 yield _frame(event)
         for event in translator.finish():
@@ -161,6 +195,19 @@ async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any]
             "message": f"upstream stream failed: {error.message}"}})
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def is_background_task(body: dict[str, Any]) -> bool:
+    """Claude Code's housekeeping calls: haiku-sized requests, title and summary prompts."""
+    if "haiku" in str(body.get("model", "")).lower():
+        return True
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    text = content if isinstance(content, str) else " ".join(
+        str(b.get("text", "")) for b in content or [] if isinstance(b, dict))
+    lowered = text[:500].lower()
+    return len(text) <= 800 and any(marker in lowered for marker in BACKGROUND_MARKERS)
 
 
 async def count_tokens(request: Request) -> Response:
