@@ -9,9 +9,38 @@ from typing import Any
 _DROP_FOR_COUNT = ("safetySettings", "generationConfig", "tools", "toolConfig")
 
 
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def _sign_function_calls(contents: Any) -> Any:
+    """Function calls the model made earlier must carry a thought signature; a client that
+    dropped it gets the backend's "do not validate" sentinel. Copies only what changes."""
+    if not isinstance(contents, list):
+        return contents
+    out = contents
+    for i, content in enumerate(contents):
+        if not isinstance(content, dict) or content.get("role") != "model":
+            continue
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not any(
+                isinstance(p, dict) and "functionCall" in p and not (
+                    p.get("thoughtSignature") or p.get("thought_signature")) for p in parts):
+            continue
+        if out is contents:
+            out = list(contents)
+        out[i] = {**content, "parts": [
+            {**p, "thoughtSignature": SKIP_SIGNATURE}
+            if isinstance(p, dict) and "functionCall" in p
+            and not (p.get("thoughtSignature") or p.get("thought_signature")) else p
+            for p in parts]}
+    return out
+
+
 def prepare_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The inner `request` for the envelope. Shallow: the body is not walked."""
+    """The inner `request` for the envelope: the body as sent, but for the system role and
+    unsigned function calls in the history."""
     request = dict(body)
+    request["contents"] = _sign_function_calls(request.get("contents"))
     request.pop("model", None)
     system = request.get("systemInstruction") or request.pop("system_instruction", None)
     if isinstance(system, dict):

@@ -215,7 +215,13 @@ class CloudCode:
                                  headers=headers)
         events = [{"response": event, "traceId": trace_id} for event in reply.events()]
         sse = call.request.query_params.get("alt") == "sse"
-        return EventStream(events, sse, headers, stream_fault)  # type: ignore[return-value]
+        email = call.account.email
+
+        def left() -> None:
+            self.state.record_disconnect(email, model)
+
+        return EventStream(events, sse, headers, stream_fault,  # type: ignore[return-value]
+                           on_disconnect=left)
 
     def _check_quota(self, account: FakeAccount, model: str) -> None:
         """An exhausted model (remainingFraction 0 or absent) answers 429 until resetTime."""

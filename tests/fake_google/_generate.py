@@ -167,7 +167,8 @@ class EventStream:
     the stream faults applied."""
 
     def __init__(self, events: list[dict[str, Any]], sse: bool, headers: dict[str, str],
-                 fault: Fault | None) -> None:
+                 fault: Fault | None, on_disconnect: Any = None) -> None:
+        self.on_disconnect = on_disconnect  # called when the client leaves mid-stream
         if fault is not None and fault.kind == "cut_stream":
             for event in events:
                 for candidate in event.get("response", event).get("candidates") or []:
@@ -186,6 +187,20 @@ class EventStream:
             return f"data: {dumps(event)}\n\n".encode()
         return (("[" if i == 0 else ",\r\n") + dumps(event)).encode()
 
+    async def _client_left(self, receive: Any, seconds: float) -> bool:
+        """Wait `seconds`, or until the client disconnects (then report it: True)."""
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        try:
+            await asyncio.wait_for(disconnected(), seconds)
+        except TimeoutError:
+            return False
+        if self.on_disconnect is not None:
+            self.on_disconnect()
+        return True
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         fault = self.fault
@@ -197,7 +212,8 @@ class EventStream:
                 await send({"type": "http.response.body", "body": self._frame(i, event),
                             "more_body": True})
                 if i == 0 and fault is not None and fault.kind == "stall":
-                    await asyncio.sleep(fault.seconds)
+                    if await self._client_left(receive, fault.seconds):
+                        return
             if cut_at is not None:
                 raise StreamCut()
             tail = b"" if self.sse else (b"]" if self.events else b"[]")

@@ -113,6 +113,7 @@ class State:
         self._faults: list[_Queued] = []
         self._scripts: list[_Queued] = []
         self._requests: list[RecordedRequest] = []
+        self.disconnects: list[dict[str, Any]] = []
         self.set_defaults()
 
     def set_defaults(self) -> None:
@@ -244,8 +245,14 @@ class State:
         with self.lock:
             return list(self._requests)
 
+    def record_disconnect(self, email: str, model: str) -> None:
+        """A stream whose client (the gateway) closed the connection before the end."""
+        with self.lock:
+            self.disconnects.append({"email": email, "model": model, "at": time.monotonic()})
+
     def clear(self) -> None:
         with self.lock:
+            self.disconnects.clear()
             self._faults.clear()
             self._scripts.clear()
             self._requests.clear()
