@@ -211,9 +211,9 @@ class EventStream:
                     break
                 await send({"type": "http.response.body", "body": self._frame(i, event),
                             "more_body": True})
-                if i == 0 and fault is not None and fault.kind == "stall":
-                    if await self._client_left(receive, fault.seconds):
-                        return
+                stalled = i == 0 and fault is not None and fault.kind == "stall"
+                if stalled and await self._client_left(receive, fault.seconds):  # type: ignore[union-attr]
+                    return
             if cut_at is not None:
                 raise StreamCut()
             tail = b"" if self.sse else (b"]" if self.events else b"[]")
