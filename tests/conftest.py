@@ -191,3 +191,38 @@ def fake_google(fake_google_server: Any) -> Any:
     """The fake Google upstream, with faults, scripts and recorded requests cleared."""
     fake_google_server.reset()
     return fake_google_server
+
+
+class ImageServer:
+    """A local web server with a PNG, a redirect to it, and a page that is no image."""
+
+    def __init__(self, png: bytes) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/fox.png":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(png)))
+                    self.end_headers()
+                    self.wfile.write(png)
+                elif self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/fox.png")
+                    self.end_headers()
+                else:
+                    body = b"<html>not an image</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -172,10 +172,14 @@ def test_errors_in_anthropic_shape(gw: Gateway, body: dict, status: int, kind: s
     assert payload["type"] == "error" and payload["error"]["type"] == kind
 
 
-def test_rate_limited_everywhere_is_a_429_with_retry_after(gw: Gateway, fake_google: Any
-                                                           ) -> None:
+def test_rate_limited_everywhere_is_a_429_with_retry_after(gateway_factory: Any,
+                                                           fake_google: Any) -> None:
     from fake_google import Fault
-    fake_google.inject(Fault.rate_limited(retry_delay="7s"), times=20)
+    gw = gateway_factory(**google_env(fake_google))
+    acct = fake_google.add_account(email=f"limited-{uuid.uuid4().hex[:6]}@example.com")
+    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    gw.admin("POST", "/api/proxy/start")
+    fake_google.inject(Fault.rate_limited(retry_delay="7s"), email=acct.email, times=20)
     response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
                           json={"model": "claude-sonnet-4-6", "max_tokens": 50,
                                 "messages": [{"role": "user", "content": "limited?"}]})
@@ -218,3 +222,78 @@ def test_slow_streams_get_ping_events(gateway_factory: Any, fake_google: Any) ->
         kinds = [line[7:] for line in r.iter_lines() if line.startswith("event: ")]
     assert kinds.count("ping") >= 2
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+
+
+CLAUDE_CODE_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+                      "fine-grained-tool-streaming-2025-05-14",
+    "user-agent": "claude-cli/2.0.14 (external, cli)", "x-app": "cli",
+}
+
+
+def test_claude_code_replay_every_tool_schema_is_accepted(gw: Gateway,
+                                                          fake_google: Any) -> None:
+    """A Claude Code request (tests/fixtures/claude_code_request.json: 24 tools with the
+    schema features Claude Code and MCP servers use, a long cached system prompt, thinking,
+    streaming). The fake refuses any schema keyword Gemini rejects, so a 200 means every
+    declaration was cleaned into what the backend takes."""
+    import json
+    from pathlib import Path
+    body = json.loads((Path(__file__).parent / "fixtures" / "claude_code_request.json")
+                      .read_text())
+    with httpx.stream("POST", gw.base_url + "/v1/messages?beta=true", json=body, timeout=60,
+                      headers={"x-api-key": gw.api_key, **CLAUDE_CODE_HEADERS}) as response:
+        kinds = [line[7:] for line in response.iter_lines() if line.startswith("event: ")]
+    assert response.status_code == 200
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    sent_body = sent(fake_google)
+    declarations = sent_body["request"]["tools"][0]["functionDeclarations"]
+    assert [d["name"] for d in declarations] == [t["name"] for t in body["tools"]]
+    query = next(d for d in declarations if d["name"] == "mcp__db__query")
+    assert query["parameters"]["properties"]["options"]["properties"]["timeout_ms"] == {
+        "type": "integer", "description": "[Constraint: exclMin: 0]"}  # $ref inlined
+    assert "cache_control" not in json.dumps(sent_body)
+    thinking = sent_body["request"]["generationConfig"]["thinkingConfig"]
+    assert thinking == {"includeThoughts": True, "thinkingBudget": 31999}
+
+
+def test_a_tampered_signature_is_refused_upstream_and_reported(client: anthropic.Anthropic,
+                                                               fake_google: Any) -> None:
+    history: list[Any] = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "hmm", "signature": "forged-" + "x" * 60},
+            {"type": "text", "text": "a"}]},
+        {"role": "user", "content": "again"}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=4000, messages=history,
+                               thinking={"type": "enabled", "budget_tokens": 1024})
+    assert "Invalid `signature`" in str(caught.value)
+    # Unsigned thinking (a client that lost it) goes back as plain text and is accepted.
+    history[1]["content"][0].pop("signature")
+    ok = client.messages.create(model="claude-sonnet-4-6", max_tokens=4000, messages=history)
+    assert ok.content[-1].text.startswith("echo:")  # type: ignore[union-attr]
+    assert sent(fake_google)["request"]["contents"][1]["parts"][0] == {"text": "hmm"}
+
+
+def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -> None:
+    import base64
+
+    from conftest import ImageServer
+    images = ImageServer(base64.b64decode(PNG_1X1))
+    gw = gateway_factory(AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true", **google_env(fake_google))
+    acct = fake_google.add_account(email=f"url-{uuid.uuid4().hex[:6]}@example.com")
+    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    gw.admin("POST", "/api/proxy/start")
+    response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
+                          timeout=30, json={"model": "claude-sonnet-4-6", "max_tokens": 50,
+                                            "messages": [{"role": "user", "content": [
+                                                {"type": "image", "source": {
+                                                    "type": "url",
+                                                    "url": images.url + "/fox.png"}},
+                                                {"type": "text", "text": "what?"}]}]})
+    assert response.status_code == 200, response.text
+    part = sent(fake_google)["request"]["contents"][0]["parts"][0]
+    assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
+    images.server.shutdown()

@@ -878,3 +878,29 @@ def test_durations(text: str, seconds: float, formatted: str) -> None:
     assert format_duration(seconds) == formatted
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def test_schema_keywords_gemini_rejects_are_refused(fake: Any) -> None:
+    import httpx as _httpx
+    acct = fake.add_account(email="schema-check@example.com")
+    token = _httpx.post(fake.token_url, data={
+        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+        "grant_type": "refresh_token", "refresh_token": acct.refresh_token}).json()["access_token"]
+
+    def call(parameters: dict) -> _httpx.Response:
+        return _httpx.post(fake.v1internal + ":generateContent",
+                           headers={"Authorization": f"Bearer {token}"},
+                           json={"project": acct.project, "model": "gemini-3-flash",
+                                 "request": {"contents": [{"role": "user",
+                                                           "parts": [{"text": "x"}]}],
+                                             "tools": [{"functionDeclarations": [
+                                                 {"name": "f", "parameters": parameters}]}]}})
+
+    assert call({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}}).status_code == 200
+    refused = call({"type": "object", "properties": {"a": {"type": "string"}},
+                    "additionalProperties": False})
+    assert refused.status_code == 400
+    assert 'Unknown name "additionalProperties"' in refused.json()["error"]["message"]
+    nested = call({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}}})
+    assert nested.status_code == 400 and "anyOf" in nested.json()["error"]["message"]
+    assert call({"type": "object", "properties": {"a": {"type": "whatever"}}}).status_code == 400

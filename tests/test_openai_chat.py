@@ -15,7 +15,7 @@ from fake_google import count_tokens
 
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
 from agproxy.translate.schema import clean_schema
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, ImageServer, google_env, spawn
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -335,46 +335,9 @@ def test_models_list_has_the_pool_and_routable_aliases(client: openai.OpenAI) ->
     assert len(ids) == len(set(ids))
 
 
-class _ImageServer:
-    """A local web server with a PNG, a redirect to it, and a page that is no image."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        png = base64.b64decode(PNG_1X1)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path == "/fox.png":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/png")
-                    self.send_header("Content-Length", str(len(png)))
-                    self.end_headers()
-                    self.wfile.write(png)
-                elif self.path == "/moved":
-                    self.send_response(302)
-                    self.send_header("Location", "/fox.png")
-                    self.end_headers()
-                else:
-                    body = b"<html>not an image</html>"
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/html")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
                                                        fake_google: Any) -> None:
-    images = _ImageServer()
+    images = ImageServer(base64.b64decode(PNG_1X1))
     acct = fake_google.add_account(email=f"img-{uuid.uuid4().hex[:6]}@example.com")
 
     def ask(gw: Gateway, path: str) -> httpx.Response:

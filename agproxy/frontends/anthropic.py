@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
@@ -106,6 +107,13 @@ async def messages(request: Request) -> Response:
     if isinstance(parsed, Response):
         return parsed
     body, model = parsed
+    settings = gateway.settings
+    try:
+        await inline_anthropic_image_urls(body.get("messages"), gateway.accounts.client.session,
+                                          settings.image_fetch_max_bytes,
+                                          settings.allow_private_image_urls)
+    except FetchError as exc:
+        return _error(400, exc.message)
     signatures = _signatures(request)
     try:
         inner = messages_to_gemini(body, model, signatures)

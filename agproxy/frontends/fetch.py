@@ -95,3 +95,26 @@ async def inline_image_urls(messages: Any, session: aiohttp.ClientSession, max_b
         part["image_url"] = {"url": data_url}
 
     await asyncio.gather(*(one(*job) for job in jobs))
+
+
+async def inline_anthropic_image_urls(messages: Any, session: aiohttp.ClientSession,
+                                      max_bytes: int, allow_private: bool) -> None:
+    """Anthropic image blocks with `source.type: "url"` → base64 sources, in place."""
+    jobs = []
+    for m, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for b, block in enumerate(content if isinstance(content, list) else []):
+            source = block.get("source") if isinstance(block, dict) else None
+            if isinstance(source, dict) and source.get("type") == "url":
+                jobs.append((f"messages.{m}.content.{b}", block, str(source.get("url") or "")))
+
+    async def one(where: str, block: dict[str, Any], url: str) -> None:
+        try:
+            data_url = await fetch_image(session, url, max_bytes, allow_private)
+        except FetchError as exc:
+            raise FetchError(f"{where}: {exc.message}") from exc
+        header, _, data = data_url.partition(",")
+        block["source"] = {"type": "base64", "media_type": header[5:].split(";")[0],
+                           "data": data}
+
+    await asyncio.gather(*(one(*job) for job in jobs))

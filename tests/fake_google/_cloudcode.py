@@ -208,6 +208,10 @@ class CloudCode:
         stream_fault = await call.checkpoint(model)
         self._check_quota(call.account, model)
         reply = build_reply(self.state.take_script(call.account.email, model), model, request)
+        issued = {p.get("thoughtSignature") for c in reply.whole().get("candidates") or []
+                  for p in (c.get("content") or {}).get("parts") or []}
+        with self.state.lock:
+            self.state.issued_signatures |= {sig for sig in issued if sig}
         trace_id = secrets.token_hex(8)
         headers = {"x-cloudaicompanion-trace-id": trace_id}
         if call.method == "generateContent":

@@ -114,6 +114,7 @@ class State:
         self._scripts: list[_Queued] = []
         self._requests: list[RecordedRequest] = []
         self.disconnects: list[dict[str, Any]] = []
+        self.issued_signatures: set[str] = set()  # every thoughtSignature sent in a reply
         self.set_defaults()
 
     def set_defaults(self) -> None:
@@ -124,6 +125,7 @@ class State:
         self.enforce_quota = True               # remainingFraction 0/None answers 429
         self.check_project = True               # foreign projects answer 403
         self.check_thought_signatures = True    # gemini-3 function calls need signatures
+        self.check_claude_signatures = True     # claude thinking must carry an issued signature
         self.check_tool_pairing = True          # claude tool calls need their results
         self.oauth_clients: dict[str, str] | None = {CLIENT_ID: CLIENT_SECRET}  # None: any
         self.deprecated_model_ids: dict[str, dict[str, str]] = {}

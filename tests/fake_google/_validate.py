@@ -141,6 +141,8 @@ def check_envelope(state: State, account: FakeAccount, body: dict[str, Any]
         _check_thought_signatures(contents)
     if state.check_tool_pairing and model.startswith("claude"):
         _check_tool_pairing(contents)
+    if state.check_claude_signatures and model.startswith("claude"):
+        _check_claude_thinking(state, contents)
     return model, request
 
 
@@ -182,14 +184,67 @@ def _check_generation_config(config: Any, model: str) -> None:
                   f"thinkingConfig.thinkingBudget ({budget}).")
 
 
+SCHEMA_FIELDS = frozenset({"type", "description", "properties", "required", "items", "enum",
+                           "title", "format", "nullable"})
+SCHEMA_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
+
+
+def _check_schema(node: Any, at: str, depth: int = 0) -> None:
+    """What Gemini's Schema proto takes: a small set of fields and plain type names."""
+    if not isinstance(node, dict):
+        raise bad(f"Invalid value at '{at}': expected an object")
+    for key in node:
+        if key not in SCHEMA_FIELDS:
+            raise bad(f"Invalid JSON payload received. Unknown name \"{key}\" at '{at}': "
+                      "Cannot find field.")
+    kind = node.get("type")
+    if kind is not None and (not isinstance(kind, str) or kind.lower() not in SCHEMA_TYPES):
+        raise bad(f"Invalid value at '{at}.type' (type.googleapis.com/google.ai."
+                  f"generativelanguage.v1beta.Type), {kind!r}")
+    props = node.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            raise bad(f"Invalid value at '{at}.properties': expected an object")
+        for name, sub in props.items():
+            _check_schema(sub, f"{at}.properties[{name}].value", depth + 1)
+    if node.get("items") is not None:
+        _check_schema(node["items"], f"{at}.items", depth + 1)
+    enum = node.get("enum")
+    if enum is not None and not all(isinstance(v, str) for v in enum):
+        raise bad(f"Invalid value at '{at}.enum': enum values must be strings")
+
+
 def _check_tools(tools: Any) -> None:
     if not isinstance(tools, list):
         return
+    for i, tool in enumerate(tools):
+        for j, declaration in enumerate(get(tool, "functionDeclarations") or []):
+            if get(declaration, "parameters") is not None:
+                _check_schema(get(declaration, "parameters"),
+                              f"request.tools[{i}].function_declarations[{j}].parameters")
     declares = any(get(t, "functionDeclarations") for t in tools)
     searches = any(get(t, "googleSearch") is not None or get(t, "googleSearchRetrieval")
                    is not None for t in tools)
     if declares and searches:
         raise bad("Multiple tools are supported only when they are all search tools.")
+
+
+def _check_claude_thinking(state: State, contents: list[dict[str, Any]]) -> None:
+    """Claude (relayed to Anthropic): a thinking block in the history must carry the
+    signature this backend issued for it."""
+    for i, content in enumerate(contents):
+        if content.get("role") != "model":
+            continue
+        for j, part in enumerate(content.get("parts") or []):
+            if not part.get("thought"):
+                continue
+            signature = get(part, "thoughtSignature")
+            if not signature:
+                raise bad(f"messages.{i}.content.{j}.thinking.signature: Field required")
+            with state.lock:
+                known = signature in state.issued_signatures
+            if not known:
+                raise bad(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
 
 
 def _check_thought_signatures(contents: list[dict[str, Any]]) -> None:
