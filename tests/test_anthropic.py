@@ -297,3 +297,29 @@ def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -
     part = sent(fake_google)["request"]["contents"][0]["parts"][0]
     assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
     images.server.shutdown()
+
+
+@pytest.mark.parametrize(("fault", "status", "kind"), [
+    ("server_error_500", 500, "api_error"),
+    ("server_error_503", 503, "overloaded_error"),
+    ("forbidden", 503, "overloaded_error"),  # the only account is out: nobody can serve
+    ("invalid", 400, "invalid_request_error"),
+])
+def test_every_upstream_error_class(gateway_factory: Any, fake_google: Any, fault: str,
+                                    status: int, kind: str) -> None:
+    from fake_google import Fault
+    gw = gateway_factory(**google_env(fake_google))
+    acct = fake_google.add_account(email=f"err-{uuid.uuid4().hex[:6]}@example.com")
+    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+    gw.admin("POST", "/api/proxy/start")
+    injected = {"server_error_500": Fault.server_error(500),
+                "server_error_503": Fault.server_error(503),
+                "forbidden": Fault.forbidden(), "invalid": Fault.invalid_argument("bad input")}
+    fake_google.inject(injected[fault], email=acct.email, times=10)
+    response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
+                          json={"model": "claude-sonnet-4-6", "max_tokens": 50,
+                                "messages": [{"role": "user", "content": "x"}]})
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind
+    assert body["error"]["message"]

@@ -38,7 +38,7 @@ _OPENAI_CODE = {401: "invalid_api_key", 404: "not_found", 503: "service_unavaila
 _ANTHROPIC_TYPE = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    529: "overloaded_error",
+    503: "overloaded_error", 529: "overloaded_error",
 }
 _GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",

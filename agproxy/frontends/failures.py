@@ -23,6 +23,18 @@ def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
     """No attempt succeeded: 429 with Retry-After when accounts are cooling down, 503
     when none can serve, else the last upstream error's status."""
     no_account, error = failure.no_account, failure.error
+    retry_after = no_account.retry_after if no_account is not None else None
+    if error is not None and error.kind in (Failure.CAPACITY, Failure.TRANSPORT):
+        # The backend is struggling, not the client over quota: its own status (5xx),
+        # with the time until an account is tried again.
+        status = error.status if 500 <= error.status < 600 else 503
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+        return error_response(protocol, status, f"upstream: {error.message}", headers=headers)
+    if error is not None and error.kind is Failure.FORBIDDEN:
+        # Every account that could serve was refused: no account is available, which is
+        # not the client's permission problem (a 403 would log Claude Code out).
+        return error_response(protocol, 503, f"no account can serve this request; the last "
+                                             f"one was refused: {error.message}")
     if no_account is not None and no_account.retry_after is not None:
         seconds = max(1, math.ceil(no_account.retry_after))
         message = no_account.message
