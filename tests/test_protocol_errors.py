@@ -60,7 +60,7 @@ def test_openai_types_and_codes(status: int, type_: str, code: str | None) -> No
     (401, "authentication_error"),
     (404, "not_found_error"),
     (429, "rate_limit_error"),
-    (503, "api_error"),
+    (503, "overloaded_error"),
     (529, "overloaded_error"),
 ])
 def test_anthropic_shape(status: int, type_: str) -> None:
