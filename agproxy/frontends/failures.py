@@ -30,7 +30,7 @@ def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
         status = error.status if 500 <= error.status < 600 else 503
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
         return error_response(protocol, status, f"upstream: {error.message}", headers=headers)
-    if error is not None and error.kind is Failure.FORBIDDEN:
+    if error is not None and error.kind in (Failure.FORBIDDEN, Failure.AUTH_EXPIRED):
         # Every account that could serve was refused: no account is available, which is
         # not the client's permission problem (a 403 would log Claude Code out).
         return error_response(protocol, 503, f"no account can serve this request; the last "

@@ -36,11 +36,19 @@ def _sign_function_calls(contents: Any) -> Any:
     return out
 
 
+def _with_roles(contents: Any) -> Any:
+    if not isinstance(contents, list) or all(
+            not isinstance(c, dict) or c.get("role") for c in contents):
+        return contents
+    return [{**c, "role": "user"} if isinstance(c, dict) and not c.get("role") else c
+            for c in contents]
+
+
 def prepare_request(body: dict[str, Any]) -> dict[str, Any]:
     """The inner `request` for the envelope: the body as sent, but for the system role and
     unsigned function calls in the history."""
     request = dict(body)
-    request["contents"] = _sign_function_calls(request.get("contents"))
+    request["contents"] = _sign_function_calls(_with_roles(request.get("contents")))
     request.pop("model", None)
     system = request.get("systemInstruction") or request.pop("system_instruction", None)
     if isinstance(system, dict):
@@ -57,6 +65,7 @@ def count_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     inner = body.get("generateContentRequest")
     if isinstance(inner, dict) and not request["contents"]:
         request["contents"] = inner.get("contents") or []
+    request["contents"] = _with_roles(request["contents"])
     return {"request": request}
 
 
