@@ -70,6 +70,11 @@ class Settings(BaseModel):
     auto_start: bool = True
     shutdown_timeout: float = 30.0
     max_body_bytes: int = 50 * 1024 * 1024
+    monitor_enabled: bool = True
+    monitor_max_rows: int = 100_000
+    monitor_retention_days: float = 30.0
+    monitor_capture_bodies: bool = False
+    monitor_body_max_bytes: int = 64 * 1024
     image_fetch_max_bytes: int = 20 * 1024 * 1024
     allow_private_image_urls: bool = False
     quota_refresh_minutes: int = 15

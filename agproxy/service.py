@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from agproxy.accounts import AccountService
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
+from agproxy.monitor.writer import MonitorWriter
 from agproxy.pool import Pool
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
@@ -51,6 +52,7 @@ class Gateway:
     scheduler: Scheduler
     policy: Policy
     zai: ZaiClient
+    monitor: MonitorWriter | None = None
     app: ASGIApp | None = None
     running: bool = False
     listener: Listener | None = None
@@ -213,4 +215,6 @@ class Gateway:
         with contextlib.suppress(FileNotFoundError):
             (self.store.directory / RUNTIME_FILE).unlink()
         await self.accounts.client.close()
+        if self.monitor is not None:
+            await self.monitor.flush()  # nothing recorded is lost on a clean stop
         self.engine.dispose()

@@ -63,7 +63,39 @@ def m002_proxy_limits_revisions(conn: Connection) -> None:
     ).create(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions]
+def m003_request_logs(conn: Connection) -> None:
+    md = sa.MetaData()
+    table = sa.Table(
+        "request_logs", md,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("started_at", sa.Float, nullable=False),
+        sa.Column("protocol", sa.String(16), nullable=False),
+        sa.Column("method", sa.String(8), nullable=False),
+        sa.Column("path", sa.String(500), nullable=False),
+        sa.Column("requested_model", sa.String(200)),
+        sa.Column("routed_model", sa.String(200)),
+        sa.Column("provider", sa.String(16)),
+        sa.Column("account", sa.String(320)),   # masked email
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("duration_ms", sa.Float, nullable=False),
+        sa.Column("ttfb_ms", sa.Float),
+        sa.Column("input_tokens", sa.Integer),
+        sa.Column("output_tokens", sa.Integer),
+        sa.Column("thinking_tokens", sa.Integer),
+        sa.Column("cached_tokens", sa.Integer),
+        sa.Column("attempts", sa.Text),          # JSON list of {account, outcome, ms}
+        sa.Column("error", sa.Text),
+        sa.Column("client_ip", sa.String(64)),
+        sa.Column("request_body", sa.Text),      # only with monitor_capture_bodies; redacted
+        sa.Column("response_body", sa.Text),
+    )
+    table.create(conn)
+    sa.Index("ix_request_logs_started_at", table.c.started_at).create(conn)
+    sa.Index("ix_request_logs_status", table.c.status).create(conn)
+    sa.Index("ix_request_logs_account", table.c.account).create(conn)
+
+
+MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions, m003_request_logs]
 
 _applied = sa.Table(
     "schema_migrations", sa.MetaData(),

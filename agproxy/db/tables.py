@@ -41,3 +41,28 @@ revisions = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Integer, nullable=False),
 )
+
+request_logs = sa.Table(
+    "request_logs", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("protocol", sa.String(16), nullable=False),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("path", sa.String(500), nullable=False),
+    sa.Column("requested_model", sa.String(200)),
+    sa.Column("routed_model", sa.String(200)),
+    sa.Column("provider", sa.String(16)),
+    sa.Column("account", sa.String(320)),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("ttfb_ms", sa.Float),
+    sa.Column("input_tokens", sa.Integer),
+    sa.Column("output_tokens", sa.Integer),
+    sa.Column("thinking_tokens", sa.Integer),
+    sa.Column("cached_tokens", sa.Integer),
+    sa.Column("attempts", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("client_ip", sa.String(64)),
+    sa.Column("request_body", sa.Text),
+    sa.Column("response_body", sa.Text),
+)

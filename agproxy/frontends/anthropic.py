@@ -17,6 +17,7 @@ from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
+from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
@@ -66,6 +67,7 @@ async def _body(request: Request) -> dict[str, Any] | Response:
         return _error(400, "Invalid request body: expected a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         return _error(400, "model: field required")
+    note(requested_model=body["model"])
     return body
 
 
@@ -149,6 +151,7 @@ async def messages(request: Request) -> Response:
             return upstream_failure(ANTHROPIC, error)
         translator.finish()
         signatures.remember(translator.signatures)
+        _note_usage(translator)
         return JSONResponse(translator.message(), headers=headers)
     return StreamingResponse(_sse(translator, first, events, signatures,
                                   gateway.settings.stream_ping_seconds),
@@ -197,12 +200,19 @@ async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any]
         for event in translator.finish():
             yield _frame(event)
         signatures.remember(translator.signatures)
+        _note_usage(translator)
     except UpstreamError as error:
         yield _frame({"type": "error", "error": {
             "type": "overloaded_error" if error.kind is Failure.CAPACITY else "api_error",
             "message": f"upstream stream failed: {error.message}"}})
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def _note_usage(translator: MessageStream) -> None:
+    usage = translator.usage
+    note_tokens(usage["input_tokens"] + usage["cache_read_input_tokens"],
+                usage["output_tokens"])
 
 
 def is_background_task(body: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 class Protocol(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
-    GOOGLE = "google"
+    GOOGLE = "gemini"  # the Gemini API (generativelanguage) shape
 
 
 def protocol_of(path: str) -> Protocol:

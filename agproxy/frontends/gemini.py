@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.models import clean, resolve
 from agproxy.service import Gateway
@@ -68,6 +69,7 @@ async def call_model(request: Request) -> Response:
                               f"unknown method {method!r}; supported: {', '.join(METHODS)}")
     gateway = _gateway(request)
     requested = clean(model_part)
+    note(requested_model=requested)
     body = await read_body(request)
     if isinstance(body, Response):
         return body
@@ -103,7 +105,15 @@ async def _generate(gateway: Gateway, model: str, inner: dict[str, Any], session
         return exhausted(GOOGLE, failure)
     except UpstreamError as error:
         return upstream_failure(GOOGLE, error)
+    _note_usage(result)
     return JSONResponse(result, headers=headers)
+
+
+def _note_usage(event: Any) -> None:
+    meta = event.get("usageMetadata") if isinstance(event, dict) else None
+    if meta:
+        note_tokens(meta.get("promptTokenCount"), meta.get("candidatesTokenCount"),
+                    meta.get("thoughtsTokenCount"))
 
 
 async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
@@ -139,9 +149,11 @@ def _stream_error(error: UpstreamError) -> bytes:
 
 
 async def _sse(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    _note_usage(first)
     yield b"data: " + orjson.dumps(first) + b"\r\n\r\n"
     try:
         async for event in events:
+            _note_usage(event)
             yield b"data: " + orjson.dumps(event) + b"\r\n\r\n"
     except UpstreamError as error:
         yield b"data: " + _stream_error(error) + b"\r\n\r\n"
@@ -150,9 +162,11 @@ async def _sse(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 
 
 async def _json_array(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    _note_usage(first)
     yield b"[" + orjson.dumps(first)
     try:
         async for event in events:
+            _note_usage(event)
             yield b",\n" + orjson.dumps(event)
     except UpstreamError as error:
         yield b",\n" + _stream_error(error)

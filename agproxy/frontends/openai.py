@@ -16,6 +16,7 @@ from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
+from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
@@ -50,6 +51,7 @@ def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:
         return bad_request("model is required", "model")
+    note(requested_model=requested)
     model = gateway.route_model(requested)
     if model is None:
         catalog = gateway.catalog()
@@ -132,10 +134,18 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
         except UpstreamError as error:
             return upstream_failure(OPENAI, error)
         result = translator.collect()
+        _note_chat_usage(translator)
         return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
     return StreamingResponse(_sse(translator, first, events, legacy),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
+
+
+def _note_chat_usage(translator: ChatStream) -> None:
+    usage = translator.usage or {}
+    details = usage.get("completion_tokens_details") or {}
+    note_tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                details.get("reasoning_tokens"))
 
 
 def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +178,7 @@ async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], l
         usage = translator.usage_chunk()
         if usage:
             yield frame(usage)
+        _note_chat_usage(translator)
     except UpstreamError as error:
         failure = {"id": translator.id, "object": "chat.completion.chunk", "choices": [],
                    "error": {"message": f"upstream stream failed: {error.message}",
@@ -229,11 +240,18 @@ async def responses(request: Request) -> Response:
         except UpstreamError as error:
             return upstream_failure(OPENAI, error)
         translator.finish()
+        _note_responses_usage(translator)
         status = "incomplete" if translator.incomplete else "completed"
         return JSONResponse(translator.response(status), headers=headers)
     return StreamingResponse(_responses_sse(translator, first, events),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
+
+
+def _note_responses_usage(translator: ResponsesStream) -> None:
+    usage = translator.usage or {}
+    note_tokens(usage.get("input_tokens"), usage.get("output_tokens"),
+                (usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
 
 
 async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncIterator[Any]
@@ -249,6 +267,7 @@ async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncI
                 yield frame(event)
         for event in translator.finish():
             yield frame(event)
+        _note_responses_usage(translator)
     except UpstreamError as error:
         yield frame(translator.failed(f"upstream stream failed: {error.message}"))
     finally:

@@ -24,6 +24,7 @@ from typing import TypeVar
 from agproxy.accounts import AccountService, Status
 from agproxy.accounts.store import Account
 from agproxy.accounts.tokens import TokenError
+from agproxy.monitor import note_attempt
 from agproxy.pool.scheduler import NoAccount, Scheduler
 from agproxy.upstream import Credentials, Failure, UpstreamError
 
@@ -103,6 +104,7 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 last_error = error
+                note_attempt(account.email, f"{error.status} {error.kind.value}")
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model,
                          error)
                 if error.kind is Failure.RATE_LIMITED:
@@ -115,6 +117,8 @@ class Policy:
                         await self.accounts.tokens.refresh(account)
                     except TokenError:
                         tried.add(account.id)
+                elif error.kind is Failure.AUTH_EXPIRED:
+                    tried.add(account.id)
                 elif error.kind is Failure.FORBIDDEN:
                     await self._mark_forbidden(account, error)
                     tried.add(account.id)
@@ -132,5 +136,6 @@ class Policy:
                     raise  # 400 and the like: the request is at fault, not the account
                 continue
             self.scheduler.succeeded(account, session)
+            note_attempt(account.email, "ok")
             return result
         raise Exhausted(last_error, None)

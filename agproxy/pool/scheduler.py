@@ -5,7 +5,6 @@ Everything here is in memory and O(pool size); no database on the request path.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -87,7 +86,7 @@ class Scheduler:
         self.cooldowns = Cooldowns()
         self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.last_used: dict[str, float] = {}
-        self._turn = itertools.count()
+        self._turn = 0
 
     def serving(self, model: str) -> list[Account]:
         return [a for a in self.pool.accounts if has_quota_for(a, model)]
@@ -121,10 +120,24 @@ class Scheduler:
 
         if not free:
             raise self._why_none(model, serving, tried)
-        account = free[next(self._turn) % len(free)]
+        account = free[self._turn % len(free)]
+        self._turn += 1
         if session and settings.scheduling_mode != "round_robin":
             self._bind(session, account.id)
         return Pick(account)
+
+    def peek(self, model: str) -> Account | None:
+        """The account a new conversation about `model` would get now (no side effects)."""
+        settings = self.settings()
+        free = [a for a in self.serving(model) if not self.cooldowns.remaining(a.id, model)]
+        if not free:
+            return None
+        if settings.scheduling_mode == "fixed" and settings.preferred_account:
+            wanted = settings.preferred_account.lower()
+            for account in free:
+                if wanted in (account.id, account.email.lower()):
+                    return account
+        return free[self._turn % len(free)]
 
     def _why_none(self, model: str, serving: list[Account], tried: set[str]) -> NoAccount:
         if not self.pool.accounts:

@@ -1,9 +1,9 @@
 """Model mapping rules: the user's exact and wildcard rules, then the built-in table.
 
 A rule's key may hold `*` wildcards (`gpt-4*`); the most specific matching key
-(most non-`*` characters) wins. The result is then resolved against the models the
-pool serves (router.models.resolve), so a mapping to a family name still lands on a
-model some account has.
+(most non-`*` characters) wins, and of equally specific keys the one listed first.
+The result is then resolved against the models the pool serves (router.models.resolve),
+so a mapping to a family name still lands on a model some account has.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from agproxy.router.models import clean, resolve
 
@@ -44,32 +45,55 @@ def _wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + ".*".join(re.escape(p) for p in pattern.split("*")) + "$")
 
 
-def apply_rules(model: str, rules: Mapping[str, str]) -> str | None:
-    """The target of the user's rule for `model`: exact key first, then the most
-    specific wildcard."""
+def matching_rule(model: str, rules: Mapping[str, str]) -> str | None:
+    """The key of the user's rule that applies to `model`: the exact key, else the most
+    specific wildcard (first listed on a tie)."""
     if model in rules:
-        return rules[model]
+        return model
     best: tuple[int, str] | None = None
-    for key, target in rules.items():
+    for key in rules:
         if "*" in key and _wildcard(key).match(model):
             weight = len(key.replace("*", ""))
             if best is None or weight > best[0]:
-                best = (weight, target)
+                best = (weight, key)
     return best[1] if best else None
+
+
+def apply_rules(model: str, rules: Mapping[str, str]) -> str | None:
+    """The target of the user's rule for `model`, if one applies."""
+    key = matching_rule(model, rules)
+    return None if key is None else rules[key]
+
+
+@dataclass(frozen=True)
+class Trace:
+    """How a requested id was routed, for the console's "test a model" and the CLI."""
+
+    requested: str
+    model: str | None   # what serves it; None when nothing fits
+    rule: str | None    # the user's rule key, or the built-in table's key
+    source: str         # rule | builtin | served | family | claude-family | none
+
+
+def trace(requested: str, rules: Mapping[str, str], served: tuple[str, ...]) -> Trace:
+    model = clean(requested)
+    rule = matching_rule(model, rules)
+    target, source = (rules[rule], "rule") if rule is not None else (None, "")
+    if target is None and model not in served and model.lower() in BUILTIN:
+        rule, target, source = model.lower(), BUILTIN[model.lower()], "builtin"
+    candidate = resolve(target or model, served)
+    if candidate is None and target is not None:
+        candidate, rule, source = resolve(model, served), None, ""
+    if candidate is not None and not source:
+        source = "served" if candidate == model else "family"
+    if candidate is None and model.lower().startswith("claude"):
+        candidate, source = _claude_family(model.lower(), served), "claude-family"
+    return Trace(requested, candidate, rule, source if candidate else "none")
 
 
 def route(requested: str, rules: Mapping[str, str], served: tuple[str, ...]) -> str | None:
     """The model that will serve `requested`, or None when nothing fits."""
-    model = clean(requested)
-    target = apply_rules(model, rules)
-    if target is None and model not in served:
-        target = BUILTIN.get(model.lower())
-    candidate = resolve(target or model, served)
-    if candidate is None and target is not None:
-        candidate = resolve(model, served)
-    if candidate is None and model.lower().startswith("claude"):
-        candidate = _claude_family(model.lower(), served)
-    return candidate
+    return trace(requested, rules, served).model
 
 
 def _claude_family(model: str, served: tuple[str, ...]) -> str | None:

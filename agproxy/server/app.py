@@ -14,11 +14,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agproxy.admin import accounts as admin_accounts
+from agproxy.admin import dashboard as admin_dashboard
+from agproxy.admin import metrics as admin_metrics
+from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
 from agproxy.frontends import anthropic, gemini, health, models, openai
 from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
+from agproxy.monitor.middleware import MonitorMiddleware
 from agproxy.security.auth import AuthMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
@@ -70,7 +74,9 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1beta/models/{target}", gemini.call_model, methods=["POST"]),
         Route("/v1/models/{target}", gemini.call_model, methods=["POST"]),
         # Admin API and console
-        Mount("/api", routes=admin_proxy.routes + admin_accounts.routes),
+        Mount("/api", routes=(admin_proxy.routes + admin_accounts.routes
+                              + admin_monitor.routes + admin_dashboard.routes)),
+        Route("/metrics", admin_metrics.metrics, methods=["GET"]),
         Route("/auth/callback", admin_accounts.auth_callback, methods=["GET"]),
         Route("/", console_index, methods=["GET"]),
         Mount("/console", StaticFiles(directory=STATIC_DIR), name="console"),
@@ -81,6 +87,7 @@ def build_app(gateway: Gateway) -> Starlette:
                    allow_headers=["*"], expose_headers=["*"], max_age=3600),
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
+        Middleware(MonitorMiddleware, gateway=gateway),
         Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware,

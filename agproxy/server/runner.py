@@ -15,6 +15,7 @@ from agproxy.accounts import build_account_service
 from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE
 from agproxy.db import open_database
+from agproxy.monitor.writer import MonitorWriter
 from agproxy.pool import Pool
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
@@ -132,6 +133,8 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
                   asyncio.create_task(_watch_accounts(gateway)),
                   asyncio.create_task(_refresh_quotas_periodically(gateway)),
                   asyncio.create_task(_flush_last_used(gateway))]
+    if gateway.monitor is not None:
+        background.append(asyncio.create_task(gateway.monitor.run()))
     await stop.wait()
     echo("shutting down: finishing in-flight requests…")
     for task in background:
@@ -157,7 +160,8 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
     scheduler = Scheduler(pool, lambda: store.settings)
     zai = ZaiClient(lambda: store.settings, lambda: accounts.client.session)
-    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts), zai)
+    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts), zai,
+                      MonitorWriter(engine, lambda: store.settings))
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo))

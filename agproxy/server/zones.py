@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class Zone(StrEnum):
     HEALTH = "health"    # /healthz: open under all_except_health
-    ADMIN = "admin"      # /api/*: always needs the admin password
+    ADMIN = "admin"      # /api/* and /metrics: always need the admin password
     CONSOLE = "console"  # console files and Google's sign-in redirect: public, ungated
     AI = "ai"            # everything else: the AI routes (and unknown paths)
 
@@ -19,7 +19,7 @@ PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/auth/callback"})
 def zone_of(path: str) -> Zone:
     if path in HEALTH_PATHS:
         return Zone.HEALTH
-    if path.startswith("/api/") or path == "/api":
+    if path.startswith("/api/") or path == "/api" or path == "/metrics":
         return Zone.ADMIN
     if path in PUBLIC_PATHS or path.startswith("/console/"):
         return Zone.CONSOLE

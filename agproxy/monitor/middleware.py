@@ -1,0 +1,91 @@
+"""Monitor middleware: opens a record for each AI request and submits it when the
+response has been sent (or the client went away)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agproxy.frontends.errors import protocol_of
+from agproxy.monitor.record import RequestRecord, close_record, open_record
+from agproxy.server.zones import Zone, zone_of
+from agproxy.service import Gateway
+
+ERROR_CAPTURE = 2000
+
+
+class MonitorMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] == "OPTIONS"
+                or zone_of(scope["path"]) is not Zone.AI
+                or self.gateway.monitor is None):
+            await self.app(scope, receive, send)
+            return
+        settings = self.gateway.settings
+        client = scope.get("client")
+        record = RequestRecord(protocol_of(scope["path"]).value, scope["method"],
+                               scope["path"], client[0] if client else None)
+        error_body = bytearray()
+        capture = settings.monitor_capture_bodies
+        # Raw bytes kept per body: room for base64 runs to be summarized before the cap.
+        raw_limit = settings.monitor_body_max_bytes * 4
+        if capture:
+            record.request_body, record.response_body = bytearray(), bytearray()
+            inner_receive = receive
+
+            async def receive() -> Message:
+                message = await inner_receive()
+                if message["type"] == "http.request":
+                    record.request_cut = _keep(record.request_body, message.get("body", b""),
+                                               raw_limit) or record.request_cut
+                return message
+
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name == b"x-agproxy-model":
+                        record.routed_model = value.decode()
+                    elif name == b"x-agproxy-provider":
+                        record.provider = value.decode()
+            elif message["type"] == "http.response.body":
+                body = message.get("body", b"")
+                if body and record.ttfb_ms is None:
+                    record.ttfb_ms = (time.perf_counter() - record.started) * 1000
+                if record.status >= 400 and len(error_body) < ERROR_CAPTURE:
+                    error_body.extend(body[:ERROR_CAPTURE - len(error_body)])
+                if capture and body:
+                    record.response_cut = _keep(record.response_body, body,
+                                                raw_limit) or record.response_cut
+            await send(message)
+
+        token = open_record(record)
+        try:
+            await self.app(scope, receive, watching_send)
+        except BaseException as exc:
+            record.status = record.status or 500
+            record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
+            raise
+        finally:
+            close_record(token)
+            record.duration_ms = (time.perf_counter() - record.started) * 1000
+            if record.status >= 400 and error_body and not record.error:
+                record.error = error_body.decode("utf-8", "replace")
+            if record.provider is None and record.status:
+                record.provider = "google" if record.account else None
+            self.gateway.monitor.submit(record)
+
+
+def _keep(buffer: bytearray | None, chunk: bytes, limit: int) -> bool:
+    """Append what fits; True when something did not."""
+    if buffer is None:
+        return False
+    room = limit - len(buffer)
+    if room > 0:
+        buffer.extend(chunk[:room])
+    return len(chunk) > room

@@ -1,0 +1,114 @@
+"""The record of the request being served, reachable from anywhere on its path.
+
+The monitor middleware opens a record per request and keeps it in a context variable;
+front ends and the retry policy add what they know (models, account, tokens, attempts)
+with `note*`, which do nothing when no record is open (monitor off, admin routes).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agproxy.monitor.redact import capture_text, redact
+
+_CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "agproxy_record", default=None)
+
+
+def mask_email(email: str | None) -> str | None:
+    """a***e@example.com: enough to tell accounts apart, not to read the address."""
+    if not email or "@" not in email:
+        return email
+    user, _, domain = email.partition("@")
+    shown = user[0] + "***" + (user[-1] if len(user) > 1 else "")
+    return f"{shown}@{domain}"
+
+
+@dataclass
+class RequestRecord:
+    protocol: str
+    method: str
+    path: str
+    client_ip: str | None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    requested_model: str | None = None
+    routed_model: str | None = None
+    provider: str | None = None
+    account: str | None = None
+    status: int = 0
+    duration_ms: float = 0.0
+    ttfb_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    thinking_tokens: int | None = None
+    cached_tokens: int | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    # Raw captures (monitor_capture_bodies), redacted when the row is made.
+    request_body: bytearray | None = None
+    response_body: bytearray | None = None
+    request_cut: bool = False
+    response_cut: bool = False
+
+    def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = ()) -> dict[str, Any]:
+        """The database row. Runs on the writer's thread: redaction costs nothing on the
+        request path."""
+        def body(raw: bytearray | None, cut: bool) -> str | None:
+            return None if raw is None else capture_text(raw, body_limit, cut, secrets)
+
+        error = self.error and redact(self.error, secrets)
+        return {"id": self.id, "started_at": self.started_at, "protocol": self.protocol,
+                "method": self.method, "path": self.path,
+                "requested_model": self.requested_model, "routed_model": self.routed_model,
+                "provider": self.provider, "account": self.account, "status": self.status,
+                "duration_ms": round(self.duration_ms, 2),
+                "ttfb_ms": None if self.ttfb_ms is None else round(self.ttfb_ms, 2),
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "thinking_tokens": self.thinking_tokens, "cached_tokens": self.cached_tokens,
+                "attempts": orjson.dumps(self.attempts).decode() if self.attempts else None,
+                "error": error, "client_ip": self.client_ip,
+                "request_body": body(self.request_body, self.request_cut),
+                "response_body": body(self.response_body, self.response_cut)}
+
+
+def open_record(record: RequestRecord) -> contextvars.Token[RequestRecord | None]:
+    return _CURRENT.set(record)
+
+
+def close_record(token: contextvars.Token[RequestRecord | None]) -> None:
+    _CURRENT.reset(token)
+
+
+def current() -> RequestRecord | None:
+    return _CURRENT.get()
+
+
+def note(**fields: Any) -> None:
+    record = _CURRENT.get()
+    if record is not None:
+        for key, value in fields.items():
+            if value is not None:
+                setattr(record, key, value)
+
+
+def note_attempt(account_email: str, outcome: str) -> None:
+    record = _CURRENT.get()
+    if record is not None:
+        at_ms = round((time.perf_counter() - record.started) * 1000, 1)
+        record.attempts.append({"account": mask_email(account_email), "outcome": outcome,
+                                "at_ms": at_ms})
+        record.account = mask_email(account_email)
+
+
+def note_tokens(input_tokens: int | None, output_tokens: int | None,
+                thinking_tokens: int | None = None, cached_tokens: int | None = None) -> None:
+    note(input_tokens=input_tokens, output_tokens=output_tokens,
+         thinking_tokens=thinking_tokens, cached_tokens=cached_tokens)

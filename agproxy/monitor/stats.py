@@ -1,0 +1,103 @@
+"""Aggregates over the monitor's records: time series, breakdowns, CSV rows.
+
+Everything is computed in SQLite from `request_logs`, so a figure here always equals
+the sum of the records it covers. Buckets are aligned to the caller's local time
+(`tz_offset`, seconds east of UTC, as the console and the CLI send it); weeks start on
+Monday.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from agproxy.db.tables import request_logs as T
+
+BUCKETS = {"5min": 300, "hour": 3600, "day": 86400, "week": 7 * 86400}
+WEEK_SHIFT = 3 * 86400  # 1970-01-01 was a Thursday: shift so buckets open on Mondays
+GROUPS = {"model": sa.func.coalesce(T.c.routed_model, T.c.requested_model, "-"),
+          "account": sa.func.coalesce(T.c.account, "-"),
+          "protocol": T.c.protocol}
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
+
+
+def _measures() -> list[Any]:
+    return [sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(sa.case((T.c.status >= 400, 1), else_=0)), 0)
+            .label("errors"),
+            *(sa.func.coalesce(sa.func.sum(T.c[c]), 0).label(c) for c in TOKEN_COLUMNS),
+            sa.func.coalesce(sa.func.avg(T.c.duration_ms), 0).label("avg_ms")]
+
+
+def _measured(row: Any) -> dict[str, Any]:
+    data = {k: row._mapping[k] for k in ("requests", "errors", *TOKEN_COLUMNS)}
+    data["avg_ms"] = round(float(row._mapping["avg_ms"]), 1)
+    return data
+
+
+def bucket_start(ts: float, bucket: str, tz_offset: int = 0) -> int:
+    size = BUCKETS[bucket]
+    shift = tz_offset + (WEEK_SHIFT if bucket == "week" else 0)
+    return int((ts + shift) // size * size - shift)
+
+
+def _bucket_column(bucket: str, tz_offset: int) -> Any:
+    size = BUCKETS[bucket]
+    shift = tz_offset + (WEEK_SHIFT if bucket == "week" else 0)
+    return (sa.cast((T.c.started_at + shift) / size, sa.Integer) * size - shift).label("t")
+
+
+def series(engine: Engine, bucket: str, since: float, tz_offset: int = 0,
+           until: float | None = None) -> list[dict[str, Any]]:
+    """One point per bucket from `since` to now, empty buckets included (zeros)."""
+    until = time.time() if until is None else until
+    column = _bucket_column(bucket, tz_offset)
+    query = (sa.select(column, *_measures()).where(T.c.started_at >= since)
+             .where(T.c.started_at <= until).group_by(column))
+    with engine.connect() as conn:
+        found = {int(r._mapping["t"]): _measured(r) for r in conn.execute(query)}
+    empty = {"requests": 0, "errors": 0, **dict.fromkeys(TOKEN_COLUMNS, 0), "avg_ms": 0.0}
+    points, t = [], bucket_start(since, bucket, tz_offset)
+    while t <= until:
+        points.append({"t": t, **found.pop(t, empty)})
+        t += BUCKETS[bucket]
+    return points
+
+
+def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
+    """Totals per model, account or protocol since `since`, busiest first."""
+    key = GROUPS[by].label("key")
+    query = (sa.select(key, *_measures()).where(T.c.started_at >= since).group_by(key)
+             .order_by(sa.func.count().desc(), key))
+    with engine.connect() as conn:
+        return [{by: r.key, **_measured(r)} for r in conn.execute(query)]
+
+
+def totals(engine: Engine, since: float) -> dict[str, Any]:
+    query = sa.select(*_measures(), sa.func.count(sa.distinct(T.c.account)).label("accounts"),
+                      ).where(T.c.started_at >= since)
+    with engine.connect() as conn:
+        row = conn.execute(query).one()
+    return {**_measured(row), "accounts": row.accounts}
+
+
+def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0
+             ) -> Iterator[list[Any]]:
+    """Header, then one row per bucket × model × account, oldest first."""
+    column = _bucket_column(bucket, tz_offset)
+    model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account")
+    query = (sa.select(column, model, account, *_measures()).where(T.c.started_at >= since)
+             .group_by(column, model, account).order_by(column, model, account))
+    yield ["bucket_start", "bucket", "model", "account", "requests", "errors",
+           *TOKEN_COLUMNS, "avg_ms"]
+    with engine.connect() as conn:
+        for r in conn.execute(query):
+            local = time.gmtime(int(r._mapping["t"]) + tz_offset)
+            stamp = time.strftime("%Y-%m-%d %H:%M", local)
+            m = _measured(r)
+            yield [stamp, bucket, r.model, r.account, m["requests"], m["errors"],
+                   *(m[c] for c in TOKEN_COLUMNS), m["avg_ms"]]

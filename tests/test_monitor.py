@@ -1,0 +1,214 @@
+"""The request monitor: what is recorded, that nothing is lost, and that no secret is."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fake_google import Fault
+
+from agproxy.config import Settings
+from agproxy.db import open_database
+from agproxy.monitor.record import RequestRecord, mask_email
+from agproxy.monitor.writer import MonitorWriter
+from conftest import Gateway, google_env
+
+
+def gateway_with(gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw",
+                 **env: str) -> tuple[Gateway, list]:
+    gw = gateway_factory(name, **google_env(fake), **env)
+    accounts = [fake.add_account(email=f"mon{i}-{uuid.uuid4().hex[:6]}@example.com")
+                for i in range(n)]
+    for acct in accounts:
+        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gw.admin("POST", "/api/proxy/start")
+    return gw, accounts
+
+
+def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
+    return gw.admin("GET", "/api/logs", params=params).json()["logs"]
+
+
+def test_a_success_is_recorded_with_models_account_tokens_attempts(gateway_factory: Any,
+                                                                    fake_google: Any) -> None:
+    gw, [acct] = gateway_with(gateway_factory, fake_google)
+    response = httpx.post(gw.base_url + "/v1/chat/completions", json={
+        "model": "gpt-4o", "messages": [{"role": "user", "content": "record me"}]})
+    usage = response.json()["usage"]
+    [log] = logs(gw)
+    assert (log["protocol"], log["method"], log["path"], log["status"]) == (
+        "openai", "POST", "/v1/chat/completions", 200)
+    assert (log["requested_model"], log["routed_model"]) == ("gpt-4o", "gemini-3-flash")
+    assert log["account"] == mask_email(acct.email) and acct.email not in str(log)
+    assert (log["input_tokens"], log["output_tokens"]) == (usage["prompt_tokens"],
+                                                          usage["completion_tokens"])
+    [attempt] = log["attempts"]
+    assert (attempt["account"], attempt["outcome"]) == (mask_email(acct.email), "ok")
+    assert 0 <= attempt["at_ms"] <= log["duration_ms"]
+    assert log["duration_ms"] > 0 and log["ttfb_ms"] is not None
+    assert log["client_ip"] == "127.0.0.1" and log["provider"] == "google"
+    detail = gw.admin("GET", f"/api/logs/{log['id']}").json()
+    assert detail["id"] == log["id"]
+    # Bodies are not captured unless asked for.
+    assert detail["request_body"] is None and detail["response_body"] is None
+
+
+def test_errors_and_rotation_are_recorded(gateway_factory: Any, fake_google: Any) -> None:
+    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
+                                AGPROXY_SCHEDULING_MODE="round_robin")
+    fake_google.inject(Fault.invalid_argument("the prompt is malformed"), times=1)
+    bad = httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                     json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
+    assert bad.status_code == 400
+    fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=accounts[0].email)
+    fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=accounts[1].email)
+    rotated = httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                         json={"contents": [{"role": "user", "parts": [{"text": "y"}]}]})
+    newest, oldest = logs(gw)
+    assert oldest["status"] == 400 and "the prompt is malformed" in oldest["error"]
+    assert rotated.status_code == 429 and newest["status"] == 429
+    assert [a["outcome"] for a in newest["attempts"]] == ["429 rate_limited"] * 2
+    assert {a["account"] for a in newest["attempts"]} == {mask_email(a.email) for a in accounts}
+    assert [r["id"] for r in logs(gw, errors_only=1)] == [newest["id"], oldest["id"]]
+    assert logs(gw, status=400)[0]["id"] == oldest["id"]
+    assert logs(gw, q="malformed")[0]["id"] == oldest["id"]
+
+
+def test_captured_bodies_are_capped_and_carry_no_secret(gateway_factory: Any,
+                                                        fake_google: Any) -> None:
+    gw, [acct] = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict",
+                              AGPROXY_MONITOR_CAPTURE_BODIES="true",
+                              AGPROXY_MONITOR_BODY_MAX_BYTES="4000",
+                              AGPROXY_ADMIN_PASSWORD="admin-pass-" + uuid.uuid4().hex)
+    planted = "sk-planted-secret-" + uuid.uuid4().hex
+    token = acct.refresh_token
+    response = httpx.post(
+        gw.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={"model": "gemini-3-flash", "api_key": "field-secret-value-123",
+              "messages": [{"role": "user", "content": f"my key is {planted}, token {token}, "
+                                                      f"password {gw.admin_secret}"}]})
+    assert response.status_code == 200
+    long_one = httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        headers={"x-goog-api-key": gw.api_key},
+        json={"contents": [{"role": "user", "parts": [{"text": "z " * 20000}]}]})
+    assert long_one.status_code == 200
+    long_log, chat_log = logs(gw)
+    detail = gw.admin("GET", f"/api/logs/{chat_log['id']}").json()
+    assert "my key is [redacted]" in detail["request_body"]
+    assert '"api_key":"[redacted]"' in detail["request_body"].replace(" ", "")
+    assert "echo: my key is [redacted]" in detail["response_body"]  # the fake echoes it back
+    cut = gw.admin("GET", f"/api/logs/{long_log['id']}").json()["request_body"]
+    assert cut.endswith("…[truncated]") and len(cut) <= 4000 + 20
+    # Neither the planted key, the gateway's secrets nor the account's tokens are anywhere
+    # in the monitor's table or in the gateway's output.
+    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
+        "SELECT * FROM request_logs").fetchall()
+    assert gw.stop() == 0
+    stored = str(rows) + "".join(gw.output)
+    for secret in (planted, gw.api_key, gw.admin_secret, token, "field-secret-value-123",
+                   *acct.access_tokens):
+        assert secret not in stored
+
+
+def test_concurrent_requests_lose_nothing_and_stats_add_up(gateway_factory: Any,
+                                                           fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, 2)
+
+    async def flood() -> list[int]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=gw.base_url, timeout=60, limits=limits) as c:
+            async def one(i: int) -> int:
+                r = await c.post("/v1beta/models/gemini-3-flash:generateContent", json={
+                    "contents": [{"role": "user", "parts": [{"text": f"request {i}"}]}]})
+                return r.status_code
+            return await asyncio.gather(*(one(i) for i in range(500)))
+
+    statuses = asyncio.run(flood())
+    assert statuses.count(200) == 500
+    summary = gw.admin("GET", "/api/stats/summary").json()
+    assert summary["requests"] == 500 and summary["errors"] == 0 and summary["dropped"] == 0
+    records = logs(gw, limit=1000)
+    assert len(records) == 500
+    assert summary["input_tokens"] == sum(r["input_tokens"] for r in records)
+    assert summary["output_tokens"] == sum(r["output_tokens"] for r in records)
+    assert summary["by_model"][0]["model"] == "gemini-3-flash"
+    assert summary["by_model"][0]["requests"] == 500
+
+
+def test_records_survive_a_clean_stop(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google)
+    for i in range(5):
+        httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                   json={"contents": [{"role": "user", "parts": [{"text": f"n{i}"}]}]})
+    assert gw.stop() == 0  # straight after the requests: the queue is drained on the way out
+    count = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
+        "SELECT count(*) FROM request_logs").fetchone()[0]
+    assert count == 5
+
+
+def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google)
+    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+               json={"contents": [{"role": "user", "parts": [{"text": "cli"}]}]})
+    out = gw.cli("logs").stdout
+    assert " 200 " in out and "/v1beta/models/gemini-3-flash:generateContent" in out
+    assert gw.admin("POST", "/api/logs/clear").json() == {"deleted": 1}
+    assert logs(gw) == []
+
+
+def test_monitor_off_records_nothing(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_MONITOR_ENABLED="false")
+    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+               json={"contents": [{"role": "user", "parts": [{"text": "quiet"}]}]})
+    assert logs(gw) == []
+
+
+@pytest.mark.parametrize(("max_rows", "days", "kept"), [(3, 30, 3), (100, 1, 4)])
+def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float,
+                                    kept: int) -> None:
+    engine = open_database(tmp_path / "m.db")
+    settings = Settings(api_key="sk-test-000000", monitor_max_rows=max_rows,
+                        monitor_retention_days=days)
+    writer = MonitorWriter(engine, lambda: settings)
+    now = time.time()
+    for age_days in (0, 0.1, 0.2, 0.3, 2, 3):
+        record = RequestRecord("openai", "POST", "/v1/x", None, status=200)
+        record.started_at = now - age_days * 86400
+        writer.submit(record)
+    asyncio.run(writer.flush())
+    writer._retain()
+    with engine.connect() as conn:
+        ages = [r[0] for r in conn.exec_driver_sql(
+            "SELECT started_at FROM request_logs ORDER BY started_at DESC")]
+    assert len(ages) == kept
+    assert ages == sorted(ages, reverse=True) and ages[0] == pytest.approx(now)
+
+
+@pytest.mark.parametrize(("text", "secrets", "absent", "present"), [
+    ('{"password": "hunter2-long", "x": 1}', (), "hunter2-long", '"password": "[redacted]"'),
+    ("Authorization: Bearer abc.def-ghi_jkl", (), "abc.def-ghi_jkl", "[redacted]"),
+    ("tokens ya29.a0AfH6SM-x and 1//0gAbCdEfGhIjKlMn", (), "ya29.a0", "tokens [redacted] and"),
+    ("the admin password is correct-horse", ("correct-horse",), "correct-horse", "is [redacted]"),
+    ("zai 0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp", (), "AbCdEfGhIjKlMnOp", "zai "),
+])
+def test_redaction(text: str, secrets: tuple[str, ...], absent: str, present: str) -> None:
+    from agproxy.monitor.redact import redact
+    out = redact(text, secrets)
+    assert absent not in out and present in out
+
+
+def test_a_capture_cut_inside_a_secret_keeps_no_part_of_it() -> None:
+    from agproxy.monitor.redact import capture_text
+    raw = b'{"content": "key sk-abcdefghijklmnopqrstuvwx'  # cut after 24 of the key's chars
+    for cut_at in range(len(raw) - 24, len(raw) + 1):
+        out = capture_text(raw[:cut_at], 1000, truncated=True)
+        assert "abc" not in out and out.endswith("…[truncated]")
+    image = b'{"data": "' + b"QUJD" * 10_000 + b'", "text": "after"}'
+    out = capture_text(image, 1000, truncated=False)
+    assert "[base64, 40000 chars]" in out and '"text": "after"' in out
