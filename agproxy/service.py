@@ -208,6 +208,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         self.running = False
+        if self.monitor is not None:
+            self.monitor.close_watchers()
         for task in list(self._retired):
             task.cancel()
         if self.listener is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +23,7 @@ if not Path(CHROMIUM).exists():
         raise RuntimeError("chromium is required for the console tests (scripts/test installs it)")
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+from playwright.sync_api import Page, expect  # noqa: E402
 
 
 def login(page: Page, gw: Gateway, password: str = PASSWORD) -> None:
@@ -63,6 +44,8 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#login-error")).to_have_text("Wrong password.")
 
         login(page, gw)
+        expect(page.locator("#page-dashboard")).to_be_visible()  # the landing page
+        page.click("a[data-page=proxy]")
         expect(page.locator("#status-badge")).to_have_text("running")
         expect(page.locator("#active-accounts")).to_have_text("0 active accounts")
         expect(page.locator("#field-port")).to_be_disabled()
@@ -101,6 +84,7 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         page.select_option("#field-auth-mode", "auto")
         page.click("label.switch:has(#field-lan)")
 
+        page.click("a[data-page=mapping]")
         page.fill(".mapping-row .map-from", "gpt-4*")
         page.fill(".mapping-row .map-to", "gemini-3-flash")
         page.click("#btn-mapping-add")
@@ -110,6 +94,7 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#toast")).to_contain_text("Mapping saved")
         assert gw.admin("GET", "/api/config").json()["config"]["model_mapping"] == {
             "gpt-4*": "gemini-3-flash", "claude-haiku*": "gemini-3-flash"}
+        page.click("a[data-page=proxy]")
         expect(page.locator("#zai-mode")).to_have_value("exclusive")  # from the environment
         page.fill("#zai-opus", "glm-5")
         page.click("#btn-zai-save")

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fake_google import Fault
 
@@ -76,6 +77,13 @@ def test_errors_and_rotation_are_recorded(gateway_factory: Any, fake_google: Any
     assert {a["account"] for a in newest["attempts"]} == {mask_email(a.email) for a in accounts}
     assert [r["id"] for r in logs(gw, errors_only=1)] == [newest["id"], oldest["id"]]
     assert logs(gw, status=400)[0]["id"] == oldest["id"]
+    assert [r["id"] for r in logs(gw, status="4xx")] == [newest["id"], oldest["id"]]
+    assert logs(gw, status="2xx") == []
+    for acct in accounts:
+        masked = mask_email(acct.email)
+        assert [r["id"] for r in logs(gw, account=masked)] == [
+            r["id"] for r in (newest, oldest) if r["account"] == masked]
+    assert logs(gw, model="3-fla")[0]["id"] == newest["id"]
     assert logs(gw, q="malformed")[0]["id"] == oldest["id"]
 
 
@@ -212,3 +220,27 @@ def test_a_capture_cut_inside_a_secret_keeps_no_part_of_it() -> None:
     image = b'{"data": "' + b"QUJD" * 10_000 + b'", "text": "after"}'
     out = capture_text(image, 1000, truncated=False)
     assert "[base64, 40000 chars]" in out and '"text": "after"' in out
+
+
+def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any,
+                                                  fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google)
+    headers = {"Authorization": f"Bearer {gw.admin_secret}"}
+    with httpx.stream("GET", gw.base_url + "/api/logs/stream", headers=headers,
+                      timeout=10) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == ": watching"
+        started = time.monotonic()
+        httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                   json={"contents": [{"role": "user", "parts": [{"text": "live"}]}]})
+        data = next(line for line in lines if line.startswith("data: "))
+        assert time.monotonic() - started < 2
+    row = orjson.loads(data[6:])
+    assert row["status"] == 200 and row["routed_model"] == "gemini-3-flash"
+    assert [r["id"] for r in logs(gw)] == [row["id"]]
+    # An open live view does not hold up a clean stop.
+    with httpx.stream("GET", gw.base_url + "/api/logs/stream", headers=headers, timeout=10):
+        began = time.monotonic()
+        assert gw.stop() == 0
+        assert time.monotonic() - began < 5

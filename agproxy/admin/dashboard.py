@@ -16,7 +16,7 @@ from agproxy.admin.monitor import settled
 from agproxy.admin.proxy import admin_error, read_json_object
 from agproxy.frontends.common import JSONResponse
 from agproxy.monitor import stats
-from agproxy.router.mapping import trace
+from agproxy.router.mapping import BUILTIN, trace
 from agproxy.service import Gateway
 
 
@@ -118,7 +118,16 @@ async def trace_model(request: Request) -> Response:
                          else None})
 
 
+async def models(request: Request) -> Response:
+    """What the mapping page shows beside the rules: the models served now and the
+    built-in table that applies when no rule matches."""
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse({"served": list(gateway.catalog()), "builtin": BUILTIN,
+                         "rules": gateway.settings.model_mapping})
+
+
 routes = [
+    Route("/models", models, methods=["GET"]),
     Route("/dashboard", dashboard, methods=["GET"]),
     Route("/models/trace", trace_model, methods=["GET", "POST"]),
 ]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from agproxy.admin.proxy import admin_error
@@ -23,6 +24,7 @@ from agproxy.service import Gateway
 
 T = request_logs
 MAX_POINTS = 5000
+KEEPALIVE_SECONDS = 15.0
 SUMMARY_COLUMNS = [c for c in T.c if c.name not in ("request_body", "response_body")]
 
 
@@ -40,13 +42,19 @@ def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
         query = query.offset(int(params["offset"]))
     if params.get("since"):
         query = query.where(T.c.started_at > float(params["since"]))
-    if params.get("status"):
-        query = query.where(T.c.status == int(params["status"]))
+    status = params.get("status", "")
+    if len(status) == 3 and status.endswith("xx") and status[0] in "12345":
+        low = int(status[0]) * 100
+        query = query.where(T.c.status >= low).where(T.c.status < low + 100)
+    elif status:
+        query = query.where(T.c.status == int(status))
     if params.get("errors_only") in ("1", "true"):
         query = query.where(T.c.status >= 400)
     if params.get("model"):
-        query = query.where(sa.or_(T.c.requested_model == params["model"],
-                                   T.c.routed_model == params["model"]))
+        like = f"%{params['model']}%"
+        query = query.where(sa.or_(T.c.requested_model.like(like), T.c.routed_model.like(like)))
+    if params.get("account"):
+        query = query.where(T.c.account.like(f"%{params['account']}%"))
     if params.get("protocol"):
         query = query.where(T.c.protocol == params["protocol"])
     if params.get("q"):
@@ -72,6 +80,34 @@ async def list_logs(request: Request) -> Response:
     except ValueError as exc:
         return admin_error(400, f"bad filter value: {exc}")
     return JSONResponse({"logs": rows})
+
+
+async def stream_logs(request: Request) -> Response:
+    """Server-sent events: one `data:` line per finished request (the list's row shape),
+    and a comment every 15 s so proxies keep the connection open."""
+    gateway: Gateway = request.app.state.gateway
+    monitor = gateway.monitor
+    if monitor is None:
+        return admin_error(404, "the monitor is not available")
+    queue = monitor.watch()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b": watching\n\n"
+            while True:
+                try:
+                    row = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                if row is None:
+                    return
+                yield b"data: " + orjson.dumps(row) + b"\n\n"
+        finally:
+            monitor.unwatch(queue)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def get_log(request: Request) -> Response:
@@ -186,6 +222,7 @@ def _export(gateway: Gateway, request: Request) -> Response:
 routes = [
     Route("/logs", list_logs, methods=["GET"]),
     Route("/logs/clear", clear_logs, methods=["POST"]),
+    Route("/logs/stream", stream_logs, methods=["GET"]),
     Route("/logs/{id}", get_log, methods=["GET"]),
     Route("/stats/summary", _stats_endpoint(_summary), methods=["GET"]),
     Route("/stats/usage", _stats_endpoint(_usage), methods=["GET"]),

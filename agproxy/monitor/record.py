@@ -58,13 +58,16 @@ class RequestRecord:
     request_cut: bool = False
     response_cut: bool = False
 
-    def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = ()) -> dict[str, Any]:
+    def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
+            bodies: bool = True) -> dict[str, Any]:
         """The database row. Runs on the writer's thread: redaction costs nothing on the
         request path."""
         def body(raw: bytearray | None, cut: bool) -> str | None:
-            return None if raw is None else capture_text(raw, body_limit, cut, secrets)
+            if raw is None or not bodies:
+                return None
+            return capture_text(raw, body_limit, cut, secrets)
 
-        error = self.error and redact(self.error, secrets)
+        error = self.error and redact(error_message(self.error), secrets)
         return {"id": self.id, "started_at": self.started_at, "protocol": self.protocol,
                 "method": self.method, "path": self.path,
                 "requested_model": self.requested_model, "routed_model": self.routed_model,
@@ -77,6 +80,20 @@ class RequestRecord:
                 "error": error, "client_ip": self.client_ip,
                 "request_body": body(self.request_body, self.request_cut),
                 "response_body": body(self.response_body, self.response_cut)}
+
+
+def error_message(body: str) -> str:
+    """The message of an OpenAI, Anthropic or Google error body; the text itself otherwise
+    (a cut or non-JSON body)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        kind = error.get("type") or error.get("status")
+        return f"{kind}: {error['message']}" if isinstance(kind, str) else error["message"]
+    return body
 
 
 def open_record(record: RequestRecord) -> contextvars.Token[RequestRecord | None]:
@@ -99,9 +116,11 @@ def note(**fields: Any) -> None:
                 setattr(record, key, value)
 
 
-def note_attempt(account_email: str, outcome: str) -> None:
+def note_attempt(account_email: str, outcome: str, model: str | None = None) -> None:
     record = _CURRENT.get()
     if record is not None:
+        if model and not record.routed_model:
+            record.routed_model = model
         at_ms = round((time.perf_counter() - record.started) * 1000, 1)
         record.attempts.append({"account": mask_email(account_email), "outcome": outcome,
                                 "at_ms": at_ms})

@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -27,6 +28,7 @@ QUEUE_LIMIT = 50_000
 BATCH = 500
 FLUSH_SECONDS = 0.5
 RETENTION_EVERY = 300.0
+WATCH_BACKLOG = 1000
 
 
 class MonitorWriter:
@@ -37,11 +39,14 @@ class MonitorWriter:
         self.queue: deque[RequestRecord] = deque()
         self.dropped = 0
         self.written = 0
+        self.watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._wake = asyncio.Event()
         self._last_retention = 0.0
 
     def submit(self, record: RequestRecord) -> None:
         self.metrics.observe(record)
+        if self.watchers:
+            self._publish(record)
         if not self.settings().monitor_enabled:
             return
         if len(self.queue) >= QUEUE_LIMIT:
@@ -50,6 +55,36 @@ class MonitorWriter:
         self.queue.append(record)
         if len(self.queue) >= BATCH:
             self._wake.set()
+
+    # -- live view: the console's monitor follows records as they finish ------------------
+    def watch(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(WATCH_BACKLOG)
+        self.watchers.add(queue)
+        return queue
+
+    def unwatch(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self.watchers.discard(queue)
+
+    def _publish(self, record: RequestRecord) -> None:
+        settings = self.settings()
+        summary = record.row(0, (settings.api_key, settings.admin_password,
+                                 settings.zai_api_key), bodies=False)
+        del summary["request_body"], summary["response_body"]
+        summary["attempts"] = record.attempts
+        for queue in self.watchers:
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled viewer misses rows
+                queue.put_nowait(summary)
+
+    def close_watchers(self) -> None:
+        """End every live view (shutdown must not wait for open consoles)."""
+        for queue in self.watchers:
+            while True:
+                try:
+                    queue.put_nowait(None)
+                    break
+                except asyncio.QueueFull:
+                    queue.get_nowait()
+        self.watchers.clear()
 
     def _write(self, batch: list[RequestRecord]) -> None:
         settings = self.settings()

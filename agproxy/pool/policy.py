@@ -104,7 +104,7 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 last_error = error
-                note_attempt(account.email, f"{error.status} {error.kind.value}")
+                note_attempt(account.email, f"{error.status} {error.kind.value}", model)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model,
                          error)
                 if error.kind is Failure.RATE_LIMITED:
@@ -136,6 +136,6 @@ class Policy:
                     raise  # 400 and the like: the request is at fault, not the account
                 continue
             self.scheduler.succeeded(account, session)
-            note_attempt(account.email, "ok")
+            note_attempt(account.email, "ok", model)
             return result
         raise Exhausted(last_error, None)

@@ -52,6 +52,8 @@ async function copy(text) {
 // ---- login ---------------------------------------------------------------------------------
 function showLogin(message) {
   clearInterval(pollTimer);
+  if (currentPage) PAGE_HOOKS[currentPage]?.leave?.();
+  currentPage = null;
   $("app-view").hidden = true;
   $("login-view").hidden = false;
   $("login-error").hidden = !message;
@@ -264,12 +266,26 @@ async function saveZai() {
 
 // ---- model mapping ------------------------------------------------------------------------------
 function mappingRow(from = "", to = "") {
-  const remove = el("button", { class: "btn small", type: "button", onclick: () => row.remove() }, "Remove");
+  const button = (label, title, onclick) => el("button", { class: "btn small", type: "button", title, onclick }, label);
   const row = el("div", { class: "mapping-row" },
+    el("span", { class: "order" },
+      button("↑", "Move up", () => row.previousElementSibling && row.parentNode.insertBefore(row, row.previousElementSibling)),
+      button("↓", "Move down", () => row.nextElementSibling && row.parentNode.insertBefore(row.nextElementSibling, row))),
     el("input", { class: "map-from", placeholder: "requested id, e.g. gpt-4*", value: from }),
     el("span", { class: "arrow" }, "→"),
-    el("input", { class: "map-to", placeholder: "served model, e.g. gemini-3-flash", value: to }), remove);
+    el("input", { class: "map-to", placeholder: "served model, e.g. gemini-3-flash", value: to }),
+    button("Remove", "Remove this rule", () => row.remove()));
   return row;
+}
+
+function mappingRules() {
+  const rules = {};
+  for (const row of document.querySelectorAll(".mapping-row")) {
+    const from = row.querySelector(".map-from").value.trim();
+    const to = row.querySelector(".map-to").value.trim();
+    if (from && to) rules[from] = to;
+  }
+  return rules;
 }
 
 function renderMapping() {
@@ -279,12 +295,7 @@ function renderMapping() {
 }
 
 async function saveMapping() {
-  const rules = {};
-  for (const row of document.querySelectorAll(".mapping-row")) {
-    const from = row.querySelector(".map-from").value.trim();
-    const to = row.querySelector(".map-to").value.trim();
-    if (from && to) rules[from] = to;
-  }
+  const rules = mappingRules();
   $("mapping-error").hidden = true;
   try {
     config = await api("PUT", "/api/config", { model_mapping: Object.keys(rules).length ? rules : null });
@@ -463,14 +474,21 @@ async function refreshAllQuotas() {
 }
 
 // ---- navigation ------------------------------------------------------------------------------
-const PAGES = { proxy: "API Proxy", accounts: "Accounts" };
+const PAGES = { dashboard: "Dashboard", proxy: "API Proxy", accounts: "Accounts", monitor: "Monitor",
+  stats: "Statistics", mapping: "Model mapping" };
+// Pages defined in pages.js register { enter, leave } here: enter when shown, leave when hidden.
+const PAGE_HOOKS = { accounts: { enter: () => loadAccounts() } };
+let currentPage = null;
 
 function route() {
-  const page = (location.hash.match(/^#\/(\w+)/) || [])[1] in PAGES ? location.hash.slice(2) : "proxy";
+  const wanted = (location.hash.match(/^#\/(\w+)/) || [])[1];
+  const page = wanted in PAGES ? wanted : "dashboard";
   for (const name of Object.keys(PAGES)) $("page-" + name).hidden = name !== page;
   for (const link of document.querySelectorAll(".nav-link")) link.classList.toggle("active", link.dataset.page === page);
   $("page-title").textContent = PAGES[page];
-  if (page === "accounts") loadAccounts().catch((err) => toast(err.message));
+  if (currentPage && currentPage !== page) PAGE_HOOKS[currentPage]?.leave?.();
+  currentPage = page;
+  Promise.resolve(PAGE_HOOKS[page]?.enter?.()).catch((err) => toast(err.message));
 }
 
 async function loadAll() {
@@ -494,9 +512,9 @@ function wire() {
   $("btn-regenerate-key").addEventListener("click", regenerateKey);
   for (const b of document.querySelectorAll("[data-copy]")) b.addEventListener("click", () => copy($(b.dataset.copy).textContent));
   for (const b of document.querySelectorAll("[data-copy-input]")) b.addEventListener("click", () => copy($(b.dataset.copyInput).value));
-  for (const tab of document.querySelectorAll(".tab")) {
+  for (const tab of document.querySelectorAll(".tab[data-tab]")) {
     tab.addEventListener("click", () => {
-      for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+      for (const t of document.querySelectorAll(".tab[data-tab]")) t.classList.toggle("active", t === tab);
       for (const body of document.querySelectorAll("[data-tab-body]")) body.hidden = body.dataset.tabBody !== tab.dataset.tab;
     });
   }
@@ -511,6 +529,9 @@ function wire() {
   window.addEventListener("hashchange", route);
 }
 
-wire();
-const saved = sessionStorage.getItem(KEY_STORE);
-if (saved) tryLogin(saved); else showLogin();
+// Start once every script (charts.js, pages.js) has registered its pages.
+document.addEventListener("DOMContentLoaded", () => {
+  wire();
+  const saved = sessionStorage.getItem(KEY_STORE);
+  if (saved) tryLogin(saved); else showLogin();
+});
