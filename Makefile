@@ -15,3 +15,4 @@ lint:             ## ruff over code and tests
 
 bench:            ## what the gateway adds over calling the fake upstream directly
 	.venv/bin/python bench/run.py
+	.venv/bin/python bench/monitor.py

@@ -219,4 +219,5 @@ class Gateway:
         await self.accounts.client.close()
         if self.monitor is not None:
             await self.monitor.flush()  # nothing recorded is lost on a clean stop
+            self.monitor.close()
         self.engine.dispose()

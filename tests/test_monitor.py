@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -170,6 +173,24 @@ def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
     assert logs(gw) == []
 
 
+def test_cli_logs_follow_prints_new_requests(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google)
+    follow = subprocess.Popen([sys.executable, "-m", "agproxy", "logs", "--follow", "--json"],
+                              env=gw.env, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # let it print the (empty) backlog and start following
+        for text in ("first", "second"):
+            httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                       json={"contents": [{"role": "user", "parts": [{"text": text}]}]})
+        assert follow.stdout is not None
+        seen = [orjson.loads(follow.stdout.readline()) for _ in range(2)]
+    finally:
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(10) == 0  # Ctrl+C ends it quietly
+    assert [r["id"] for r in seen] == [r["id"] for r in reversed(logs(gw))]
+    assert all(r["status"] == 200 for r in seen)
+
+
 def test_monitor_off_records_nothing(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_MONITOR_ENABLED="false")
     httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
@@ -244,3 +265,50 @@ def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any,
         began = time.monotonic()
         assert gw.stop() == 0
         assert time.monotonic() - began < 5
+
+
+def test_a_client_that_hangs_up_is_recorded_as_499(gateway_factory: Any,
+                                                   fake_google: Any) -> None:
+    gw, [acct] = gateway_with(gateway_factory, fake_google)
+    fake_google.inject(Fault.stall(20), email=acct.email)
+    stream = "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse"
+    with httpx.stream("POST", gw.base_url + stream, timeout=30, json={
+            "contents": [{"role": "user", "parts": [{"text": "hang up"}]}]}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                break  # the first event arrived; hang up while the upstream stalls
+    deadline = time.monotonic() + 5
+    while not (records := logs(gw)):
+        assert time.monotonic() < deadline, "no record for the abandoned stream"
+        time.sleep(0.1)
+    [record] = records
+    assert record["status"] == 499
+    assert record["error"] == "client closed the connection after a 200 began"
+    assert record["ttfb_ms"] is not None and record["routed_model"] == "gemini-3-flash"
+    assert [a["outcome"] for a in record["attempts"]] == ["ok"]
+
+
+def test_records_wait_for_a_writer_in_another_process_and_are_kept(tmp_path: Any) -> None:
+    engine = open_database(tmp_path / "m.db")
+    settings = Settings(api_key="sk-test-000000")
+    writer = MonitorWriter(engine, lambda: settings)
+    other = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. `agproxy accounts import` mid-transaction
+
+    async def scenario() -> float:
+        for i in range(250):
+            writer.submit(RequestRecord("gemini", "POST", f"/x/{i}", None, status=200))
+        flushing = asyncio.create_task(writer.flush())
+        began = time.monotonic()
+        await asyncio.sleep(0.3)  # the loop is not blocked while the lock is held
+        lag = time.monotonic() - began - 0.3
+        assert not flushing.done()
+        other.execute("COMMIT")
+        await flushing
+        return lag
+
+    assert asyncio.run(scenario()) < 0.1
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM request_logs").scalar() == 250
+    assert writer.written == 250 and not writer.queue
+    writer.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import click
+import httpx
 import orjson
 
 from agproxy.cli.client import AdminClient
@@ -40,17 +42,46 @@ def logs(limit: int, errors_only: bool, follow: bool, as_json: bool) -> None:
         for log in reversed(records):
             click.echo(orjson.dumps(log).decode() if as_json else _line(log))
 
-    records = client.call_ok("GET", "/api/logs" + params)["logs"]
-    show(records)
     if not follow:
+        show(client.call_ok("GET", "/api/logs" + params)["logs"])
         return
-    since = max((r["started_at"] for r in records), default=time.time() - 1)
     try:
-        while True:
-            time.sleep(1.0)
-            fresh = client.call_ok("GET", f"/api/logs{params}&since={since}")["logs"]
-            if fresh:
-                show(fresh)
-                since = max(r["started_at"] for r in fresh)
+        _follow(client, params, errors_only, show)
     except KeyboardInterrupt:
         return
+
+
+def _follow(client: AdminClient, params: str, errors_only: bool,
+            show: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Print the backlog, then each request as it finishes (the live stream), and
+    reconnect when the gateway restarts."""
+    seen: set[str] = set()
+    headers = {"Authorization": f"Bearer {client.secret}"}
+    first = True
+    while True:
+        try:
+            # The stream is opened before the backlog is read: nothing falls in between.
+            with httpx.stream("GET", client.base_url + "/api/logs/stream", headers=headers,
+                              timeout=httpx.Timeout(10, read=None)) as stream:
+                if stream.status_code != 200:
+                    stream.read()
+                    client.call_ok("GET", "/api/logs/stream")  # raises with the reason
+                lines = stream.iter_lines()
+                next(lines, None)  # ": watching": the gateway now queues for us
+                backlog = client.call_ok("GET", "/api/logs" + params)["logs"]
+                fresh = [r for r in backlog if r["id"] not in seen]
+                show(fresh)  # after a reconnect: what finished while we were away
+                seen.update(r["id"] for r in backlog)
+                first = False
+                for line in lines:
+                    if not line.startswith("data: "):
+                        continue
+                    row = orjson.loads(line[6:])
+                    if row["id"] in seen or (errors_only and row["status"] < 400):
+                        continue
+                    seen.add(row["id"])
+                    show([row])
+        except (httpx.TransportError, click.ClickException) as exc:
+            if first:
+                raise click.ClickException(str(exc)) from exc
+        time.sleep(1.0)  # the gateway went away: wait for it to come back

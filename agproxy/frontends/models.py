@@ -10,8 +10,19 @@ from agproxy.frontends.gemini import model_info
 from agproxy.router.mapping import BUILTIN
 
 
+def _from_google_client(request: Request) -> bool:
+    """Google's SDKs list models at /v1/models too (the v1 API); they name themselves in
+    x-goog-api-client and send the key as x-goog-api-key or ?key=."""
+    headers = request.headers
+    return ("x-goog-api-client" in headers or "x-goog-api-key" in headers
+            or "key" in request.query_params)
+
+
 async def openai_models(request: Request) -> Response:
-    """The pool's models, then the aliases (mapping rules, built-in table) that route to one."""
+    """The pool's models, then the aliases (mapping rules, built-in table) that route to one.
+    A Google SDK asking the same path gets the Gemini shape."""
+    if _from_google_client(request):
+        return await gemini_models(request)
     gateway = request.app.state.gateway
     catalog = gateway.catalog()
     aliases = [k for k in (*gateway.settings.model_mapping, *BUILTIN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agproxy.frontends.errors import protocol_of
@@ -13,6 +14,7 @@ from agproxy.server.zones import Zone, zone_of
 from agproxy.service import Gateway
 
 ERROR_CAPTURE = 2000
+CLIENT_CLOSED = 499
 
 
 class MonitorMiddleware:
@@ -45,7 +47,10 @@ class MonitorMiddleware:
                                                raw_limit) or record.request_cut
                 return message
 
+        finished = False
+
         async def watching_send(message: Message) -> None:
+            nonlocal finished
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 for name, value in message.get("headers", []):
@@ -62,17 +67,27 @@ class MonitorMiddleware:
                 if capture and body:
                     record.response_cut = _keep(record.response_body, body,
                                                 raw_limit) or record.response_cut
+                finished = not message.get("more_body", False)
             await send(message)
 
         token = open_record(record)
         try:
             await self.app(scope, receive, watching_send)
+        except (OSError, ClientDisconnect):
+            finished = False  # the client went away while we were writing to it
+            raise
         except BaseException as exc:
             record.status = record.status or 500
             record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
             raise
         finally:
             close_record(token)
+            if not finished and record.error is None:
+                # The app returned (or failed to write) before the response ended: the
+                # client closed the connection. 499, as nginx logs it.
+                started = f"after a {record.status} began" if record.status else "before an answer"
+                record.error = f"client closed the connection {started}"
+                record.status = CLIENT_CLOSED
             record.duration_ms = (time.perf_counter() - record.started) * 1000
             if record.status >= 400 and error_body and not record.error:
                 record.error = error_body.decode("utf-8", "replace")
