@@ -59,6 +59,14 @@ def test_streaming_is_passed_through_byte_exact(gateway_factory: Any, zai: FakeZ
         received = b"".join(response.iter_raw())
     assert received == STREAM
     assert response.headers["content-type"].startswith("text/event-stream")
+    # The monitor read the token counts from the stream it passed through untouched.
+    [record] = gw.admin("GET", "/api/logs").json()["logs"]
+    assert (record["provider"], record["requested_model"], record["routed_model"]) == (
+        "zai", "claude-sonnet-4-6", "glm-4.7")
+    assert (record["input_tokens"], record["output_tokens"], record["status"]) == (3, 4, 200)
+    ask(gw)  # and from a JSON answer
+    newest = gw.admin("GET", "/api/logs").json()["logs"][0]
+    assert (newest["input_tokens"], newest["output_tokens"]) == (3, 5)
     client = anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url, max_retries=0)
     with client.messages.stream(model="claude-sonnet-4-6", max_tokens=10,
                                 messages=[{"role": "user", "content": "hi"}]) as stream:

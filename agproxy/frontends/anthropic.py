@@ -28,6 +28,8 @@ from agproxy.translate.openai_chat import BadRequest
 from agproxy.upstream import Failure, UpstreamError
 from agproxy.upstream.zai import ZaiUnavailable
 
+USAGE_SCAN_LIMIT = 1 << 20  # bytes of a z.ai answer read for its token counts
+
 ANTHROPIC = Protocol.ANTHROPIC
 MAX_SIGNATURES = 5000
 BACKGROUND_MARKERS = ("write a 5-10 word title", "respond with the title", "generate a title",
@@ -78,9 +80,48 @@ async def _to_zai(request: Request, path: str, body: dict[str, Any]) -> Response
         answer = await gateway.zai.forward(path, body, headers)
     except ZaiUnavailable as exc:
         return _error(502, exc.message)
-    return StreamingResponse(answer.body, status_code=answer.status,
+    note(routed_model=answer.model)
+    return StreamingResponse(_tap_usage(answer.body), status_code=answer.status,
                              media_type=answer.content_type,
                              headers={"x-agproxy-provider": "zai"})
+
+
+async def _tap_usage(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Pass z.ai's bytes through untouched while reading the token counts for the
+    monitor: `usage` in message_start/message_delta events, or in the one JSON body."""
+    usage: dict[str, int] = {}
+    pending = b""
+    kept = bytearray()
+    async for chunk in body:
+        yield chunk
+        if len(kept) < USAGE_SCAN_LIMIT:
+            kept.extend(chunk)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > USAGE_SCAN_LIMIT:
+            pending = b""  # one huge line (a JSON body): read from `kept` at the end
+        for line in lines:
+            if line.startswith(b"data:") and b'"usage"' in line:
+                _merge_usage(usage, line[5:])
+    if not usage and kept[:1] == b"{":
+        _merge_usage(usage, bytes(kept))
+    if usage:
+        note_tokens(usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0),
+                    usage.get("output_tokens"),
+                    cached_tokens=usage.get("cache_read_input_tokens"))
+
+
+def _merge_usage(usage: dict[str, int], raw: bytes) -> None:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(data, dict):
+        return
+    message = data.get("message")
+    found = data.get("usage") or (message.get("usage") if isinstance(message, dict) else None)
+    if isinstance(found, dict):
+        usage.update({k: v for k, v in found.items() if isinstance(v, int)})
 
 
 async def _body_and_model(request: Request, body: dict[str, Any]
@@ -212,7 +253,7 @@ async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any]
 def _note_usage(translator: MessageStream) -> None:
     usage = translator.usage
     note_tokens(usage["input_tokens"] + usage["cache_read_input_tokens"],
-                usage["output_tokens"])
+                usage["output_tokens"], cached_tokens=usage["cache_read_input_tokens"] or None)
 
 
 def is_background_task(body: dict[str, Any]) -> bool:

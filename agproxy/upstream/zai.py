@@ -54,6 +54,7 @@ class ZaiResponse:
     status: int
     content_type: str
     body: AsyncIterator[bytes]
+    model: str | None = None  # the GLM model the request went to
 
 
 class ZaiClient:
@@ -90,4 +91,4 @@ class ZaiClient:
 
         return ZaiResponse(response.status,
                            response.headers.get("Content-Type", "application/json"),
-                           body_bytes())
+                           body_bytes(), payload.get("model"))
