@@ -126,6 +126,18 @@ def test_monitor_shows_new_requests_live_filters_and_details(
         expect(rows).to_have_count(0)
         expect(page.locator("#mon-empty")).to_be_visible()
         assert gw.admin("GET", "/api/logs").json()["logs"] == []
+
+        # Body capture from the page: the next request's bodies show, redacted.
+        page.check("#mon-bodies")
+        expect(page.locator("#toast")).to_contain_text("Capturing bodies")
+        assert gw.admin("GET", "/api/config").json()["config"]["monitor_capture_bodies"]
+        planted = "sk-" + uuid.uuid4().hex
+        assert ask(gw, text=f"my key is {planted}").status_code == 200
+        expect(rows).to_have_count(1, timeout=2000)
+        rows.first.click()
+        expect(page.locator("#detail-request")).to_contain_text("my key is [redacted]")
+        expect(page.locator("#detail-response")).to_contain_text("echo: my key is [redacted]")
+        assert planted not in page.content()
     finally:
         gw.stop()
 
