@@ -175,9 +175,16 @@ class MonitorWriter:
                 self.queue.extendleft(reversed(batch))
                 return
 
-    def _checkpoint(self) -> None:
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+    def _checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database (on a worker thread; its own connection, as a
+        checkpoint cannot run inside the engine's transactions). Returns SQLite's
+        (busy, frames in the log, frames checkpointed)."""
+        conn = sqlite3.connect(str(self.engine.url.database), isolation_level=None)
+        try:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            return busy, frames, done
+        finally:
+            conn.close()
 
     async def run(self) -> None:
         last_checkpoint = time.monotonic()
