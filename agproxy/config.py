@@ -86,6 +86,7 @@ class Settings(BaseModel):
     default_cooldown_seconds: float = 60.0
     model_mapping: dict[str, str] = {}
     background_model: str | None = None
+    intercept_warmup: bool = True
     stream_ping_seconds: float = 10.0
     pinned_models: tuple[str, ...] = ()
     hidden_models: tuple[str, ...] = ()

@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from fake_google import count_tokens
+from fake_google import Fault, count_tokens
 
 from conftest import Gateway, google_env, spawn
 
@@ -258,23 +258,78 @@ def test_claude_code_replay_every_tool_schema_is_accepted(gw: Gateway,
     assert thinking == {"includeThoughts": True, "thinkingBudget": 31999}
 
 
-def test_a_tampered_signature_is_refused_upstream_and_reported(client: anthropic.Anthropic,
-                                                               fake_google: Any) -> None:
+def test_a_refused_signature_is_retried_without_signatures(client: anthropic.Anthropic,
+                                                          fake_google: Any) -> None:
     history: list[Any] = [
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": [
             {"type": "thinking", "thinking": "hmm", "signature": "forged-" + "x" * 60},
+            {"type": "redacted_thinking", "data": "opaque"},
             {"type": "text", "text": "a"}]},
         {"role": "user", "content": "again"}]
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        client.messages.create(model="claude-sonnet-4-6", max_tokens=4000, messages=history,
-                               thinking={"type": "enabled", "budget_tokens": 1024})
-    assert "Invalid `signature`" in str(caught.value)
-    # Unsigned thinking (a client that lost it) goes back as plain text and is accepted.
+    calls = len(fake_google.calls("streamGenerateContent"))
+    answer = client.messages.create(model="claude-sonnet-4-6", max_tokens=4000,
+                                    messages=history,
+                                    thinking={"type": "enabled", "budget_tokens": 1024})
+    assert answer.content[-1].text.startswith("echo:")  # type: ignore[union-attr]
+    refused, retried = fake_google.calls("streamGenerateContent")[calls:]
+    assert refused.body["request"]["contents"][1]["parts"][0]["thoughtSignature"].startswith(
+        "forged-")
+    contents = retried.body["request"]["contents"]
+    # The thinking went back as plain text, thinking was off, and the model was told why.
+    assert contents[1]["parts"] == [{"text": "hmm"}, {"text": "a"}]
+    assert "thinkingConfig" not in retried.body["request"]["generationConfig"]
+    assert contents[2]["parts"][-1]["text"].startswith("again\n\n[System Recovery]")
+    # Unsigned thinking (a client that lost it) goes back as plain text at once.
     history[1]["content"][0].pop("signature")
     ok = client.messages.create(model="claude-sonnet-4-6", max_tokens=4000, messages=history)
     assert ok.content[-1].text.startswith("echo:")  # type: ignore[union-attr]
     assert sent(fake_google)["request"]["contents"][1]["parts"][0] == {"text": "hmm"}
+
+
+def test_a_prompt_over_the_context_limit_says_prompt_is_too_long(
+        client: anthropic.Anthropic, fake_google: Any) -> None:
+    fake_google.inject(Fault.invalid_argument(
+        "The input token count (1200000) exceeds the maximum number of tokens allowed "
+        "(1048576)."))
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=100,
+                               messages=[{"role": "user", "content": "long " * 10}])
+    assert caught.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    message = caught.value.body["error"]["message"]  # type: ignore[index]
+    assert message.startswith("Prompt is too long") and "1200000" in message
+
+
+@pytest.mark.parametrize("content", [
+    "Warmup", [{"type": "text", "text": "Warmup"}],
+    [{"type": "tool_result", "tool_use_id": "t1", "is_error": True, "content": "Warmup"}]])
+def test_claude_code_warmup_is_answered_locally(gw: Gateway, fake_google: Any,
+                                                content: Any) -> None:
+    before = len(fake_google.calls("streamGenerateContent"))
+    body = {"model": "claude-haiku-4-5-20251001", "max_tokens": 1,
+            "messages": [{"role": "user", "content": content}]}
+    headers = {"x-api-key": gw.api_key, "anthropic-version": "2023-06-01"}
+    reply = httpx.post(gw.base_url + "/v1/messages", headers=headers, json=body, timeout=10)
+    assert reply.status_code == 200 and reply.headers["x-warmup-intercepted"] == "true"
+    assert reply.json()["content"] == [{"type": "text", "text": "OK"}]
+    assert reply.json()["stop_reason"] == "end_turn"
+    client = anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url, max_retries=0)
+    with client.messages.stream(**body) as stream:  # type: ignore[arg-type]
+        assert stream.get_final_text() == "OK"
+    assert len(fake_google.calls("streamGenerateContent")) == before  # no quota spent
+    # A real question that mentions warm-ups is not one.
+    body["messages"] = [{"role": "user", "content": "Warmup exercises " + "x" * 100}]
+    assert httpx.post(gw.base_url + "/v1/messages", headers=headers, json=body,
+                      timeout=30).json()["content"][0]["text"].startswith("echo:")
+
+
+def test_claude_code_telemetry_is_accepted_and_not_recorded(gw: Gateway) -> None:
+    for path in ("/v1/api/event_logging/batch", "/v1/api/event_logging"):
+        reply = httpx.post(gw.base_url + path, json={"events": [{"name": "tengu_start"}]},
+                           headers={"x-api-key": gw.api_key}, timeout=10)
+        assert reply.status_code == 200 and reply.content == b""
+    recorded = gw.admin("GET", "/api/logs", params={"q": "event_logging"}).json()["logs"]
+    assert recorded == []
 
 
 def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -> None:

@@ -4,6 +4,7 @@ Code sends it) and `POST /v1/messages/count_tokens`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -21,13 +22,22 @@ from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
-from agproxy.translate.anthropic import MessageStream, messages_to_gemini
+from agproxy.translate.anthropic import (
+    PROMPT_TOO_LONG,
+    MessageStream,
+    is_signature_error,
+    is_warmup,
+    messages_to_gemini,
+    warmup_answer,
+    without_signatures,
+)
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.gemini import estimate_tokens
 from agproxy.translate.openai_chat import BadRequest
 from agproxy.upstream import Failure, UpstreamError
 from agproxy.upstream.zai import ZaiUnavailable
 
+log = logging.getLogger("agproxy.anthropic")
 USAGE_SCAN_LIMIT = 1 << 20  # bytes of a z.ai answer read for its token counts
 
 ANTHROPIC = Protocol.ANTHROPIC
@@ -141,6 +151,8 @@ async def messages(request: Request) -> Response:
     raw = await _body(request)
     if isinstance(raw, Response):
         return raw
+    if gateway.settings.intercept_warmup and is_warmup(raw):
+        return _warmup(raw)
     if gateway.use_zai(str(raw["model"])):
         return await _to_zai(request, "/v1/messages", raw)
     background = gateway.settings.background_model
@@ -177,10 +189,23 @@ async def messages(request: Request) -> Response:
         return first, events
 
     try:
-        first, events = await gateway.policy.run(model, session, attempt)
+        try:
+            first, events = await gateway.policy.run(model, session, attempt)
+        except UpstreamError as error:
+            if not (error.status == 400 and is_signature_error(error.message)):
+                raise
+            # A thought signature from another account or model: once more, without any.
+            log.info("signature refused (%s); retrying without thinking signatures",
+                     error.message[:200])
+            inner = messages_to_gemini(without_signatures(body), model)
+            first, events = await gateway.policy.run(model, session, attempt)
     except Exhausted as failure:
         return exhausted(ANTHROPIC, failure)
     except UpstreamError as error:
+        if error.status == 400 and PROMPT_TOO_LONG.search(error.message):
+            # Claude Code compacts the conversation when it reads this.
+            return _error(400, f"Prompt is too long (server-side context limit reached). "
+                               f"Upstream: {error.message}")
         return upstream_failure(ANTHROPIC, error)
     headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
     if body.get("stream") is not True:
@@ -198,6 +223,28 @@ async def messages(request: Request) -> Response:
                                   gateway.settings.stream_ping_seconds),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
+
+
+def _warmup(body: dict[str, Any]) -> Response:
+    """Claude Code's warm-up ping answered here: `OK`, no account, no quota spent."""
+    translator = MessageStream(str(body["model"]))
+    events = translator.feed(warmup_answer()) + translator.finish()
+    headers = {"request-id": "req_" + secrets.token_hex(12), "x-warmup-intercepted": "true"}
+    if body.get("stream") is not True:
+        return JSONResponse(translator.message(), headers=headers)
+
+    async def frames() -> AsyncIterator[bytes]:
+        for event in events:
+            yield _frame(event)
+
+    return StreamingResponse(frames(), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
+
+
+async def event_logging(request: Request) -> Response:
+    """Claude Code's telemetry (`/v1/api/event_logging/batch`): accepted and dropped."""
+    await request.body()
+    return Response(status_code=200)
 
 
 def _frame(event: dict[str, Any]) -> bytes:

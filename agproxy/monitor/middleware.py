@@ -15,6 +15,8 @@ from agproxy.service import Gateway
 
 ERROR_CAPTURE = 2000
 CLIENT_CLOSED = 499
+# Claude Code's telemetry: not a model request, and it would flood the monitor.
+NOT_RECORDED = frozenset({"/v1/api/event_logging", "/v1/api/event_logging/batch"})
 
 
 class MonitorMiddleware:
@@ -25,7 +27,8 @@ class MonitorMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] == "OPTIONS"
                 or zone_of(scope["path"]) is not Zone.AI
-                or self.gateway.monitor is None):
+                or self.gateway.monitor is None
+                or scope["path"] in NOT_RECORDED):
             await self.app(scope, receive, send)
             return
         settings = self.gateway.settings

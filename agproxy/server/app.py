@@ -67,6 +67,8 @@ def build_app(gateway: Gateway) -> Starlette:
         # Anthropic
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
+        Route("/v1/api/event_logging", anthropic.event_logging, methods=["POST"]),
+        Route("/v1/api/event_logging/batch", anthropic.event_logging, methods=["POST"]),
         Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),
