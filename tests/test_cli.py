@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_google import Fault
 
 from conftest import ZAI_ENV, free_port, google_env, run_cli
 
@@ -117,7 +118,17 @@ def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:
     assert f"base_url=http://127.0.0.1:{gw.port}/v1" in out
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{gw.port}   (no /v1)" in out
     assert "✓ Gemini request to gemini-3-flash answered: 'echo: Reply with: OK'" in out
+    assert "✓ OpenAI request to gemini-3-flash answered: 'echo: Reply with: OK'" in out
+    assert "✓ Anthropic request to claude-sonnet-4-6 answered: 'echo: Reply with: OK'" in out
     assert "✗" not in out
+    # A failing protocol is named with the upstream's reason and the fix.
+    fake_google.inject(Fault.invalid_argument("the request was refused"), times=1)
+    failed = gw.cli("doctor")
+    assert failed.returncode == 1
+    assert ("✗ Gemini request to gemini-3-flash failed: HTTP 400: upstream: the request was "
+            "refused") in failed.stdout
+    assert "fix: see `agproxy accounts list`" in failed.stdout
+    assert "✓ OpenAI request to gemini-3-flash answered" in failed.stdout
 
 
 def test_doctor_says_how_to_get_a_model(gateway_factory) -> None:  # type: ignore[no-untyped-def]
@@ -126,6 +137,8 @@ def test_doctor_says_how_to_get_a_model(gateway_factory) -> None:  # type: ignor
     assert result.returncode == 1
     assert "✗ no model to send a request to" in result.stdout
     assert "fix: add a Google account: `agproxy accounts login`" in result.stdout
+    # z.ai (ZAI_ENV points nowhere reachable) is still asked, as Claude Code would ask it.
+    assert "Anthropic request to claude-sonnet-4-6" in result.stdout
 
 
 def test_doctor_names_the_fix_when_the_service_is_stopped(gateway_factory) -> None:  # type: ignore[no-untyped-def]

@@ -76,36 +76,83 @@ def run_checks(base: str, api_key: str, admin_secret: str, emit: Callable[[Check
             report(Check(False, f"key refused as {label} ({path}): HTTP {response.status_code}",
                          "the CLI sends the api_key of this data directory; if a client gets "
                          "401, its key differs from `agproxy config get api_key --reveal`"))
-    report(_gemini_request(client, api_key))
+    for check in _real_requests(client, api_key):
+        report(check)
     return healthy
 
 
-def _gemini_request(client: httpx.Client, api_key: str) -> Check:
-    """One real Gemini-native request, to the first model the pool lists."""
-    headers = {"x-goog-api-key": api_key}
-    models = client.get("/v1beta/models", headers=headers).json().get("models", [])
-    if not models:
-        return Check(False, "no model to send a request to (no account with quota)",
-                     "add a Google account: `agproxy accounts login`, then "
-                     "`agproxy accounts quota`")
-    names = [m["name"].removeprefix("models/") for m in models]
-    model = next((n for n in names if "flash" in n), names[0])
-    response = client.post(f"/v1beta/models/{model}:generateContent", headers=headers,
-                           timeout=120, json={"contents": [
-                               {"role": "user", "parts": [{"text": "Reply with: OK"}]}]})
-    if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        return Check(False, f"Gemini request to {model} failed: HTTP {response.status_code}: "
-                            f"{message}", "see `agproxy accounts list` for account states")
-    parts = (response.json().get("candidates") or [{}])[0].get("content", {}).get("parts", [])
-    text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+PROMPT = "Reply with: OK"
+
+
+def _failure(protocol: str, model: str, response: httpx.Response) -> Check:
+    try:
+        error = response.json()["error"]
+        message = error["message"] if isinstance(error, dict) else str(error)
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    return Check(False, f"{protocol} request to {model} failed: HTTP {response.status_code}: "
+                        f"{message}", "see `agproxy accounts list` for account states and "
+                                      "`agproxy logs --errors` for what the upstream said")
+
+
+def _answered(protocol: str, model: str, text: str) -> Check:
     if not text.strip():
-        return Check(False, f"Gemini request to {model} came back without text",
+        return Check(False, f"{protocol} request to {model} came back without text",
                      "try another model; check `agproxy accounts quota`")
-    return Check(True, f"Gemini request to {model} answered: {text.strip()[:60]!r}")
+    return Check(True, f"{protocol} request to {model} answered: {text.strip()[:60]!r}")
+
+
+def _real_requests(client: httpx.Client, api_key: str) -> list[Check]:
+    """One real request per protocol, each in the shape its SDK sends."""
+    models = client.get("/v1beta/models", headers={"x-goog-api-key": api_key}).json()
+    names = [m["name"].removeprefix("models/") for m in models.get("models", [])]
+    if names:
+        model = next((n for n in names if "flash" in n and "image" not in n), names[0])
+        checks = [_gemini_request(client, api_key, model),
+                  _openai_request(client, api_key, model)]
+    else:
+        checks = [Check(False, "no model to send a request to (no account with quota)",
+                        "add a Google account: `agproxy accounts login`, then "
+                        "`agproxy accounts quota`")]
+    return [*checks, _anthropic_request(client, api_key, names)]
+
+
+def _gemini_request(client: httpx.Client, api_key: str, model: str) -> Check:
+    response = client.post(f"/v1beta/models/{model}:generateContent", timeout=120,
+                           headers={"x-goog-api-key": api_key},
+                           json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]})
+    if response.status_code != 200:
+        return _failure("Gemini", model, response)
+    parts = (response.json().get("candidates") or [{}])[0].get("content", {}).get("parts", [])
+    return _answered("Gemini", model,
+                     "".join(p.get("text", "") for p in parts if not p.get("thought")))
+
+
+def _openai_request(client: httpx.Client, api_key: str, model: str) -> Check:
+    response = client.post("/v1/chat/completions", timeout=120,
+                           headers={"Authorization": f"Bearer {api_key}"},
+                           json={"model": model,
+                                 "messages": [{"role": "user", "content": PROMPT}]})
+    if response.status_code != 200:
+        return _failure("OpenAI", model, response)
+    choices = response.json().get("choices") or [{}]
+    return _answered("OpenAI", model, str(choices[0].get("message", {}).get("content") or ""))
+
+
+def _anthropic_request(client: httpx.Client, api_key: str, names: list[str]) -> Check:
+    """A Claude model when the pool has one; else whatever serves `claude-sonnet-4-6`
+    (z.ai, or a mapping rule)."""
+    model = next((n for n in names if n.startswith("claude") and "thinking" not in n),
+                 "claude-sonnet-4-6")
+    response = client.post("/v1/messages", timeout=120,
+                           headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+                           json={"model": model, "max_tokens": 256,
+                                 "messages": [{"role": "user", "content": PROMPT}]})
+    if response.status_code != 200:
+        return _failure("Anthropic", model, response)
+    blocks = response.json().get("content") or []
+    return _answered("Anthropic", model,
+                     "".join(b.get("text", "") for b in blocks if b.get("type") == "text"))
 
 
 def _print_check(check: Check) -> None:
@@ -121,8 +168,8 @@ def doctor() -> None:
 
     Is the gateway reachable on the configured port, does the proxy service
     run, does /healthz answer, is the api key accepted in each header form,
-    does a real Gemini request come back with text. Then prints the base URL
-    for each SDK.
+    does one real request per protocol (Gemini, OpenAI, Anthropic) come back with
+    text. Then prints the base URL for each SDK.
     """
     store = load_settings()
     settings = store.settings
