@@ -95,7 +95,13 @@ def m003_request_logs(conn: Connection) -> None:
     sa.Index("ix_request_logs_account", table.c.account).create(conn)
 
 
-MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions, m003_request_logs]
+def m004_request_log_account_id(conn: Connection) -> None:
+    # Masked emails can coincide (a***e@x for alice@x and anne@x): statistics group by id.
+    conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN account_id VARCHAR(36)")
+
+
+MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions, m003_request_logs,
+                               m004_request_log_account_id]
 
 _applied = sa.Table(
     "schema_migrations", sa.MetaData(),

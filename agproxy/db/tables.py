@@ -65,4 +65,5 @@ request_logs = sa.Table(
     sa.Column("client_ip", sa.String(64)),
     sa.Column("request_body", sa.Text),
     sa.Column("response_body", sa.Text),
+    sa.Column("account_id", sa.String(36)),
 )

@@ -49,6 +49,7 @@ class RequestRecord:
     routed_model: str | None = None
     provider: str | None = None
     account: str | None = None
+    account_id: str | None = None
     status: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
@@ -82,7 +83,7 @@ class RequestRecord:
                 orjson.dumps(self.attempts).decode() if self.attempts else None,
                 self.error and redact(error_message(self.error), secrets), self.client_ip,
                 body(self.request_body, self.request_cut),
-                body(self.response_body, self.response_cut))
+                body(self.response_body, self.response_cut), self.account_id)
 
     def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
             bodies: bool = True) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class RequestRecord:
 COLUMNS = ("id", "started_at", "protocol", "method", "path", "requested_model",
            "routed_model", "provider", "account", "status", "duration_ms", "ttfb_ms",
            "input_tokens", "output_tokens", "thinking_tokens", "cached_tokens", "attempts",
-           "error", "client_ip", "request_body", "response_body")
+           "error", "client_ip", "request_body", "response_body", "account_id")
 
 
 def error_message(body: str) -> str:
@@ -129,7 +130,8 @@ def note(**fields: Any) -> None:
                 setattr(record, key, value)
 
 
-def note_attempt(account_email: str, outcome: str, model: str | None = None) -> None:
+def note_attempt(account_email: str, outcome: str, model: str | None = None,
+                 account_id: str | None = None) -> None:
     record = _CURRENT.get()
     if record is not None:
         if model and not record.routed_model:
@@ -138,6 +140,7 @@ def note_attempt(account_email: str, outcome: str, model: str | None = None) -> 
         record.attempts.append({"account": mask_email(account_email), "outcome": outcome,
                                 "at_ms": at_ms})
         record.account = mask_email(account_email)
+        record.account_id = account_id
 
 
 def note_tokens(input_tokens: int | None, output_tokens: int | None,

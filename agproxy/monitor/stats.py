@@ -20,8 +20,10 @@ from agproxy.db.tables import request_logs as T
 BUCKETS = {"5min": 300, "hour": 3600, "day": 86400, "week": 7 * 86400}
 WEEK_SHIFT = 3 * 86400  # 1970-01-01 was a Thursday: shift so buckets open on Mondays
 GROUPS = {"model": sa.func.coalesce(T.c.routed_model, T.c.requested_model, "-"),
-          "account": sa.func.coalesce(T.c.account, "-"),
+          # Grouped by id (masked emails can coincide), shown by masked email.
+          "account": sa.func.coalesce(T.c.account_id, T.c.account, "-"),
           "protocol": T.c.protocol}
+LABELS = {"account": sa.func.coalesce(sa.func.max(T.c.account), "-")}
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
 
 
@@ -71,14 +73,15 @@ def series(engine: Engine, bucket: str, since: float, tz_offset: int = 0,
 def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
     """Totals per model, account or protocol since `since`, busiest first."""
     key = GROUPS[by].label("key")
-    query = (sa.select(key, *_measures()).where(T.c.started_at >= since).group_by(key)
+    label = LABELS.get(by, key).label("label")
+    query = (sa.select(key, label, *_measures()).where(T.c.started_at >= since).group_by(key)
              .order_by(sa.func.count().desc(), key))
     with engine.connect() as conn:
-        return [{by: r.key, **_measured(r)} for r in conn.execute(query)]
+        return [{by: r.label, **_measured(r)} for r in conn.execute(query)]
 
 
 def totals(engine: Engine, since: float) -> dict[str, Any]:
-    query = sa.select(*_measures(), sa.func.count(sa.distinct(T.c.account)).label("accounts"),
+    query = sa.select(*_measures(), sa.func.count(sa.distinct(GROUPS["account"])).label("accounts"),
                       ).where(T.c.started_at >= since)
     with engine.connect() as conn:
         row = conn.execute(query).one()
@@ -89,9 +92,11 @@ def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0
              ) -> Iterator[list[Any]]:
     """Header, then one row per bucket × model × account, oldest first."""
     column = _bucket_column(bucket, tz_offset)
-    model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account")
-    query = (sa.select(column, model, account, *_measures()).where(T.c.started_at >= since)
-             .group_by(column, model, account).order_by(column, model, account))
+    model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account_key")
+    label = LABELS["account"].label("account")
+    query = (sa.select(column, model, account, label, *_measures())
+             .where(T.c.started_at >= since)
+             .group_by(column, model, account).order_by(column, model, label))
     yield ["bucket_start", "bucket", "model", "account", "requests", "errors",
            *TOKEN_COLUMNS, "avg_ms"]
     with engine.connect() as conn:

@@ -104,7 +104,8 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 last_error = error
-                note_attempt(account.email, f"{error.status} {error.kind.value}", model)
+                note_attempt(account.email, f"{error.status} {error.kind.value}", model,
+                             account.id)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model,
                          error)
                 if error.kind is Failure.RATE_LIMITED:
@@ -136,6 +137,6 @@ class Policy:
                     raise  # 400 and the like: the request is at fault, not the account
                 continue
             self.scheduler.succeeded(account, session)
-            note_attempt(account.email, "ok", model)
+            note_attempt(account.email, "ok", model, account.id)
             return result
         raise Exhausted(last_error, None)
