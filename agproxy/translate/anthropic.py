@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from agproxy.translate.openai_chat import SKIP_SIGNATURE, BadRequest
+from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
+from agproxy.translate.openai_chat import BadRequest
 from agproxy.translate.schema import clean_schema
 
 MAX_OUTPUT = 65536
@@ -130,6 +131,7 @@ def messages_to_gemini(body: dict[str, Any], model: str,
                 contents[-1]["parts"] += parts
             else:
                 contents.append({"role": gemini_role, "parts": parts})
+    contents = repair_tool_turns(contents)
     if not contents or contents[0]["role"] != "user":
         contents.insert(0, {"role": "user", "parts": [{"text": " "}]})
     request: dict[str, Any] = {"contents": contents}

@@ -73,3 +73,54 @@ def estimate_tokens(body: dict[str, Any]) -> int:
     """Offline estimate when no account can count: about four characters a token."""
     import orjson
     return max(1, len(orjson.dumps(body.get("contents") or [])) // 4)
+
+
+INTERRUPTED = "Tool execution interrupted. No result provided."
+
+
+def repair_tool_turns(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Make every tool call answered and every tool result answer a call, as the backend
+    demands (Claude models refuse a `tool_use` without its `tool_result` in the next
+    message; Gemini wants as many responses as calls).
+
+    Clients break this when a user interrupts a tool run or a history is trimmed: a call
+    left unanswered gets a result saying so, placed first in the next user turn; a
+    result whose call is not in the turn before becomes plain text, so nothing is lost.
+    Contents are alternating (merged) turns; only calls with ids are paired."""
+    out = [dict(c) for c in contents]
+    for i, content in enumerate(out):
+        if content.get("role") != "user":
+            continue
+        before = out[i - 1] if i and out[i - 1].get("role") == "model" else None
+        calls = [(p["functionCall"]["id"], p["functionCall"].get("name", ""))
+                 for p in (before or {}).get("parts", [])
+                 if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)
+                 and p["functionCall"].get("id")]
+        call_ids = {call_id for call_id, _ in calls}
+        responses: dict[str, dict[str, Any]] = {}
+        others: list[Any] = []
+        orphans = False
+        for part in content.get("parts", []):
+            response = part.get("functionResponse") if isinstance(part, dict) else None
+            if isinstance(response, dict) and response.get("id") in call_ids:
+                responses.setdefault(response["id"], part)
+            elif isinstance(response, dict) and response.get("id"):
+                orphans = True
+                others.append({"text": f"[result of tool {response.get('name', '')} "
+                                       f"({response['id']})]: "
+                                       f"{_result_of(response.get('response'))}"})
+            else:
+                others.append(part)
+        if not calls and not orphans:
+            continue  # nothing to pair here
+        answered = [responses.get(call_id) or {"functionResponse": {
+            "name": name, "id": call_id, "response": {"result": INTERRUPTED}}}
+            for call_id, name in calls]
+        content["parts"] = answered + others
+    return out
+
+
+def _result_of(response: Any) -> str:
+    if isinstance(response, dict) and set(response) == {"result"}:
+        return str(response["result"])
+    return str(response)

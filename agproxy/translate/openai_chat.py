@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
 from agproxy.translate.schema import clean_schema
 
-SKIP_SIGNATURE = "skip_thought_signature_validator"
 EFFORT_BUDGET = {"minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
           "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -214,7 +214,7 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
             contents.append({"role": "user", "parts": [{"functionResponse": response}]})
         else:
             raise BadRequest(f"unknown role {role!r}", f"{where}.role")
-    request: dict[str, Any] = {"contents": _merge_roles(contents)}
+    request: dict[str, Any] = {"contents": repair_tool_turns(_merge_roles(contents))}
     if not request["contents"]:
         raise BadRequest("messages hold no user or assistant content", "messages")
     if system:
