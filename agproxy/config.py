@@ -133,6 +133,20 @@ class Settings(BaseModel):
             raise ValueError("retry_max_attempts must be between 1 and 10")
         return v
 
+    @field_validator("monitor_max_rows", "monitor_body_max_bytes")
+    @classmethod
+    def _at_least_one_thousand(cls, v: int, info: Any) -> int:
+        if v < 1000:
+            raise ValueError(f"{info.field_name} must be at least 1000")
+        return v
+
+    @field_validator("monitor_retention_days")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("monitor_retention_days must be more than 0")
+        return v
+
     @field_validator("upstream_base_urls", mode="before")
     @classmethod
     def _split_urls(cls, v: Any) -> Any:

@@ -154,6 +154,10 @@ def test_resetting_api_key_never_leaves_an_invalid_key(store: ConfigStore) -> No
     ("allow_lan_access", "maybe"),
     ("oauth_token_url", "not-a-url"),
     ("zai_dispatch_mode", "sometimes"),
+    ("monitor_max_rows", 0),
+    ("monitor_body_max_bytes", -5),
+    ("monitor_retention_days", 0),
+    ("monitor_capture_bodies", "perhaps"),
 ])
 def test_invalid_values_are_refused_naming_the_key(store: ConfigStore, key: str,
                                                    bad: object) -> None:
