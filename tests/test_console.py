@@ -100,6 +100,10 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         page.click("#btn-zai-save")
         expect(page.locator("#toast")).to_contain_text("z.ai settings saved")
         expect(page.locator("#zai-mode")).to_be_disabled()  # set by AGPROXY_ZAI_DISPATCH_MODE
+        expect(page.locator("#zai-env")).to_have_text(
+            "Set by the environment, read-only here: AGPROXY_ZAI_DISPATCH_MODE, "
+            "AGPROXY_ZAI_API_KEY.")
+        expect(page.locator("#settings-env")).to_be_hidden()
         zai_models = gw.admin("GET", "/api/config").json()["config"]["zai_models"]
         assert zai_models == {"opus": "glm-5", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
         page.screenshot(path=str(ARTIFACTS / "console-api-proxy.png"), full_page=True)

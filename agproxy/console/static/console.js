@@ -129,6 +129,15 @@ async function toggleService() {
 // ---- API Proxy page ----------------------------------------------------------------------------
 function isLocked(key) { return Boolean(config && config.env_overrides.includes(key)); }
 
+// A visible line under a form naming the settings its environment fixes.
+function renderEnvHint(id, keys) {
+  const locked = keys.filter(isLocked);
+  $(id).hidden = !locked.length;
+  $(id).textContent = locked.length
+    ? `Set by the environment, read-only here: ${locked.map((k) => "AGPROXY_" + k.toUpperCase()).join(", ")}.`
+    : "";
+}
+
 function renderConfig() {
   const c = config.config;
   $("field-port").value = c.port;
@@ -139,6 +148,7 @@ function renderConfig() {
     $(id).disabled = isLocked(key);
     $(id).title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
   }
+  renderEnvHint("settings-env", ["port", "allow_lan_access", "auth_mode", "api_key"]);
   renderLanWarning();
 }
 
@@ -244,6 +254,7 @@ function renderZai() {
     $(id).disabled = isLocked(key);
     $(id).title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
   }
+  renderEnvHint("zai-env", ["zai_dispatch_mode", "zai_base_url", "zai_api_key"]);
 }
 
 async function saveZai() {
