@@ -160,3 +160,29 @@ def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
         page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
     finally:
         gw.stop()
+
+
+def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
+                                                 fake_google: Any) -> None:
+    from conftest import free_port
+    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
+    acct = fake_google.add_account(email=f"move-{uuid.uuid4().hex[:6]}@example.com")
+    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gw.admin("POST", "/api/proxy/start")
+    new_port = free_port()
+    try:
+        login(page, gw)
+        page.click("a[data-page=proxy]")
+        page.click("#toggle-service")
+        expect(page.locator("#status-badge")).to_have_text("stopped")
+        page.fill("#field-port", str(new_port))
+        page.click("#btn-save")
+        expect(page.locator("#toast")).to_contain_text("Saved")
+        page.click("#toggle-service")
+        expect(page.locator("#service-error")).to_contain_text(f"moved to port {new_port}")
+        page.wait_for_url(f"http://127.0.0.1:{new_port}/#/proxy", timeout=10000)
+        expect(page.locator("#status-badge")).to_have_text("running")  # no login form
+        expect(page.locator("#login-view")).to_be_hidden()
+        assert page.evaluate("window.name") == ""  # the hand-over is gone
+    finally:
+        gw.stop()

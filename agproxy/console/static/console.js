@@ -114,7 +114,10 @@ async function toggleService() {
       errorBox.className = "banner warn";
       errorBox.innerHTML = `The gateway moved to port ${status.port}: <a href="${url}">${url}</a>`;
       errorBox.hidden = false;
-      setTimeout(() => { location.href = url; }, 1500);
+      // The session is per origin (the port is part of it): carry the password across in
+      // this tab's window.name for the one navigation; the new page clears it at once.
+      window.name = JSON.stringify({ agproxyLogin: sessionStorage.getItem(KEY_STORE), until: Date.now() + 30000 });
+      setTimeout(() => { location.href = url + location.hash; }, 1500);
     }
   } catch (err) {
     errorBox.className = "banner error";
@@ -540,9 +543,18 @@ function wire() {
   window.addEventListener("hashchange", route);
 }
 
+// The password handed over by the console on the old port after a port move (see toggleService).
+function carriedLogin() {
+  let carried = null;
+  try { carried = JSON.parse(window.name || "null"); } catch { /* not ours */ }
+  if (!carried || typeof carried.agproxyLogin !== "string") return null;
+  window.name = "";
+  return carried.until > Date.now() ? carried.agproxyLogin : null;
+}
+
 // Start once every script (charts.js, pages.js) has registered its pages.
 document.addEventListener("DOMContentLoaded", () => {
   wire();
-  const saved = sessionStorage.getItem(KEY_STORE);
+  const saved = sessionStorage.getItem(KEY_STORE) || carriedLogin();
   if (saved) tryLogin(saved); else showLogin();
 });
