@@ -370,3 +370,17 @@ def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
     part = last_request(fake_google)["request"]["contents"][0]["parts"][1]
     assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
     images.server.shutdown()
+
+
+def test_reasoning_sent_back_in_history_is_not_replayed_as_unsigned_thinking(
+        client: openai.OpenAI, fake_google: Any) -> None:
+    # Clients echo reasoning_content back; Claude refuses thinking without its signature,
+    # and the chat API carries none: the earlier reasoning stays out of the request.
+    resp = client.chat.completions.create(model="claude-sonnet-4-6", messages=[
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "answer one",
+         "reasoning_content": "I thought about it"},  # type: ignore[misc]
+        {"role": "user", "content": "second"}])
+    assert resp.choices[0].message.content == "echo: second"
+    model_turn = last_request(fake_google)["request"]["contents"][1]
+    assert model_turn["parts"] == [{"text": "answer one"}]

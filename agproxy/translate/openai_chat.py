@@ -188,9 +188,10 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         elif role == "user":
             contents.append({"role": "user", "parts": _user_parts(content, f"{where}.content")})
         elif role == "assistant":
+            # reasoning_content a client echoes back is left out: the chat API carries
+            # no thought signature, and the backend refuses unsigned thinking (Claude) or
+            # ignores it (Gemini); models do not need their earlier reasoning.
             parts: list[dict[str, Any]] = []
-            if message.get("reasoning_content"):
-                parts.append({"text": str(message["reasoning_content"]), "thought": True})
             text = _text_of(content)
             if text:
                 parts.append({"text": text})
