@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from agproxy.frontends import zai
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
@@ -22,12 +23,11 @@ from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
-from agproxy.translate.anthropic import (
+from agproxy.translate.anthropic import MessageStream, messages_to_gemini
+from agproxy.translate.claude_code import (
     PROMPT_TOO_LONG,
-    MessageStream,
     is_signature_error,
     is_warmup,
-    messages_to_gemini,
     warmup_answer,
     without_signatures,
 )
@@ -35,10 +35,8 @@ from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.gemini import estimate_tokens
 from agproxy.translate.openai_chat import BadRequest
 from agproxy.upstream import Failure, UpstreamError
-from agproxy.upstream.zai import ZaiUnavailable
 
 log = logging.getLogger("agproxy.anthropic")
-USAGE_SCAN_LIMIT = 1 << 20  # bytes of a z.ai answer read for its token counts
 
 ANTHROPIC = Protocol.ANTHROPIC
 MAX_SIGNATURES = 5000
@@ -83,57 +81,6 @@ async def _body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-async def _to_zai(request: Request, path: str, body: dict[str, Any]) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    try:
-        answer = await gateway.zai.forward(path, body, headers)
-    except ZaiUnavailable as exc:
-        return _error(502, exc.message)
-    note(routed_model=answer.model)
-    return StreamingResponse(_tap_usage(answer.body), status_code=answer.status,
-                             media_type=answer.content_type,
-                             headers={"x-agproxy-provider": "zai"})
-
-
-async def _tap_usage(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Pass z.ai's bytes through untouched while reading the token counts for the
-    monitor: `usage` in message_start/message_delta events, or in the one JSON body."""
-    usage: dict[str, int] = {}
-    pending = b""
-    kept = bytearray()
-    async for chunk in body:
-        yield chunk
-        if len(kept) < USAGE_SCAN_LIMIT:
-            kept.extend(chunk)
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        if len(pending) > USAGE_SCAN_LIMIT:
-            pending = b""  # one huge line (a JSON body): read from `kept` at the end
-        for line in lines:
-            if line.startswith(b"data:") and b'"usage"' in line:
-                _merge_usage(usage, line[5:])
-    if not usage and kept[:1] == b"{":
-        _merge_usage(usage, bytes(kept))
-    if usage:
-        note_tokens(usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0),
-                    usage.get("output_tokens"),
-                    cached_tokens=usage.get("cache_read_input_tokens"))
-
-
-def _merge_usage(usage: dict[str, int], raw: bytes) -> None:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(data, dict):
-        return
-    message = data.get("message")
-    found = data.get("usage") or (message.get("usage") if isinstance(message, dict) else None)
-    if isinstance(found, dict):
-        usage.update({k: v for k, v in found.items() if isinstance(v, int)})
-
-
 async def _body_and_model(request: Request, body: dict[str, Any]
                           ) -> tuple[dict[str, Any], str] | Response:
     gateway: Gateway = request.app.state.gateway
@@ -154,7 +101,7 @@ async def messages(request: Request) -> Response:
     if gateway.settings.intercept_warmup and is_warmup(raw):
         return _warmup(raw)
     if gateway.use_zai(str(raw["model"])):
-        return await _to_zai(request, "/v1/messages", raw)
+        return await zai.forward(request, "/v1/messages", raw)
     background = gateway.settings.background_model
     if background and is_background_task(raw):
         raw = {**raw, "model": background, "thinking": None}
@@ -325,7 +272,7 @@ async def count_tokens(request: Request) -> Response:
         return raw
     if gateway.settings.zai_can_serve and (gateway.settings.zai_dispatch_mode == "exclusive"
                                            or gateway.route_model(str(raw["model"])) is None):
-        return await _to_zai(request, "/v1/messages/count_tokens", raw)
+        return await zai.forward(request, "/v1/messages/count_tokens", raw)
     parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
         return parsed
