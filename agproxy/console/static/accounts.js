@@ -1,0 +1,141 @@
+// agproxy console: the Accounts page.
+"use strict";
+
+// ---- Accounts page -----------------------------------------------------------------------------
+function quotaBar(q) {
+  const pct = q.remaining_fraction === null ? 0 : Math.round(q.remaining_fraction * 100);
+  const bar = el("div", { class: "bar" + (pct === 0 ? " empty" : pct < 20 ? " low" : "") }, el("i", { style: `width:${pct}%` }));
+  return el("div", { class: "quota", "data-model": q.model },
+    el("div", { class: "quota-top" }, el("span", {}, q.model), el("span", { class: "muted" }, `${pct}% ${until(q.reset_at)}`)), bar);
+}
+
+function accountCard(a) {
+  const toggle = el("button", { class: "btn small", type: "button", "data-action": a.enabled ? "disable" : "enable",
+    onclick: () => accountAction(a, a.enabled ? "disable" : "enable") }, a.enabled ? "Disable" : "Enable");
+  const quota = el("button", { class: "btn small", type: "button", "data-action": "quota",
+    onclick: () => accountAction(a, "quota") }, "Refresh quota");
+  const remove = el("button", { class: "btn small danger", type: "button", "data-action": "remove",
+    onclick: () => accountAction(a, "remove") }, "Delete");
+  const card = el("div", { class: "account", "data-email": a.email },
+    el("div", { class: "account-head" }, el("span", { class: "account-email" }, a.email),
+      el("span", { class: "state " + a.state }, a.state.replace("_", " ")),
+      el("span", { class: "muted" }, a.tier || "tier unknown")),
+    el("div", { class: "account-actions" }, toggle, quota, remove),
+    el("div", { class: "account-meta" }, `project ${a.project_id || "–"} · last used ${ago(a.last_used_at)} · quota fetched ${ago(a.quota_fetched_at)}`));
+  if (a.status_reason) card.append(el("div", { class: "reason" }, a.status_reason));
+  if (a.quotas.length) card.append(el("div", { class: "quotas" }, ...a.quotas.map(quotaBar)));
+  return card;
+}
+
+async function loadAccounts() {
+  const data = await api("GET", "/api/accounts");
+  const list = $("accounts-list");
+  list.replaceChildren(...data.accounts.map(accountCard));
+  $("accounts-empty").hidden = data.accounts.length > 0;
+  $("stat-total").textContent = data.accounts.length;
+  $("stat-active").textContent = data.active_accounts;
+  $("stat-attention").textContent = data.accounts.filter((a) => a.status !== "ok").length;
+}
+
+async function accountAction(account, action) {
+  try {
+    if (action === "remove") {
+      if (!confirm(`Delete ${account.email}? Its refresh token is forgotten.`)) return;
+      await api("DELETE", `/api/accounts/${account.id}`);
+    } else if (action === "quota") {
+      const result = await api("POST", `/api/accounts/${account.id}/quota`);
+      if (result.errors[account.id]) throw new Error(result.errors[account.id]);
+    } else {
+      await api("POST", `/api/accounts/${account.id}/${action}`);
+    }
+    toast(`${account.email}: ${action === "quota" ? "quota refreshed" : action + "d"}`);
+  } catch (err) {
+    toast(err.message);
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+function resultTable(results) {
+  const rows = results.map((r) => el("tr", {}, el("td", {}, String(r.line)), el("td", {}, r.outcome),
+    el("td", {}, r.email || "–"), el("td", {}, r.reason || "")));
+  return el("table", { class: "results" }, el("tr", {}, ...["line", "result", "email", "reason"].map((h) => el("th", {}, h))), ...rows);
+}
+
+async function importAccounts() {
+  const box = $("import-result");
+  let text = $("import-text").value;
+  const file = $("import-file").files[0];
+  if (file) text = await file.text();
+  if (!text.trim()) { box.replaceChildren(el("p", { class: "error" }, "Choose a file or paste tokens first.")); return; }
+  $("btn-import").disabled = true;
+  box.replaceChildren(el("p", { class: "muted" }, "Checking tokens…"));
+  try {
+    const data = await api("POST", "/api/accounts/import", { text });
+    const s = data.summary;
+    box.replaceChildren(el("p", { id: "import-summary" }, `${s.added} added, ${s.updated} updated, ${s.duplicate} duplicate, ${s.invalid} invalid`),
+      resultTable(data.results));
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "error" }, err.message));
+  } finally {
+    $("btn-import").disabled = false;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+async function addToken() {
+  const out = $("add-token-result");
+  const token = $("add-token").value.trim();
+  if (!token) return;
+  out.className = "muted";
+  out.textContent = "Checking the token…";
+  try {
+    const data = await api("POST", "/api/accounts", { refresh_token: token });
+    out.textContent = `${data.result}: ${data.account.email}`;
+    $("add-token").value = "";
+  } catch (err) {
+    out.className = "error";
+    out.textContent = err.message;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+let oauthState = null;
+async function startOAuth() {
+  const data = await api("POST", "/api/accounts/oauth/start");
+  oauthState = data.state;
+  $("oauth-box").hidden = false;
+  $("oauth-url").value = data.url;
+  $("oauth-open").href = data.url;
+  $("oauth-status").textContent = "Waiting for Google…";
+  const poll = setInterval(async () => {
+    if (oauthState !== data.state) { clearInterval(poll); return; }
+    const s = await api("GET", `/api/accounts/oauth/${data.state}`).catch(() => null);
+    if (!s || s.status === "pending" || s.status === "working") return;
+    clearInterval(poll);
+    $("oauth-status").textContent = s.status === "done" ? `Added ${s.email}` : `Failed: ${s.error}`;
+    await Promise.all([loadAccounts(), refreshStatus()]);
+  }, 1500);
+}
+
+async function submitOAuthCode() {
+  if (!oauthState) return;
+  try {
+    const s = await api("POST", `/api/accounts/oauth/${oauthState}/code`, { code: $("oauth-paste").value });
+    $("oauth-status").textContent = `Added ${s.email}`;
+  } catch (err) {
+    $("oauth-status").textContent = `Failed: ${err.message}`;
+  }
+  await Promise.all([loadAccounts(), refreshStatus()]);
+}
+
+async function refreshAllQuotas() {
+  $("btn-refresh-quota").disabled = true;
+  try {
+    const r = await api("POST", "/api/accounts/quota");
+    const failed = Object.keys(r.errors).length;
+    toast(`Quota refreshed for ${r.refreshed.length} account(s)` + (failed ? `, ${failed} failed` : ""));
+  } finally {
+    $("btn-refresh-quota").disabled = false;
+  }
+  await loadAccounts();
+}

@@ -1,0 +1,177 @@
+// agproxy console: the Monitor page (live requests, filters, details).
+"use strict";
+
+// ---- Monitor -----------------------------------------------------------------------------------
+const MAX_ROWS = 300;
+const monitor = { rows: [], paused: false, abort: null, reload: null, retry: null };
+
+function monitorFilters() {
+  return {
+    status: $("mon-status").value, protocol: $("mon-protocol").value, model: $("mon-model").value.trim(),
+    account: $("mon-account").value.trim(), q: $("mon-search").value.trim(), errors_only: $("mon-errors").checked,
+  };
+}
+
+// The same filters as the API applies, for rows arriving live.
+function matches(row, f) {
+  if (f.errors_only && row.status < 400) return false;
+  if (f.status && (f.status.endsWith("xx") ? String(row.status)[0] !== f.status[0] : String(row.status) !== f.status)) return false;
+  if (f.protocol && row.protocol !== f.protocol) return false;
+  const has = (value, part) => (value || "").toLowerCase().includes(part.toLowerCase());
+  if (f.model && !has(row.requested_model, f.model) && !has(row.routed_model, f.model)) return false;
+  if (f.account && !has(row.account, f.account)) return false;
+  if (f.q && ![row.path, row.requested_model, row.routed_model, row.account, row.error].some((v) => has(v, f.q))) return false;
+  return true;
+}
+
+function logRow(row) {
+  const model = row.requested_model && row.routed_model && row.requested_model !== row.routed_model
+    ? `${row.requested_model} → ${row.routed_model}` : row.routed_model || row.requested_model || "–";
+  const tokens = row.input_tokens === null && row.output_tokens === null ? "–" : `${num(row.input_tokens)} → ${num(row.output_tokens)}`;
+  const tries = (row.attempts || []).length;
+  const tr = el("tr", { class: "log-row" + (row.status >= 400 ? " failed" : ""), "data-id": row.id, onclick: () => showDetail(row.id) },
+    el("td", { class: "mono" }, clock(row.started_at)),
+    el("td", {}, el("span", { class: "code c" + String(row.status)[0] }, String(row.status))),
+    el("td", {}, row.protocol), el("td", { class: "mono path", title: row.path }, `${row.method} ${row.path}`),
+    el("td", { class: "model", title: model }, model), el("td", { class: "muted" }, row.account || "–"),
+    el("td", { class: "num" }, ms(row.duration_ms)), el("td", { class: "num" }, ms(row.ttfb_ms)),
+    el("td", { class: "num" }, tokens), el("td", { class: "num" + (tries > 1 ? " warn-text" : "") }, String(tries || "–")));
+  if (row.error) tr.title = row.error;
+  return tr;
+}
+
+function renderMonitor() {
+  $("mon-rows").replaceChildren(...monitor.rows.map(logRow));
+  $("mon-empty").hidden = monitor.rows.length > 0;
+  $("mon-count").textContent = monitor.rows.length ? `showing ${monitor.rows.length}${monitor.rows.length >= MAX_ROWS ? " newest" : ""}` : "";
+}
+
+async function loadLogs() {
+  const f = monitorFilters();
+  const params = new URLSearchParams({ limit: String(MAX_ROWS) });
+  for (const [k, v] of Object.entries(f)) if (v) params.set(k, v === true ? "1" : v);
+  monitor.rows = (await api("GET", "/api/logs?" + params)).logs;
+  renderMonitor();
+}
+
+function addLive(row) {
+  if (!matches(row, monitorFilters())) return;
+  monitor.rows.unshift(row);
+  if (monitor.rows.length > MAX_ROWS) monitor.rows.length = MAX_ROWS;
+  const tr = logRow(row);
+  tr.classList.add("new");
+  $("mon-rows").prepend(tr);
+  const extra = $("mon-rows").children[MAX_ROWS];
+  if (extra) extra.remove();
+  $("mon-empty").hidden = true;
+  $("mon-count").textContent = `showing ${monitor.rows.length}`;
+}
+
+// Server-sent events read with fetch (EventSource cannot send the admin password).
+async function follow() {
+  monitor.abort?.abort();
+  const abort = new AbortController();
+  monitor.abort = abort;
+  $("mon-live").className = "live";
+  try {
+    const response = await fetch("/api/logs/stream", {
+      headers: { Authorization: "Bearer " + (sessionStorage.getItem(KEY_STORE) || "") }, signal: abort.signal });
+    if (!response.ok) throw new Error(`live view: ${response.status}`);
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    $("mon-live").className = "live on";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (frame.startsWith("data: ") && !monitor.paused) addLive(JSON.parse(frame.slice(6)));
+      }
+    }
+  } catch (err) {
+    if (abort.signal.aborted) return;
+  }
+  if (monitor.abort === abort) {  // dropped (gateway restarting): catch up and reconnect
+    $("mon-live").className = "live";
+    monitor.retry = setTimeout(() => { loadLogs().catch(() => {}); follow(); }, 2000);
+  }
+}
+
+async function showDetail(id) {
+  const log = await api("GET", "/api/logs/" + encodeURIComponent(id));
+  for (const tr of document.querySelectorAll(".log-row")) tr.classList.toggle("selected", tr.dataset.id === id);
+  $("detail-title").textContent = `${log.status} ${log.method} ${log.path}`;
+  const fields = [["time", new Date(log.started_at * 1000).toLocaleString()], ["protocol", log.protocol],
+    ["requested model", log.requested_model], ["routed model", log.routed_model], ["provider", log.provider],
+    ["account", log.account], ["duration", ms(log.duration_ms)], ["time to first byte", ms(log.ttfb_ms)],
+    ["input tokens", log.input_tokens], ["output tokens", log.output_tokens], ["thinking tokens", log.thinking_tokens],
+    ["client", log.client_ip], ["id", log.id]];
+  $("detail-fields").replaceChildren(...fields.filter(([, v]) => v !== null && v !== undefined)
+    .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+  const attempts = log.attempts || [];
+  $("detail-attempts").replaceChildren(...(attempts.length ? attempts.map((a) => el("li", { class: a.outcome === "ok" ? "ok" : "bad" },
+    el("span", { class: "mono muted" }, `+${ms(a.at_ms)}`), " ", el("b", {}, a.outcome), " on ", a.account))
+    : [el("li", { class: "muted" }, "No upstream call (answered by the gateway).")]));
+  $("detail-error-box").hidden = !log.error;
+  $("detail-error").textContent = log.error || "";
+  const off = "Not captured: turn on “capture bodies” above (monitor_capture_bodies).";
+  $("detail-request").textContent = log.request_body ?? off;
+  $("detail-response").textContent = log.response_body ?? off;
+  $("mon-detail").hidden = false;
+}
+
+async function saveMonitorSetting(key, value) {
+  try {
+    config = await api("PUT", "/api/config", { [key]: value });
+    toast(key === "monitor_enabled" ? (value ? "Recording requests" : "Not recording requests") : (value ? "Capturing bodies" : "Not capturing bodies"));
+  } catch (err) {
+    toast(err.message);
+  }
+  renderMonitorSettings();
+}
+
+function renderMonitorSettings() {
+  if (!config) return;
+  for (const [id, key] of [["mon-enabled", "monitor_enabled"], ["mon-bodies", "monitor_capture_bodies"]]) {
+    $(id).checked = Boolean(config.config[key]);
+    $(id).disabled = config.env_overrides.includes(key);
+    $(id).parentNode.title = $(id).disabled ? `set by AGPROXY_${key.toUpperCase()}` : "";
+  }
+}
+
+PAGE_HOOKS.monitor = {
+  enter() { renderMonitorSettings(); follow(); return loadLogs(); },
+  leave() {
+    const abort = monitor.abort;
+    monitor.abort = null;
+    abort?.abort();
+    clearTimeout(monitor.retry);
+  },
+};
+
+document.addEventListener("DOMContentLoaded", () => {
+  let typing = null;
+  const refilter = () => { clearTimeout(typing); typing = setTimeout(() => loadLogs().catch((e) => toast(e.message)), 250); };
+  for (const id of ["mon-status", "mon-protocol", "mon-errors"]) $(id).addEventListener("change", refilter);
+  for (const id of ["mon-model", "mon-account", "mon-search"]) $(id).addEventListener("input", refilter);
+  $("btn-mon-pause").addEventListener("click", () => {
+    monitor.paused = !monitor.paused;
+    $("btn-mon-pause").textContent = monitor.paused ? "Resume" : "Pause";
+    $("mon-live").classList.toggle("paused", monitor.paused);
+    if (!monitor.paused) loadLogs().catch((e) => toast(e.message));
+  });
+  $("btn-mon-clear").addEventListener("click", async () => {
+    if (!confirm("Delete every recorded request?")) return;
+    const { deleted } = await api("POST", "/api/logs/clear");
+    monitor.rows = [];
+    renderMonitor();
+    $("mon-detail").hidden = true;
+    toast(`Deleted ${deleted} records`);
+  });
+  $("btn-detail-close").addEventListener("click", () => { $("mon-detail").hidden = true; });
+  $("mon-enabled").addEventListener("change", (e) => saveMonitorSetting("monitor_enabled", e.target.checked));
+  $("mon-bodies").addEventListener("change", (e) => saveMonitorSetting("monitor_capture_bodies", e.target.checked));
+});
