@@ -83,6 +83,7 @@ class Settings(BaseModel):
     preferred_account: str | None = None
     sticky_max_wait_seconds: float = 2.0
     retry_max_attempts: int = 4
+    quota_protection_percent: float = 0.0
     default_cooldown_seconds: float = 60.0
     model_mapping: dict[str, str] = {}
     background_model: str | None = None
@@ -138,6 +139,13 @@ class Settings(BaseModel):
     def _at_least_one_thousand(cls, v: int, info: Any) -> int:
         if v < 1000:
             raise ValueError(f"{info.field_name} must be at least 1000")
+        return v
+
+    @field_validator("quota_protection_percent")
+    @classmethod
+    def _percent(cls, v: float) -> float:
+        if not 0 <= v < 100:
+            raise ValueError("quota_protection_percent must be from 0 (off) to below 100")
         return v
 
     @field_validator("monitor_retention_days")

@@ -158,6 +158,8 @@ def test_resetting_api_key_never_leaves_an_invalid_key(store: ConfigStore) -> No
     ("monitor_body_max_bytes", -5),
     ("monitor_retention_days", 0),
     ("monitor_capture_bodies", "perhaps"),
+    ("quota_protection_percent", 100),
+    ("quota_protection_percent", -1),
 ])
 def test_invalid_values_are_refused_naming_the_key(store: ConfigStore, key: str,
                                                    bad: object) -> None:

@@ -225,3 +225,30 @@ def test_client_disconnect_cancels_the_upstream_call(gateway_factory: Any,
         time.sleep(0.05)
     [gone] = fake_google.disconnects
     assert gone["email"] == acct.email and gone["at"] - left_at < 2
+
+
+def test_quota_protection_keeps_low_accounts_for_their_owner(gateway_factory: Any,
+                                                            fake_google: Any) -> None:
+    reset = "2099-01-01T00:00:00Z"
+    low = fake_google.add_account(email=f"low-{uuid.uuid4().hex[:6]}@example.com", models={
+        "gemini-3-flash": {"remainingFraction": 0.05, "resetTime": reset}})
+    high = fake_google.add_account(email=f"high-{uuid.uuid4().hex[:6]}@example.com", models={
+        "gemini-3-flash": {"remainingFraction": 0.6, "resetTime": reset}})
+    gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_QUOTA_PROTECTION_PERCENT="10",
+                         AGPROXY_SCHEDULING_MODE="round_robin")
+    for acct in (low, high):
+        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gw.admin("POST", "/api/proxy/start")
+    for i in range(4):
+        assert ask(gw, f"protected {i}").status_code == 200
+    assert {c.account_email for c in fake_google.calls("generateContent")} == {high.email}
+    [flash] = [q for q in gw.admin("GET", "/api/dashboard").json()["quota"]
+               if q["model"] == "gemini-3-flash"]
+    assert (flash["accounts"], flash["protected"]) == (2, 1)
+
+    # With every account below the line the client is told why, in its protocol's shape.
+    fake_google.account(high.email).models["gemini-3-flash"]["remainingFraction"] = 0.02
+    assert gw.admin("POST", "/api/accounts/quota").status_code == 200
+    refused = ask(gw, "one more")
+    assert refused.status_code == 503
+    assert "below quota_protection_percent (10%)" in refused.json()["error"]["message"]

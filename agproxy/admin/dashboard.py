@@ -39,7 +39,7 @@ def _attention(accounts: list[Account], gateway: Gateway) -> list[dict[str, Any]
     return items
 
 
-def _quota_averages(accounts: list[Account]) -> list[dict[str, Any]]:
+def _quota_averages(accounts: list[Account], floor: float) -> list[dict[str, Any]]:
     fractions: dict[str, list[float]] = defaultdict(list)
     resets: dict[str, list[float]] = defaultdict(list)
     for account in accounts:
@@ -51,6 +51,7 @@ def _quota_averages(accounts: list[Account]) -> list[dict[str, Any]]:
                 resets[quota.model].append(quota.reset_at)
     return [{"model": model, "average": round(sum(values) / len(values), 4),
              "accounts": len(values), "exhausted": sum(1 for v in values if v <= 0),
+             "protected": sum(1 for v in values if 0 < v < floor),
              "next_reset_at": min(resets[model]) if resets[model] else None}
             for model, values in sorted(fractions.items())]
 
@@ -78,7 +79,7 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
         "status": gateway.status(),
         "accounts": {"total": len(accounts), "active": len(gateway.pool), **states},
         "attention": _attention(accounts, gateway),
-        "quota": _quota_averages(accounts),
+        "quota": _quota_averages(accounts, gateway.settings.quota_protection_percent / 100),
         "next_up": next_up,
         "last_hour": {**last_hour,
                       "error_rate": round(last_hour["errors"] / requests, 4) if requests else 0,

@@ -73,6 +73,15 @@ def has_quota_for(account: Account, model: str) -> bool:
     return False
 
 
+def is_protected(account: Account, model: str, floor: float) -> bool:
+    """Quota protection: the account's known remaining quota for `model` is below `floor`
+    (a fraction), so requests leave the rest to its owner."""
+    for quota in account.quotas:
+        if quota.model == model:
+            return quota.remaining_fraction is not None and quota.remaining_fraction < floor
+    return False
+
+
 @dataclass
 class Pick:
     account: Account
@@ -89,7 +98,10 @@ class Scheduler:
         self._turn = 0
 
     def serving(self, model: str) -> list[Account]:
-        return [a for a in self.pool.accounts if has_quota_for(a, model)]
+        """Accounts with quota for `model`, less those quota protection keeps back."""
+        floor = self.settings().quota_protection_percent / 100
+        return [a for a in self.pool.accounts
+                if has_quota_for(a, model) and not (floor and is_protected(a, model, floor))]
 
     def has_free(self, model: str) -> bool:
         """Could an account serve `model` right now (quota and no cooldown)?"""
@@ -149,6 +161,10 @@ class Scheduler:
                              f"{soonest:.0f}s", retry_after=soonest)
         if tried:
             return NoAccount(f"every account able to serve {model} failed for this request")
+        percent = self.settings().quota_protection_percent
+        if percent and any(has_quota_for(a, model) for a in self.pool.accounts):
+            return NoAccount(f"every account with quota for {model} is below "
+                             f"quota_protection_percent ({percent:g}%), kept for your own use")
         return NoAccount(f"no account has quota for {model}")
 
     # -- sticky sessions ---------------------------------------------------------

@@ -50,7 +50,7 @@ async function loadDashboard() {
 
   hbars($("dash-quota"), board.quota.map((q) => ({
     name: q.model, value: Math.round(q.average * 100),
-    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""}`,
+    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.protected ? `, ${q.protected} protected` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""}`,
     cls: q.average === 0 ? "empty" : q.average < 0.2 ? "low" : "",
   })), { format: (v) => v + "%", empty: "" });
   $("dash-quota-empty").hidden = board.quota.length > 0;
