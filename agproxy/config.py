@@ -7,6 +7,7 @@ written back to it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -68,6 +69,7 @@ class Settings(BaseModel):
     api_key: str = ""
     admin_password: str | None = None
     auto_start: bool = True
+    allowed_ips: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
     max_body_bytes: int = 50 * 1024 * 1024
     monitor_enabled: bool = True
@@ -153,6 +155,24 @@ class Settings(BaseModel):
     def _retention(cls, v: float) -> float:
         if not v > 0:
             raise ValueError("monitor_retention_days must be more than 0")
+        return v
+
+    @field_validator("allowed_ips", mode="before")
+    @classmethod
+    def _split_ips(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _check_ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range "
+                                 "(e.g. 192.168.1.20 or 192.168.1.0/24)") from None
         return v
 
     @field_validator("upstream_base_urls", mode="before")

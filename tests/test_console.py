@@ -84,6 +84,15 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         page.select_option("#field-auth-mode", "auto")
         page.click("label.switch:has(#field-lan)")
 
+        page.fill("#field-allowed-ips", "192.168.1.0/24, bogus")
+        page.click("#btn-save")
+        expect(page.locator("#settings-error")).to_contain_text("'bogus' is not an IP address")
+        page.fill("#field-allowed-ips", "192.168.1.0/24, 10.0.0.5")
+        page.click("#btn-save")
+        expect(page.locator("#toast")).to_contain_text("Saved")
+        assert gw.admin("GET", "/api/config").json()["config"]["allowed_ips"] == [
+            "192.168.1.0/24", "10.0.0.5"]
+
         page.click("a[data-page=mapping]")
         page.fill(".mapping-row .map-from", "gpt-4*")
         page.fill(".mapping-row .map-to", "gemini-3-flash")

@@ -24,6 +24,7 @@ from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.monitor.middleware import MonitorMiddleware
 from agproxy.security.auth import AuthMiddleware
+from agproxy.security.ip_rules import IPRulesMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
@@ -85,6 +86,7 @@ def build_app(gateway: Gateway) -> Starlette:
     ]
     middleware = [
         # Outermost first: CORS answers preflights before anything else looks at them.
+        Middleware(IPRulesMiddleware, gateway=gateway),
         Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"],
                    allow_headers=["*"], expose_headers=["*"], max_age=3600),
         Middleware(ServiceGateMiddleware, gateway=gateway),

@@ -146,12 +146,13 @@ function renderConfig() {
   $("field-port").value = c.port;
   $("field-lan").checked = c.allow_lan_access;
   $("field-auth-mode").value = c.auth_mode;
+  $("field-allowed-ips").value = (c.allowed_ips || []).join(", ");
   $("field-api-key").value = apiKey;
-  for (const [id, key] of [["field-lan", "allow_lan_access"], ["field-auth-mode", "auth_mode"], ["field-api-key", "api_key"]]) {
+  for (const [id, key] of [["field-lan", "allow_lan_access"], ["field-auth-mode", "auth_mode"], ["field-allowed-ips", "allowed_ips"], ["field-api-key", "api_key"]]) {
     $(id).disabled = isLocked(key);
     $(id).title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
   }
-  renderEnvHint("settings-env", ["port", "allow_lan_access", "auth_mode", "api_key"]);
+  renderEnvHint("settings-env", ["port", "allow_lan_access", "auth_mode", "allowed_ips", "api_key"]);
   renderLanWarning();
 }
 
@@ -212,6 +213,8 @@ async function saveSettings(event) {
   if (!$("field-port").disabled && port !== c.port) changes.port = port;
   if ($("field-lan").checked !== c.allow_lan_access) changes.allow_lan_access = $("field-lan").checked;
   if ($("field-auth-mode").value !== c.auth_mode) changes.auth_mode = $("field-auth-mode").value;
+  const ips = $("field-allowed-ips").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (ips.join(",") !== (c.allowed_ips || []).join(",")) changes.allowed_ips = ips;
   if (key !== apiKey) changes.api_key = key;
   for (const k of Object.keys(changes)) if (isLocked(k)) delete changes[k];
   if (!Object.keys(changes).length) { toast("Nothing changed"); return; }
