@@ -136,11 +136,18 @@ class Settings(BaseModel):
             raise ValueError("retry_max_attempts must be between 1 and 10")
         return v
 
-    @field_validator("monitor_max_rows", "monitor_body_max_bytes")
+    @field_validator("monitor_max_rows")
     @classmethod
-    def _at_least_one_thousand(cls, v: int, info: Any) -> int:
+    def _rows(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("monitor_max_rows must be at least 1")
+        return v
+
+    @field_validator("monitor_body_max_bytes")
+    @classmethod
+    def _body_cap(cls, v: int) -> int:
         if v < 1000:
-            raise ValueError(f"{info.field_name} must be at least 1000")
+            raise ValueError("monitor_body_max_bytes must be at least 1000")
         return v
 
     @field_validator("quota_protection_percent")

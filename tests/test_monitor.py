@@ -315,3 +315,20 @@ def test_records_wait_for_a_writer_in_another_process_and_are_kept(tmp_path: Any
     busy, frames, done = writer._checkpoint()
     assert busy == 0 and frames == done > 0
     writer.close()
+
+
+def test_refused_requests_are_recorded_without_the_key(gateway_factory: Any,
+                                                       fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
+    wrong = "sk-wrong-" + uuid.uuid4().hex
+    httpx.post(gw.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {wrong}"},
+               json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x"}]})
+    gw.admin("POST", "/api/proxy/stop")
+    httpx.get(gw.base_url + "/v1/models", headers={"Authorization": f"Bearer {gw.api_key}"})
+    stopped, refused = logs(gw)
+    assert refused["status"] == 401 and refused["error"].startswith("invalid_request_error: "
+                                                                   "invalid API key")
+    assert stopped["status"] == 503 and "not running" in stopped["error"]
+    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
+        "SELECT * FROM request_logs").fetchall()
+    assert wrong not in str(rows) and gw.api_key not in str(rows)

@@ -89,9 +89,11 @@ def build_app(gateway: Gateway) -> Starlette:
         Middleware(IPRulesMiddleware, gateway=gateway),
         Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"],
                    allow_headers=["*"], expose_headers=["*"], max_age=3600),
+        # The monitor sees requests the gate or auth refuse too: "why does my client get
+        # 401/503?" is answered there.
+        Middleware(MonitorMiddleware, gateway=gateway),
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
-        Middleware(MonitorMiddleware, gateway=gateway),
         Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware,
