@@ -137,9 +137,11 @@ class MonitorWriter:
         return True
 
     def _write_waiting(self, rows: list[tuple[Any, ...]]) -> None:
-        """Write through the engine, waiting for the lock (on a worker thread)."""
+        """Write through the engine, waiting for the lock (on a worker thread); also the
+        path for databases other than SQLite."""
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(INSERT, rows)
+            conn.execute(sa.insert(request_logs), [dict(zip(COLUMNS, row, strict=True))
+                                                   for row in rows])
 
     def close(self) -> None:
         if self._fast is not None:
