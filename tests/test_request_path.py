@@ -3,6 +3,7 @@ the resilience policy under the fake upstream's faults (checked in its request l
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -252,3 +253,17 @@ def test_quota_protection_keeps_low_accounts_for_their_owner(gateway_factory: An
     refused = ask(gw, "one more")
     assert refused.status_code == 503
     assert "below quota_protection_percent (10%)" in refused.json()["error"]["message"]
+
+
+def test_cli_status_shows_traffic_and_cooling_accounts(gateway_factory: Any,
+                                                      fake_google: Any) -> None:
+    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
+                                AGPROXY_SCHEDULING_MODE="round_robin")
+    fake_google.inject(Fault.rate_limited(retry_delay="600s"), email=accounts[0].email, times=3)
+    for i in range(3):
+        assert ask(gw, f"status {i}").status_code == 200
+    out = gw.cli("status").stdout
+    assert "proxy service: running" in out
+    assert "last hour:     3 requests, 0 errors" in out
+    assert re.search(rf"! {re.escape(accounts[0].email)}: cooling down for gemini-3-flash, "
+                     r"9m\d\ds left", out), out

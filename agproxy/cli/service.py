@@ -50,8 +50,28 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print the s
 @click.command()
 @_json_option
 def status(as_json: bool) -> None:
-    """Show whether the proxy service runs, where, and with how many accounts."""
-    _print_status(AdminClient.from_data_dir().call_ok("GET", "/api/proxy/status"), as_json)
+    """Show whether the proxy service runs, where, with how many accounts, the last
+    hour's traffic and the accounts that need attention (cooling down, refused)."""
+    client = AdminClient.from_data_dir()
+    _print_status(client.call_ok("GET", "/api/proxy/status"), as_json)
+    if not as_json:
+        _print_health(client.call_ok("GET", "/api/dashboard"))
+
+
+def _print_health(board: dict) -> None:
+    hour = board["last_hour"]
+    rate = f" ({hour['error_rate'] * 100:.1f}% failed)" if hour["errors"] else ""
+    click.echo(f"last hour:     {hour['requests']} requests, {hour['errors']} errors{rate}, "
+               f"{hour['input_tokens']} in / {hour['output_tokens']} out tokens")
+    for item in board["attention"]:
+        if item["state"] == "cooling_down":
+            seconds = int(item["seconds_left"])
+            what = (f"cooling down for {item['model'] or 'all models'}, "
+                    f"{seconds // 60}m{seconds % 60:02d}s left")
+        else:
+            what = item["state"].replace("_", " ") + (f": {item['reason']}"
+                                                     if item.get("reason") else "")
+        click.echo(f"  ! {item['email']}: {what}")
 
 
 @click.command()
