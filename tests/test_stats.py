@@ -230,3 +230,12 @@ def test_accounts_whose_masked_emails_coincide_stay_apart(gateway_factory: Any,
     summary = gw.admin("GET", "/api/stats/summary").json()
     assert summary["accounts"] == 2
     assert [r["requests"] for r in summary["by_account"]] == [2, 2]
+
+
+@pytest.mark.parametrize("params", [{"limit": "many"}, {"status": "5x"}, {"since": "yesterday"}])
+def test_bad_log_filters_get_400(gateway_factory: Any, fake_google: Any,
+                                 params: dict[str, str]) -> None:
+    gw = gateway_factory("gw", **google_env(fake_google))
+    response = gw.admin("GET", "/api/logs", params=params)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("bad filter value")
