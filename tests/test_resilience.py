@@ -379,3 +379,31 @@ def test_fixed_mode_uses_only_the_preferred_account(own_pool: Any, fake_google: 
     assert {c.account_email for c in upstream_calls(fake_google)} == {preferred}
     assert {c.account_email for c in upstream_calls(
         fake_google, "streamGenerateContent")} == {preferred}
+
+
+def test_repeated_rate_limits_without_timing_back_off_longer(gateway_factory: Any,
+                                                            fake_google: Any) -> None:
+    acct = fake_google.add_account(email=f"nodelay-{uuid.uuid4().hex[:6]}@example.com",
+                                   models={"gemini-3-flash": {"remainingFraction": 0.5}})
+    gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_DEFAULT_COOLDOWN_SECONDS="1")
+    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    gw.admin("POST", "/api/proxy/start")
+    url = gw.base_url + "/v1beta/models/gemini-3-flash:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "again"}]}]}
+
+    def cooldown() -> float:
+        [item] = [a for a in gw.admin("GET", "/api/dashboard").json()["attention"]
+                  if a["state"] == "cooling_down"]
+        return float(item["seconds_left"])
+
+    fake_google.inject(Fault.rate_limited(), email=acct.email, times=2)
+    assert httpx.post(url, json=body, timeout=30).status_code == 429
+    assert 0 < cooldown() <= 1  # the first time: default_cooldown_seconds
+    time.sleep(1.2)
+    assert httpx.post(url, json=body, timeout=30).status_code == 429
+    assert 3.5 < cooldown() <= 5  # the same again without a success: five times as long
+    time.sleep(5.2)
+    assert httpx.post(url, json=body, timeout=30).status_code == 200  # a success resets it
+    fake_google.inject(Fault.rate_limited(), email=acct.email)
+    assert httpx.post(url, json=body, timeout=30).status_code == 429
+    assert 0 < cooldown() <= 1

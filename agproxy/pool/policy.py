@@ -54,10 +54,17 @@ class Exhausted(Exception):
         self.no_account = no_account
 
 
+# A 429 that names no delay and no quota reset: each repeat without a success between
+# waits longer (default_cooldown_seconds × these), so an exhausted account with no known
+# reset is not asked every minute for hours.
+BACKOFF_STEPS = (1, 5, 30, 120)
+
+
 class Policy:
     def __init__(self, scheduler: Scheduler, accounts: AccountService) -> None:
         self.scheduler = scheduler
         self.accounts = accounts
+        self.strikes: dict[tuple[str, str], int] = {}
 
     def _cooldown_for(self, account: Account, model: str, error: UpstreamError) -> float:
         if error.retry_after is not None:
@@ -65,7 +72,10 @@ class Policy:
         for quota in account.quotas:
             if quota.model == model and quota.reset_at and quota.reset_at > time.time():
                 return min(quota.reset_at - time.time(), 3600.0)
-        return self.scheduler.settings().default_cooldown_seconds
+        strikes = self.strikes.get((account.id, model), 0)
+        self.strikes[(account.id, model)] = strikes + 1
+        step = BACKOFF_STEPS[min(strikes, len(BACKOFF_STEPS) - 1)]
+        return self.scheduler.settings().default_cooldown_seconds * step
 
     async def _mark_forbidden(self, account: Account, error: UpstreamError) -> None:
         reason = f"Forbidden (403): {error.message}"[:800]
@@ -137,6 +147,8 @@ class Policy:
                     raise  # 400 and the like: the request is at fault, not the account
                 continue
             self.scheduler.succeeded(account, session)
+            if self.strikes:
+                self.strikes.pop((account.id, model), None)
             note_attempt(account.email, "ok", model, account.id)
             return result
         raise Exhausted(last_error, None)
