@@ -324,8 +324,10 @@ def test_refused_requests_are_recorded_without_the_key(gateway_factory: Any,
     httpx.post(gw.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {wrong}"},
                json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x"}]})
     gw.admin("POST", "/api/proxy/stop")
-    httpx.get(gw.base_url + "/v1/models", headers={"Authorization": f"Bearer {gw.api_key}"})
+    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+               headers={"x-goog-api-key": gw.api_key}, json={"contents": []})
     stopped, refused = logs(gw)
+    assert stopped["requested_model"] == "gemini-3-flash"  # from the path
     assert refused["status"] == 401 and refused["error"].startswith("invalid_request_error: "
                                                                    "invalid API key")
     assert stopped["status"] == 503 and "not running" in stopped["error"]

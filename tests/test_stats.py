@@ -155,6 +155,7 @@ def test_metrics_need_the_admin_password_and_count_requests(gateway_factory: Any
     assert 'agproxy_upstream_errors_total{class="rate_limited"} 2' in text
     assert "agproxy_cooldowns 2" in text
     assert 'agproxy_accounts{state="enabled"} 2' in text and "agproxy_up 1" in text
+    assert 'agproxy_quota_remaining_ratio{model="gemini-3-flash"} 1.0000' in text
     tokens = re.search(r'agproxy_tokens_total\{model="gemini-3-flash",kind="input"\} (\d+)',
                        text)
     assert tokens and int(tokens.group(1)) == sum(

@@ -35,6 +35,8 @@ class MonitorMiddleware:
         client = scope.get("client")
         record = RequestRecord(protocol_of(scope["path"]).value, scope["method"],
                                scope["path"], client[0] if client else None)
+        # Gemini paths name the model: known even when auth or the gate refuse the request.
+        record.requested_model = _model_in_path(scope["path"])
         error_body = bytearray()
         capture = settings.monitor_capture_bodies
         # Raw bytes kept per body: room for base64 runs to be summarized before the cap.
@@ -107,3 +109,10 @@ def _keep(buffer: bytearray | None, chunk: bytes, limit: int) -> bool:
     if room > 0:
         buffer.extend(chunk[:room])
     return len(chunk) > room
+
+
+def _model_in_path(path: str) -> str | None:
+    for prefix in ("/v1beta/models/", "/v1/models/"):
+        if path.startswith(prefix):
+            return path[len(prefix):].partition(":")[0] or None
+    return None
