@@ -56,6 +56,8 @@ def test_a_success_is_recorded_with_models_account_tokens_attempts(gateway_facto
     assert 0 <= attempt["at_ms"] <= log["duration_ms"]
     assert log["duration_ms"] > 0 and log["ttfb_ms"] is not None
     assert log["client_ip"] == "127.0.0.1" and log["provider"] == "google"
+    assert log["user_agent"].startswith("python-httpx/")
+    assert [r["id"] for r in logs(gw, q="python-httpx")] == [log["id"]]
     detail = gw.admin("GET", f"/api/logs/{log['id']}").json()
     assert detail["id"] == log["id"]
     # Bodies are not captured unless asked for.

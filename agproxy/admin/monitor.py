@@ -61,6 +61,7 @@ def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
         like = f"%{params['q']}%"
         query = query.where(sa.or_(T.c.path.like(like), T.c.requested_model.like(like),
                                    T.c.routed_model.like(like), T.c.account.like(like),
+                                   T.c.user_agent.like(like),
                                    T.c.error.like(like)))
     with gateway.engine.connect() as conn:
         return [_row(r) for r in conn.execute(query)]

@@ -100,8 +100,14 @@ def m004_request_log_account_id(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN account_id VARCHAR(36)")
 
 
+def m005_request_log_user_agent(conn: Connection) -> None:
+    # Which tool sent it (claude-cli/…, OpenAI/Python …): the first thing asked when
+    # a client misbehaves.
+    conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN user_agent VARCHAR(200)")
+
+
 MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions, m003_request_logs,
-                               m004_request_log_account_id]
+                               m004_request_log_account_id, m005_request_log_user_agent]
 
 _applied = sa.Table(
     "schema_migrations", sa.MetaData(),

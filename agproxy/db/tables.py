@@ -66,4 +66,5 @@ request_logs = sa.Table(
     sa.Column("request_body", sa.Text),
     sa.Column("response_body", sa.Text),
     sa.Column("account_id", sa.String(36)),
+    sa.Column("user_agent", sa.String(200)),
 )

@@ -15,6 +15,7 @@ from agproxy.service import Gateway
 
 ERROR_CAPTURE = 2000
 CLIENT_CLOSED = 499
+USER_AGENT_CAP = 200
 # Claude Code's telemetry: not a model request, and it would flood the monitor.
 NOT_RECORDED = frozenset({"/v1/api/event_logging", "/v1/api/event_logging/batch"})
 
@@ -37,6 +38,10 @@ class MonitorMiddleware:
                                scope["path"], client[0] if client else None)
         # Gemini paths name the model: known even when auth or the gate refuse the request.
         record.requested_model = _model_in_path(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                record.user_agent = value[:USER_AGENT_CAP].decode("latin-1")
+                break
         error_body = bytearray()
         capture = settings.monitor_capture_bodies
         # Raw bytes kept per body: room for base64 runs to be summarized before the cap.

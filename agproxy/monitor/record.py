@@ -50,6 +50,7 @@ class RequestRecord:
     provider: str | None = None
     account: str | None = None
     account_id: str | None = None
+    user_agent: str | None = None
     status: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
@@ -83,7 +84,8 @@ class RequestRecord:
                 orjson.dumps(self.attempts).decode() if self.attempts else None,
                 self.error and redact(error_message(self.error), secrets), self.client_ip,
                 body(self.request_body, self.request_cut),
-                body(self.response_body, self.response_cut), self.account_id)
+                body(self.response_body, self.response_cut), self.account_id,
+                self.user_agent)
 
     def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
             bodies: bool = True) -> dict[str, Any]:
@@ -93,7 +95,8 @@ class RequestRecord:
 COLUMNS = ("id", "started_at", "protocol", "method", "path", "requested_model",
            "routed_model", "provider", "account", "status", "duration_ms", "ttfb_ms",
            "input_tokens", "output_tokens", "thinking_tokens", "cached_tokens", "attempts",
-           "error", "client_ip", "request_body", "response_body", "account_id")
+           "error", "client_ip", "request_body", "response_body", "account_id",
+           "user_agent")
 
 
 def error_message(body: str) -> str:

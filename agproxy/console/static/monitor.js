@@ -20,7 +20,7 @@ function matches(row, f) {
   const has = (value, part) => (value || "").toLowerCase().includes(part.toLowerCase());
   if (f.model && !has(row.requested_model, f.model) && !has(row.routed_model, f.model)) return false;
   if (f.account && !has(row.account, f.account)) return false;
-  if (f.q && ![row.path, row.requested_model, row.routed_model, row.account, row.error].some((v) => has(v, f.q))) return false;
+  if (f.q && ![row.path, row.requested_model, row.routed_model, row.account, row.error, row.user_agent].some((v) => has(v, f.q))) return false;
   return true;
 }
 
@@ -108,7 +108,7 @@ async function showDetail(id) {
     ["requested model", log.requested_model], ["routed model", log.routed_model], ["provider", log.provider],
     ["account", log.account], ["duration", ms(log.duration_ms)], ["time to first byte", ms(log.ttfb_ms)],
     ["input tokens", log.input_tokens], ["output tokens", log.output_tokens], ["thinking tokens", log.thinking_tokens],
-    ["client", log.client_ip], ["id", log.id]];
+    ["client", log.client_ip], ["user agent", log.user_agent], ["id", log.id]];
   $("detail-fields").replaceChildren(...fields.filter(([, v]) => v !== null && v !== undefined)
     .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   const attempts = log.attempts || [];
