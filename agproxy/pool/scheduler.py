@@ -82,6 +82,14 @@ def is_protected(account: Account, model: str, floor: float) -> bool:
     return False
 
 
+def _preferred(free: list[Account], settings: Settings) -> Account | None:
+    """`fixed` mode: the preferred account (by id or email) when it is free."""
+    if settings.scheduling_mode != "fixed" or not settings.preferred_account:
+        return None
+    wanted = settings.preferred_account.lower()
+    return next((a for a in free if wanted in (a.id, a.email.lower())), None)
+
+
 @dataclass
 class Pick:
     account: Account
@@ -105,20 +113,18 @@ class Scheduler:
 
     def has_free(self, model: str) -> bool:
         """Could an account serve `model` right now (quota and no cooldown)?"""
-        return any(not self.cooldowns.remaining(a.id, model) for a in self.serving(model))
+        return bool(self._free(self.serving(model), model))
 
     def pick(self, model: str, session: str | None, tried: set[str]) -> Pick:
         """The account for the next attempt at `model`, or NoAccount."""
         settings = self.settings()
         serving = self.serving(model)
         candidates = [a for a in serving if a.id not in tried]
-        free = [a for a in candidates if not self.cooldowns.remaining(a.id, model)]
+        free = self._free(candidates, model)
 
-        if settings.scheduling_mode == "fixed" and settings.preferred_account:
-            wanted = settings.preferred_account.lower()
-            for account in free:
-                if wanted in (account.id, account.email.lower()):
-                    return Pick(account)
+        preferred = _preferred(free, settings)
+        if preferred is not None:
+            return Pick(preferred)
 
         if session and settings.scheduling_mode != "round_robin":
             bound = self._bound(session)
@@ -140,16 +146,13 @@ class Scheduler:
 
     def peek(self, model: str) -> Account | None:
         """The account a new conversation about `model` would get now (no side effects)."""
-        settings = self.settings()
-        free = [a for a in self.serving(model) if not self.cooldowns.remaining(a.id, model)]
+        free = self._free(self.serving(model), model)
         if not free:
             return None
-        if settings.scheduling_mode == "fixed" and settings.preferred_account:
-            wanted = settings.preferred_account.lower()
-            for account in free:
-                if wanted in (account.id, account.email.lower()):
-                    return account
-        return free[self._turn % len(free)]
+        return _preferred(free, self.settings()) or free[self._turn % len(free)]
+
+    def _free(self, accounts: list[Account], model: str) -> list[Account]:
+        return [a for a in accounts if not self.cooldowns.remaining(a.id, model)]
 
     def _why_none(self, model: str, serving: list[Account], tried: set[str]) -> NoAccount:
         if not self.pool.accounts:
