@@ -122,9 +122,11 @@ class Settings(BaseModel):
             raise ValueError(API_KEY_RULE)
         return v
 
-    @field_validator("pinned_models", "hidden_models", mode="before")
+    @field_validator("pinned_models", "hidden_models", "allowed_ips", "upstream_base_urls",
+                     mode="before")
     @classmethod
-    def _split_names(cls, v: Any) -> Any:
+    def _split_commas(cls, v: Any) -> Any:
+        """List keys may come as one comma-separated string (environment, CLI)."""
         if isinstance(v, str):
             v = [part.strip() for part in v.split(",") if part.strip()]
         return v
@@ -164,13 +166,6 @@ class Settings(BaseModel):
             raise ValueError("monitor_retention_days must be more than 0")
         return v
 
-    @field_validator("allowed_ips", mode="before")
-    @classmethod
-    def _split_ips(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [part.strip() for part in v.split(",") if part.strip()]
-        return v
-
     @field_validator("allowed_ips")
     @classmethod
     def _check_ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -180,13 +175,6 @@ class Settings(BaseModel):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR range "
                                  "(e.g. 192.168.1.20 or 192.168.1.0/24)") from None
-        return v
-
-    @field_validator("upstream_base_urls", mode="before")
-    @classmethod
-    def _split_urls(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [part.strip() for part in v.split(",") if part.strip()]
         return v
 
     @field_validator("upstream_base_urls")
