@@ -39,7 +39,9 @@ def _attention(accounts: list[Account], gateway: Gateway) -> list[dict[str, Any]
     return items
 
 
-def _quota_averages(accounts: list[Account], floor: float) -> list[dict[str, Any]]:
+def quota_averages(accounts: list[Account], floor: float = 0.0) -> list[dict[str, Any]]:
+    """Per model, over serving accounts: average remaining quota, how many accounts are
+    exhausted or below the protection `floor`, and the soonest reset."""
     fractions: dict[str, list[float]] = defaultdict(list)
     resets: dict[str, list[float]] = defaultdict(list)
     for account in accounts:
@@ -79,7 +81,7 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
         "status": gateway.status(),
         "accounts": {"total": len(accounts), "active": len(gateway.pool), **states},
         "attention": _attention(accounts, gateway),
-        "quota": _quota_averages(accounts, gateway.settings.quota_protection_percent / 100),
+        "quota": quota_averages(accounts, gateway.settings.quota_protection_percent / 100),
         "next_up": next_up,
         "last_hour": {**last_hour,
                       "error_rate": round(last_hour["errors"] / requests, 4) if requests else 0,

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agproxy.accounts.store import Account
+from agproxy.admin.dashboard import quota_averages
 from agproxy.monitor.record import mask_email
 from agproxy.service import Gateway
 
@@ -44,9 +44,8 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
     yield ("# HELP agproxy_quota_remaining_ratio Remaining quota per model, averaged over "
            "serving accounts.")
     yield "# TYPE agproxy_quota_remaining_ratio gauge"
-    for model, fractions in sorted(_quota_by_model(accounts).items()):
-        yield (f'agproxy_quota_remaining_ratio{{model="{model}"}} '
-               f"{sum(fractions) / len(fractions):.4f}")
+    for quota in quota_averages(accounts):
+        yield f'agproxy_quota_remaining_ratio{{model="{quota["model"]}"}} {quota["average"]:.4f}'
     monitor = gateway.monitor
     if monitor is not None:
         yield "# HELP agproxy_monitor_queue Records waiting to be written."
@@ -55,15 +54,6 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
         yield "# HELP agproxy_monitor_dropped_total Records dropped because the queue was full."
         yield "# TYPE agproxy_monitor_dropped_total counter"
         yield f"agproxy_monitor_dropped_total {monitor.dropped}"
-
-
-def _quota_by_model(accounts: list[Account]) -> dict[str, list[float]]:
-    fractions: dict[str, list[float]] = {}
-    for account in accounts:
-        if account.serving:
-            for quota in account.quotas:
-                fractions.setdefault(quota.model, []).append(quota.remaining_fraction or 0.0)
-    return fractions
 
 
 async def metrics(request: Request) -> Response:
