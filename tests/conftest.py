@@ -177,6 +177,18 @@ def google_env(fake: Any) -> dict[str, str]:
     }
 
 
+def gateway_with(gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw",
+                 **env: str) -> tuple[Gateway, list]:
+    """A gateway on the fake Google with `n` fresh accounts added and the service started."""
+    gw = gateway_factory(name, **google_env(fake), **env)
+    accounts = [fake.add_account(email=f"acct{i}-{uuid.uuid4().hex[:6]}@example.com")
+                for i in range(n)]
+    for acct in accounts:
+        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == n
+    return gw, accounts
+
+
 @pytest.fixture(scope="session")
 def fake_google_server() -> Iterator[Any]:
     from fake_google import FakeGoogle

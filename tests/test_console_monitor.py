@@ -14,17 +14,7 @@ from fake_google import Fault
 from playwright.sync_api import Page, expect  # noqa: E402
 from test_console import ARTIFACTS, PASSWORD, login  # skips the module without chromium
 
-from conftest import Gateway, google_env, spawn
-
-
-def started(tmp_path: Path, fake: Any, n: int = 2, **env: str) -> tuple[Gateway, list[Any]]:
-    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake), **env)
-    accounts = [fake.add_account(email=f"ui{i}-{uuid.uuid4().hex[:6]}@example.com")
-                for i in range(n)]
-    for acct in accounts:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
-    return gw, accounts
+from conftest import Gateway, gateway_with
 
 
 def ask(gw: Gateway, model: str = "gemini-3-flash", text: str = "hello") -> httpx.Response:
@@ -33,9 +23,10 @@ def ask(gw: Gateway, model: str = "gemini-3-flash", text: str = "hello") -> http
 
 
 def test_dashboard_shows_a_cooling_down_account_with_its_time_left(
-        page: Page, tmp_path: Path, fake_google: Any) -> None:
+        page: Page, gateway_factory: Any, fake_google: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    gw, accounts = started(tmp_path, fake_google, 3, AGPROXY_SCHEDULING_MODE="round_robin")
+    gw, accounts = gateway_with(gateway_factory, fake_google, 3, AGPROXY_ADMIN_PASSWORD=PASSWORD,
+                                AGPROXY_SCHEDULING_MODE="round_robin")
     try:
         for i in range(5):
             assert ask(gw, text=f"warm {i}").status_code == 200
@@ -70,8 +61,9 @@ def test_dashboard_shows_a_cooling_down_account_with_its_time_left(
 
 
 def test_monitor_shows_new_requests_live_filters_and_details(
-        page: Page, tmp_path: Path, fake_google: Any) -> None:
-    gw, accounts = started(tmp_path, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin")
+        page: Page, gateway_factory: Any, fake_google: Any) -> None:
+    gw, accounts = gateway_with(gateway_factory, fake_google, 2, AGPROXY_ADMIN_PASSWORD=PASSWORD,
+                                AGPROXY_SCHEDULING_MODE="round_robin")
     try:
         assert ask(gw, text="before").status_code == 200
         login(page, gw)
@@ -143,8 +135,8 @@ def test_monitor_shows_new_requests_live_filters_and_details(
 
 
 def test_statistics_page_draws_its_charts_from_the_records(
-        page: Page, tmp_path: Path, fake_google: Any) -> None:
-    gw, _ = started(tmp_path, fake_google, 2)
+        page: Page, gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, 2, AGPROXY_ADMIN_PASSWORD=PASSWORD)
     try:
         for i in range(4):
             assert ask(gw, text="tokens " * (i + 1)).status_code == 200
@@ -182,9 +174,9 @@ def test_statistics_page_draws_its_charts_from_the_records(
         gw.stop()
 
 
-def test_model_mapping_page_reorders_tests_and_saves(page: Page, tmp_path: Path,
+def test_model_mapping_page_reorders_tests_and_saves(page: Page, gateway_factory: Any,
                                                      fake_google: Any) -> None:
-    gw, _ = started(tmp_path, fake_google, 1)
+    gw, _ = gateway_with(gateway_factory, fake_google, 1, AGPROXY_ADMIN_PASSWORD=PASSWORD)
     try:
         gw.admin("PUT", "/api/config", json={"model_mapping": {
             "gpt-*": "gemini-3-flash", "*t-4o": "gemini-3-pro-high"}})

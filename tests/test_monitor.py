@@ -20,18 +20,7 @@ from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import Gateway, google_env
-
-
-def gateway_with(gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw",
-                 **env: str) -> tuple[Gateway, list]:
-    gw = gateway_factory(name, **google_env(fake), **env)
-    accounts = [fake.add_account(email=f"mon{i}-{uuid.uuid4().hex[:6]}@example.com")
-                for i in range(n)]
-    for acct in accounts:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
-    return gw, accounts
+from conftest import Gateway, gateway_with
 
 
 def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:

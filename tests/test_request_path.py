@@ -14,7 +14,7 @@ from fake_google import Fault, count_tokens
 from google import genai
 from google.genai import types
 
-from conftest import Gateway, google_env
+from conftest import Gateway, gateway_with, google_env
 
 MODEL = "gemini-3-flash"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
@@ -23,16 +23,6 @@ STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
 
 def email(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:6]}@example.com"
-
-
-def gateway_with(gateway_factory: Any, fake: Any, n: int, name: str = "gw",
-                 **env: str) -> tuple[Gateway, list]:
-    gw = gateway_factory(name, **google_env(fake), **env)
-    accounts = [fake.add_account(email=email(f"acct{i}")) for i in range(n)]
-    for acct in accounts:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == n
-    return gw, accounts
 
 
 def ask(gw: Gateway, text: str, path: str = GENERATE) -> httpx.Response:

@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from fake_google import Fault
-from test_monitor import gateway_with, logs
+from test_monitor import logs
 
 from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.monitor import stats
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import google_env
+from conftest import gateway_with, google_env
 
 GEMINI = "/v1beta/models/{}:generateContent"
 
