@@ -78,7 +78,17 @@ class Settings(BaseModel):
     monitor_capture_bodies: bool = False
     monitor_body_max_bytes: int = 64 * 1024
     image_fetch_max_bytes: int = 20 * 1024 * 1024
+    image_fetch_max_urls: int = 8
+    image_fetch_max_total_bytes: int = 40 * 1024 * 1024
+    image_fetch_concurrency: int = 4
     allow_private_image_urls: bool = False
+    monitor_queue_max_bytes: int = 32 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    header_timeout_seconds: float = 30.0
+    idle_timeout_seconds: float = 75.0
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
     quota_refresh_minutes: int = 15
 
     scheduling_mode: SchedulingMode = "balance"
@@ -123,7 +133,7 @@ class Settings(BaseModel):
         return v
 
     @field_validator("pinned_models", "hidden_models", "allowed_ips", "upstream_base_urls",
-                     mode="before")
+                     "cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, v: Any) -> Any:
         """List keys may come as one comma-separated string (environment, CLI)."""
