@@ -10,14 +10,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_lock
 
@@ -27,7 +29,24 @@ SchedulingMode = Literal["balance", "round_robin", "fixed"]
 
 CLIENT_VERSION = "4.3.0"
 API_KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
+ADMIN_PASSWORD_MIN = 12
 SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key"})
+PASSWORD_KEYS = frozenset({"admin_password"})
+URL_KEYS = frozenset({"upstream_proxy"})
+# Numeric settings and their allowed range (inclusive); a bool is never a number here.
+RANGES: dict[str, tuple[float, float]] = {
+    "shutdown_timeout": (0, 3600),
+    "max_body_bytes": (1024, 2**40),
+    "image_fetch_max_bytes": (1, 2**40),
+    "quota_refresh_minutes": (0, 7 * 24 * 60),
+    "sticky_max_wait_seconds": (0, 600),
+    "default_cooldown_seconds": (1, 86_400),
+    "stream_ping_seconds": (1, 600),
+    "header_timeout_seconds": (1, 3600),
+    "idle_timeout_seconds": (1, 86_400),
+    "max_header_bytes": (1024, 16 * 1024 * 1024),
+    "max_header_count": (10, 10_000),
+}
 DICT_KEYS = frozenset({"model_mapping", "zai_models", "zai_model_mapping"})
 DEFAULT_UPSTREAM_BASE_URLS = (
     "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
@@ -45,13 +64,38 @@ def _default_user_agent() -> str:
 
 
 def normalize_proxy(url: str) -> str:
-    """An outbound proxy URL: http(s) only (a bare host:port gets http://)."""
+    """An outbound proxy URL: http(s) only (a bare host:port gets http://), with a host
+    that can be a proxy (a dotted name, an address, localhost) and a valid port."""
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"{url!r}: only http:// and https:// proxies are supported")
+        raise ValueError(f"{mask_url(url)!r}: only http:// and https:// proxies are supported")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{mask_url(url)!r}: the port is not a number from 1 to 65535") from None
+    host = parts.hostname or ""
+    if not host or not (port or "." in host or ":" in host or host == "localhost"):
+        raise ValueError(f"{mask_url(url)!r} is not a proxy address; write it as "
+                         "http://host:port (e.g. http://127.0.0.1:7890)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{mask_url(url)!r}: a proxy URL has no path or query")
     return url
+
+
+def mask_url(url: str | None) -> str | None:
+    """A URL as it may be shown: the password of `user:password@` replaced by ••••."""
+    if not url or "@" not in url:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    shown = f"{user}:••••" if has_password else "••••"
+    return f"{scheme}{sep}{shown}@{hostpart}"
 
 
 def generate_api_key() -> str:
@@ -124,6 +168,56 @@ class Settings(BaseModel):
         if not 1 <= v <= 65535:
             raise ValueError("port must be between 1 and 65535")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, data: Any) -> Any:
+        # pydantic would read true as 1: `port: true` must be refused, not become port 1.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key)
+                if (isinstance(value, bool) and field is not None
+                        and field.annotation in (int, float)):
+                    raise ValueError(f"{key} must be a number, not {str(value).lower()}")
+        return data
+
+    @field_validator(*RANGES)
+    @classmethod
+    def _in_range(cls, v: float, info: Any) -> float:
+        low, high = RANGES[info.field_name]
+        if not low <= v <= high:
+            raise ValueError(f"{info.field_name} must be between {low:g} and {high:g}")
+        return v
+
+    @field_validator("admin_password")
+    @classmethod
+    def _password_length(cls, v: str | None) -> str | None:
+        if v is not None and v.strip() == "":
+            return None
+        if v is not None and len(v) < ADMIN_PASSWORD_MIN:
+            raise ValueError(f"admin_password must be at least {ADMIN_PASSWORD_MIN} characters "
+                             "long (it guards the accounts' tokens)")
+        return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in v:
+            parts = urlsplit(origin)
+            if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc
+                                      and not parts.path and not parts.query):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] "
+                                 "(e.g. http://localhost:3000), or * for any")
+        return tuple(o.rstrip("/").lower() for o in v)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for host in v:
+            if host != "*" and not re.fullmatch(r"\.?[A-Za-z0-9_.:\[\]-]{1,253}", host):
+                raise ValueError(f"{host!r} is not a host name: write e.g. gateway.lan, "
+                                 ".example.com for a domain and its subdomains, or *")
+        return tuple(h.lower() for h in v)
 
     @field_validator("api_key")
     @classmethod
@@ -283,10 +377,22 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     return key, message
 
 
-def mask(value: str | None) -> str | None:
+def mask(value: str | None, password: bool = False) -> str | None:
+    """A secret as it may be shown: at most its last 4 characters, and only when they are
+    a small part of it; nothing of a password."""
     if not value:
         return value
-    return "••••" + value[-4:] if len(value) > 8 else "••••"
+    return "••••" + value[-4:] if len(value) >= 16 and not password else "••••"
+
+
+def masked_view(values: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the admin API and `config get` show them: secrets masked."""
+    shown = dict(values)
+    for key in SECRET_KEYS:
+        shown[key] = mask(shown.get(key), password=key in PASSWORD_KEYS)
+    for key in URL_KEYS:
+        shown[key] = mask_url(shown.get(key))
+    return shown
 
 
 @dataclass
@@ -409,8 +515,9 @@ class ConfigStore:
     def update(self, changes: Mapping[str, Any]) -> Settings:
         """Validate `changes` against the current file and save them atomically.
 
-        A key set to None returns to its default (for api_key: a newly generated key).
-        Nothing is written unless the whole result is valid.
+        A key set to None returns to its default; api_key has none (a new key is made
+        on purpose, by the admin API's generate call). Nothing is written unless the
+        whole result is valid.
         """
         env_keys = _env_values(self.environ)
         for key in changes:
@@ -424,8 +531,9 @@ class ConfigStore:
             values, _ = self._read_file()  # fresh: keep what other processes saved
             for key, value in changes.items():
                 if value is None and key == "api_key":
-                    values[key] = generate_api_key()
-                elif value is None:
+                    raise ConfigError("api_key cannot be reset to nothing: set a new key "
+                                      "(sk-…), or generate one in the console", key)
+                if value is None:
                     values.pop(key, None)
                 else:
                     values[key] = value
@@ -436,10 +544,7 @@ class ConfigStore:
 
     def public_view(self) -> dict[str, Any]:
         """The effective settings with secrets masked, as the admin API shows them."""
-        data = self.settings.model_dump(mode="json")
-        for key in SECRET_KEYS:
-            data[key] = mask(data.get(key))
-        return data
+        return masked_view(self.settings.model_dump(mode="json"))
 
 
 def parse_cli_value(key: str, raw: str) -> Any:

@@ -17,7 +17,7 @@ ADMIN_PASSWORD = "admin-pass-5f2c"
 # (label, env) — `auto` is off on loopback and all_except_health with LAN access.
 MODES: dict[str, dict[str, str]] = {
     "off": {"AGPROXY_AUTH_MODE": "off"},
-    "strict": {"AGPROXY_AUTH_MODE": "strict"},
+    "strict": {"AGPROXY_AUTH_MODE": "strict", "AGPROXY_CORS_ORIGINS": "http://localhost:5173"},
     "all_except_health": {"AGPROXY_AUTH_MODE": "all_except_health"},
     "auto_local": {"AGPROXY_AUTH_MODE": "auto"},
     "auto_lan": {"AGPROXY_AUTH_MODE": "auto", "AGPROXY_ALLOW_LAN_ACCESS": "true"},
@@ -133,18 +133,24 @@ def test_auto_mode_reports_its_effective_mode_by_lan_access(gateways: dict[str, 
 
 
 def test_cors_preflight_passes_without_a_key(gateways: dict[str, Gateway]) -> None:
-    gw = gateways["strict"]
+    gw = gateways["strict"]  # cors_origins = http://localhost:5173
     response = httpx.options(gw.base_url + "/v1/chat/completions", headers={
         "Origin": "http://localhost:5173",
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, content-type",
     })
-    assert response.status_code == 200
-    assert response.headers["access-control-allow-origin"] in ("*", "http://localhost:5173")
+    assert response.status_code in (200, 204)
+    assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "POST" in response.headers["access-control-allow-methods"]
     assert "authorization" in response.headers["access-control-allow-headers"].lower()
     # A real cross-origin request carries the CORS header on its answer too.
     answer = httpx.get(gw.base_url + "/v1/models",
                        headers={"Origin": "http://localhost:5173", "x-api-key": API_KEY})
     assert answer.status_code == 200
-    assert answer.headers["access-control-allow-origin"] in ("*", "http://localhost:5173")
+    assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
+    # Another page's origin is refused outright, preflight or not.
+    other = httpx.get(gw.base_url + "/v1/models",
+                      headers={"Origin": "http://localhost:18990", "x-api-key": API_KEY})
+    assert other.status_code == 403
+    assert "cors_origins" in other.json()["error"]["message"]
+    assert "access-control-allow-origin" not in other.headers

@@ -459,7 +459,7 @@ def test_host(lan: bool, host: str) -> None:
 
 
 @pytest.mark.parametrize(("password", "secret"), [
-    (None, VALID_KEY), ("", VALID_KEY), ("my-password", "my-password"),
+    (None, VALID_KEY), ("", VALID_KEY), ("my-password-long", "my-password-long"),
 ])
 def test_admin_secret_falls_back_to_api_key(password: str | None, secret: str) -> None:
     assert Settings(api_key=VALID_KEY, admin_password=password).admin_secret == secret

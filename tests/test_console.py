@@ -192,6 +192,12 @@ def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
         page.wait_for_url(f"http://127.0.0.1:{new_port}/#/proxy", timeout=10000)
         expect(page.locator("#status-badge")).to_have_text("running")  # no login form
         expect(page.locator("#login-view")).to_be_hidden()
-        assert page.evaluate("window.name") == ""  # the hand-over is gone
+        # The password never left the old page: no window.name, and the single-use ticket
+        # that carried the session is spent and gone from the address bar.
+        assert page.evaluate("window.name") == ""
+        assert "ticket" not in page.url
+        assert PASSWORD not in page.evaluate("JSON.stringify(history.state) + location.href")
+        spent = httpx.post(f"http://127.0.0.1:{new_port}/auth/ticket", json={"ticket": "x" * 43})
+        assert spent.status_code == 401 and "password" not in spent.json()
     finally:
         gw.stop()

@@ -387,8 +387,13 @@ def test_malformed_json_is_400(native: Native, fake_google: Any) -> None:
     google_error(native.post(path, ["not", "an", "object"]), 400, "INVALID_ARGUMENT")
     google_error(native.post(path, {"contents": []}), 400, "INVALID_ARGUMENT")
     stream = httpx.post(native.gw.base_url + f"/v1/models/{MODEL}:streamGenerateContent?alt=sse",
-                        content=b"not json", headers={"x-goog-api-key": native.key}, timeout=30)
+                        content=b"not json", timeout=30,
+                        headers={"x-goog-api-key": native.key, "content-type": "application/json"})
     google_error(stream, 400, "INVALID_ARGUMENT")
+    # Without a JSON content type (a browser's cross-origin "simple" request): 415.
+    plain = httpx.post(native.gw.base_url + path, content=b'{"contents": []}', timeout=30,
+                       headers={"x-goog-api-key": native.key, "content-type": "text/plain"})
+    assert "Content-Type: application/json" in google_error(plain, 415, "INVALID_ARGUMENT")
     assert not [r for r in fake_google.requests if r.rpc.endswith("Content")]
 
 

@@ -14,7 +14,7 @@ KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = spawn(tmp_path_factory.mktemp("surface"), config={"admin_password": "pw-123456"},
+    gateway = spawn(tmp_path_factory.mktemp("surface"), config={"admin_password": "pw-1234567890"},
                     **ZAI_ENV)
     yield gateway
     gateway.stop()
@@ -61,7 +61,7 @@ def test_config_read_masks_secrets(gw: Gateway) -> None:
     assert response.status_code == 200
     body = response.json()
     text = response.text
-    assert gw.api_key not in text and "pw-123456" not in text and ZAI_ENV[
+    assert gw.api_key not in text and "pw-1234567890" not in text and ZAI_ENV[
         "AGPROXY_ZAI_API_KEY"] not in text
     assert body["config"]["api_key"].endswith(gw.api_key[-4:])
     assert body["config"]["port"] == gw.port

@@ -15,6 +15,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from agproxy.config import mask_url
 from agproxy.db.tables import account_quotas, accounts, revisions
 
 
@@ -66,7 +67,7 @@ class Account:
             "status_reason": self.status_reason, "status_changed_at": self.status_changed_at,
             "project_id": self.project_id, "tier": self.tier,
             "created_at": self.created_at, "last_used_at": self.last_used_at,
-            "proxy_url": self.proxy_url, "quota_fetched_at": self.quota_fetched_at,
+            "proxy_url": mask_url(self.proxy_url), "quota_fetched_at": self.quota_fetched_at,
             "quotas": [{"model": q.model, "remaining_fraction": q.remaining_fraction,
                         "reset_at": q.reset_at} for q in self.quotas],
         }

@@ -249,7 +249,7 @@ def disable(id_or_email: str) -> None:
 def set_proxy(id_or_email: str, url: str) -> None:
     """Send this account's upstream traffic through an HTTP(S) proxy (URL `none` clears it;
     without one the global `upstream_proxy` setting applies)."""
-    from agproxy.config import normalize_proxy
+    from agproxy.config import mask_url, normalize_proxy
     try:
         value = None if url.lower() in ("none", "off", "") else normalize_proxy(url)
     except ValueError as exc:
@@ -257,7 +257,7 @@ def set_proxy(id_or_email: str, url: str) -> None:
     with _account_store() as store:
         account = _find(store, id_or_email)
         store.set_proxy(account.id, value)
-    click.echo(f"{account.email}: proxy {value or 'none'}")
+    click.echo(f"{account.email}: proxy {mask_url(value) or 'none'}")
 
 
 @accounts.command()

@@ -6,7 +6,18 @@ import click
 import orjson
 
 from agproxy.cli.client import load_settings
-from agproxy.config import KEYS, SECRET_KEYS, ConfigError, env_var, mask, parse_cli_value
+from agproxy.config import (
+    KEYS,
+    PASSWORD_KEYS,
+    SECRET_KEYS,
+    URL_KEYS,
+    ConfigError,
+    env_var,
+    mask,
+    mask_url,
+    masked_view,
+    parse_cli_value,
+)
 
 
 @click.group()
@@ -38,8 +49,7 @@ def get(key: str | None, reveal: bool, as_json: bool) -> None:
     store = load_settings(create=True)
     values = store.settings.model_dump(mode="json")
     if not reveal:
-        for secret in SECRET_KEYS:
-            values[secret] = mask(values[secret])
+        values = masked_view(values)
     if key is not None:
         if key not in values:
             raise click.ClickException(f"unknown config key {key!r}; known keys: {', '.join(KEYS)}")
@@ -69,5 +79,9 @@ def set_(key: str, value: str) -> None:
         store.update({key: parse_cli_value(key, value)})
     except ConfigError as exc:
         raise click.ClickException(exc.message) from exc
-    shown = mask(value) if key in SECRET_KEYS else value
+    shown = value
+    if key in SECRET_KEYS:
+        shown = mask(value, password=key in PASSWORD_KEYS) or value
+    elif key in URL_KEYS:
+        shown = mask_url(value) or value
     click.echo(f"{key} = {shown}  (saved to {store.path})")

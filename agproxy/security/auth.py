@@ -1,13 +1,23 @@
-"""Auth middleware: the api key for AI routes (per auth_mode), the admin password for /api."""
+"""Auth middleware: the api key for AI routes (per auth_mode), the admin password for /api.
+
+One credential per request (several different ones get 400), and failed attempts are
+throttled per client address (security/throttle.py) and logged without the secret.
+"""
 
 from __future__ import annotations
+
+import logging
+import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agproxy.frontends.errors import Protocol, error_response, protocol_of
-from agproxy.security.keys import key_matches, presented_keys
+from agproxy.security.keys import SEVERAL_KEYS, SeveralKeys, key_matches, presented_key
+from agproxy.security.throttle import AuthThrottle
 from agproxy.server.zones import Zone, zone_of
 from agproxy.service import Gateway
+
+log = logging.getLogger("agproxy.security")
 
 MISSING_KEY = (
     "missing API key: send the gateway's api_key as 'Authorization: Bearer <key>', "
@@ -24,6 +34,7 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
+        self.throttle = AuthThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS":
@@ -36,21 +47,42 @@ class AuthMiddleware:
             return
         settings = self.gateway.settings
         if zone is Zone.ADMIN:
-            keys = presented_keys(scope, allow_query=False)
-            if not key_matches(keys, settings.admin_secret):
-                response = error_response(Protocol.OPENAI, 401, ADMIN_REQUIRED)
-                await response(scope, receive, send)
+            protocol, secret, refusal = Protocol.OPENAI, settings.admin_secret, ADMIN_REQUIRED
+            allow_query = False
+        else:
+            mode = self.gateway.effective_auth_mode()
+            if mode == "off" or (mode == "all_except_health" and zone is Zone.HEALTH):
+                await self.app(scope, receive, send)
                 return
-            await self.app(scope, receive, send)
-            return
-        mode = self.gateway.effective_auth_mode()
-        if mode == "off" or (mode == "all_except_health" and zone is Zone.HEALTH):
-            await self.app(scope, receive, send)
-            return
-        protocol = protocol_of(path)
-        keys = presented_keys(scope, allow_query=protocol is Protocol.GOOGLE)
-        if not key_matches(keys, settings.api_key):
-            response = error_response(protocol, 401, WRONG_KEY if keys else MISSING_KEY)
+            protocol = protocol_of(path)
+            secret, refusal = settings.api_key, ""
+            allow_query = protocol is Protocol.GOOGLE
+
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        wait = self.throttle.blocked_for(address)
+        if wait:
+            response = error_response(
+                protocol, 429, f"too many failed authentications from {address}; "
+                               f"try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))})
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            key = presented_key(scope, allow_query)
+        except SeveralKeys:
+            await error_response(protocol, 400, SEVERAL_KEYS)(scope, receive, send)
+            return
+        if key_matches(key, secret):
+            self.throttle.succeeded(address)
+            await self.app(scope, receive, send)
+            return
+        failures, block = self.throttle.failed(address)
+        if block:
+            log.warning("authentication failed from %s on %s %s (%d in a row); refusing it "
+                        "for %.0f s", address, scope["method"], path, failures, block)
+        elif failures <= 3 or failures % 10 == 0:
+            log.warning("authentication failed from %s on %s %s (%d in a row)",
+                        address, scope["method"], path, failures)
+        message = refusal or (WRONG_KEY if key is not None else MISSING_KEY)
+        await error_response(protocol, 401, message)(scope, receive, send)

@@ -7,13 +7,13 @@ import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from agproxy.admin import accounts as admin_accounts
+from agproxy.admin import console_login
 from agproxy.admin import dashboard as admin_dashboard
 from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
@@ -24,8 +24,11 @@ from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.monitor.middleware import MonitorMiddleware
 from agproxy.security.auth import AuthMiddleware
+from agproxy.security.cors import BrowserMiddleware
+from agproxy.security.hosts import HostCheckMiddleware
 from agproxy.security.ip_rules import IPRulesMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
+from agproxy.server.headers import SecurityHeadersMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
 
@@ -78,17 +81,20 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/models/{target}", gemini.call_model, methods=["POST"]),
         # Admin API and console
         Mount("/api", routes=(admin_proxy.routes + admin_accounts.routes
-                              + admin_monitor.routes + admin_dashboard.routes)),
+                              + admin_monitor.routes + admin_dashboard.routes
+                              + console_login.routes)),
         Route("/metrics", admin_metrics.metrics, methods=["GET"]),
         Route("/auth/callback", admin_accounts.auth_callback, methods=["GET"]),
+        Route("/auth/ticket", console_login.exchange, methods=["POST"]),
         Route("/", console_index, methods=["GET"]),
         Mount("/console", StaticFiles(directory=STATIC_DIR), name="console"),
     ]
     middleware = [
-        # Outermost first: CORS answers preflights before anything else looks at them.
+        # Outermost first: who may connect, under which name, from which web page.
         Middleware(IPRulesMiddleware, gateway=gateway),
-        Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"],
-                   allow_headers=["*"], expose_headers=["*"], max_age=3600),
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(HostCheckMiddleware, gateway=gateway),
+        Middleware(BrowserMiddleware, gateway=gateway),
         # The monitor sees requests the gate or auth refuse too: "why does my client get
         # 401/503?" is answered there.
         Middleware(MonitorMiddleware, gateway=gateway),
@@ -100,5 +106,6 @@ def build_app(gateway: Gateway) -> Starlette:
                     exception_handlers={HTTPException: http_error, Exception: unexpected_error})
     app.state.gateway = gateway
     app.state.logins = {}
+    app.state.console_tickets = {}
     gateway.app = app
     return app

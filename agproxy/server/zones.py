@@ -13,7 +13,7 @@ class Zone(StrEnum):
 
 
 HEALTH_PATHS = frozenset({"/healthz", "/health"})
-PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/auth/callback"})
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/auth/callback", "/auth/ticket"})
 
 
 def zone_of(path: str) -> Zone:

@@ -112,12 +112,12 @@ async function toggleService() {
     if (status.running && status.port !== previousPort && String(status.port) !== location.port) {
       const url = `${location.protocol}//${location.hostname}:${status.port}/`;
       errorBox.className = "banner warn";
-      errorBox.innerHTML = `The gateway moved to port ${status.port}: <a href="${url}">${url}</a>`;
+      errorBox.replaceChildren(`The gateway moved to port ${status.port}: `, el("a", { href: url }, url));
       errorBox.hidden = false;
-      // The session is per origin (the port is part of it): carry the password across in
-      // this tab's window.name for the one navigation; the new page clears it at once.
-      window.name = JSON.stringify({ agproxyLogin: sessionStorage.getItem(KEY_STORE), until: Date.now() + 30000 });
-      setTimeout(() => { location.href = url + location.hash; }, 1500);
+      // The session is per origin (the port is part of it): a single-use ticket that lives
+      // a minute carries it across in the URL fragment; the password itself never leaves.
+      const { ticket } = await api("POST", "/api/console/ticket");
+      setTimeout(() => { location.href = `${url}#ticket=${encodeURIComponent(ticket)};${location.hash}`; }, 1500);
     }
   } catch (err) {
     errorBox.className = "banner error";
@@ -303,7 +303,10 @@ function ago(ts) {
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v); else node.setAttribute(k, v);
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v;  // CSSOM: allowed by the console's CSP
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
   }
   for (const child of children) node.append(child);
   return node;
@@ -378,18 +381,23 @@ function wire() {
   window.addEventListener("hashchange", route);
 }
 
-// The password handed over by the console on the old port after a port move (see toggleService).
-function carriedLogin() {
-  let carried = null;
-  try { carried = JSON.parse(window.name || "null"); } catch { /* not ours */ }
-  if (!carried || typeof carried.agproxyLogin !== "string") return null;
-  window.name = "";
-  return carried.until > Date.now() ? carried.agproxyLogin : null;
+// After a port move the old page hands over a single-use ticket (see toggleService).
+async function carriedLogin() {
+  const match = /^#ticket=([A-Za-z0-9_-]+);(#[\w/-]*)?$/.exec(location.hash);
+  if (!match) return null;
+  history.replaceState(null, "", location.pathname + (match[2] || ""));  // the page it was on
+  try {
+    const response = await fetch("/auth/ticket", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ticket: match[1] }),
+    });
+    return response.ok ? (await response.json()).password : null;
+  } catch { return null; }
 }
 
 // Start once every script (charts.js, pages.js) has registered its pages.
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   wire();
-  const saved = sessionStorage.getItem(KEY_STORE) || carriedLogin();
+  const saved = sessionStorage.getItem(KEY_STORE) || await carriedLogin();
   if (saved) tryLogin(saved); else showLogin();
 });

@@ -1,0 +1,102 @@
+"""Browsers: which web pages may call the gateway, and with what.
+
+Without it any page the user opens could use the pool: a cross-origin "simple" request
+(a form post, or fetch with a text/plain body) needs no preflight, and the default
+auth mode asks no key on loopback. So:
+- A request that carries an `Origin` other than the gateway's own is refused (403)
+  unless the origin is listed in `cors_origins` (`*` allows any). The admin API and
+  the console never accept another origin.
+- Allowed origins get the CORS headers, and their preflights are answered.
+- Requests with a body on the AI routes must say they are JSON (`Content-Type:
+  application/json`), which a page cannot send cross-origin without a preflight.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agproxy.frontends.errors import error_response, protocol_of
+from agproxy.server.zones import Zone, zone_of
+from agproxy.service import Gateway
+
+ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+MAX_AGE = "3600"
+NOT_JSON = ("send the request body as JSON with the header 'Content-Type: application/json' "
+            "(got {got})")
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and host is not None and rest == host.lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                            and media.endswith("+json"))
+
+
+class BrowserMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        zone = zone_of(path)
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        cross = origin is not None and not _same_origin(origin.lower(), headers.get("host"))
+        if cross:
+            assert origin is not None
+            allowed = self.gateway.settings.cors_origins
+            if zone in (Zone.ADMIN, Zone.CONSOLE) or not (
+                    "*" in allowed or origin.lower().rstrip("/") in allowed):
+                response = error_response(
+                    protocol_of(path), 403,
+                    f"web pages from {origin[:200]!r} may not call this gateway; add the origin "
+                    "to the cors_origins setting to allow it (the admin API and console allow "
+                    "none)")
+                await response(scope, receive, send)
+                return
+            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+                await self._preflight(origin, headers, send)
+                return
+        if (zone is Zone.AI and scope["method"] in ("POST", "PUT", "PATCH")
+                and not is_json(headers.get("content-type"))):
+            got = headers.get("content-type")
+            response = error_response(protocol_of(path), 415,
+                                      NOT_JSON.format(got=repr(got[:100]) if got else "none"))
+            await response(scope, receive, self._with_cors(origin, send) if cross else send)
+            return
+        await self.app(scope, receive, self._with_cors(origin, send) if cross else send)
+
+    @staticmethod
+    async def _preflight(origin: str, headers: Headers, send: Send) -> None:
+        allow_headers = headers.get("access-control-request-headers", "")
+        await send({"type": "http.response.start", "status": 204, "headers": [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+            (b"access-control-allow-headers", allow_headers.encode("latin-1")),
+            (b"access-control-max-age", MAX_AGE.encode()),
+            (b"vary", b"Origin"),
+        ]})
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    def _with_cors(origin: str | None, send: Send) -> Send:
+        assert origin is not None
+        extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
+                 (b"access-control-expose-headers", b"*"), (b"vary", b"Origin")]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+        return sending
