@@ -37,6 +37,7 @@ URL_KEYS = frozenset({"upstream_proxy"})
 RANGES: dict[str, tuple[float, float]] = {
     "shutdown_timeout": (0, 3600),
     "max_body_bytes": (1024, 2**40),
+    "max_inflight_body_bytes": (1024 * 1024, 2**42),
     "image_fetch_max_bytes": (1, 2**40),
     "quota_refresh_minutes": (0, 7 * 24 * 60),
     "sticky_max_wait_seconds": (0, 600),
@@ -116,6 +117,7 @@ class Settings(BaseModel):
     allowed_ips: tuple[str, ...] = ()
     shutdown_timeout: float = 30.0
     max_body_bytes: int = 50 * 1024 * 1024
+    max_inflight_body_bytes: int = 128 * 1024 * 1024
     monitor_enabled: bool = True
     monitor_max_rows: int = 100_000
     monitor_retention_days: float = 30.0
@@ -130,7 +132,7 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     header_timeout_seconds: float = 30.0
-    idle_timeout_seconds: float = 75.0
+    idle_timeout_seconds: float = 30.0
     max_header_bytes: int = 64 * 1024
     max_header_count: int = 100
     quota_refresh_minutes: int = 15

@@ -13,6 +13,7 @@ CONFIG_FILE = "config.json"
 DATABASE_FILE = "agproxy.db"
 RUNTIME_FILE = "server.json"
 LOCK_FILE = ".config.lock"
+SERVE_LOCK_FILE = ".serve.lock"
 
 
 def data_dir() -> Path:
@@ -62,3 +63,33 @@ def file_lock(directory: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+class AlreadyServing(Exception):
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold_serve_lock(directory: Path) -> int:
+    """Claim the data directory for this `agproxy serve` until the process ends.
+
+    A second gateway on the same directory would overwrite server.json and share the
+    database's pool state behind this one's back. The lock file names its holder (pid
+    and address), so the refusal can say which gateway runs. The kernel drops the lock
+    when the process dies, even by kill -9: no stale lock to clean up.
+    """
+    fd = os.open(directory / SERVE_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise AlreadyServing(holder) from None
+    return fd
+
+
+def describe_serve_lock(fd: int, text: str) -> None:
+    """Write who holds the lock (read by a refused second gateway)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)

@@ -124,7 +124,7 @@ class Gateway:
         """Bind the first listener (raises BindError)."""
         assert self.app is not None
         sock = bind_socket(host, port)
-        self.listener = serve_socket(self.app, sock, self.settings.shutdown_timeout)
+        self.listener = serve_socket(self.app, sock, lambda: self.settings)
         self._write_runtime_file()
 
     async def _move_listener(self, host: str, port: int) -> None:
@@ -142,10 +142,10 @@ class Gateway:
             if old is not None and same_port:
                 # Put the old address back so the state is as before the attempt.
                 self.listener = serve_socket(self.app, bind_socket(*old.address),
-                                             self.settings.shutdown_timeout)
+                                             lambda: self.settings)
                 self._retire_later(old)
             raise
-        self.listener = serve_socket(self.app, sock, self.settings.shutdown_timeout)
+        self.listener = serve_socket(self.app, sock, lambda: self.settings)
         self._write_runtime_file()
         if old is not None:
             self._retire_later(old)

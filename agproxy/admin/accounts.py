@@ -20,8 +20,8 @@ from starlette.routing import Route
 from agproxy.accounts.login import LoginError, LoginFlow, extract_code, page
 from agproxy.accounts.service import AddError, parse_import, summarize
 from agproxy.accounts.store import Account
-from agproxy.admin.proxy import admin_error, read_json_object
-from agproxy.config import normalize_proxy
+from agproxy.admin.proxy import admin_error, log_security_event, read_json_object
+from agproxy.config import mask_url, normalize_proxy
 from agproxy.frontends.common import JSONResponse
 from agproxy.service import Gateway
 
@@ -153,6 +153,7 @@ async def update_account(request: Request) -> Response:
         except ValueError as exc:
             return admin_error(400, str(exc), "proxy_url")
         await run_in_threadpool(store.set_proxy, account.id, proxy)
+        log_security_event(request, f"proxy of account {account.id} set to {mask_url(proxy)!r}")
     if "enabled" in body:
         if not isinstance(body["enabled"], bool):
             return admin_error(400, "enabled must be true or false", "enabled")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -10,12 +11,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agproxy.config import ConfigError, OverriddenByEnv, generate_api_key
+from agproxy.config import ConfigError, OverriddenByEnv, generate_api_key, mask_url
 from agproxy.frontends.common import JSONResponse
 from agproxy.service import Gateway, StartError
 
 # Keys that only take effect at the next start of the proxy service.
 APPLY_AT_START = ("port", "allow_lan_access")
+# Where the pool's tokens are sent: a change is logged as a security event, so that a
+# stolen admin password that redirects them leaves a trace.
+TOKEN_DESTINATIONS = ("upstream_base_urls", "oauth_token_url", "oauth_userinfo_url",
+                      "oauth_authorize_url", "upstream_proxy", "zai_base_url")
+security_log = logging.getLogger("agproxy.security")
+
+
+def log_security_event(request: Request, what: str) -> None:
+    client = request.client.host if request.client else "unknown"
+    security_log.warning("security event: %s (admin API, from %s)", what, client)
 
 
 def admin_error(status: int, message: str, param: str | None = None,
@@ -82,6 +93,11 @@ async def put_config(request: Request) -> Response:
         await run_in_threadpool(gateway.store.update, changes)
     except ConfigError as exc:
         return admin_error(409 if isinstance(exc, OverriddenByEnv) else 400, exc.message, exc.key)
+    for key in TOKEN_DESTINATIONS:
+        if key in changes:
+            value = changes[key]
+            shown = [mask_url(v) for v in value] if isinstance(value, list) else mask_url(value)
+            log_security_event(request, f"{key} changed to {shown!r}")
     view = _config_view(gateway)
     view["apply_at_next_start"] = [k for k in APPLY_AT_START if k in changes]
     return JSONResponse(view)

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from agproxy.config import Settings
+from agproxy.server.connection import limited_protocol
 
 log = logging.getLogger("agproxy.server")
 
@@ -56,17 +59,18 @@ class Listener:
         return self.host, self.port
 
 
-def serve_socket(app: ASGIApp, sock: socket.socket, graceful_seconds: float) -> Listener:
+def serve_socket(app: ASGIApp, sock: socket.socket, settings: Callable[[], Settings]
+                 ) -> Listener:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
+        http=limited_protocol(settings),
         lifespan="off",
         access_log=False,
         proxy_headers=False,
         server_header=False,
         log_level="warning",
-        timeout_graceful_shutdown=int(graceful_seconds),
-        timeout_keep_alive=30,
+        timeout_graceful_shutdown=int(settings().shutdown_timeout),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"listener {host}:{port}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ import uvloop
 from agproxy import __version__
 from agproxy.accounts import build_account_service
 from agproxy.config import ConfigError, ConfigStore
-from agproxy.datadir import DATABASE_FILE
+from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, hold_serve_lock
 from agproxy.db import open_database
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.pool import Pool
@@ -90,7 +91,7 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 40)
 
 
-async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
+async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -113,6 +114,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None]) -> int:
         echo(exc.message)
         return 1
     host, port = settings.host, settings.port
+    describe_serve_lock(lock_fd, f"pid {os.getpid()}, listening on {host}:{port}")
     shown_host = "127.0.0.1" if host == "0.0.0.0" else host
     echo(f"agproxy {__version__} listening on {host}:{port}")
     echo(f"  console:  http://{shown_host}:{port}/")
@@ -154,6 +156,14 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     except ConfigError as exc:
         echo(f"error: {exc.message}")
         return 2
+    try:
+        lock_fd = hold_serve_lock(store.directory)
+    except AlreadyServing as exc:
+        echo(f"error: another agproxy is already serving the data directory {store.directory} "
+             f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
+             "end its process), or give this one its own AGPROXY_DATA_DIR")
+        return 1
+    describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
     engine = open_database(store.directory / DATABASE_FILE)
     accounts = build_account_service(lambda: store.settings, engine)
     pool = Pool(accounts.store)
@@ -164,4 +174,4 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
                       MonitorWriter(engine, lambda: store.settings))
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(gateway, echo))
+        return runner.run(_serve(gateway, echo, lock_fd))
