@@ -5,7 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agproxy.frontends import gemini
 from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.gemini import model_info
 from agproxy.router.mapping import BUILTIN
 
@@ -35,3 +37,17 @@ async def openai_models(request: Request) -> Response:
 async def gemini_models(request: Request) -> Response:
     models = [model_info(m) for m in request.app.state.gateway.catalog()]
     return JSONResponse({"models": models})
+
+
+async def openai_model(request: Request) -> Response:
+    """`GET /v1/models/{id}`: an OpenAI client gets OpenAI's model object (or its 404);
+    a Google SDK asking the v1 path gets Gemini's."""
+    if _from_google_client(request):
+        return await gemini.get_model(request)
+    gateway = request.app.state.gateway
+    requested = request.path_params["target"]
+    if gateway.route_model(requested) is None:
+        return error_response(Protocol.OPENAI, 404, f"The model {requested[:200]!r} does not "
+                                                    "exist in this gateway; see GET /v1/models")
+    return JSONResponse({"id": requested, "object": "model", "created": 0,
+                         "owned_by": "agproxy"})

@@ -73,7 +73,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
         Route("/v1/api/event_logging", anthropic.event_logging, methods=["POST"]),
         Route("/v1/api/event_logging/batch", anthropic.event_logging, methods=["POST"]),
-        Route("/v1/models/{target}", gemini.get_model, methods=["GET"]),
+        Route("/v1/models/{target}", models.openai_model, methods=["GET"]),
         # Gemini (also under /v1: newer google-genai releases call v1)
         Route("/v1beta/models", models.gemini_models, methods=["GET"]),
         Route("/v1beta/models/{target}", gemini.get_model, methods=["GET"]),
