@@ -42,9 +42,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "quota_refresh_minutes": (0, 7 * 24 * 60),
     "sticky_max_wait_seconds": (0, 600),
     "default_cooldown_seconds": (1, 86_400),
-    "stream_ping_seconds": (1, 600),
-    "header_timeout_seconds": (1, 3600),
-    "idle_timeout_seconds": (1, 86_400),
+    "stream_ping_seconds": (0.1, 600),
+    "header_timeout_seconds": (0.5, 3600),
+    "idle_timeout_seconds": (0.5, 86_400),
     "max_header_bytes": (1024, 16 * 1024 * 1024),
     "max_header_count": (10, 10_000),
 }
