@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_lock
 
@@ -160,6 +160,14 @@ class Settings(BaseModel):
     def _body_cap(cls, v: int) -> int:
         if v < 1000:
             raise ValueError("monitor_body_max_bytes must be at least 1000")
+        return v
+
+    @field_validator("image_fetch_max_urls", "image_fetch_max_total_bytes",
+                     "image_fetch_concurrency")
+    @classmethod
+    def _image_fetch_caps(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be at least 1")
         return v
 
     @field_validator("quota_protection_percent")
