@@ -212,6 +212,8 @@ async def _fetch_all(jobs: list[_Job], settings: Settings, resolve: Resolve) -> 
     if len(jobs) > limit:
         raise FetchError(f"the request has {len(jobs)} image URLs; at most {limit} are fetched "
                          "per request (image_fetch_max_urls)")
+    if not jobs:
+        return
     budget = Budget(settings.image_fetch_max_total_bytes)
     gate = asyncio.Semaphore(settings.image_fetch_concurrency)
 
