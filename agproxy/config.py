@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_lock
 
@@ -39,6 +46,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_body_bytes": (1024, 2**40),
     "max_inflight_body_bytes": (1024 * 1024, 2**42),
     "image_fetch_max_bytes": (1, 2**40),
+    "image_fetch_max_urls": (1, 1000),
+    "image_fetch_max_total_bytes": (1, 2**40),
+    "image_fetch_concurrency": (1, 64),
     "quota_refresh_minutes": (0, 7 * 24 * 60),
     "sticky_max_wait_seconds": (0, 600),
     "default_cooldown_seconds": (1, 86_400),
@@ -185,7 +195,7 @@ class Settings(BaseModel):
 
     @field_validator(*RANGES)
     @classmethod
-    def _in_range(cls, v: float, info: Any) -> float:
+    def _in_range(cls, v: float, info: ValidationInfo) -> float:
         low, high = RANGES[info.field_name]
         if not low <= v <= high:
             raise ValueError(f"{info.field_name} must be between {low:g} and {high:g}")

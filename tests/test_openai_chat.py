@@ -351,7 +351,8 @@ def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
     strict.admin("POST", "/api/proxy/start")
     refused = ask(strict, "/fox.png")
     assert refused.status_code == 400
-    assert "private or local address (127.0.0.1)" in refused.json()["error"]["message"]
+    message = refused.json()["error"]["message"]
+    assert "private or local address" in message and "127.0.0.1" not in message
 
     open_gw = gateway_factory("open", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
                               AGPROXY_IMAGE_FETCH_MAX_BYTES="40", **google_env(fake_google))

@@ -111,9 +111,7 @@ async def messages(request: Request) -> Response:
     body, model = parsed
     settings = gateway.settings
     try:
-        await inline_anthropic_image_urls(body.get("messages"), gateway.accounts.client.session,
-                                          settings.image_fetch_max_bytes,
-                                          settings.allow_private_image_urls)
+        await inline_anthropic_image_urls(body.get("messages"), settings)
     except FetchError as exc:
         return _error(400, exc.message)
     signatures = _signatures(request)

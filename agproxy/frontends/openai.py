@@ -95,8 +95,7 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     requested = str(body["model"])
     settings = gateway.settings
     try:
-        await inline_image_urls(body.get("messages"), gateway.accounts.client.session,
-                                settings.image_fetch_max_bytes, settings.allow_private_image_urls)
+        await inline_image_urls(body.get("messages"), settings)
     except FetchError as exc:
         return bad_request(exc.message, "messages")
     try:
@@ -204,8 +203,7 @@ async def responses(request: Request) -> Response:
         return model
     settings = gateway.settings
     try:
-        await inline_image_urls(chat["messages"], gateway.accounts.client.session,
-                                settings.image_fetch_max_bytes, settings.allow_private_image_urls)
+        await inline_image_urls(chat["messages"], settings)
     except FetchError as exc:
         return bad_request(exc.message, "input")
     try:
