@@ -43,7 +43,7 @@ URL_KEYS = frozenset({"upstream_proxy"})
 # Numeric settings and their allowed range (inclusive); a bool is never a number here.
 RANGES: dict[str, tuple[float, float]] = {
     "shutdown_timeout": (0, 3600),
-    "max_body_bytes": (1024, 2**40),
+    "max_body_bytes": (1000, 2**40),
     "max_inflight_body_bytes": (1024 * 1024, 2**42),
     "image_fetch_max_bytes": (1, 2**40),
     "image_fetch_max_urls": (1, 1000),
