@@ -25,6 +25,7 @@ from agproxy.frontends.notfound import hint_for
 from agproxy.monitor.middleware import MonitorMiddleware
 from agproxy.security.auth import AuthMiddleware
 from agproxy.security.ip_rules import IPRulesMiddleware
+from agproxy.server.disconnect import DisconnectMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
@@ -92,6 +93,7 @@ def build_app(gateway: Gateway) -> Starlette:
         # The monitor sees requests the gate or auth refuse too: "why does my client get
         # 401/503?" is answered there.
         Middleware(MonitorMiddleware, gateway=gateway),
+        Middleware(DisconnectMiddleware),  # a hang-up before the answer cancels the handler
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
         Middleware(BodyLimitMiddleware, gateway=gateway),
