@@ -82,6 +82,24 @@ def test_a_hang_up_before_the_answer_cancels_the_upstream_call(gateway_factory: 
                       timeout=30).status_code == 200
 
 
+def test_a_hang_up_while_a_stream_waits_for_its_first_event_is_a_prompt_499(
+        gateway_factory: Any, fake_google: Any) -> None:
+    gw, [acct] = gateway_with(gateway_factory, fake_google)
+    fake_google.inject(Fault.slow(8), email=acct.email)  # no answer at all for 8 s
+    sock = raw_request(gw, "/v1/messages", {
+        "model": "claude-sonnet-4-6", "max_tokens": 50, "stream": True,
+        "messages": [{"role": "user", "content": "never mind"}]})
+    deadline = time.monotonic() + 10
+    while not fake_google.calls("streamGenerateContent"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock.close()
+    [record] = wait_for_logs(gw, seconds=4)  # not when the upstream answers, 8 s on
+    assert (record["status"], record["error"]) == (
+        499, "client closed the connection before an answer")
+    assert record["ttfb_ms"] is None
+
+
 # -- 14: a stream aborted by its client ---------------------------------------------------
 STREAMS = {
     "anthropic": ("/v1/messages", {"model": "claude-sonnet-4-6", "max_tokens": 50,

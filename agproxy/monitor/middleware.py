@@ -48,16 +48,19 @@ class MonitorMiddleware:
         raw_limit = settings.monitor_body_max_bytes * 4
         if capture:
             record.request_body, record.response_body = bytearray(), bytearray()
-            inner_receive = receive
+        finished = gone = False
+        inner_receive = receive
 
-            async def receive() -> Message:
-                message = await inner_receive()
-                if message["type"] == "http.request":
+        async def receive() -> Message:
+            nonlocal gone
+            message = await inner_receive()
+            if message["type"] == "http.request":
+                if capture:
                     record.request_cut = _keep(record.request_body, message.get("body", b""),
                                                raw_limit) or record.request_cut
-                return message
-
-        finished = False
+            elif message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def watching_send(message: Message) -> None:
             nonlocal finished
@@ -87,12 +90,13 @@ class MonitorMiddleware:
             finished = False  # the client went away while we were writing to it
             raise
         except BaseException as exc:
-            record.status = record.status or 500
-            record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
+            if not (gone and not finished):  # an error of the hang-up's making is a 499
+                record.status = record.status or 500
+                record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
             raise
         finally:
             close_record(token)
-            if not finished and record.error is None:
+            if not finished and (record.error is None or gone):
                 # The app returned (or failed to write) before the response ended: the
                 # client closed the connection. 499, as nginx logs it.
                 started = f"after a {record.status} began" if record.status else "before an answer"
