@@ -8,7 +8,7 @@ import contextlib
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -200,7 +200,8 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def with_pings(events: AsyncIterator[Any], every: float) -> AsyncIterator[Any | None]:
+async def with_pings(events: AsyncIterator[Any], every: float
+                     ) -> AsyncGenerator[Any | None, None]:
     """The events, with None whenever the upstream has been silent for `every` seconds
     (so the caller can send a keep-alive while a slow model thinks)."""
     pending: asyncio.Task[Any] | None = None

@@ -49,11 +49,10 @@ class MonitorMiddleware:
         if capture:
             record.request_body, record.response_body = bytearray(), bytearray()
         finished = gone = False
-        inner_receive = receive
 
-        async def receive() -> Message:
+        async def watching_receive() -> Message:
             nonlocal gone
-            message = await inner_receive()
+            message = await receive()
             if message["type"] == "http.request":
                 if capture:
                     record.request_cut = _keep(record.request_body, message.get("body", b""),
@@ -85,7 +84,7 @@ class MonitorMiddleware:
 
         token = open_record(record)
         try:
-            await self.app(scope, receive, watching_send)
+            await self.app(scope, watching_receive, watching_send)
         except (OSError, ClientDisconnect):
             finished = False  # the client went away while we were writing to it
             raise
@@ -110,9 +109,9 @@ class MonitorMiddleware:
             self.gateway.monitor.submit(record)
 
 
-def _keep(buffer: bytearray | None, chunk: bytes, limit: int) -> bool:
+def _keep(buffer: bytes | bytearray | None, chunk: bytes, limit: int) -> bool:
     """Append what fits; True when something did not."""
-    if buffer is None:
+    if not isinstance(buffer, bytearray):
         return False
     room = limit - len(buffer)
     if room > 0:

@@ -283,17 +283,22 @@ def _has_bodies(record: RequestRecord) -> bool:
 
 
 def _weigh(record: RequestRecord) -> int:
-    """The record's size in the queue. Captures become exact-size `bytes` here: a grown
-    bytearray holds spare capacity, and a queue of them kept memory long after it
-    drained."""
-    size = RECORD_BYTES + len(record.error or "")
-    if record.request_body is not None:
-        record.request_body = bytes(record.request_body)
-        size += len(record.request_body)
-    if record.response_body is not None:
-        record.response_body = bytes(record.response_body)
-        size += len(record.response_body)
-    return size
+    """The record's size in the queue. Captures become exact-size `bytes` here, and the
+    capture buffers are emptied: a grown bytearray holds spare capacity, and while the
+    request's closures also held the buffers, 60 captured 1 MiB requests kept 150 MiB
+    after the queue had shed their bodies."""
+    record.request_body = _settled(record.request_body)
+    record.response_body = _settled(record.response_body)
+    return (RECORD_BYTES + len(record.error or "") + len(record.request_body or b"")
+            + len(record.response_body or b""))
+
+
+def _settled(capture: bytes | bytearray | None) -> bytes | None:
+    if not isinstance(capture, bytearray):
+        return capture
+    kept = bytes(capture)
+    capture.clear()  # frees the buffer now, whoever still holds the bytearray
+    return kept
 
 
 def _load_libc() -> ctypes.CDLL | None:
