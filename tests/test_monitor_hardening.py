@@ -4,6 +4,7 @@ byte cancel the upstream call (15), and redaction of every stored column (16).""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import socket
@@ -18,7 +19,11 @@ import orjson
 import pytest
 from fake_google import Fault
 
+from agproxy.config import Settings
+from agproxy.db import open_database
+from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.redact import capture_text, redact
+from agproxy.monitor.writer import BODY_DROPPED, MonitorWriter
 from conftest import Gateway, gateway_with
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hello"}]}
@@ -178,6 +183,33 @@ def test_a_locked_database_sheds_captured_bodies_and_memory_stays_bounded(
     assert sum("[not kept: the monitor queue was full" in body for body in shed) > 30
     assert metric(gw, "agproxy_monitor_queue_bytes") == 0
     assert rss_mib(gw) - before < 40
+
+
+def test_the_queue_sheds_the_oldest_bodies_then_records_and_accounts_every_byte(
+        tmp_path: Any) -> None:
+    limit = 1024 * 1024
+    settings = Settings(api_key="sk-test-000000", monitor_queue_max_bytes=limit)
+    writer = MonitorWriter(open_database(tmp_path / "m.db"), lambda: settings)
+
+    def captured(i: int) -> RequestRecord:
+        record = RequestRecord("openai", "POST", f"/v1/{i}", None, status=200)
+        record.request_body = bytearray(b"q" * 200_000)
+        record.response_body = bytearray(b"a" * 200_000)
+        return record
+
+    first = [captured(i) for i in range(6)]
+    for record in first:
+        writer.submit(record)
+        assert writer.queue_bytes <= limit
+    assert writer.metrics.bodies_dropped == 4 and writer.dropped == 0
+    assert [r.request_body == BODY_DROPPED for r in first] == [True] * 4 + [False] * 2
+    for i in range(2000):  # ~2 MiB of records without bodies: the last bodies go, then records
+        writer.submit(RequestRecord("openai", "POST", f"/v1/plain/{i}", None, status=200))
+    assert writer.metrics.bodies_dropped == 6 and 0 < writer.dropped < 2000
+    assert writer.queue_bytes <= limit and not any(r.request_body != BODY_DROPPED for r in first)
+    asyncio.run(writer.flush())
+    assert writer.queue_bytes == 0 and not writer.queue
+    assert writer.written == len(first) + 2000 - writer.dropped
 
 
 # -- 13: CSV cells that a spreadsheet would run ----------------------------------------------
