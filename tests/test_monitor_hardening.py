@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 from fake_google import Fault
+from pydantic import ValidationError
 
 from agproxy.config import Settings
 from agproxy.db import open_database
@@ -210,6 +211,13 @@ def test_the_queue_sheds_the_oldest_bodies_then_records_and_accounts_every_byte(
     asyncio.run(writer.flush())
     assert writer.queue_bytes == 0 and not writer.queue
     assert writer.written == len(first) + 2000 - writer.dropped
+
+
+@pytest.mark.parametrize("bad", [0, 1000, True, 5 * 1024 ** 3, "lots"])
+def test_the_queue_bound_is_checked(bad: object) -> None:
+    with pytest.raises(ValidationError, match="monitor_queue_max_bytes"):
+        Settings(monitor_queue_max_bytes=bad)
+    assert Settings(monitor_queue_max_bytes=2 ** 20).monitor_queue_max_bytes == 2 ** 20
 
 
 # -- 13: CSV cells that a spreadsheet would run ----------------------------------------------
