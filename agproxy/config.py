@@ -282,6 +282,15 @@ class Settings(BaseModel):
             raise ValueError("monitor_retention_days must be more than 0")
         return v
 
+    @field_validator("monitor_queue_max_bytes")
+    @classmethod
+    def _queue_bytes(cls, v: int) -> int:
+        # Below a megabyte a burst sheds bodies at once; above 4 GiB it is no bound at all.
+        if not 1024 * 1024 <= v <= 4 * 1024 ** 3:
+            raise ValueError("monitor_queue_max_bytes must be between 1048576 (1 MiB) and "
+                             "4294967296 (4 GiB)")
+        return v
+
     @field_validator("allowed_ips")
     @classmethod
     def _check_ips(cls, v: tuple[str, ...]) -> tuple[str, ...]:

@@ -51,9 +51,10 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
         yield "# HELP agproxy_monitor_queue Records waiting to be written."
         yield "# TYPE agproxy_monitor_queue gauge"
         yield f"agproxy_monitor_queue {len(monitor.queue)}"
-        yield "# HELP agproxy_monitor_dropped_total Records dropped because the queue was full."
-        yield "# TYPE agproxy_monitor_dropped_total counter"
-        yield f"agproxy_monitor_dropped_total {monitor.dropped}"
+        yield ("# HELP agproxy_monitor_queue_bytes Bytes held by records waiting to be written "
+               "(bounded by monitor_queue_max_bytes).")
+        yield "# TYPE agproxy_monitor_queue_bytes gauge"
+        yield f"agproxy_monitor_queue_bytes {monitor.queue_bytes}"
 
 
 async def metrics(request: Request) -> Response:

@@ -213,7 +213,9 @@ def _export(gateway: Gateway, request: Request) -> Response:
     bucket = _choice(request, "bucket", "hour", stats.BUCKETS)
     since, tz_offset = _window(request, 24 * 7)
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(
+    # RFC 4180 line ends: the writer quotes a cell holding a "\r" only when "\r" ends
+    # lines, and an unquoted one splits the row in any reader.
+    csv.writer(out, lineterminator="\r\n").writerows(
         stats.csv_rows(gateway.engine, bucket, since, tz_offset))
     name = f"agproxy-usage-{bucket}-{time.strftime('%Y%m%d')}.csv"
     return Response(out.getvalue(), media_type="text/csv; charset=utf-8",

@@ -4,12 +4,14 @@ Code sends it) and `POST /v1/messages/count_tokens`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -196,7 +198,8 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def with_pings(events: AsyncIterator[Any], every: float) -> AsyncIterator[Any | None]:
+async def with_pings(events: AsyncIterator[Any], every: float
+                     ) -> AsyncGenerator[Any | None, None]:
     """The events, with None whenever the upstream has been silent for `every` seconds
     (so the caller can send a keep-alive while a slow model thinks)."""
     pending: asyncio.Task[Any] | None = None
@@ -215,8 +218,13 @@ async def with_pings(events: AsyncIterator[Any], every: float) -> AsyncIterator[
             pending = None
             yield event
     finally:
-        if pending is not None:
+        if pending is not None and not pending.done():
             pending.cancel()
+            # Let the cancelled `anext` unwind before anyone closes `events`: closing a
+            # generator that is still running raises RuntimeError. Shielded, as the
+            # stream's cancel scope cancels every await of this task once the client left.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({pending})
 
 
 async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any],
@@ -224,12 +232,14 @@ async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any]
     try:
         for event in translator.feed(first):
             yield _frame(event)
-        async for upstream_event in with_pings(events, ping_seconds):
-            if upstream_event is None:
-                yield _frame({"type": "ping"})
-                continue
-            for event in translator.feed(upstream_event):
-                yield _frame(event)
+        # Closed before `events` (below), whether the stream ends, fails or is abandoned.
+        async with contextlib.aclosing(with_pings(events, ping_seconds)) as pinged:
+            async for upstream_event in pinged:
+                if upstream_event is None:
+                    yield _frame({"type": "ping"})
+                    continue
+                for event in translator.feed(upstream_event):
+                    yield _frame(event)
         for event in translator.finish():
             yield _frame(event)
         signatures.remember(translator.signatures)

@@ -51,6 +51,9 @@ class Metrics:
         self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
         self.attempts = 0
+        # Counted by the writer when its queue is full (the database is far behind).
+        self.records_dropped = 0
+        self.bodies_dropped = 0
 
     def observe(self, record: RequestRecord) -> None:
         model = record.routed_model or "none"
@@ -96,6 +99,14 @@ class Metrics:
         yield "# TYPE agproxy_upstream_errors_total counter"
         for kind, n in sorted(self.upstream_errors.items()):
             yield f'agproxy_upstream_errors_total{{class="{kind}"}} {n}'
+        yield ("# HELP agproxy_monitor_dropped_total Records not stored because the monitor "
+               "queue was full.")
+        yield "# TYPE agproxy_monitor_dropped_total counter"
+        yield f"agproxy_monitor_dropped_total {self.records_dropped}"
+        yield ("# HELP agproxy_monitor_bodies_dropped_total Records stored without their "
+               "captured bodies because the monitor queue was full.")
+        yield "# TYPE agproxy_monitor_bodies_dropped_total counter"
+        yield f"agproxy_monitor_bodies_dropped_total {self.bodies_dropped}"
 
 
 def _escape(value: str) -> str:

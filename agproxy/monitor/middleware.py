@@ -48,16 +48,18 @@ class MonitorMiddleware:
         raw_limit = settings.monitor_body_max_bytes * 4
         if capture:
             record.request_body, record.response_body = bytearray(), bytearray()
-            inner_receive = receive
+        finished = gone = False
 
-            async def receive() -> Message:
-                message = await inner_receive()
-                if message["type"] == "http.request":
+        async def watching_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.request":
+                if capture:
                     record.request_cut = _keep(record.request_body, message.get("body", b""),
                                                raw_limit) or record.request_cut
-                return message
-
-        finished = False
+            elif message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def watching_send(message: Message) -> None:
             nonlocal finished
@@ -82,17 +84,18 @@ class MonitorMiddleware:
 
         token = open_record(record)
         try:
-            await self.app(scope, receive, watching_send)
+            await self.app(scope, watching_receive, watching_send)
         except (OSError, ClientDisconnect):
             finished = False  # the client went away while we were writing to it
             raise
         except BaseException as exc:
-            record.status = record.status or 500
-            record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
+            if not (gone and not finished):  # an error of the hang-up's making is a 499
+                record.status = record.status or 500
+                record.error = record.error or f"{type(exc).__name__}: {exc}"[:ERROR_CAPTURE]
             raise
         finally:
             close_record(token)
-            if not finished and record.error is None:
+            if not finished and (record.error is None or gone):
                 # The app returned (or failed to write) before the response ended: the
                 # client closed the connection. 499, as nginx logs it.
                 started = f"after a {record.status} began" if record.status else "before an answer"
@@ -106,9 +109,9 @@ class MonitorMiddleware:
             self.gateway.monitor.submit(record)
 
 
-def _keep(buffer: bytearray | None, chunk: bytes, limit: int) -> bool:
+def _keep(buffer: bytes | bytearray | None, chunk: bytes, limit: int) -> bool:
     """Append what fits; True when something did not."""
-    if buffer is None:
+    if not isinstance(buffer, bytearray):
         return False
     room = limit - len(buffer)
     if room > 0:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from agproxy.monitor.redact import capture_text, redact
+from agproxy.monitor.redact import capture_text, redact, redact_field
 
 # Record ids: a random prefix per process and a counter (32 hex characters, unique
 # across processes sharing a database) without a system call per request as uuid4 needs.
@@ -61,31 +61,37 @@ class RequestRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     # Raw captures (monitor_capture_bodies), redacted when the row is made.
-    request_body: bytearray | None = None
-    response_body: bytearray | None = None
+    request_body: bytes | bytearray | None = None
+    response_body: bytes | bytearray | None = None
     request_cut: bool = False
     response_cut: bool = False
+    queued_bytes: int = 0  # what the writer's queue counts for this record
 
     def values(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
                bodies: bool = True) -> tuple[Any, ...]:
         """The database row, in COLUMNS order. Made by the writer after the response:
         redaction never runs on the request path."""
-        def body(raw: bytearray | None, cut: bool) -> str | None:
+        def body(raw: bytes | bytearray | None, cut: bool) -> str | None:
             if raw is None or not bodies:
                 return None
             return capture_text(raw, body_limit, cut, secrets)
 
-        return (self.id, self.started_at, self.protocol, self.method, self.path,
-                self.requested_model, self.routed_model, self.provider, self.account,
-                self.status, round(self.duration_ms, 2),
+        def text(value: str | None) -> str | None:
+            return redact_field(value, secrets)
+
+        # Every text column is redacted: the user agent, the model ids and the path are
+        # the client's free text, and have carried the gateway's own key.
+        return (self.id, self.started_at, self.protocol, text(self.method), text(self.path),
+                text(self.requested_model), text(self.routed_model), text(self.provider),
+                text(self.account), self.status, round(self.duration_ms, 2),
                 None if self.ttfb_ms is None else round(self.ttfb_ms, 2),
                 self.input_tokens, self.output_tokens, self.thinking_tokens,
                 self.cached_tokens,
-                orjson.dumps(self.attempts).decode() if self.attempts else None,
-                self.error and redact(error_message(self.error), secrets), self.client_ip,
-                body(self.request_body, self.request_cut),
-                body(self.response_body, self.response_cut), self.account_id,
-                self.user_agent)
+                text(orjson.dumps(self.attempts).decode()) if self.attempts else None,
+                self.error and redact(error_message(self.error), secrets),
+                text(self.client_ip), body(self.request_body, self.request_cut),
+                body(self.response_body, self.response_cut), text(self.account_id),
+                text(self.user_agent))
 
     def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
             bodies: bool = True) -> dict[str, Any]:

@@ -25,6 +25,9 @@ GROUPS = {"model": sa.func.coalesce(T.c.routed_model, T.c.requested_model, "-"),
           "protocol": T.c.protocol}
 LABELS = {"account": sa.func.coalesce(sa.func.max(T.c.account), "-")}
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
+# A spreadsheet runs a cell starting with one of these as a formula; model ids are the
+# client's free text (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _measures() -> list[Any]:
@@ -104,5 +107,11 @@ def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0
             local = time.gmtime(int(r._mapping["t"]) + tz_offset)
             stamp = time.strftime("%Y-%m-%d %H:%M", local)
             m = _measured(r)
-            yield [stamp, bucket, r.model, r.account, m["requests"], m["errors"],
-                   *(m[c] for c in TOKEN_COLUMNS), m["avg_ms"]]
+            yield [stamp, bucket, csv_cell(r.model), csv_cell(r.account), m["requests"],
+                   m["errors"], *(m[c] for c in TOKEN_COLUMNS), m["avg_ms"]]
+
+
+def csv_cell(text: str) -> str:
+    """The text, with a leading quote when a spreadsheet would read it as a formula (the
+    "-" that stands for no model or account is left as it is)."""
+    return "'" + text if text.startswith(FORMULA_START) and text != "-" else text

@@ -27,6 +27,7 @@ from agproxy.security.auth import AuthMiddleware
 from agproxy.security.cors import BrowserMiddleware
 from agproxy.security.hosts import HostCheckMiddleware
 from agproxy.security.ip_rules import IPRulesMiddleware
+from agproxy.server.disconnect import DisconnectMiddleware
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.server.headers import SecurityHeadersMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
@@ -98,6 +99,7 @@ def build_app(gateway: Gateway) -> Starlette:
         # The monitor sees requests the gate or auth refuse too: "why does my client get
         # 401/503?" is answered there.
         Middleware(MonitorMiddleware, gateway=gateway),
+        Middleware(DisconnectMiddleware),  # a hang-up before the answer cancels the handler
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
         Middleware(BodyLimitMiddleware, gateway=gateway),
