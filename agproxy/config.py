@@ -57,6 +57,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "idle_timeout_seconds": (0.5, 86_400),
     "max_header_bytes": (1024, 16 * 1024 * 1024),
     "max_header_count": (10, 10_000),
+    # Below a megabyte a burst sheds bodies at once; above 4 GiB it is no bound at all.
+    "monitor_queue_max_bytes": (1024 * 1024, 4 * 1024**3),
 }
 DICT_KEYS = frozenset({"model_mapping", "zai_models", "zai_model_mapping"})
 DEFAULT_UPSTREAM_BASE_URLS = (
@@ -64,6 +66,10 @@ DEFAULT_UPSTREAM_BASE_URLS = (
     "https://daily-cloudcode-pa.googleapis.com/v1internal",
     "https://cloudcode-pa.googleapis.com/v1internal",
 )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 def _default_user_agent() -> str:
@@ -198,7 +204,8 @@ class Settings(BaseModel):
     def _in_range(cls, v: float, info: ValidationInfo) -> float:
         low, high = RANGES[info.field_name]
         if not low <= v <= high:
-            raise ValueError(f"{info.field_name} must be between {low:g} and {high:g}")
+            raise ValueError(f"{info.field_name} must be between {_number(low)} and "
+                             f"{_number(high)}")
         return v
 
     @field_validator("admin_password")
@@ -280,15 +287,6 @@ class Settings(BaseModel):
     def _retention(cls, v: float) -> float:
         if not v > 0:
             raise ValueError("monitor_retention_days must be more than 0")
-        return v
-
-    @field_validator("monitor_queue_max_bytes")
-    @classmethod
-    def _queue_bytes(cls, v: int) -> int:
-        # Below a megabyte a burst sheds bodies at once; above 4 GiB it is no bound at all.
-        if not 1024 * 1024 <= v <= 4 * 1024 ** 3:
-            raise ValueError("monitor_queue_max_bytes must be between 1048576 (1 MiB) and "
-                             "4294967296 (4 GiB)")
         return v
 
     @field_validator("allowed_ips")
