@@ -115,16 +115,16 @@ class Policy:
     async def _next_account(self, tries: _Tries) -> Account:
         """The account for the next attempt, or Exhausted when none is left."""
         if tries.again is not None:
-            account, tries.again = tries.again, None
-            return account
+            again, tries.again = tries.again, None
+            return again
         try:
             pick = self.scheduler.pick(tries.model, tries.session, tries.tried)
         except NoAccount as exc:
-            account = self._second_chance(tries)
-            if account is None:
+            retry = self._second_chance(tries)
+            if retry is None:
                 raise Exhausted(tries.last_error, exc) from exc
             await asyncio.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
-            return account
+            return retry
         if pick.wait:
             await asyncio.sleep(pick.wait)
         return pick.account
