@@ -20,8 +20,9 @@ def upstream_failure(protocol: Protocol, error: UpstreamError) -> Response:
 
 
 def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
-    """No attempt succeeded: 429 with Retry-After when accounts are cooling down, 503
-    when none can serve, else the last upstream error's status."""
+    """No attempt succeeded: 502 or the upstream's 5xx when the upstream failed the
+    request itself, 429 with Retry-After when accounts are cooling down, 503 when none can
+    serve, else the last upstream error's status."""
     no_account, error = failure.no_account, failure.error
     retry_after = no_account.retry_after if no_account is not None else None
     if error is not None and error.kind in (Failure.CAPACITY, Failure.TRANSPORT):
