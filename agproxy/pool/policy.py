@@ -133,11 +133,10 @@ class Policy:
         """An account that failed this request for a reason of the request's own (a 5xx, a
         broken stream), still serving and not cooling down: asked once more when no other
         is left (a pool of one account still retries a dropped connection)."""
-        serving = {a.id for a in self.scheduler.serving(tries.model)}
+        serving = {a.id: a for a in self.scheduler.serving(tries.model)}
         while tries.second_chance:
-            account = tries.second_chance.pop(0)
-            if account.id in serving and not self.scheduler.cooldowns.remaining(account.id,
-                                                                                tries.model):
+            account = serving.get(tries.second_chance.pop(0).id)  # as the pool holds it now
+            if account and not self.scheduler.cooldowns.remaining(account.id, tries.model):
                 return account
         return None
 
