@@ -266,7 +266,7 @@ def test_a_400_is_returned_at_once_and_blames_no_account(shared: Pool, fake_goog
     assert set(states.values()) == {"enabled"} and shared.active() == 3
 
 
-# -- 5xx: retried ------------------------------------------------------------------------------
+# -- 5xx: retried on another account, nothing cools down ---------------------------------------
 @pytest.mark.parametrize("status", [500, 503])
 def test_a_5xx_once_is_retried(shared: Pool, fake_google: Any, status: int) -> None:
     fake_google.inject(Fault.server_error(status))
@@ -274,7 +274,9 @@ def test_a_5xx_once_is_retried(shared: Pool, fake_google: Any, status: int) -> N
     assert response.status_code == 200
     assert response.json()["candidates"][0]["content"]["parts"] == [{"text": f"echo: survive "
                                                                               f"a {status}"}]
-    assert len(upstream_calls(fake_google)) == 2
+    failed, served = upstream_calls(fake_google)
+    assert failed.account_email != served.account_email  # the 5xx followed the request
+    assert not shared.gw.admin("GET", "/api/dashboard").json()["attention"]
 
 
 def test_the_retry_budget_caps_attempts(own_pool: Any, fake_google: Any) -> None:
@@ -282,10 +284,12 @@ def test_the_retry_budget_caps_attempts(own_pool: Any, fake_google: Any) -> None
     fake_google.inject(Fault.server_error(500), times=50)
     response = pool.ask("fails everywhere")
     google_error(response, 500, "INTERNAL")
-    assert len(upstream_calls(fake_google)) == 2
+    assert len({c.account_email for c in upstream_calls(fake_google)}) == 2  # two, not three
     streamed = pool.ask("streams fail everywhere too", STREAM_SSE)
     google_error(streamed, 500, "INTERNAL")
     assert len(upstream_calls(fake_google, "streamGenerateContent")) == 2
+    fake_google.reset()  # the failures were the requests': every account serves at once
+    assert [pool.ask().status_code for _ in range(3)] == [200] * 3
 
 
 # -- streams -----------------------------------------------------------------------------------
@@ -323,7 +327,8 @@ def test_a_stream_failing_before_any_data_is_retried(shared: Pool, fake_google: 
     assert not [e for e in events if "error" in e]
     assert streamed_text(events) == "echo: nothing came back the first time"
     assert events[-1]["candidates"][0]["finishReason"] == "STOP"
-    assert len(upstream_calls(fake_google, "streamGenerateContent")) == 2
+    failed, served = upstream_calls(fake_google, "streamGenerateContent")
+    assert failed.account_email != served.account_email
 
 
 @pytest.mark.parametrize("path", [STREAM_SSE, STREAM_ARRAY], ids=["sse", "array"])

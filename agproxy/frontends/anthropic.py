@@ -36,7 +36,7 @@ from agproxy.translate.claude_code import (
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.gemini import estimate_tokens
 from agproxy.translate.openai_chat import BadRequest
-from agproxy.upstream import Failure, UpstreamError
+from agproxy.upstream import Failure, UpstreamError, open_stream
 
 log = logging.getLogger("agproxy.anthropic")
 
@@ -129,11 +129,7 @@ async def messages(request: Request) -> Response:
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
                                a.creds)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
-        return first, events
+        return await open_stream(events, whole=body.get("stream") is not True)
 
     try:
         try:

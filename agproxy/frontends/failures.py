@@ -20,16 +20,22 @@ def upstream_failure(protocol: Protocol, error: UpstreamError) -> Response:
 
 
 def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
-    """No attempt succeeded: 429 with Retry-After when accounts are cooling down, 503
-    when none can serve, else the last upstream error's status."""
+    """No attempt succeeded: 502 or the upstream's 5xx when the upstream failed the
+    request itself, 429 with Retry-After when accounts are cooling down, 503 when none can
+    serve, else the last upstream error's status."""
     no_account, error = failure.no_account, failure.error
     retry_after = no_account.retry_after if no_account is not None else None
     if error is not None and error.kind in (Failure.CAPACITY, Failure.TRANSPORT):
-        # The backend is struggling, not the client over quota: its own status (5xx),
-        # with the time until an account is tried again.
-        status = error.status if 500 <= error.status < 600 else 503
+        # The upstream failed this request (no account is to blame, none cooled down):
+        # what happened, as a 502 for a broken, empty or unreachable answer, else the
+        # upstream's own 5xx (503 for capacity), never a 429 the client did not earn.
+        if error.kind is Failure.TRANSPORT:
+            status = 502
+        else:
+            status = error.status if 500 <= error.status < 600 else 503
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
-        return error_response(protocol, status, f"upstream: {error.message}", headers=headers)
+        return error_response(protocol, status, f"upstream failed for this request on every "
+                                                f"attempt: {error.message}", headers=headers)
     if error is not None and error.kind in (Failure.FORBIDDEN, Failure.AUTH_EXPIRED):
         # Every account that could serve was refused: no account is available, which is
         # not the client's permission problem (a 403 would log Claude Code out).

@@ -22,7 +22,7 @@ from agproxy.router.models import clean, resolve
 from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
 from agproxy.translate.envelope import conversation_key, wrap
-from agproxy.upstream import Failure, UpstreamError
+from agproxy.upstream import UpstreamError, open_stream
 
 GOOGLE = Protocol.GOOGLE
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
@@ -123,11 +123,7 @@ async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
                                a.creds)
-        try:
-            first = await anext(events)  # retries happen only before the first byte
-        except StopAsyncIteration:
-            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
-        return first, events
+        return await open_stream(events, whole=False)  # retried only before the first byte
 
     try:
         first, events = await gateway.policy.run(model, session, attempt)

@@ -25,7 +25,7 @@ from agproxy.translate.images import DEFAULT_MODEL as DEFAULT_IMAGE_MODEL
 from agproxy.translate.images import image_request, images_of
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
 from agproxy.translate.openai_responses import ResponsesStream, responses_to_chat
-from agproxy.upstream import Failure, UpstreamError
+from agproxy.upstream import UpstreamError, open_stream
 
 OPENAI = Protocol.OPENAI
 
@@ -112,11 +112,7 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
                                a.creds)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
-        return first, events
+        return await open_stream(events, whole=not stream)
 
     try:
         first, events = await gateway.policy.run(model, session, attempt)
@@ -216,11 +212,7 @@ async def responses(request: Request) -> Response:
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
                                a.creds)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise UpstreamError(Failure.TRANSPORT, 502, "upstream stream ended empty") from None
-        return first, events
+        return await open_stream(events, whole=body.get("stream") is not True)
 
     try:
         first, events = await gateway.policy.run(model, conversation_key(inner["contents"]),

@@ -1,14 +1,25 @@
 """The resilience policy every protocol shares: which account to try next, and what an
 upstream failure means.
 
-- 429: the account cools down for the delay the upstream gave (else its quota reset
-  time for the model, else a default) and the request moves on to another account.
-- 401: refresh the token once and retry on the same account.
+Only a failure that belongs to the account cools the account down:
+- 429 (rate limit, quota): the account cools down for the delay the upstream gave (else
+  its quota reset time for the model, else a growing default) and the request moves on.
 - 403: the account is marked forbidden (with the reason) and the request moves on.
-- 5xx, capacity, transport: one jittered retry on the same account, then others.
-- 404: this account does not serve the model; move on.
+- 404: this account does not serve the model; it cools down for that model, move on.
+- 401: refresh the token once and retry on the same account (a fresh token is what it
+  needed); still refused after refreshing, or the refresh failed: move on.
+
+A failure that follows the request, not the account, cools nothing, so one bad request
+cannot make the pool look rate limited to every other client:
+- 5xx, 429 MODEL_CAPACITY_EXHAUSTED, a broken or empty stream, a transport error: the
+  request moves on to another account; once no other is left, an account that failed
+  this way is asked once more after a short jittered pause.
 - 400 and anything else: the request is bad, not the account: returned at once.
-A retry budget caps the attempts per request.
+
+`retry_max_attempts` caps the attempts per request, so a request that fails everywhere
+tries a few accounts, not the whole pool. The client then gets what happened (see
+frontends/failures.py): 502 for a broken stream, an empty answer or a transport error,
+the upstream's own 5xx (503 for capacity) otherwise; never a 429 that no account earned.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agproxy.accounts import AccountService, Status
@@ -31,9 +42,10 @@ from agproxy.upstream import Credentials, Failure, UpstreamError
 log = logging.getLogger("agproxy.policy")
 T = TypeVar("T")
 
-CAPACITY_COOLDOWN = 8.0
 NOT_FOUND_COOLDOWN = 30.0
 TRANSIENT_BACKOFF = 0.25
+# Failures of this request, not of the account that served it: nothing cools down.
+REQUEST_FAILURES = frozenset({Failure.CAPACITY, Failure.TRANSPORT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,19 @@ class Exhausted(Exception):
         super().__init__(str(error or no_account))
         self.error = error
         self.no_account = no_account
+
+
+@dataclass
+class _Tries:
+    """One request's way through the pool."""
+
+    model: str
+    session: str | None
+    tried: set[str] = field(default_factory=set)      # not to be asked again
+    refreshed: set[str] = field(default_factory=set)  # token refreshed after a 401
+    second_chance: list[Account] = field(default_factory=list)  # failed for this request once
+    again: Account | None = None  # ask this one next, whatever the scheduler would pick
+    last_error: UpstreamError | None = None
 
 
 # A 429 that names no delay and no quota reset: each repeat without a success between
@@ -87,68 +112,91 @@ class Policy:
         except Exception:  # the request goes on; the store catches up at the next reload
             log.exception("could not record %s as forbidden", account.email)
 
+    async def _next_account(self, tries: _Tries) -> Account:
+        """The account for the next attempt, or Exhausted when none is left."""
+        if tries.again is not None:
+            again, tries.again = tries.again, None
+            return again
+        try:
+            pick = self.scheduler.pick(tries.model, tries.session, tries.tried)
+        except NoAccount as exc:
+            retry = self._second_chance(tries)
+            if retry is None:
+                raise Exhausted(tries.last_error, exc) from exc
+            await asyncio.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
+            return retry
+        if pick.wait:
+            await asyncio.sleep(pick.wait)
+        return pick.account
+
+    def _second_chance(self, tries: _Tries) -> Account | None:
+        """An account that failed this request for a reason of the request's own (a 5xx, a
+        broken stream), still serving and not cooling down: asked once more when no other
+        is left (a pool of one account still retries a dropped connection)."""
+        serving = {a.id: a for a in self.scheduler.serving(tries.model)}
+        while tries.second_chance:
+            account = serving.get(tries.second_chance.pop(0).id)  # as the pool holds it now
+            if account and not self.scheduler.cooldowns.remaining(account.id, tries.model):
+                return account
+        return None
+
+    async def _failed(self, tries: _Tries, account: Account, error: UpstreamError) -> None:
+        """What an upstream error means for the account and for the rest of the request;
+        raises it when the request itself is at fault."""
+        model = tries.model
+        if error.kind in REQUEST_FAILURES:
+            if account.id not in tries.tried:
+                tries.second_chance.append(account)
+            tries.tried.add(account.id)
+        elif error.kind is Failure.RATE_LIMITED:
+            self.scheduler.cooldowns.set(account.id, model,
+                                         self._cooldown_for(account, model, error))
+            tries.tried.add(account.id)
+        elif error.kind is Failure.AUTH_EXPIRED and account.id not in tries.refreshed:
+            tries.refreshed.add(account.id)
+            try:
+                await self.accounts.tokens.refresh(account)
+            except TokenError:
+                tries.tried.add(account.id)
+            else:
+                tries.again = account  # the fresh token is for this account: use it here
+        elif error.kind is Failure.AUTH_EXPIRED:
+            tries.tried.add(account.id)
+        elif error.kind is Failure.FORBIDDEN:
+            await self._mark_forbidden(account, error)
+            tries.tried.add(account.id)
+        elif error.kind is Failure.NOT_FOUND:
+            self.scheduler.cooldowns.set(account.id, model, NOT_FOUND_COOLDOWN)
+            tries.tried.add(account.id)
+        else:
+            raise error  # 400 and the like: the request is at fault, not the account
+
     async def run(self, model: str, session: str | None,
                   call: Callable[[Attempt], Awaitable[T]]) -> T:
-        settings = self.scheduler.settings()
-        tried: set[str] = set()
-        refreshed: set[str] = set()
-        retried_transient: set[str] = set()
-        last_error: UpstreamError | None = None
-        for number in range(settings.retry_max_attempts):
-            try:
-                pick = self.scheduler.pick(model, session, tried)
-            except NoAccount as exc:
-                raise Exhausted(last_error, exc) from exc
-            account = pick.account
-            if pick.wait:
-                await asyncio.sleep(pick.wait)
+        tries = _Tries(model, session)
+        for number in range(self.scheduler.settings().retry_max_attempts):
+            account = await self._next_account(tries)
             try:
                 creds = await self.accounts.credentials(account, margin=120.0)
             except TokenError as exc:
                 log.warning("skipping %s: %s", account.email, exc.message)
-                tried.add(account.id)
+                tries.tried.add(account.id)
                 if exc.relogin:
                     self.scheduler.pool.drop(account.id)
                 continue
             try:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
-                last_error = error
+                tries.last_error = error
                 note_attempt(account.email, f"{error.status} {error.kind.value}", model,
                              account.id)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model,
                          error)
-                if error.kind is Failure.RATE_LIMITED:
-                    self.scheduler.cooldowns.set(account.id, model,
-                                                 self._cooldown_for(account, model, error))
-                    tried.add(account.id)
-                elif error.kind is Failure.AUTH_EXPIRED and account.id not in refreshed:
-                    refreshed.add(account.id)
-                    try:
-                        await self.accounts.tokens.refresh(account)
-                    except TokenError:
-                        tried.add(account.id)
-                elif error.kind is Failure.AUTH_EXPIRED:
-                    tried.add(account.id)
-                elif error.kind is Failure.FORBIDDEN:
-                    await self._mark_forbidden(account, error)
-                    tried.add(account.id)
-                elif error.kind in (Failure.CAPACITY, Failure.TRANSPORT):
-                    if account.id in retried_transient:
-                        self.scheduler.cooldowns.set(account.id, model, CAPACITY_COOLDOWN)
-                        tried.add(account.id)
-                    else:
-                        retried_transient.add(account.id)
-                        await asyncio.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
-                elif error.kind is Failure.NOT_FOUND:
-                    self.scheduler.cooldowns.set(account.id, model, NOT_FOUND_COOLDOWN)
-                    tried.add(account.id)
-                else:
-                    raise  # 400 and the like: the request is at fault, not the account
+                await self._failed(tries, account, error)
                 continue
             self.scheduler.succeeded(account, session)
             if self.strikes:
                 self.strikes.pop((account.id, model), None)
             note_attempt(account.email, "ok", model, account.id)
             return result
-        raise Exhausted(last_error, None)
+        raise Exhausted(tries.last_error, None)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from agproxy.upstream.cloudcode import Credentials
+from agproxy.upstream.errors import Failure, UpstreamError
 
 
 class Upstream(Protocol):
@@ -23,3 +24,27 @@ class Upstream(Protocol):
 
     async def close(self) -> None:
         """Release pooled connections."""
+
+
+async def open_stream(events: AsyncIterator[Any], whole: bool) -> tuple[Any, AsyncIterator[Any]]:
+    """The first event of a streamed call and the rest, for a retry policy's attempt.
+
+    An answer that ends before its first event is an UpstreamError, so the attempt is
+    retried (nothing reached the client yet). `whole` (the client asked for one JSON
+    answer, not a stream): the rest is read here too, so a stream that breaks mid-way
+    fails this attempt and is retried, instead of failing after the policy let go.
+    """
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        raise UpstreamError(Failure.TRANSPORT, 502,
+                            "the upstream answered with an empty stream") from None
+    if not whole:
+        return first, events
+    rest = [event async for event in events]
+    return first, _replay(rest)
+
+
+async def _replay(events: list[Any]) -> AsyncIterator[Any]:
+    for event in events:
+        yield event

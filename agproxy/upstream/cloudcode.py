@@ -6,8 +6,8 @@ Every call goes to `<base>:<method>` for each configured base in order; a 408, 4
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -18,8 +18,10 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
-from agproxy.upstream.errors import Failure, UpstreamError, classify
+from agproxy.upstream.errors import Failure, UpstreamError, classify, describe
 from agproxy.upstream.sse import SSEDecoder
+
+log = logging.getLogger("agproxy.upstream")
 
 FALLBACK_STATUSES = frozenset({408, 404}) | frozenset(range(500, 600))
 # No total deadline for generation (long answers stream for minutes); what bounds a
@@ -130,7 +132,7 @@ class CloudCodeClient:
                     if response.status not in FALLBACK_STATUSES:
                         raise last
             except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
+                last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
         assert last is not None
         raise last
 
@@ -156,7 +158,7 @@ class CloudCodeClient:
                 response = await self.session.post(url, data=data, headers=headers,
                                                    timeout=GENERATE_TIMEOUT, proxy=creds.proxy)
             except (TimeoutError, aiohttp.ClientError) as exc:
-                last = UpstreamError(Failure.TRANSPORT, 502, f"{url}: {_describe(exc)}")
+                last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
                 continue
             async with response:
                 if response.status >= 300:
@@ -171,8 +173,8 @@ class CloudCodeClient:
                         for event in decoder.feed(chunk):
                             yield _unwrap(event)
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise UpstreamError(Failure.TRANSPORT, 502,
-                                        f"upstream stream broke: {_describe(exc)}") from exc
+                    raise _transport(url, f"the answer broke off mid-stream: {describe(exc)}",
+                                     exc) from exc
                 for event in decoder.flush():
                     yield _unwrap(event)
                 return
@@ -187,7 +189,7 @@ def _unwrap(payload: Any) -> Any:
     return payload
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
+def _transport(url: str, message: str, exc: BaseException) -> UpstreamError:
+    """A transport failure: the client's message names no URL; the log says which base."""
+    log.info("%s: %s (%s)", url, message, str(exc) or type(exc).__name__)
+    return UpstreamError(Failure.TRANSPORT, 502, message)

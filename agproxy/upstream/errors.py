@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
 import orjson
 
 from agproxy.upstream.durations import find_retry_delay
@@ -90,3 +92,33 @@ def classify(status: int, raw: bytes, retry_after_header: str | None = None) -> 
     else:
         kind = Failure.OTHER
     return UpstreamError(kind, status, message, reason, retry_after, body, validation_url)
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong on the connection, in words that name no URL, host or address: the
+    text reaches clients, and the upstream's address is the operator's business (aiohttp's
+    own messages carry it: "Cannot connect to host 10.0.0.5:8443 ...")."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return _with_errno("could not connect to the proxy", exc)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _with_errno("could not connect", exc)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the connection closed before the answer was complete"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "the configured URL is not valid"
+    if isinstance(exc, orjson.JSONDecodeError):
+        return "the answer was not valid JSON"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return type(exc).__name__
+
+
+def _with_errno(text: str, exc: aiohttp.ClientConnectorError) -> str:
+    errno = exc.os_error.errno if exc.os_error is not None else None
+    return f"{text} ({os.strerror(errno)})" if errno else text

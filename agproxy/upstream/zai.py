@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
+from agproxy.upstream.errors import describe
 
 FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta",
                      "user-agent")
@@ -82,7 +83,7 @@ class ZaiClient:
                                                   headers=headers, timeout=TIMEOUT,
                                                   proxy=settings.upstream_proxy)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ZaiUnavailable(f"z.ai request failed: {type(exc).__name__}: {exc}") from exc
+            raise ZaiUnavailable(f"z.ai request failed: {describe(exc)}") from exc
 
         async def body_bytes() -> AsyncIterator[bytes]:
             async with response:

@@ -221,12 +221,14 @@ class FakeGoogle(State):
 
     # -- faults, scripts, log ------------------------------------------------------------
     def inject(self, fault: Fault, email: str | None = None,
-               model: str | None = None, method: str | None = None, times: int = 1) -> None:
+               model: str | None = None, method: str | None = None, times: int = 1,
+               contains: str | None = None) -> None:
         """Queue `fault` for the next `times` matching calls (None = any). method is a
         v1internal method ("streamGenerateContent", "fetchAvailableModels", ...),
         "operations", or an OAuth endpoint ("token", "userinfo", "authorize"); method=None
-        matches v1internal calls only."""
-        self.queue_fault(fault, email, model, method, times)
+        matches v1internal calls only. contains: only calls whose JSON body holds this
+        text (a fault that follows one request, whichever account serves it)."""
+        self.queue_fault(fault, email, model, method, times, contains)
 
     def script(self, model: str | None = None, email: str | None = None,
                parts: list[dict[str, Any]] | None = None, finish_reason: str | None = "STOP",

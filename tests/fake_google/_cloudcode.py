@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._faults import Fault, error_info, format_duration, rfc3339, unauthenticated_body
-from ._generate import EventStream, build_reply, count_tokens
+from ._generate import CutBody, EventStream, build_reply, count_tokens
 from ._http import Refusal, apply_fault, bearer, json_response, parse_json, record
 from ._state import FakeAccount, Operation, State
 from ._validate import bad, check_contents, check_envelope, check_metadata, get, reject_unknown
@@ -40,11 +40,11 @@ class Call:
     body: dict[str, Any]
 
     async def checkpoint(self, model: str | None = None) -> Fault | None:
-        """Apply the next matching fault: wait (slow) or answer (error). A stream fault is
-        returned for the streaming code."""
-        fault = self.state.take_fault(self.method, self.account.email, model)
+        """Apply the next matching fault: wait (slow) or answer (error). A stream or body
+        fault is returned for the generate code."""
+        fault = self.state.take_fault(self.method, self.account.email, model, self.body)
         await apply_fault(fault, model)
-        return fault if fault is not None and fault.stream_only else None
+        return fault if fault is not None and fault.shapes_reply else None
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -215,8 +215,10 @@ class CloudCode:
         trace_id = secrets.token_hex(8)
         headers = {"x-cloudaicompanion-trace-id": trace_id}
         if call.method == "generateContent":
-            return json_response({"response": reply.whole(), "traceId": trace_id},
-                                 headers=headers)
+            whole = {"response": reply.whole(), "traceId": trace_id}
+            if stream_fault is not None:  # cut_body
+                return CutBody(whole, headers)  # type: ignore[return-value]
+            return json_response(whole, headers=headers)
         events = [{"response": event, "traceId": trace_id} for event in reply.events()]
         sse = call.request.query_params.get("alt") == "sse"
         email = call.account.email

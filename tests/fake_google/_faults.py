@@ -22,6 +22,7 @@ STATUS_NAMES = {
 OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "access_denied",
                 404: "not_found", 429: "rate_limit_exceeded"}
 STREAM_KINDS = frozenset({"cut_stream", "stall", "empty_stream"})
+BODY_KINDS = frozenset({"cut_body"})  # generateContent only
 
 
 def google_error(code: int, message: str, details: list[dict[str, Any]] | None = None,
@@ -79,7 +80,8 @@ class Fault:
     """One scripted misbehaviour. Build them with the classmethods; `inject` them.
 
     kind: "error" (answer `status` with a Google error body), "slow" (wait `seconds`, then
-    answer normally), "cut_stream", "stall", "empty_stream" (streamGenerateContent only).
+    answer normally), "cut_stream", "stall", "empty_stream" (streamGenerateContent only),
+    "cut_body" (generateContent only).
     """
 
     kind: str
@@ -93,6 +95,18 @@ class Fault:
     @property
     def stream_only(self) -> bool:
         return self.kind in STREAM_KINDS
+
+    @property
+    def shapes_reply(self) -> bool:
+        """Left to the generate code (it changes how the reply is sent), not answered."""
+        return self.kind in STREAM_KINDS or self.kind in BODY_KINDS
+
+    def applies_to(self, method: str) -> bool:
+        if self.kind in STREAM_KINDS:
+            return method == "streamGenerateContent"
+        if self.kind in BODY_KINDS:
+            return method == "generateContent"
+        return True
 
     def body(self, model: str | None = None) -> dict[str, Any]:
         """The Google RPC error body this fault answers (kind "error" only)."""
@@ -195,6 +209,12 @@ class Fault:
         """streamGenerateContent: send the first event, say nothing for `seconds`, then
         finish the reply normally."""
         return cls("stall", seconds=seconds)
+
+    @classmethod
+    def cut_body(cls) -> Fault:
+        """generateContent: send the status and half of the JSON reply, then drop the
+        connection without ending the chunked body."""
+        return cls("cut_body")
 
     @classmethod
     def empty_stream(cls) -> Fault:

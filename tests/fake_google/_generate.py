@@ -220,3 +220,22 @@ class EventStream:
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         except OSError:  # the client went away meanwhile
             return
+
+
+class CutBody:
+    """An ASGI response: 200 and the first half of a JSON reply, then the connection drops
+    (a generateContent answer broken mid-body)."""
+
+    def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        raw = dumps(body).encode()
+        self.half = raw[:len(raw) // 2]
+        self.headers = [(b"content-type", b"application/json; charset=UTF-8")] + [
+            (k.encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        try:
+            await send({"type": "http.response.body", "body": self.half, "more_body": True})
+        except OSError:
+            return
+        raise StreamCut()

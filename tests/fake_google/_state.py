@@ -4,6 +4,7 @@ it, so every read-modify-write goes through `State.lock`."""
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -78,6 +79,7 @@ class _Queued:
     model: str | None
     method: str | None
     times: int
+    contains: str | None = None  # faults: only calls whose JSON body has this text
 
 
 @dataclass
@@ -198,20 +200,28 @@ class State:
 
     # -- faults and scripts --------------------------------------------------------
     def queue_fault(self, fault: Fault, email: str | None, model: str | None, method: str | None,
-               times: int) -> None:
+               times: int, contains: str | None = None) -> None:
         with self.lock:
-            self._faults.append(_Queued(fault, email, model, method, times))
+            self._faults.append(_Queued(fault, email, model, method, times, contains))
 
-    def take_fault(self, method: str, email: str | None, model: str | None) -> Fault | None:
+    def take_fault(self, method: str, email: str | None, model: str | None,
+                   body: Any = None) -> Fault | None:
         """The oldest fault matching this call, consumed once. method=None faults match
-        v1internal calls only; OAuth endpoints need an explicit method."""
+        v1internal calls only; OAuth endpoints need an explicit method. `body`: the call's
+        parsed JSON, for faults that match on its text."""
+        text: str | None = None
         with self.lock:
             for queued in self._faults:
                 fault: Fault = queued.item
                 if queued.method is None and method in OAUTH_METHODS:
                     continue
-                if fault.stream_only and method != "streamGenerateContent":
+                if not fault.applies_to(method):
                     continue
+                if queued.contains is not None:
+                    if text is None:
+                        text = json.dumps(body, ensure_ascii=False)
+                    if queued.contains not in text:
+                        continue
                 if _matches(queued, method, email, model):
                     queued.times -= 1
                     if queued.times <= 0:
