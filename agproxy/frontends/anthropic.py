@@ -282,7 +282,8 @@ async def count_tokens(request: Request) -> Response:
         return parsed
     body, model = parsed
     try:
-        inner = messages_to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model)
+        # Only the contents are counted: count_tokens takes no max_tokens to check.
+        inner = messages_to_gemini({**body, "max_tokens": 1}, model)
     except BadRequest as exc:
         return _error(400, exc.message)
     payload = {"request": {"model": f"models/{model}", "contents": inner["contents"]}}
