@@ -132,10 +132,9 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]
         if kind != "function":
             dropped.append(kind)
             continue
-        if "function" in tool:
+        fn = tool  # the flat form some clients send: name and parameters on the tool
+        if tool.get("function") is not None:
             fn, where = opt_dict(tool, "function", where), f"{where}.function"
-        else:
-            fn = tool
         name = opt_str(fn, "name", where)
         if not name:
             raise BadRequest(f"{where}.name is required: function tools need a name",
@@ -234,7 +233,7 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
                 response["id"] = call_id
             contents.append({"role": "user", "parts": [{"functionResponse": response}]})
         else:
-            raise BadRequest(f"unknown role {str(role)[:40]!r}", f"{where}.role")
+            raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}", f"{where}.role")
     request: dict[str, Any] = {"contents": repair_tool_turns(_merge_roles(contents))}
     if not request["contents"]:
         raise BadRequest("messages hold no user or assistant content", "messages")
