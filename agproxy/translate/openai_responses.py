@@ -34,6 +34,9 @@ def _uid(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+IMAGE_URLS = ("data:", "http://", "https://")
+
+
 def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return content or ""
@@ -48,8 +51,8 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
             url = part.get("image_url")
             if isinstance(url, dict):
                 url = url.get("url")
-            if url is not None and not isinstance(url, str):
-                raise wrong(f"{at}.image_url", "a URL string")
+            if url is not None and not (isinstance(url, str) and url.startswith(IMAGE_URLS)):
+                raise wrong(f"{at}.image_url", "a data: or http(s) URL")
             if url:
                 parts.append({"type": "image_url", "image_url": {"url": url}})
     return parts
