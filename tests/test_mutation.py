@@ -494,6 +494,7 @@ def raising_app(tmp_path: pathlib.Path) -> Iterator[tuple[InProcess, str, Record
     leaked = "sk-leaked-in-an-error-0123456789"
 
     async def bug(request: Request) -> Response:
+        await request.body()  # as the real handlers do before they fail
         raise RuntimeError(f"a bug somewhere deep, holding {served.service.settings.api_key}"
                            f" and {leaked}")
 
