@@ -202,10 +202,10 @@ class Settings(BaseModel):
     @field_validator(*RANGES)
     @classmethod
     def _in_range(cls, v: float, info: ValidationInfo) -> float:
-        low, high = RANGES[info.field_name]
+        name = str(info.field_name)
+        low, high = RANGES[name]
         if not low <= v <= high:
-            raise ValueError(f"{info.field_name} must be between {_number(low)} and "
-                             f"{_number(high)}")
+            raise ValueError(f"{name} must be between {_number(low)} and {_number(high)}")
         return v
 
     @field_validator("admin_password")

@@ -34,8 +34,8 @@ from agproxy.translate.claude_code import (
     without_signatures,
 )
 from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.fields import BadRequest, check_nesting, opt_dict, text
 from agproxy.translate.gemini import estimate_tokens
-from agproxy.translate.openai_chat import BadRequest
 from agproxy.upstream import Failure, UpstreamError, open_stream
 
 log = logging.getLogger("agproxy.anthropic")
@@ -71,12 +71,17 @@ def _error(status: int, message: str) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:
+    raw = await request.body()
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return _error(400, f"Invalid request body: {exc}")
     if not isinstance(body, dict):
         return _error(400, "Invalid request body: expected a JSON object")
+    try:
+        check_nesting(body, raw=raw)
+    except BadRequest as exc:
+        return _error(400, exc.message)
     if not isinstance(body.get("model"), str) or not body["model"]:
         return _error(400, "model: field required")
     note(requested_model=body["model"])
@@ -119,11 +124,11 @@ async def messages(request: Request) -> Response:
     signatures = _signatures(request)
     try:
         inner = messages_to_gemini(body, model, signatures)
+        user_id = text(opt_dict(body, "metadata", ""), "user_id", "metadata")
     except BadRequest as exc:
         return _error(400, exc.message)
     translator = MessageStream(str(body["model"]))
     client = gateway.accounts.client
-    user_id = str((body.get("metadata") or {}).get("user_id") or "")
     session = user_id or conversation_key(inner["contents"])
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
@@ -258,13 +263,14 @@ def is_background_task(body: dict[str, Any]) -> bool:
     """Claude Code's housekeeping calls: haiku-sized requests, title and summary prompts."""
     if "haiku" in str(body.get("model", "")).lower():
         return True
-    messages = body.get("messages") or []
-    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
-    content = last.get("content")
-    text = content if isinstance(content, str) else " ".join(
-        str(b.get("text", "")) for b in content or [] if isinstance(b, dict))
-    lowered = text[:500].lower()
-    return len(text) <= 800 and any(marker in lowered for marker in BACKGROUND_MARKERS)
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    content = last.get("content") if isinstance(last, dict) else None
+    said = content if isinstance(content, str) else " ".join(
+        str(b.get("text", "")) for b in content if isinstance(b, dict)
+    ) if isinstance(content, list) else ""
+    lowered = said[:500].lower()
+    return len(said) <= 800 and any(marker in lowered for marker in BACKGROUND_MARKERS)
 
 
 async def count_tokens(request: Request) -> Response:
@@ -282,7 +288,8 @@ async def count_tokens(request: Request) -> Response:
         return parsed
     body, model = parsed
     try:
-        inner = messages_to_gemini({**body, "max_tokens": body.get("max_tokens") or 1}, model)
+        # Only the contents are counted: count_tokens takes no max_tokens to check.
+        inner = messages_to_gemini({**body, "max_tokens": 1}, model)
     except BadRequest as exc:
         return _error(400, exc.message)
     payload = {"request": {"model": f"models/{model}", "contents": inner["contents"]}}

@@ -22,6 +22,7 @@ from agproxy.router.models import clean, resolve
 from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
 from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.fields import BadRequest, check_nesting
 from agproxy.upstream import UpstreamError, open_stream
 
 GOOGLE = Protocol.GOOGLE
@@ -58,6 +59,10 @@ async def read_body(request: Request) -> dict[str, Any] | Response:
         return error_response(GOOGLE, 400, f"Invalid JSON payload received. {exc}")
     if not isinstance(body, dict):
         return error_response(GOOGLE, 400, "Invalid JSON payload: expected an object")
+    try:
+        check_nesting(body, raw=raw)
+    except BadRequest as exc:
+        return error_response(GOOGLE, 400, exc.message)
     return body
 
 
@@ -79,9 +84,10 @@ async def call_model(request: Request) -> Response:
     if model is None:
         return error_response(GOOGLE, 404, f"model {requested!r} is not served by any "
                                            f"account in the pool; see GET /v1beta/models")
-    contents = body.get("contents")
-    if not isinstance(contents, list) or not contents:
-        return error_response(GOOGLE, 400, "contents is required and must be a non-empty list")
+    try:
+        contents = translate.check_contents(body.get("contents"))
+    except BadRequest as exc:
+        return error_response(GOOGLE, 400, exc.message)
     headers = {"x-agproxy-model": model}
     inner = translate.prepare_request(body)
     session = conversation_key(contents)
@@ -173,7 +179,10 @@ async def _json_array(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[b
 
 async def count_tokens(gateway: Gateway, body: dict[str, Any], model: str) -> Response:
     client = gateway.accounts.client
-    payload = translate.count_request(body, model)
+    try:
+        payload = translate.count_request(body, model)
+    except BadRequest as exc:
+        return error_response(GOOGLE, 400, exc.message)
 
     async def attempt(a: Attempt) -> Any:
         return await client.call("countTokens", payload, a.creds)

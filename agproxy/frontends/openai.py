@@ -21,9 +21,10 @@ from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
 from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.fields import BadRequest, check_nesting, opt_dict
 from agproxy.translate.images import DEFAULT_MODEL as DEFAULT_IMAGE_MODEL
 from agproxy.translate.images import image_request, images_of
-from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
+from agproxy.translate.openai_chat import ChatStream, chat_to_gemini
 from agproxy.translate.openai_responses import ResponsesStream, responses_to_chat
 from agproxy.upstream import UpstreamError, open_stream
 
@@ -44,6 +45,10 @@ async def _read(request: Request) -> dict[str, Any] | Response:
         return bad_request(f"the request body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         return bad_request("the request body must be a JSON object")
+    try:
+        check_nesting(body, raw=raw)
+    except BadRequest as exc:
+        return bad_request(exc.message, exc.param)
     return body
 
 
@@ -100,12 +105,12 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
         return bad_request(exc.message, "messages")
     try:
         inner = chat_to_gemini(body, model)
+        options = opt_dict(body, "stream_options", "")
     except BadRequest as exc:
         return bad_request(exc.message, exc.param)
     session = conversation_key(inner["contents"])
     headers = {"x-agproxy-model": model}
     stream = body.get("stream") is True
-    options = body.get("stream_options") or {}
     translator = ChatStream(requested, include_usage=bool(options.get("include_usage")))
     client = gateway.accounts.client
 

@@ -16,8 +16,18 @@ from typing import Any
 
 import orjson
 
+from agproxy.translate.fields import (
+    BadRequest,
+    as_dict,
+    as_list,
+    opt_dict,
+    opt_list,
+    opt_str,
+    strings,
+    text,
+    wrong,
+)
 from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
-from agproxy.translate.openai_chat import BadRequest
 from agproxy.translate.schema import clean_schema
 
 MAX_OUTPUT = 65536
@@ -29,101 +39,119 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     if not isinstance(content, list):
-        raise BadRequest("content must be a string or an array of blocks", where)
-    return [b for b in content if isinstance(b, dict)]
+        raise wrong(where, "a string or an array of blocks")
+    return [as_dict(block, f"{where}[{j}]") for j, block in enumerate(content)]
 
 
-def tool_result_text(content: Any) -> tuple[str, list[dict[str, Any]]]:
-    if isinstance(content, str):
-        return content, []
+def tool_result_text(content: Any, where: str = "tool_result.content"
+                     ) -> tuple[str, list[dict[str, Any]]]:
+    if content is None or isinstance(content, str):
+        return content or "", []
     texts, images = [], []
-    for block in content or []:
-        if isinstance(block, dict):
-            if block.get("type") == "text":
-                texts.append(str(block.get("text") or ""))
-            elif block.get("type") == "image":
-                images.append(_media(block, "tool_result"))
+    for j, block in enumerate(as_list(content, where)):
+        at = f"{where}[{j}]"
+        block = as_dict(block, at)
+        if block.get("type") == "text":
+            texts.append(text(block, "text", at))
+        elif block.get("type") == "image":
+            images.append(_media(block, at))
     return "\n".join(texts), images
 
 
 def _media(block: dict[str, Any], where: str) -> dict[str, Any]:
-    source = block.get("source") or {}
-    if source.get("type") == "base64" and source.get("data"):
-        return {"inlineData": {"mimeType": source.get("media_type") or "image/png",
-                               "data": source["data"]}}
-    raise BadRequest(f"{block.get('type')} blocks need a base64 source here (URL sources "
-                     "are fetched by the gateway first)", where)
+    source = opt_dict(block, "source", where)
+    data = opt_str(source, "data", f"{where}.source")
+    if source.get("type") == "base64" and data:
+        return {"inlineData": {
+            "mimeType": opt_str(source, "media_type", f"{where}.source") or "image/png",
+            "data": data}}
+    raise BadRequest(f"{where}: {str(block.get('type'))[:20]} blocks need a base64 source "
+                     "here (URL sources are fetched by the gateway first)", f"{where}.source")
+
+
+def _system_texts(system: Any) -> list[str]:
+    if system is None or isinstance(system, str):
+        return [system] if system else []
+    texts = []
+    for j, block in enumerate(as_list(system, "system")):
+        block = as_dict(block, f"system[{j}]")
+        if block.get("type") == "text" and (said := text(block, "text", f"system[{j}]")):
+            texts.append(said)
+    return texts
+
+
+class _Turn:
+    """The Gemini parts of one message, and what later messages need from earlier ones."""
+
+    def __init__(self, names: dict[str, str], signatures: Mapping[str, str]) -> None:
+        self.names = names  # tool_use id → tool name, for the results that follow
+        self.signatures = signatures
+        self.last_signature: str | None = None
+
+    def parts(self, block: dict[str, Any], role: str, where: str) -> list[dict[str, Any]]:
+        kind = block.get("type")
+        if kind == "text":
+            said = text(block, "text", where)
+            return [{"text": said}] if said else []
+        if kind in ("image", "document"):
+            return [_media(block, where)]
+        if kind == "thinking" and role == "assistant":
+            thought = text(block, "thinking", where)
+            signature = opt_str(block, "signature", where)
+            if signature:
+                self.last_signature = signature
+                return [{"text": thought, "thought": True, "thoughtSignature": signature}]
+            return [{"text": thought}] if thought else []
+        if kind == "tool_use" and role == "assistant":
+            tool_id = text(block, "id", where)
+            self.names[tool_id] = text(block, "name", where)
+            call: dict[str, Any] = {"name": self.names[tool_id],
+                                    "args": opt_dict(block, "input", where)}
+            if tool_id:
+                call["id"] = tool_id
+            return [{"functionCall": call, "thoughtSignature": self.signatures.get(tool_id)
+                     or self.last_signature or SKIP_SIGNATURE}]
+        if kind == "tool_result":
+            tool_id = text(block, "tool_use_id", where)
+            result, images = tool_result_text(block.get("content"), f"{where}.content")
+            if not result:
+                result = ("Tool execution failed with no output." if block.get("is_error")
+                          else "Command executed successfully.")
+            elif block.get("is_error"):
+                result = f"Error: {result}"
+            response: dict[str, Any] = {"name": self.names.get(tool_id, tool_id),
+                                        "response": {"result": result}}
+            if tool_id:
+                response["id"] = tool_id
+            return [{"functionResponse": response}, *images]
+        return []  # redacted_thinking, server tool blocks: nothing the upstream can take
 
 
 def messages_to_gemini(body: dict[str, Any], model: str,
                        signatures: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The inner Gemini request for an Anthropic Messages body. `signatures` maps tool_use
     ids to the thought signatures seen when they were produced."""
-    signatures = signatures or {}
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages: at least one message is required", "messages")
-    system_texts: list[str] = []
-    system = body.get("system")
-    if isinstance(system, str) and system:
-        system_texts.append(system)
-    elif isinstance(system, list):
-        system_texts += [str(b.get("text")) for b in system
-                         if isinstance(b, dict) and b.get("type") == "text" and b.get("text")]
+    system_texts = _system_texts(body.get("system"))
     names: dict[str, str] = {}
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise BadRequest("each message must be an object", where)
+        message = as_dict(message, where)
         role = message.get("role")
+        blocks = _blocks(message.get("content"), f"{where}.content")
         if role == "system":  # Claude Code 2.x sends some of these inside messages
-            system_texts += [b.get("text", "") for b in _blocks(message.get("content"), where)
-                             if b.get("type") == "text"]
+            system_texts += [text(b, "text", f"{where}.content[{j}]")
+                             for j, b in enumerate(blocks) if b.get("type") == "text"]
             continue
         if role not in ("user", "assistant"):
-            raise BadRequest(f"{where}.role: unexpected role {role!r}", f"{where}.role")
-        parts: list[dict[str, Any]] = []
-        last_signature: str | None = None
-        for j, block in enumerate(_blocks(message.get("content"), f"{where}.content")):
-            kind = block.get("type")
-            if kind == "text":
-                if block.get("text"):
-                    parts.append({"text": str(block["text"])})
-            elif kind in ("image", "document"):
-                parts.append(_media(block, f"{where}.content[{j}]"))
-            elif kind == "thinking" and role == "assistant":
-                signature = block.get("signature")
-                if isinstance(signature, str) and signature:
-                    last_signature = signature
-                    parts.append({"text": str(block.get("thinking") or ""), "thought": True,
-                                  "thoughtSignature": signature})
-                elif block.get("thinking"):
-                    parts.append({"text": str(block["thinking"])})
-            elif kind == "tool_use" and role == "assistant":
-                tool_id = str(block.get("id") or "")
-                names[tool_id] = str(block.get("name") or "")
-                call: dict[str, Any] = {"name": names[tool_id],
-                                        "args": block.get("input") or {}}
-                if tool_id:
-                    call["id"] = tool_id
-                parts.append({"functionCall": call, "thoughtSignature":
-                              signatures.get(tool_id) or last_signature or SKIP_SIGNATURE})
-            elif kind == "tool_result":
-                tool_id = str(block.get("tool_use_id") or "")
-                text, images = tool_result_text(block.get("content"))
-                if not text:
-                    text = ("Tool execution failed with no output." if block.get("is_error")
-                            else "Command executed successfully.")
-                elif block.get("is_error"):
-                    text = f"Error: {text}"
-                response: dict[str, Any] = {"name": names.get(tool_id, tool_id),
-                                            "response": {"result": text}}
-                if tool_id:
-                    response["id"] = tool_id
-                parts.append({"functionResponse": response})
-                parts += images
-            # redacted_thinking, server tool blocks: nothing the upstream can take
+            raise BadRequest(f"{where}.role: unexpected role {str(role)[:40]!r}",
+                             f"{where}.role")
+        turn = _Turn(names, signatures or {})
+        parts = [part for j, block in enumerate(blocks)
+                 for part in turn.parts(block, role, f"{where}.content[{j}]")]
         if parts:
             gemini_role = "model" if role == "assistant" else "user"
             if contents and contents[-1]["role"] == gemini_role:
@@ -137,32 +165,47 @@ def messages_to_gemini(body: dict[str, Any], model: str,
     if system_texts:
         request["systemInstruction"] = {"role": "user",
                                         "parts": [{"text": "\n\n".join(system_texts)}]}
+    declarations = _declarations(opt_list(body, "tools", ""))
+    if declarations:
+        request["tools"] = [{"functionDeclarations": declarations}]
+        request["toolConfig"] = {"functionCallingConfig": _calling_config(
+            body.get("tool_choice"))}
+    request["generationConfig"] = _generation(body)
+    return request
+
+
+def _declarations(tools: list[Any]) -> list[dict[str, Any]]:
     declarations = []
-    for i, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict) or not tool.get("name"):
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        tool = as_dict(tool, where)
+        name = opt_str(tool, "name", where)
+        if not name:
             continue
         if tool.get("type") not in (None, "custom") and "input_schema" not in tool:
             continue  # server tools (web search, computer use): no upstream equivalent
-        declaration: dict[str, Any] = {"name": str(tool["name"])}
-        if tool.get("description"):
-            declaration["description"] = str(tool["description"])
+        declaration: dict[str, Any] = {"name": name}
+        if description := opt_str(tool, "description", where):
+            declaration["description"] = description
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
-            raise BadRequest("input_schema must be an object", f"tools[{i}].input_schema")
+            raise wrong(f"{where}.input_schema", "an object")
         declaration["parameters"] = clean_schema(schema, upper_types=False)
         declarations.append(declaration)
-    if declarations:
-        request["tools"] = [{"functionDeclarations": declarations}]
-        choice = body.get("tool_choice") or {}
-        choice_type = str(choice.get("type") or "") if isinstance(choice, dict) else ""
-        mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}.get(
-            choice_type, "VALIDATED")
-        config: dict[str, Any] = {"mode": mode}
-        if isinstance(choice, dict) and choice.get("type") == "tool" and choice.get("name"):
-            config["allowedFunctionNames"] = [choice["name"]]
-        request["toolConfig"] = {"functionCallingConfig": config}
-    request["generationConfig"] = _generation(body)
-    return request
+    return declarations
+
+
+def _calling_config(choice: Any) -> dict[str, Any]:
+    if isinstance(choice, str):  # a bare "auto" from a lenient client
+        choice = {"type": choice}
+    choice = as_dict(choice, "tool_choice") if choice is not None else {}
+    kind = opt_str(choice, "type", "tool_choice")
+    mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}.get(
+        kind or "", "VALIDATED")
+    config: dict[str, Any] = {"mode": mode}
+    if kind == "tool" and (name := opt_str(choice, "name", "tool_choice")):
+        config["allowedFunctionNames"] = [name]
+    return config
 
 
 def _generation(body: dict[str, Any]) -> dict[str, Any]:
@@ -176,11 +219,11 @@ def _generation(body: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise BadRequest(f"{src}: a number is required", src)
             config[dst] = value
-    stops = body.get("stop_sequences")
-    if isinstance(stops, list) and stops:
-        config["stopSequences"] = [str(s) for s in stops][:5]
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+    stops = strings(body, "stop_sequences", "")
+    if stops:
+        config["stopSequences"] = stops[:5]
+    thinking = opt_dict(body, "thinking", "")
+    if thinking.get("type") in ("enabled", "adaptive"):
         budget = thinking.get("budget_tokens") or thinking.get("budgetTokens") or ADAPTIVE_BUDGET
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise BadRequest("thinking.budget_tokens: a positive integer is required",

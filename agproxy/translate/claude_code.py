@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from agproxy.translate.anthropic import tool_result_text
+from agproxy.translate.fields import BadRequest
 
 WARMUP = "Warmup"
 RECOVERY_NOTE = ("[System Recovery] Your previous output contained an invalid signature. "
@@ -35,9 +36,12 @@ def is_warmup(body: dict[str, Any]) -> bool:
             text = str(block.get("text") or "")
             if text == WARMUP or text.startswith(WARMUP + "\n"):
                 return True
-        if (block.get("type") == "tool_result" and block.get("is_error")
-                and tool_result_text(block.get("content"))[0].startswith(WARMUP)):
-            return True
+        if block.get("type") == "tool_result" and block.get("is_error"):
+            try:
+                if tool_result_text(block.get("content"))[0].startswith(WARMUP):
+                    return True
+            except BadRequest:
+                return False  # not a warm-up; the translation names what is wrong
     return False
 
 

@@ -45,8 +45,9 @@ def conversation_key(contents: Any) -> str | None:
     for content in contents:
         if not isinstance(content, dict) or content.get("role", "user") != "user":
             continue
-        texts = [p["text"] for p in content.get("parts") or []
-                 if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        parts = content.get("parts")
+        texts = [p["text"] for p in parts if isinstance(p, dict)
+                 and isinstance(p.get("text"), str)] if isinstance(parts, list) else []
         text = " ".join(texts).strip()
         if len(text) > 10:
             return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]

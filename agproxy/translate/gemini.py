@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agproxy.translate.fields import as_dict, opt_dict, opt_list, opt_str, wrong
+
 # Fields a Gemini generateContent body may carry that the backend takes as they are.
 _DROP_FOR_COUNT = ("safetySettings", "generationConfig", "tools", "toolConfig")
 
@@ -44,6 +46,19 @@ def _with_roles(contents: Any) -> Any:
             for c in contents]
 
 
+def check_contents(contents: Any, where: str = "contents") -> list[dict[str, Any]]:
+    """The contents the gateway reads (roles, parts, function calls): a non-empty list of
+    {role, parts} objects with object parts. Raises BadRequest naming the field."""
+    if not isinstance(contents, list) or not contents:
+        raise wrong(where, "a non-empty array")
+    for i, content in enumerate(contents):
+        content = as_dict(content, f"{where}[{i}]")
+        opt_str(content, "role", f"{where}[{i}]")
+        for j, part in enumerate(opt_list(content, "parts", f"{where}[{i}]")):
+            as_dict(part, f"{where}[{i}].parts[{j}]")
+    return contents
+
+
 def prepare_request(body: dict[str, Any]) -> dict[str, Any]:
     """The inner `request` for the envelope: the body as sent, but for the system role and
     unsigned function calls in the history."""
@@ -60,12 +75,13 @@ def prepare_request(body: dict[str, Any]) -> dict[str, Any]:
 
 def count_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     """countTokens takes the contents (and system text) only, with the model inside."""
-    request: dict[str, Any] = {"model": f"models/{model}",
-                               "contents": body.get("contents") or []}
-    inner = body.get("generateContentRequest")
-    if isinstance(inner, dict) and not request["contents"]:
-        request["contents"] = inner.get("contents") or []
-    request["contents"] = _with_roles(request["contents"])
+    contents = body.get("contents")
+    where = "contents"
+    if not contents:
+        inner = opt_dict(body, "generateContentRequest", "")
+        contents, where = inner.get("contents"), "generateContentRequest.contents"
+    request = {"model": f"models/{model}", "contents": _with_roles(
+        check_contents(contents, where))}
     return {"request": request}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agproxy.translate.openai_chat import BadRequest
+from agproxy.translate.fields import BadRequest, opt_str
 
 RATIOS = ("21:9", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "1:1")
 QUALITY = {"hd": "4K", "4k": "4K", "high": "4K", "medium": "2K", "2k": "2K",
@@ -43,19 +43,19 @@ def image_request(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     n = body.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10:
         raise BadRequest("n must be an integer from 1 to 10", "n")
-    if body.get("response_format", "b64_json") not in ("b64_json", "url"):
+    if body.get("response_format") not in (None, "b64_json", "url"):
         raise BadRequest("response_format must be b64_json or url", "response_format")
     config: dict[str, Any] = {"aspectRatio": aspect_ratio(body.get("size"))}
-    size = body.get("imageSize") or body.get("image_size")
-    quality = body.get("quality")
-    if isinstance(size, str):
+    size = opt_str(body, "imageSize", "") or opt_str(body, "image_size", "")
+    quality = opt_str(body, "quality", "")
+    if size:
         config["imageSize"] = size.upper()
-    elif isinstance(quality, str):
+    elif quality is not None:
         if quality.lower() not in QUALITY:
             raise BadRequest(f"quality must be one of {', '.join(QUALITY)}", "quality")
         if QUALITY[quality.lower()]:
             config["imageSize"] = QUALITY[quality.lower()]
-    text = prompt + STYLE.get(str(body.get("style") or "vivid"), "")
+    text = prompt + STYLE.get(opt_str(body, "style", "") or "vivid", "")
     if quality == "hd":
         text += ", (high quality, highly detailed, 4k resolution, hdr)"
     request = {"contents": [{"role": "user", "parts": [{"text": text}]}],

@@ -15,6 +15,18 @@ from typing import Any
 
 import orjson
 
+from agproxy.translate.fields import (
+    BadRequest,
+    as_dict,
+    as_list,
+    check_nesting,
+    opt_dict,
+    opt_list,
+    opt_str,
+    strings,
+    text,
+    wrong,
+)
 from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
 from agproxy.translate.schema import clean_schema
 
@@ -24,23 +36,17 @@ FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
           "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}
 
 
-class BadRequest(ValueError):
-    """The client's request cannot be translated; `param` names the field."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
 # -- request ----------------------------------------------------------------------
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content
-                       if isinstance(p, dict) and p.get("type") in ("text", "input_text"))
-    return ""
+def _text_of(content: Any, where: str) -> str:
+    """The text of a message's content: a string, or the text parts of a list."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for i, part in enumerate(as_list(content, where)):
+        part = as_dict(part, f"{where}[{i}]")
+        if part.get("type") in ("text", "input_text"):
+            texts.append(text(part, "text", f"{where}[{i}]"))
+    return "".join(texts)
 
 
 def _image_part(url: str, where: str) -> dict[str, Any]:
@@ -48,37 +54,39 @@ def _image_part(url: str, where: str) -> dict[str, Any]:
         header, _, data = url.partition(",")
         mime = header[5:].split(";")[0] or "image/png"
         if ";base64" not in header or not data:
-            raise BadRequest("image data URLs must be base64 encoded", where)
+            raise BadRequest(f"{where}: image data URLs must be base64 encoded", where)
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith(("http://", "https://")):
         # The front end fetches http(s) images into data URLs before translating.
-        raise BadRequest("this image URL was not fetched; send it as a data: URL", where)
-    raise BadRequest(f"unsupported image URL {url[:40]!r}", where)
+        raise BadRequest(f"{where}: this image URL was not fetched; send it as a data: URL",
+                         where)
+    raise BadRequest(f"{where}: unsupported image URL {url[:40]!r}", where)
 
 
 def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
     if not isinstance(content, list):
-        raise BadRequest("content must be a string or a list of parts", where)
+        raise wrong(where, "a string or a list of parts")
     parts: list[dict[str, Any]] = []
     for i, part in enumerate(content):
         if not isinstance(part, dict):
-            raise BadRequest("each content part must be an object", f"{where}[{i}]")
+            raise wrong(f"{where}[{i}]", "an object")
         kind = part.get("type")
         if kind in ("text", "input_text"):
-            if part.get("text"):
-                parts.append({"text": str(part["text"])})
+            if value := text(part, "text", f"{where}[{i}]"):
+                parts.append({"text": value})
         elif kind in ("image_url", "input_image"):
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
-                raise BadRequest("image_url.url is required", f"{where}[{i}]")
+                raise BadRequest(f"{where}[{i}].image_url.url is required (a string)",
+                                 f"{where}[{i}].image_url.url")
             parts.append(_image_part(url, f"{where}[{i}]"))
     return parts
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
+def _arguments(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     if isinstance(raw, str) and raw.strip():
@@ -86,8 +94,11 @@ def _arguments(raw: Any) -> dict[str, Any]:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return {"_raw": raw}
+        check_nesting(value, where)  # parsed here, so the body's check did not see it
         return value if isinstance(value, dict) else {"value": value}
-    return {}
+    if raw is None or isinstance(raw, str):
+        return {}
+    raise BadRequest(f"{where} must be a JSON string or an object", where)
 
 
 def _merge_roles(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,24 +122,29 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]
     declarations = []
     dropped = []
     search = False
-    for i, tool in enumerate(body.get("tools") or []):
-        if not isinstance(tool, dict):
-            raise BadRequest("each tool must be an object", f"tools[{i}]")
-        if tool.get("type") in ("web_search", "google_search"):
+    for i, tool in enumerate(opt_list(body, "tools", "")):
+        where = f"tools[{i}]"
+        tool = as_dict(tool, where)
+        kind = opt_str(tool, "type", where) or "function"
+        if kind in ("web_search", "google_search"):
             search = True
             continue
-        if tool.get("type", "function") != "function":
-            dropped.append(str(tool.get("type")))
+        if kind != "function":
+            dropped.append(kind)
             continue
-        fn: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest("function tools need a name", f"tools[{i}].function.name")
+        fn = tool  # the flat form some clients send: name and parameters on the tool
+        if tool.get("function") is not None:
+            fn, where = opt_dict(tool, "function", where), f"{where}.function"
+        name = opt_str(fn, "name", where)
+        if not name:
+            raise BadRequest(f"{where}.name is required: function tools need a name",
+                             f"{where}.name")
         declaration: dict[str, Any] = {"name": name}
-        if fn.get("description"):
-            declaration["description"] = str(fn["description"])
-        if isinstance(fn.get("parameters"), dict) and fn["parameters"].get("properties"):
-            declaration["parameters"] = clean_schema(fn["parameters"])
+        if description := opt_str(fn, "description", where):
+            declaration["description"] = description
+        parameters = opt_dict(fn, "parameters", where)
+        if parameters.get("properties"):
+            declaration["parameters"] = clean_schema(parameters)
         declarations.append(declaration)
     if declarations:
         return [{"functionDeclarations": declarations}], dropped
@@ -145,7 +161,8 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if choice == "required":
         return {"functionCallingConfig": {"mode": "ANY"}}
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        name = opt_str(opt_dict(choice, "function", "tool_choice"), "name",
+                       "tool_choice.function")
         config: dict[str, Any] = {"mode": "ANY"}
         if name:
             config["allowedFunctionNames"] = [name]
@@ -154,8 +171,8 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
 
 
 def thinking_budget(body: dict[str, Any], model: str) -> int | None:
-    effort = body.get("reasoning_effort")
-    if isinstance(effort, str):
+    effort = opt_str(body, "reasoning_effort", "")
+    if effort is not None:
         if effort == "none":
             return 0
         if effort not in EFFORT_BUDGET:
@@ -178,13 +195,12 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise BadRequest("each message must be an object", where)
+            raise wrong(where, "an object")
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
-            text = _text_of(content)
-            if text:
-                system.append(text)
+            if instruction := _text_of(content, f"{where}.content"):
+                system.append(instruction)
         elif role == "user":
             contents.append({"role": "user", "parts": _user_parts(content, f"{where}.content")})
         elif role == "assistant":
@@ -192,29 +208,32 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
             # no thought signature, and the backend refuses unsigned thinking (Claude) or
             # ignores it (Gemini); models do not need their earlier reasoning.
             parts: list[dict[str, Any]] = []
-            text = _text_of(content)
-            if text:
-                parts.append({"text": text})
-            for call in message.get("tool_calls") or []:
-                fn = call.get("function") or {}
-                name = str(fn.get("name") or "")
-                call_names[str(call.get("id") or "")] = name
-                function_call: dict[str, Any] = {"name": name,
-                                                 "args": _arguments(fn.get("arguments"))}
-                if call.get("id"):
-                    function_call["id"] = str(call["id"])
+            if said := _text_of(content, f"{where}.content"):
+                parts.append({"text": said})
+            for j, call in enumerate(opt_list(message, "tool_calls", where)):
+                at = f"{where}.tool_calls[{j}]"
+                call = as_dict(call, at)
+                fn = opt_dict(call, "function", at)
+                name = text(fn, "name", f"{at}.function")
+                ident = text(call, "id", at)
+                call_names[ident] = name
+                function_call: dict[str, Any] = {
+                    "name": name, "args": _arguments(fn.get("arguments"),
+                                                     f"{at}.function.arguments")}
+                if ident:
+                    function_call["id"] = ident
                 parts.append({"functionCall": function_call, "thoughtSignature": SKIP_SIGNATURE})
             contents.append({"role": "model", "parts": parts})
         elif role in ("tool", "function"):
-            call_id = str(message.get("tool_call_id") or "")
-            name = call_names.get(call_id) or message.get("name") or "unknown"
-            response: dict[str, Any] = {"name": name,
-                                        "response": {"result": _text_of(content)}}
+            call_id = text(message, "tool_call_id", where)
+            name = call_names.get(call_id) or opt_str(message, "name", where) or "unknown"
+            response: dict[str, Any] = {"name": name, "response": {
+                "result": _text_of(content, f"{where}.content")}}
             if call_id:
                 response["id"] = call_id
             contents.append({"role": "user", "parts": [{"functionResponse": response}]})
         else:
-            raise BadRequest(f"unknown role {role!r}", f"{where}.role")
+            raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}", f"{where}.role")
     request: dict[str, Any] = {"contents": repair_tool_turns(_merge_roles(contents))}
     if not request["contents"]:
         raise BadRequest("messages hold no user or assistant content", "messages")
@@ -242,30 +261,30 @@ def _generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, kind):
             raise BadRequest(f"{src} must be a number", src)
         config[dst] = value
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else (
+        "max_tokens")
+    max_tokens = body.get(key)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise BadRequest("max_tokens must be a positive integer", "max_tokens")
+            raise BadRequest(f"{key} must be a positive integer", key)
         config["maxOutputTokens"] = max_tokens
     n = body.get("n")
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
             raise BadRequest("n must be an integer from 1 to 8", "n")
         config["candidateCount"] = n
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list):
-        config["stopSequences"] = [str(s) for s in stop][:5]
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict):
-        if fmt.get("type") == "json_object":
-            config["responseMimeType"] = "application/json"
-        elif fmt.get("type") == "json_schema":
-            schema = (fmt.get("json_schema") or {}).get("schema")
-            config["responseMimeType"] = "application/json"
-            if isinstance(schema, dict):
-                config["responseSchema"] = clean_schema(schema)
+    stop = strings(body, "stop", "")
+    if stop:
+        config["stopSequences"] = stop[:5]
+    fmt = opt_dict(body, "response_format", "")
+    if fmt.get("type") == "json_object":
+        config["responseMimeType"] = "application/json"
+    elif fmt.get("type") == "json_schema":
+        json_schema = opt_dict(fmt, "json_schema", "response_format")
+        schema = opt_dict(json_schema, "schema", "response_format.json_schema")
+        config["responseMimeType"] = "application/json"
+        if schema:
+            config["responseSchema"] = clean_schema(schema)
     budget = thinking_budget(body, model)
     if budget is not None:
         config["thinkingConfig"] = {"includeThoughts": budget > 0, "thinkingBudget": budget}

@@ -15,7 +15,17 @@ from typing import Any
 
 import orjson
 
-from agproxy.translate.openai_chat import BadRequest, call_id
+from agproxy.translate.fields import (
+    BadRequest,
+    as_dict,
+    as_list,
+    opt_dict,
+    opt_list,
+    opt_str,
+    text,
+    wrong,
+)
+from agproxy.translate.openai_chat import EFFORT_BUDGET, call_id
 
 log = logging.getLogger("agproxy.translate")
 
@@ -24,21 +34,26 @@ def _uid(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def _parts(content: Any) -> str | list[dict[str, Any]]:
-    if isinstance(content, str):
-        return content
+IMAGE_URLS = ("data:", "http://", "https://")
+
+
+def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+    if content is None or isinstance(content, str):
+        return content or ""
     parts: list[dict[str, Any]] = []
-    for part in content or []:
-        if not isinstance(part, dict):
-            continue
+    for i, part in enumerate(as_list(content, where)):
+        at = f"{where}[{i}]"
+        part = as_dict(part, at)
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": str(part.get("text") or "")})
+            parts.append({"type": "text", "text": text(part, "text", at)})
         elif kind == "input_image":
             url = part.get("image_url")
             if isinstance(url, dict):
                 url = url.get("url")
-            if isinstance(url, str):
+            if url is not None and not (isinstance(url, str) and url.startswith(IMAGE_URLS)):
+                raise wrong(f"{at}.image_url", "a data: or http(s) URL")
+            if url:
                 parts.append({"type": "image_url", "image_url": {"url": url}})
     return parts
 
@@ -46,89 +61,122 @@ def _parts(content: Any) -> str | list[dict[str, Any]]:
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26"})
 
 
-def _tools(tools: Any) -> list[dict[str, Any]]:
+def _tools(tools: list[Any]) -> list[dict[str, Any]]:
     """Function tools carry over; web search becomes a marker (Google Search grounding,
     added when no function tool is present); the rest is dropped with a log line."""
     out: list[dict[str, Any]] = []
-    for tool in tools or []:
-        if not isinstance(tool, dict):
-            continue
-        if tool.get("type") in WEB_SEARCH_TYPES:
+    for i, tool in enumerate(tools):
+        where = f"tools[{i}]"
+        tool = as_dict(tool, where)
+        kind = opt_str(tool, "type", where)
+        if kind in WEB_SEARCH_TYPES:
             out.append({"type": "web_search"})
-        elif tool.get("type") == "function" and tool.get("name"):
+        elif kind == "function":
+            name = opt_str(tool, "name", where)
+            if not name:
+                raise BadRequest(f"{where}.name is required: function tools need a name",
+                                 f"{where}.name")
+            parameters = opt_dict(tool, "parameters", where)
             out.append({"type": "function", "function": {
-                "name": tool["name"], "description": tool.get("description", ""),
-                "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}})
+                "name": name, "description": text(tool, "description", where),
+                "parameters": parameters or {"type": "object", "properties": {}}}})
         else:
-            log.info("dropping tool of type %r: no upstream equivalent", tool.get("type"))
+            log.info("dropping tool of type %r: no upstream equivalent", str(kind)[:40])
     return out
+
+
+def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice  # type: ignore[no-any-return]
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        name = opt_str(choice, "name", "tool_choice")
+        return {"type": "function", "function": {"name": name}}
+    if isinstance(choice, dict):
+        return None  # hosted tools (file search, web search): nothing to force upstream
+    raise wrong("tool_choice", "auto, none, required or an object")
+
+
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = opt_dict(opt_dict(body, "text", ""), "format", "text")
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        return {"type": "json_schema", "json_schema": {
+            "name": opt_str(fmt, "name", "text.format") or "output",
+            "schema": opt_dict(fmt, "schema", "text.format")}}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]],
+          pending_calls: list[dict[str, Any]]) -> None:
+    """One input item as chat messages (function calls wait in `pending_calls` to be
+    sent as one assistant message)."""
+    kind = item.get("type", "message")
+    if kind == "function_call":
+        arguments = item.get("arguments")
+        if arguments is not None and not isinstance(arguments, str | dict):
+            raise wrong(f"{where}.arguments", "a JSON string")
+        pending_calls.append({"id": opt_str(item, "call_id", where), "type": "function",
+                              "function": {"name": text(item, "name", where),
+                                           "arguments": arguments or "{}"}})
+        return
+    if pending_calls:
+        messages.append({"role": "assistant", "content": None,
+                         "tool_calls": list(pending_calls)})
+        pending_calls.clear()
+    if kind == "function_call_output":
+        output = item.get("output")
+        messages.append({"role": "tool", "tool_call_id": opt_str(item, "call_id", where),
+                         "content": output if isinstance(output, str)
+                         else orjson.dumps(output).decode()})
+    elif kind == "message":
+        role = item.get("role", "user")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}",
+                             f"{where}.role")
+        messages.append({"role": role, "content": _parts(item.get("content"),
+                                                         f"{where}.content")})
+    elif kind != "reasoning":  # our own earlier reasoning summaries: nothing to send back
+        log.info("dropping input item of type %r", str(kind)[:40])
 
 
 def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     """The chat completion body equivalent to a Responses request."""
     messages: list[dict[str, Any]] = []
-    if isinstance(body.get("instructions"), str) and body["instructions"]:
-        messages.append({"role": "system", "content": body["instructions"]})
+    if instructions := opt_str(body, "instructions", ""):
+        messages.append({"role": "system", "content": instructions})
     items = body.get("input")
-    if isinstance(items, str):
+    if isinstance(items, str) and items:
         items = [{"role": "user", "content": items}]
     if not isinstance(items, list) or not items:
         raise BadRequest("input must be a string or a non-empty array of items", "input")
     pending_calls: list[dict[str, Any]] = []
-
-    def flush_calls() -> None:
-        if pending_calls:
-            messages.append({"role": "assistant", "content": None,
-                             "tool_calls": list(pending_calls)})
-            pending_calls.clear()
-
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadRequest("each input item must be an object", f"input[{i}]")
-        kind = item.get("type", "message")
-        if kind == "function_call":
-            pending_calls.append({"id": item.get("call_id"), "type": "function", "function": {
-                "name": item.get("name"), "arguments": item.get("arguments") or "{}"}})
-            continue
-        flush_calls()
-        if kind == "function_call_output":
-            output = item.get("output")
-            messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
-                             "content": output if isinstance(output, str)
-                             else orjson.dumps(output).decode()})
-        elif kind == "message":
-            role = item.get("role", "user")
-            if role not in ("user", "assistant", "system", "developer"):
-                raise BadRequest(f"unknown role {role!r}", f"input[{i}].role")
-            messages.append({"role": role, "content": _parts(item.get("content"))})
-        elif kind == "reasoning":
-            continue  # our own earlier reasoning summaries: nothing to send back
-        else:
-            log.info("dropping input item of type %r", kind)
-    flush_calls()
+        _item(as_dict(item, f"input[{i}]"), f"input[{i}]", messages, pending_calls)
+    if pending_calls:
+        messages.append({"role": "assistant", "content": None, "tool_calls": pending_calls})
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
-    if body.get("tools"):
-        chat["tools"] = _tools(body["tools"])
-        if not chat["tools"]:
-            del chat["tools"]
-    choice = body.get("tool_choice")
-    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+    if tools := _tools(opt_list(body, "tools", "")):
+        chat["tools"] = tools
+    if (choice := _tool_choice(body.get("tool_choice"))) is not None:
         chat["tool_choice"] = choice
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        chat["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
-    for src, dst in (("max_output_tokens", "max_tokens"), ("temperature", "temperature"),
-                     ("top_p", "top_p")):
-        if body.get(src) is not None:
-            chat[dst] = body[src]
-    effort = (body.get("reasoning") or {}).get("effort")
-    if isinstance(effort, str):
+    max_output = body.get("max_output_tokens")
+    if max_output is not None:
+        if isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 1:
+            raise wrong("max_output_tokens", "a positive integer")
+        chat["max_tokens"] = max_output
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            chat[key] = body[key]  # checked with the chat body's
+    effort = opt_str(opt_dict(body, "reasoning", ""), "effort", "reasoning")
+    if effort is not None:
+        if effort not in ("none", *EFFORT_BUDGET):
+            raise BadRequest(f"reasoning.effort must be one of none, "
+                             f"{', '.join(EFFORT_BUDGET)}", "reasoning.effort")
         chat["reasoning_effort"] = effort
-    fmt = ((body.get("text") or {}).get("format") or {})
-    if fmt.get("type") == "json_schema":
-        chat["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": fmt.get("name", "output"), "schema": fmt.get("schema") or {}}}
-    elif fmt.get("type") == "json_object":
-        chat["response_format"] = {"type": "json_object"}
+    if fmt := _response_format(body):
+        chat["response_format"] = fmt
     return chat
 
 

@@ -27,6 +27,17 @@ def clean_schema(schema: Any, upper_types: bool = True) -> dict[str, Any]:
     return _clean(schema, defs, upper_types, 0)
 
 
+def _list(node: dict[str, Any], key: str) -> list[Any]:
+    """A keyword that should hold an array; a client's wrong type counts as absent."""
+    value = node.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _dict(node: dict[str, Any], key: str) -> dict[str, Any]:
+    value = node.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _resolve(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
     ref = node.get("$ref")
     if isinstance(ref, str):
@@ -47,9 +58,9 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
             merged: dict[str, Any] = {k: v for k, v in node.items() if k != combinator}
             for part in node[combinator]:
                 part = _resolve(part, defs, depth) if isinstance(part, dict) else {}
-                merged.setdefault("properties", {}).update(part.get("properties") or {})
-                merged["required"] = list(merged.get("required") or []) + list(
-                    part.get("required") or [])
+                merged["properties"] = {**_dict(merged, "properties"),
+                                        **_dict(part, "properties")}
+                merged["required"] = _list(merged, "required") + _list(part, "required")
                 for key, value in part.items():
                     merged.setdefault(key, value)
             node = merged
@@ -57,7 +68,7 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
     types = node.get("type")
     nullable = False
     for combinator in ("anyOf", "oneOf"):
-        branches = [b for b in node.get(combinator) or [] if isinstance(b, dict)]
+        branches = [b for b in _list(node, combinator) if isinstance(b, dict)]
         if branches:
             branches = [_resolve(b, defs, depth) for b in branches]
             real = [b for b in branches if b.get("type") != "null"]
@@ -92,7 +103,8 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
         props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
         out["properties"] = {name: _clean(sub, defs, upper, depth + 1)
                              for name, sub in props.items() if isinstance(sub, dict)}
-        required = [r for r in node.get("required") or [] if r in out["properties"]]
+        required = [r for r in _list(node, "required")
+                    if isinstance(r, str) and r in out["properties"]]
         if required:
             out["required"] = list(dict.fromkeys(required))
     elif out["type"].lower() == "array" and isinstance(node.get("items"), dict):

@@ -218,7 +218,11 @@ def _check_tools(tools: Any) -> None:
     if not isinstance(tools, list):
         return
     for i, tool in enumerate(tools):
-        for j, declaration in enumerate(get(tool, "functionDeclarations") or []):
+        declarations = get(tool, "functionDeclarations")
+        if declarations is not None and not isinstance(declarations, list):
+            raise bad(f"Invalid value at 'request.tools[{i}].function_declarations': "
+                      "expected a list")
+        for j, declaration in enumerate(declarations or []):
             if get(declaration, "parameters") is not None:
                 _check_schema(get(declaration, "parameters"),
                               f"request.tools[{i}].function_declarations[{j}].parameters")
