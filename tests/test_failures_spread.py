@@ -97,7 +97,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory,
 
 # -- defect 5: a failure of one request cools nothing ------------------------------------------
 FAULTS = {
-    "500": (Fault.server_error(500), 500, "Internal error"),
+    "500": (Fault.server_error(500), 502, "Internal error"),
     "503": (Fault.server_error(503), 503, "No capacity"),
     "capacity": (Fault.rate_limited(reason="MODEL_CAPACITY_EXHAUSTED"), 503, "No capacity"),
     "broken": (Fault.cut_stream(after_events=1), 502, "broke off mid-stream"),

@@ -283,10 +283,10 @@ def test_the_retry_budget_caps_attempts(own_pool: Any, fake_google: Any) -> None
     pool = own_pool(3, AGPROXY_RETRY_MAX_ATTEMPTS="2")
     fake_google.inject(Fault.server_error(500), times=50)
     response = pool.ask("fails everywhere")
-    google_error(response, 500, "INTERNAL")
+    google_error(response, 502, "UNAVAILABLE")
     assert len({c.account_email for c in upstream_calls(fake_google)}) == 2  # two, not three
     streamed = pool.ask("streams fail everywhere too", STREAM_SSE)
-    google_error(streamed, 500, "INTERNAL")
+    google_error(streamed, 502, "UNAVAILABLE")
     assert len(upstream_calls(fake_google, "streamGenerateContent")) == 2
     fake_google.reset()  # the failures were the requests': every account serves at once
     assert [pool.ask().status_code for _ in range(3)] == [200] * 3

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends import zai
-from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
@@ -71,7 +71,7 @@ def _error(status: int, message: str) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+    raw = await read_raw(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

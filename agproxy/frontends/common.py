@@ -16,18 +16,14 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON (an empty body is None); raises
-    orjson.JSONDecodeError.
+async def read_raw(request: Request) -> bytearray:
+    """The request body, not kept on the request.
 
-    The raw bytes are not kept on the request (Starlette's `body()` would keep them for
-    the request's whole life): once parsed they are freed, so a large body is held
-    once as bytes only while it is parsed, not beside the parsed form and the
-    upstream's copy until the answer ends.
+    Starlette's `body()` keeps the bytes on the request for its whole life, beside the
+    parsed body and the upstream's copy, until the answer ends (minutes, for a stream).
+    Read this way they are freed as soon as the caller has parsed them.
     """
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-    if not raw.strip():
-        return None
-    return orjson.loads(raw)
+    return raw

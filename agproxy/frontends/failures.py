@@ -11,11 +11,17 @@ from agproxy.pool.policy import Exhausted
 from agproxy.upstream import Failure, UpstreamError
 
 
+def _status_for(error: UpstreamError) -> int:
+    """The upstream's status as the client gets it. The upstream's own 500 becomes 502:
+    a 500 from agproxy then always means a fault of agproxy itself."""
+    if error.kind is Failure.TRANSPORT or not 400 <= error.status < 600 or error.status == 500:
+        return 502
+    return error.status
+
+
 def upstream_failure(protocol: Protocol, error: UpstreamError) -> Response:
     """An upstream error returned as it is (a 400 the client must fix, say)."""
-    status = error.status if 400 <= error.status < 600 else 502
-    if error.kind is Failure.TRANSPORT:
-        status = 502
+    status = _status_for(error)
     return error_response(protocol, status, f"upstream: {error.message}")
 
 
@@ -29,10 +35,8 @@ def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
         # The upstream failed this request (no account is to blame, none cooled down):
         # what happened, as a 502 for a broken, empty or unreachable answer, else the
         # upstream's own 5xx (503 for capacity), never a 429 the client did not earn.
-        if error.kind is Failure.TRANSPORT:
-            status = 502
-        else:
-            status = error.status if 500 <= error.status < 600 else 503
+        transport = error.kind is Failure.TRANSPORT
+        status = _status_for(error) if transport or 500 <= error.status < 600 else 503
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
         return error_response(protocol, status, f"upstream failed for this request on every "
                                                 f"attempt: {error.message}", headers=headers)

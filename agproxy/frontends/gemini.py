@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.monitor import note, note_tokens
@@ -52,7 +52,7 @@ async def get_model(request: Request) -> Response:
 
 
 async def read_body(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+    raw = await read_raw(request)
     try:
         body = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError as exc:

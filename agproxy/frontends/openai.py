@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from agproxy.frontends.common import JSONResponse
+from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
@@ -38,7 +38,7 @@ def bad_request(message: str, param: str | None = None) -> Response:
 
 
 async def _read(request: Request) -> dict[str, Any] | Response:
-    raw = await request.body()
+    raw = await read_raw(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

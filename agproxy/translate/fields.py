@@ -85,7 +85,7 @@ def strings(obj: dict[str, Any], key: str, where: str) -> list[str] | None:
     raise wrong(name, "a string or an array of strings")
 
 
-def check_nesting(value: Any, where: str = "the request body", raw: bytes | None = None
+def check_nesting(value: Any, where: str = "the request body", raw: bytes | bytearray | None = None
                   ) -> None:
     """Refuse JSON nested deeper than MAX_NESTING: the gateway could not write it upstream.
     orjson's own limit does the counting at C speed (about 0.1 ms for 400 KB); `raw`, when
