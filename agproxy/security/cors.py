@@ -32,6 +32,8 @@ def _same_origin(origin: str, host: str | None) -> bool:
 
 
 def is_json(content_type: str | None) -> bool:
+    if content_type == "application/json":  # what every SDK sends: no parsing
+        return True
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
@@ -50,9 +52,15 @@ class BrowserMiddleware:
             return
         path: str = scope["path"]
         zone = zone_of(path)
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        cross = origin is not None and not _same_origin(origin.lower(), headers.get("host"))
+        origin = host = content_type = None
+        for name, value in scope["headers"]:  # raw: this runs on every request
+            if name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+        cross = origin is not None and not _same_origin(origin.lower(), host)
         if cross:
             assert origin is not None
             allowed = self.gateway.settings.cors_origins
@@ -65,12 +73,14 @@ class BrowserMiddleware:
                     "none)")
                 await response(scope, receive, send)
                 return
-            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-                await self._preflight(origin, headers, send)
-                return
+            if scope["method"] == "OPTIONS":
+                headers = Headers(scope=scope)
+                if "access-control-request-method" in headers:
+                    await self._preflight(origin, headers, send)
+                    return
         if (zone is Zone.AI and scope["method"] in ("POST", "PUT", "PATCH")
-                and not is_json(headers.get("content-type"))):
-            got = headers.get("content-type")
+                and not is_json(content_type)):
+            got = content_type
             response = error_response(protocol_of(path), 415,
                                       NOT_JSON.format(got=repr(got[:100]) if got else "none"))
             await response(scope, receive, self._with_cors(origin, send) if cross else send)

@@ -8,6 +8,9 @@ way before auth runs. This protocol adds, from the settings of the moment:
 - `idle_timeout_seconds`: a keep-alive connection with no request is closed (uvicorn's
   own keep-alive timer, set per connection from the setting).
 Each refusal is answered with `Connection: close` and the connection is closed.
+
+It also notices a client that hangs up on an AI request before its answer starts, and
+cancels that request (see server/disconnect.py): here it costs nothing per request.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from agproxy.config import Settings
+from agproxy.server.disconnect import HUNG_UP
+from agproxy.server.zones import Zone, zone_of
 
 
 class _Refused(Exception):
@@ -54,7 +60,21 @@ def limited_protocol(settings: Callable[[], Settings]) -> type[HttpToolsProtocol
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_header_timer()
+            cycle = self.cycle
+            task: asyncio.Task[None] | None = getattr(cycle, "agproxy_task", None)
+            if (cycle is not None and task is not None and not task.done()
+                    and not cycle.response_started and not cycle.more_body
+                    and zone_of(cycle.scope["path"]) is Zone.AI):
+                cycle.scope[HUNG_UP] = True  # type: ignore[literal-required]
+                task.cancel()
             super().connection_lost(exc)
+
+        def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+            # uvicorn's own, keeping the task so that a hang-up can cancel it.
+            task = self.loop.create_task(cycle.run_asgi(app))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+            cycle.agproxy_task = task  # type: ignore[attr-defined]
 
         def on_message_begin(self) -> None:
             super().on_message_begin()

@@ -1,5 +1,7 @@
-"""Security headers: nosniff on every answer; the console's pages also get a strict
-Content-Security-Policy (scripts and styles only from the gateway itself, no framing)."""
+"""Security headers: the console's pages get a strict Content-Security-Policy (scripts and
+styles only from the gateway itself, no framing) and nosniff; the admin API and health
+answers get nosniff. The AI routes answer only JSON and event streams with their type
+set, to API clients: they are left alone, so no stream chunk pays for a wrapper."""
 
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ class SecurityHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        zone = zone_of(scope["path"]) if scope["type"] == "http" else Zone.AI
+        if zone is Zone.AI:
             await self.app(scope, receive, send)
             return
-        extra = CONSOLE if zone_of(scope["path"]) is Zone.CONSOLE else NOSNIFF
+        extra = CONSOLE if zone is Zone.CONSOLE else NOSNIFF
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
