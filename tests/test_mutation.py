@@ -532,7 +532,7 @@ def test_a_500_closes_the_connection_and_the_next_request_works(
 
 def test_an_unhandled_error_logs_one_short_line_rate_limited(
         raising_app: tuple[InProcess, str, Records], monkeypatch: pytest.MonkeyPatch) -> None:
-    from agproxy.server import app as app_module
+    from agproxy.server import error_handlers as app_module
 
     served, url, records = raising_app
     monkeypatch.setattr(app_module, "_unhandled", {})

@@ -392,3 +392,19 @@ def test_console_sends_security_headers(gateway_factory: Any) -> None:
         csp = answer.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert gw.get("/healthz").headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_database_locked_by_another_program_gives_503_not_500(gateway_factory: Any,
+                                                               fake_google: Any) -> None:
+    import sqlite3
+    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+    holder = sqlite3.connect(gw.data_dir / "agproxy.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a backup or a sqlite3 shell holding the write lock
+    try:
+        answer = gw.admin("GET", "/metrics")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+    assert "locked by another program" in answer.json()["error"]["message"]
+    assert gw.admin("GET", "/metrics").status_code == 200

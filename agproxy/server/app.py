@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
-import traceback
-from pathlib import PurePath
-
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -24,82 +17,21 @@ from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
 from agproxy.frontends import anthropic, gemini, health, models, openai
-from agproxy.frontends.errors import error_response, protocol_of
-from agproxy.frontends.notfound import hint_for
 from agproxy.monitor.middleware import MonitorMiddleware
-from agproxy.monitor.redact import redact
 from agproxy.security.auth import AuthMiddleware
 from agproxy.security.cors import BrowserMiddleware
 from agproxy.security.hosts import HostCheckMiddleware
 from agproxy.security.ip_rules import IPRulesMiddleware
 from agproxy.server.disconnect import DisconnectMiddleware
+from agproxy.server.error_handlers import HANDLERS
 from agproxy.server.gate import ServiceGateMiddleware
 from agproxy.server.headers import SecurityHeadersMiddleware
 from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
 
-log = logging.getLogger("agproxy.server")
-
 
 async def console_index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"})
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    path, method = request.url.path, request.method
-    if exc.status_code == 404:
-        message = hint_for(method, path)
-    elif exc.status_code == 405:
-        message = f"method {method} is not allowed on {path}"
-    else:
-        message = exc.detail
-    return error_response(protocol_of(path), exc.status_code, message, headers=exc.headers)
-
-
-# An unhandled error is logged as one line with its last frames, at most once every
-# UNHANDLED_LOG_EVERY seconds per exception type (the others counted into the next line):
-# a client repeating a request that trips a bug must not fill the log with tracebacks.
-UNHANDLED_LOG_EVERY = 10.0
-_unhandled: dict[str, tuple[float, int]] = {}  # type → (time of its last line, not logged)
-
-
-class _AnsweredHere(logging.Filter):
-    """Starlette re-raises an error after its handler answered, and uvicorn then logs the
-    whole traceback: dropped for errors unexpected_error has already logged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not getattr(exc, "agproxy_logged", False)
-
-
-logging.getLogger("uvicorn.error").addFilter(_AnsweredHere())
-
-
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    kind = type(exc).__name__
-    now = time.monotonic()
-    last, unlogged = _unhandled.get(kind, (float("-inf"), 0))
-    if now - last >= UNHANDLED_LOG_EVERY:
-        _unhandled[kind] = (now, 0)
-        frames = traceback.extract_tb(exc.__traceback__)[-3:]
-        where = " < ".join(f"{PurePath(f.filename).name}:{f.lineno} {f.name}"
-                           for f in reversed(frames))
-        gateway = getattr(request.app.state, "gateway", None)
-        secrets = (gateway.settings.api_key, gateway.settings.admin_password) if gateway else ()
-        detail = redact(" ".join(str(exc).split())[:200], secrets)
-        more = f" (and {unlogged} more since the last line)" if unlogged else ""
-        log.error("unhandled %s on %s %s: %s [at %s]%s", kind, request.method,
-                  request.url.path, detail, where, more)
-    else:
-        _unhandled[kind] = (last, unlogged + 1)
-    with contextlib.suppress(AttributeError):  # a few built-in exceptions take no attributes
-        exc.agproxy_logged = True  # type: ignore[attr-defined]
-    # The connection is closed after this answer (uvicorn sees the error re-raised): the
-    # client must know, or its next request on the kept-alive connection fails.
-    return error_response(protocol_of(request.url.path), 500,
-                          f"internal error in agproxy: {kind}; see the gateway log",
-                          headers={"Connection": "close"})
 
 
 def build_app(gateway: Gateway) -> Starlette:
@@ -149,7 +81,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={HTTPException: http_error, Exception: unexpected_error})
+                    exception_handlers=HANDLERS)
     app.state.gateway = gateway
     app.state.logins = {}
     app.state.console_tickets = {}
