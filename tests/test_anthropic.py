@@ -355,7 +355,7 @@ def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -
 
 
 @pytest.mark.parametrize(("fault", "status", "kind"), [
-    ("server_error_500", 500, "api_error"),
+    ("server_error_500", 502, "api_error"),  # the upstream's 500 is a bad gateway
     ("server_error_503", 503, "overloaded_error"),
     ("forbidden", 503, "overloaded_error"),  # the only account is out: nobody can serve
     ("invalid", 400, "invalid_request_error"),
