@@ -18,7 +18,7 @@ from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
-from agproxy.router.models import clean, resolve
+from agproxy.router.models import clean
 from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
 from agproxy.translate.envelope import conversation_key, wrap
@@ -44,8 +44,7 @@ def model_info(model: str) -> dict[str, Any]:
 async def get_model(request: Request) -> Response:
     gateway = _gateway(request)
     requested = clean(request.path_params["target"])
-    served = resolve(requested, gateway.catalog())
-    if served is None:
+    if gateway.route_model(requested) is None:
         return error_response(GOOGLE, 404, f"model {requested!r} is not served by this "
                                            f"gateway; see GET /v1beta/models")
     return JSONResponse(model_info(requested))
@@ -78,7 +77,7 @@ async def call_model(request: Request) -> Response:
     body = await read_body(request)
     if isinstance(body, Response):
         return body
-    model = resolve(requested, gateway.catalog())
+    model = gateway.route_model(requested)  # the user's mapping rules apply here too
     if method == "countTokens":
         return await count_tokens(gateway, body, model or requested)
     if model is None:
