@@ -10,8 +10,8 @@ test:             ## install test dependencies (venv + chromium) and run all tes
 	./scripts/test
 
 lint:             ## ruff over code and tests
-	.venv/bin/ruff check agproxy tests
-	.venv/bin/mypy agproxy --ignore-missing-imports
+	.venv/bin/ruff check agproxy tests bench
+	.venv/bin/mypy agproxy
 
 bench:            ## what the gateway adds over calling the fake upstream directly
 	.venv/bin/python bench/run.py

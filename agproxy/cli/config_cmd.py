@@ -34,7 +34,7 @@ config.help = (config.help or "") + ", ".join(KEYS) + (
 )
 
 
-def _source(store, key: str) -> str:  # type: ignore[no-untyped-def]
+def _source(store, key: str) -> str:
     if key in store.env_keys:
         return f"env {env_var(key)}"
     return "file" if key in store.file_values else "default"

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from agproxy.db.migrations import migrate
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
     # schema changes in a migration are inside its transaction and roll back with it.
     dbapi_conn.isolation_level = None

@@ -62,7 +62,7 @@ def _signatures(request: Request) -> Signatures:
     state = request.app.state
     if not hasattr(state, "signatures"):
         state.signatures = Signatures()
-    return state.signatures  # type: ignore[no-any-return]
+    return state.signatures
 
 
 def _error(status: int, message: str) -> Response:

@@ -87,7 +87,7 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]]:
 
 def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
     if choice is None or choice in ("auto", "none", "required"):
-        return choice  # type: ignore[no-any-return]
+        return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = opt_str(choice, "name", "tool_choice")
         return {"type": "function", "function": {"name": name}}
