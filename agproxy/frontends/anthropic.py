@@ -3,15 +3,12 @@ Code sends it) and `POST /v1/messages/count_tokens`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,6 +18,7 @@ from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
+from agproxy.frontends.keepalive import pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
@@ -199,43 +197,14 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def with_pings(events: AsyncIterator[Any], every: float
-                     ) -> AsyncGenerator[Any | None, None]:
-    """The events, with None whenever the upstream has been silent for `every` seconds
-    (so the caller can send a keep-alive while a slow model thinks)."""
-    pending: asyncio.Task[Any] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield None
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                return
-            pending = None
-            yield event
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            # Let the cancelled `anext` unwind before anyone closes `events`: closing a
-            # generator that is still running raises RuntimeError. Shielded, as the
-            # stream's cancel scope cancels every await of this task once the client left.
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({pending})
-
-
 async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any],
                signatures: Signatures, ping_seconds: float) -> AsyncIterator[bytes]:
     try:
         for event in translator.feed(first):
             yield _frame(event)
         # Closed before `events` (below), whether the stream ends, fails or is abandoned.
-        async with contextlib.aclosing(with_pings(events, ping_seconds)) as pinged:
-            async for upstream_event in pinged:
+        async with pinged(events, ping_seconds) as upstream_events:
+            async for upstream_event in upstream_events:
                 if upstream_event is None:
                     yield _frame({"type": "ping"})
                     continue

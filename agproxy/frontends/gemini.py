@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.frontends.keepalive import BLANK_LINE, WHITESPACE, pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.models import clean
@@ -136,10 +137,11 @@ async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: 
         return exhausted(GOOGLE, failure)
     except UpstreamError as error:
         return upstream_failure(GOOGLE, error)
+    every = gateway.settings.stream_ping_seconds
     if sse:
-        return StreamingResponse(_sse(first, events), media_type="text/event-stream",
+        return StreamingResponse(_sse(first, events, every), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
-    return StreamingResponse(_json_array(first, events), media_type="application/json",
+    return StreamingResponse(_json_array(first, events, every), media_type="application/json",
                              headers=headers)
 
 
@@ -149,26 +151,35 @@ def _stream_error(error: UpstreamError) -> bytes:
                                    "status": "UNAVAILABLE"}})
 
 
-async def _sse(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def _sse(first: Any, events: AsyncIterator[Any], every: float) -> AsyncIterator[bytes]:
     _note_usage(first)
     yield b"data: " + orjson.dumps(first) + b"\r\n\r\n"
     try:
-        async for event in events:
-            _note_usage(event)
-            yield b"data: " + orjson.dumps(event) + b"\r\n\r\n"
+        async with pinged(events, every) as upstream_events:
+            async for event in upstream_events:
+                if event is None:
+                    yield BLANK_LINE
+                    continue
+                _note_usage(event)
+                yield b"data: " + orjson.dumps(event) + b"\r\n\r\n"
     except UpstreamError as error:
         yield b"data: " + _stream_error(error) + b"\r\n\r\n"
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-async def _json_array(first: Any, events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def _json_array(first: Any, events: AsyncIterator[Any], every: float
+                      ) -> AsyncIterator[bytes]:
     _note_usage(first)
     yield b"[" + orjson.dumps(first)
     try:
-        async for event in events:
-            _note_usage(event)
-            yield b",\n" + orjson.dumps(event)
+        async with pinged(events, every) as upstream_events:
+            async for event in upstream_events:
+                if event is None:
+                    yield WHITESPACE
+                    continue
+                _note_usage(event)
+                yield b",\n" + orjson.dumps(event)
     except UpstreamError as error:
         yield b",\n" + _stream_error(error)
     finally:

@@ -16,6 +16,7 @@ from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
+from agproxy.frontends.keepalive import SSE_COMMENT, pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.router.mapping import close_matches
@@ -136,7 +137,8 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
         result = translator.collect()
         _note_chat_usage(translator)
         return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
-    return StreamingResponse(_sse(translator, first, events, legacy),
+    return StreamingResponse(_sse(translator, first, events, legacy,
+                                  gateway.settings.stream_ping_seconds),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
 
@@ -162,8 +164,8 @@ def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], legacy: bool
-               ) -> AsyncIterator[bytes]:
+async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], legacy: bool,
+               ping_seconds: float) -> AsyncIterator[bytes]:
     def frame(chunk: dict[str, Any]) -> bytes:
         if legacy:
             chunk = as_text_completion(chunk)
@@ -172,9 +174,13 @@ async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], l
     try:
         for chunk in translator.feed(first):
             yield frame(chunk)
-        async for event in events:
-            for chunk in translator.feed(event):
-                yield frame(chunk)
+        async with pinged(events, ping_seconds) as upstream_events:
+            async for event in upstream_events:
+                if event is None:
+                    yield SSE_COMMENT
+                    continue
+                for chunk in translator.feed(event):
+                    yield frame(chunk)
         usage = translator.usage_chunk()
         if usage:
             yield frame(usage)
@@ -238,7 +244,8 @@ async def responses(request: Request) -> Response:
         _note_responses_usage(translator)
         status = "incomplete" if translator.incomplete else "completed"
         return JSONResponse(translator.response(status), headers=headers)
-    return StreamingResponse(_responses_sse(translator, first, events),
+    return StreamingResponse(_responses_sse(translator, first, events,
+                                            gateway.settings.stream_ping_seconds),
                              media_type="text/event-stream",
                              headers={**headers, "Cache-Control": "no-cache"})
 
@@ -249,17 +256,21 @@ def _note_responses_usage(translator: ResponsesStream) -> None:
                 (usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
 
 
-async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncIterator[Any]
-                         ) -> AsyncIterator[bytes]:
+async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncIterator[Any],
+                         ping_seconds: float) -> AsyncIterator[bytes]:
     def frame(event: dict[str, Any]) -> bytes:
         return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
     try:
         for event in translator.start() + translator.feed(first):
             yield frame(event)
-        async for upstream_event in events:
-            for event in translator.feed(upstream_event):
-                yield frame(event)
+        async with pinged(events, ping_seconds) as upstream_events:
+            async for upstream_event in upstream_events:
+                if upstream_event is None:
+                    yield SSE_COMMENT
+                    continue
+                for event in translator.feed(upstream_event):
+                    yield frame(event)
         for event in translator.finish():
             yield frame(event)
         _note_responses_usage(translator)
