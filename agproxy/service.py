@@ -22,11 +22,11 @@ from agproxy.accounts import AccountService
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.monitor.writer import MonitorWriter
+from agproxy.net.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 from agproxy.pool import Pool
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.router.mapping import route
-from agproxy.server.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 from agproxy.upstream.zai import ZaiClient
 
 log = logging.getLogger("agproxy.service")

@@ -444,7 +444,7 @@ class InProcess:
         self.port = 0
 
     def serve(self) -> str:
-        from agproxy.server.listener import bind_socket, serve_socket
+        from agproxy.net.listener import bind_socket, serve_socket
 
         sock = bind_socket("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
@@ -472,7 +472,7 @@ class InProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        from agproxy.server.listener import close_listener
+        from agproxy.net.listener import close_listener
 
         asyncio.run_coroutine_threadsafe(close_listener(self.listener, force=True),
                                          self.loop).result(10)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agproxy.frontends.errors import Protocol, error_body, error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
+from agproxy.protocols import Protocol, error_body, error_response, protocol_of
 
 STATUSES = [400, 401, 404, 429, 503]
 

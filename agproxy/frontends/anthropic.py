@@ -15,12 +15,12 @@ from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends import zai
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
 from agproxy.frontends.keepalive import pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.protocols import Protocol, error_response
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
 from agproxy.translate.anthropic import MessageStream, messages_to_gemini

@@ -6,8 +6,8 @@ import math
 
 from starlette.responses import Response
 
-from agproxy.frontends.errors import Protocol, error_response
 from agproxy.pool.policy import Exhausted
+from agproxy.protocols import Protocol, error_response
 from agproxy.upstream import Failure, UpstreamError
 
 

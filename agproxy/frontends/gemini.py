@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.keepalive import BLANK_LINE, WHITESPACE, pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.protocols import Protocol, error_response
 from agproxy.router.models import clean
 from agproxy.service import Gateway
 from agproxy.translate import gemini as translate

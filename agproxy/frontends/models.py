@@ -7,8 +7,8 @@ from starlette.responses import Response
 
 from agproxy.frontends import gemini
 from agproxy.frontends.common import JSONResponse
-from agproxy.frontends.errors import Protocol, error_response
 from agproxy.frontends.gemini import model_info
+from agproxy.protocols import Protocol, error_response
 from agproxy.router.mapping import BUILTIN
 
 

@@ -13,12 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.errors import Protocol, error_body
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
 from agproxy.frontends.keepalive import SSE_COMMENT, pinged
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.protocols import Protocol, error_body
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
 from agproxy.translate.envelope import conversation_key, wrap

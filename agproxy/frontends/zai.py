@@ -10,8 +10,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from agproxy.frontends.errors import Protocol, error_response
 from agproxy.monitor import note, note_tokens
+from agproxy.protocols import Protocol, error_response
 from agproxy.service import Gateway
 from agproxy.upstream.zai import ZaiUnavailable
 

@@ -17,16 +17,16 @@ from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
 from agproxy.frontends import anthropic, gemini, health, models, openai
-from agproxy.monitor.middleware import MonitorMiddleware
-from agproxy.security.auth import AuthMiddleware
-from agproxy.security.cors import BrowserMiddleware
-from agproxy.security.hosts import HostCheckMiddleware
-from agproxy.security.ip_rules import IPRulesMiddleware
-from agproxy.server.disconnect import DisconnectMiddleware
+from agproxy.middleware.auth import AuthMiddleware
+from agproxy.middleware.browser import BrowserMiddleware
+from agproxy.middleware.disconnect import DisconnectMiddleware
+from agproxy.middleware.gate import ServiceGateMiddleware
+from agproxy.middleware.headers import SecurityHeadersMiddleware
+from agproxy.middleware.hosts import HostCheckMiddleware
+from agproxy.middleware.ip_rules import IPRulesMiddleware
+from agproxy.middleware.limits import BodyLimitMiddleware
+from agproxy.middleware.monitor import MonitorMiddleware
 from agproxy.server.error_handlers import HANDLERS
-from agproxy.server.gate import ServiceGateMiddleware
-from agproxy.server.headers import SecurityHeadersMiddleware
-from agproxy.server.limits import BodyLimitMiddleware
 from agproxy.service import Gateway
 
 

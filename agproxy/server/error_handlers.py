@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agproxy.frontends.errors import error_response, protocol_of
 from agproxy.frontends.notfound import hint_for
 from agproxy.monitor.redact import redact
+from agproxy.protocols import error_response, protocol_of
 
 log = logging.getLogger("agproxy.server")
 

@@ -17,11 +17,11 @@ from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, hold_serve_lock
 from agproxy.db import open_database
 from agproxy.monitor.writer import MonitorWriter
+from agproxy.net.listener import BindError
 from agproxy.pool import Pool
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.server.app import build_app
-from agproxy.server.listener import BindError
 from agproxy.service import Gateway, StartError
 from agproxy.upstream.zai import ZaiClient
 

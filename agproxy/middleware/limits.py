@@ -14,7 +14,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agproxy.frontends.errors import error_response, protocol_of
+from agproxy.protocols import error_response, protocol_of
 from agproxy.service import Gateway
 
 LARGE_BODY = 1024 * 1024

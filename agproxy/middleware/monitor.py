@@ -8,10 +8,10 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agproxy.frontends.errors import protocol_of
 from agproxy.monitor.record import RequestRecord, close_record, open_record
-from agproxy.server.zones import Zone, zone_of
+from agproxy.protocols import protocol_of
 from agproxy.service import Gateway
+from agproxy.zones import Zone, zone_of
 
 ERROR_CAPTURE = 2000
 CLIENT_CLOSED = 499

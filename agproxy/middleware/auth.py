@@ -11,11 +11,11 @@ import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agproxy.frontends.errors import Protocol, error_response, protocol_of
+from agproxy.protocols import Protocol, error_response, protocol_of
 from agproxy.security.keys import SEVERAL_KEYS, SeveralKeys, key_matches, presented_key
 from agproxy.security.throttle import AuthThrottle
-from agproxy.server.zones import Zone, zone_of
 from agproxy.service import Gateway
+from agproxy.zones import Zone, zone_of
 
 log = logging.getLogger("agproxy.security")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agproxy.frontends.errors import error_response, protocol_of
-from agproxy.server.zones import Zone, zone_of
+from agproxy.protocols import error_response, protocol_of
 from agproxy.service import Gateway
+from agproxy.zones import Zone, zone_of
 
 ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 MAX_AGE = "3600"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agproxy.frontends.errors import error_response, protocol_of
-from agproxy.server.zones import Zone, zone_of
+from agproxy.protocols import error_response, protocol_of
 from agproxy.service import Gateway
+from agproxy.zones import Zone, zone_of
 
 NOT_RUNNING = (
     "the proxy service is not running: start it in the console, with `agproxy start`, "

@@ -1,6 +1,6 @@
 """Client hang-ups before the first byte: cancel the handler, and the upstream call with it.
 
-The connection protocol (server/connection.py) notices the hang-up when the connection
+The connection protocol (net/connection.py) notices the hang-up when the connection
 is lost, at no cost to requests whose client stays: if the request's body was in and no
 answer had started, it marks the scope with HUNG_UP and cancels the request's task, so
 no quota is spent on an answer nobody reads. This middleware turns that cancellation
@@ -15,7 +15,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-HUNG_UP = "agproxy.hung_up"
+from agproxy.net.connection import HUNG_UP
 
 
 class DisconnectMiddleware:

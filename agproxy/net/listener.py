@@ -13,7 +13,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from agproxy.config import Settings
-from agproxy.server.connection import limited_protocol
+from agproxy.net.connection import limited_protocol
 
 log = logging.getLogger("agproxy.server")
 

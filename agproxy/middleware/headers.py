@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agproxy.server.zones import Zone, zone_of
+from agproxy.zones import Zone, zone_of
 
 NOSNIFF = [(b"x-content-type-options", b"nosniff")]
 CONSOLE = NOSNIFF + [

@@ -10,7 +10,7 @@ way before auth runs. This protocol adds, from the settings of the moment:
 Each refusal is answered with `Connection: close` and the connection is closed.
 
 It also notices a client that hangs up on an AI request before its answer starts, and
-cancels that request (see server/disconnect.py): here it costs nothing per request.
+cancels that request (see middleware/disconnect.py): here it costs nothing per request.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from agproxy.config import Settings
-from agproxy.server.disconnect import HUNG_UP
-from agproxy.server.zones import Zone, zone_of
+from agproxy.zones import Zone, zone_of
+
+# Set in the scope of a request whose client hung up before its answer began (see
+# middleware/disconnect.py, which ends that request quietly).
+HUNG_UP = "agproxy.hung_up"
 
 
 class _Refused(Exception):

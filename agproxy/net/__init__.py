@@ -1,0 +1,1 @@
+"""Listening sockets and the HTTP connection protocol under the app (uvicorn, extended)."""
