@@ -204,26 +204,8 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         elif role == "user":
             contents.append({"role": "user", "parts": _user_parts(content, f"{where}.content")})
         elif role == "assistant":
-            # reasoning_content a client echoes back is left out: the chat API carries
-            # no thought signature, and the backend refuses unsigned thinking (Claude) or
-            # ignores it (Gemini); models do not need their earlier reasoning.
-            parts: list[dict[str, Any]] = []
-            if said := _text_of(content, f"{where}.content"):
-                parts.append({"text": said})
-            for j, call in enumerate(opt_list(message, "tool_calls", where)):
-                at = f"{where}.tool_calls[{j}]"
-                call = as_dict(call, at)
-                fn = opt_dict(call, "function", at)
-                name = text(fn, "name", f"{at}.function")
-                ident = text(call, "id", at)
-                call_names[ident] = name
-                function_call: dict[str, Any] = {
-                    "name": name, "args": _arguments(fn.get("arguments"),
-                                                     f"{at}.function.arguments")}
-                if ident:
-                    function_call["id"] = ident
-                parts.append({"functionCall": function_call, "thoughtSignature": SKIP_SIGNATURE})
-            contents.append({"role": "model", "parts": parts})
+            contents.append({"role": "model",
+                             "parts": _assistant_parts(message, where, call_names)})
         elif role in ("tool", "function"):
             call_id = text(message, "tool_call_id", where)
             name = call_names.get(call_id) or opt_str(message, "name", where) or "unknown"
@@ -247,6 +229,32 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         request["toolConfig"] = tool_config
     request["generationConfig"] = _generation_config(body, model)
     return request
+
+
+def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, str]
+                     ) -> list[dict[str, Any]]:
+    """An assistant turn's text and tool calls (remembering each call's name by its id, for
+    the tool results that follow).
+
+    reasoning_content a client echoes back is left out: the chat API carries no thought
+    signature, and the backend refuses unsigned thinking (Claude) or ignores it (Gemini);
+    models do not need their earlier reasoning."""
+    parts: list[dict[str, Any]] = []
+    if said := _text_of(message.get("content"), f"{where}.content"):
+        parts.append({"text": said})
+    for j, call in enumerate(opt_list(message, "tool_calls", where)):
+        at = f"{where}.tool_calls[{j}]"
+        call = as_dict(call, at)
+        fn = opt_dict(call, "function", at)
+        name = text(fn, "name", f"{at}.function")
+        ident = text(call, "id", at)
+        call_names[ident] = name
+        function_call: dict[str, Any] = {
+            "name": name, "args": _arguments(fn.get("arguments"), f"{at}.function.arguments")}
+        if ident:
+            function_call["id"] = ident
+        parts.append({"functionCall": function_call, "thoughtSignature": SKIP_SIGNATURE})
+    return parts
 
 
 def _generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:

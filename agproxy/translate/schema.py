@@ -52,18 +52,7 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str
 def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str, Any]:
     if not isinstance(node, dict) or depth > MAX_DEPTH:
         return {"type": "STRING" if upper else "string"}
-    node = _resolve(node, defs, depth)
-    for combinator in ("allOf",):
-        if isinstance(node.get(combinator), list):
-            merged: dict[str, Any] = {k: v for k, v in node.items() if k != combinator}
-            for part in node[combinator]:
-                part = _resolve(part, defs, depth) if isinstance(part, dict) else {}
-                merged["properties"] = {**_dict(merged, "properties"),
-                                        **_dict(part, "properties")}
-                merged["required"] = _list(merged, "required") + _list(part, "required")
-                for key, value in part.items():
-                    merged.setdefault(key, value)
-            node = merged
+    node = _merge_all_of(_resolve(node, defs, depth), defs, depth)
     description = str(node.get("description") or "")
     types = node.get("type")
     nullable = False
@@ -110,6 +99,21 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
     elif out["type"].lower() == "array" and isinstance(node.get("items"), dict):
         out["items"] = _clean(node["items"], defs, upper, depth + 1)
     return out
+
+
+def _merge_all_of(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
+    """allOf folded into one schema: properties and required lists joined, other keys
+    taken from the first part that has them."""
+    if not isinstance(node.get("allOf"), list):
+        return node
+    merged: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+    for part in node["allOf"]:
+        part = _resolve(part, defs, depth) if isinstance(part, dict) else {}
+        merged["properties"] = {**_dict(merged, "properties"), **_dict(part, "properties")}
+        merged["required"] = _list(merged, "required") + _list(part, "required")
+        for key, value in part.items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def _richness(branch: dict[str, Any]) -> int:
