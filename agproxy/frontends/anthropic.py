@@ -114,9 +114,8 @@ async def messages(request: Request) -> Response:
     if isinstance(parsed, Response):
         return parsed
     body, model = parsed
-    settings = gateway.settings
     try:
-        await inline_anthropic_image_urls(body.get("messages"), settings)
+        await inline_anthropic_image_urls(body.get("messages"), gateway.settings)
     except FetchError as exc:
         return _error(400, exc.message)
     signatures = _signatures(request)
@@ -126,49 +125,60 @@ async def messages(request: Request) -> Response:
     except BadRequest as exc:
         return _error(400, exc.message)
     translator = MessageStream(str(body["model"]))
-    client = gateway.accounts.client
     session = user_id or conversation_key(inner["contents"])
+    try:
+        first, events = await _call(gateway, body, model, inner, session)
+    except Exhausted as failure:
+        return exhausted(ANTHROPIC, failure)
+    except UpstreamError as error:
+        return _refused(error)
+    headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
+    if body.get("stream") is True:
+        return StreamingResponse(_sse(translator, first, events, signatures,
+                                      gateway.settings.stream_ping_seconds),
+                                 media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
+    try:
+        translator.feed(first)
+        async for event in events:
+            translator.feed(event)
+    except UpstreamError as error:
+        return upstream_failure(ANTHROPIC, error)
+    translator.finish()
+    signatures.remember(translator.signatures)
+    _note_usage(translator)
+    return JSONResponse(translator.message(), headers=headers)
+
+
+async def _call(gateway: Gateway, body: dict[str, Any], model: str, inner: dict[str, Any],
+                session: str | None) -> tuple[Any, AsyncIterator[Any]]:
+    """The upstream's first event and the rest, through the policy. A refused thought
+    signature (one from another account or model) is retried once without any."""
+    client = gateway.accounts.client
+    whole = body.get("stream") is not True
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
                                a.creds)
-        return await open_stream(events, whole=body.get("stream") is not True)
+        return await open_stream(events, whole=whole)
 
     try:
-        try:
-            first, events = await gateway.policy.run(model, session, attempt)
-        except UpstreamError as error:
-            if not (error.status == 400 and is_signature_error(error.message)):
-                raise
-            # A thought signature from another account or model: once more, without any.
-            log.info("signature refused (%s); retrying without thinking signatures",
-                     error.message[:200])
-            inner = messages_to_gemini(without_signatures(body), model)
-            first, events = await gateway.policy.run(model, session, attempt)
-    except Exhausted as failure:
-        return exhausted(ANTHROPIC, failure)
+        return await gateway.policy.run(model, session, attempt)
     except UpstreamError as error:
-        if error.status == 400 and PROMPT_TOO_LONG.search(error.message):
-            # Claude Code compacts the conversation when it reads this.
-            return _error(400, f"Prompt is too long (server-side context limit reached). "
-                               f"Upstream: {error.message}")
-        return upstream_failure(ANTHROPIC, error)
-    headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
-    if body.get("stream") is not True:
-        try:
-            translator.feed(first)
-            async for event in events:
-                translator.feed(event)
-        except UpstreamError as error:
-            return upstream_failure(ANTHROPIC, error)
-        translator.finish()
-        signatures.remember(translator.signatures)
-        _note_usage(translator)
-        return JSONResponse(translator.message(), headers=headers)
-    return StreamingResponse(_sse(translator, first, events, signatures,
-                                  gateway.settings.stream_ping_seconds),
-                             media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+        if not (error.status == 400 and is_signature_error(error.message)):
+            raise
+        log.info("signature refused (%s); retrying without thinking signatures",
+                 error.message[:200])
+        inner = messages_to_gemini(without_signatures(body), model)
+        return await gateway.policy.run(model, session, attempt)
+
+
+def _refused(error: UpstreamError) -> Response:
+    if error.status == 400 and PROMPT_TOO_LONG.search(error.message):
+        # Claude Code compacts the conversation when it reads this.
+        return _error(400, f"Prompt is too long (server-side context limit reached). "
+                           f"Upstream: {error.message}")
+    return upstream_failure(ANTHROPIC, error)
 
 
 def _warmup(body: dict[str, Any]) -> Response:
