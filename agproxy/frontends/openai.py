@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
-from agproxy.frontends.keepalive import SSE_COMMENT, pinged
+from agproxy.frontends.keepalive import SSE_COMMENT
+from agproxy.frontends.pipeline import collect, event_stream, relay, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_body
@@ -27,9 +27,10 @@ from agproxy.translate.images import DEFAULT_MODEL as DEFAULT_IMAGE_MODEL
 from agproxy.translate.images import image_request, images_of
 from agproxy.translate.openai_chat import ChatStream, chat_to_gemini
 from agproxy.translate.openai_responses import ResponsesStream, responses_to_chat
-from agproxy.upstream import UpstreamError, open_stream
+from agproxy.upstream import UpstreamError
 
 OPENAI = Protocol.OPENAI
+DONE = b"data: [DONE]\n\n"
 
 
 def bad_request(message: str, param: str | None = None) -> Response:
@@ -113,34 +114,21 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     headers = {"x-agproxy-model": model}
     stream = body.get("stream") is True
     translator = ChatStream(requested, include_usage=bool(options.get("include_usage")))
-    client = gateway.accounts.client
-
-    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
-                               a.creds)
-        return await open_stream(events, whole=not stream)
-
     try:
-        first, events = await gateway.policy.run(model, session, attempt)
+        first, events = await stream_generate(gateway, model, session, lambda: inner,
+                                              whole=not stream)
+        if stream:
+            frames = _ChatFrames(translator, legacy)
+            return event_stream(relay(frames, first, events, settings.stream_ping_seconds),
+                                headers)
+        await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(OPENAI, failure)
     except UpstreamError as error:
         return upstream_failure(OPENAI, error)
-
-    if not stream:
-        try:
-            translator.feed(first)
-            async for event in events:
-                translator.feed(event)
-        except UpstreamError as error:
-            return upstream_failure(OPENAI, error)
-        result = translator.collect()
-        _note_chat_usage(translator)
-        return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
-    return StreamingResponse(_sse(translator, first, events, legacy,
-                                  gateway.settings.stream_ping_seconds),
-                             media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+    result = translator.collect()
+    _note_chat_usage(translator)
+    return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
 
 
 def _note_chat_usage(translator: ChatStream) -> None:
@@ -164,35 +152,36 @@ def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _sse(translator: ChatStream, first: Any, events: AsyncIterator[Any], legacy: bool,
-               ping_seconds: float) -> AsyncIterator[bytes]:
-    def frame(chunk: dict[str, Any]) -> bytes:
-        if legacy:
+class _ChatFrames:
+    """Chat completion chunks as `data:` lines, `[DONE]` at the end (legacy completions
+    get the text_completion shape)."""
+
+    keepalive = SSE_COMMENT
+
+    def __init__(self, translator: ChatStream, legacy: bool) -> None:
+        self.translator, self.legacy = translator, legacy
+
+    def _frame(self, chunk: dict[str, Any]) -> bytes:
+        if self.legacy:
             chunk = as_text_completion(chunk)
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
-    try:
-        for chunk in translator.feed(first):
-            yield frame(chunk)
-        async with pinged(events, ping_seconds) as upstream_events:
-            async for event in upstream_events:
-                if event is None:
-                    yield SSE_COMMENT
-                    continue
-                for chunk in translator.feed(event):
-                    yield frame(chunk)
-        usage = translator.usage_chunk()
-        if usage:
-            yield frame(usage)
-        _note_chat_usage(translator)
-    except UpstreamError as error:
-        failure = {"id": translator.id, "object": "chat.completion.chunk", "choices": [],
+    def start(self) -> list[bytes]:
+        return []
+
+    def feed(self, event: Any) -> list[bytes]:
+        return [self._frame(chunk) for chunk in self.translator.feed(event)]
+
+    def finish(self) -> list[bytes]:
+        usage = self.translator.usage_chunk()
+        _note_chat_usage(self.translator)
+        return [self._frame(usage), DONE] if usage else [DONE]
+
+    def failed(self, error: UpstreamError) -> list[bytes]:
+        failure = {"id": self.translator.id, "object": "chat.completion.chunk", "choices": [],
                    "error": {"message": f"upstream stream failed: {error.message}",
                              "type": "upstream_error", "code": "stream_error"}}
-        yield b"data: " + orjson.dumps(failure) + b"\n\n"
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    yield b"data: [DONE]\n\n"
+        return [b"data: " + orjson.dumps(failure) + b"\n\n", DONE]
 
 
 async def responses(request: Request) -> Response:
@@ -218,36 +207,23 @@ async def responses(request: Request) -> Response:
     except BadRequest as exc:
         return bad_request(exc.message, exc.param)
     translator = ResponsesStream(str(body["model"]))
-    client = gateway.accounts.client
-
-    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
-                               a.creds)
-        return await open_stream(events, whole=body.get("stream") is not True)
-
+    headers = {"x-agproxy-model": model}
+    stream = body.get("stream") is True
     try:
-        first, events = await gateway.policy.run(model, conversation_key(inner["contents"]),
-                                                 attempt)
+        first, events = await stream_generate(gateway, model, conversation_key(inner["contents"]),
+                                              lambda: inner, whole=not stream)
+        if stream:
+            return event_stream(relay(_ResponsesFrames(translator), first, events,
+                                      settings.stream_ping_seconds), headers)
+        await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(OPENAI, failure)
     except UpstreamError as error:
         return upstream_failure(OPENAI, error)
-    headers = {"x-agproxy-model": model}
-    if body.get("stream") is not True:
-        try:
-            translator.feed(first)
-            async for event in events:
-                translator.feed(event)
-        except UpstreamError as error:
-            return upstream_failure(OPENAI, error)
-        translator.finish()
-        _note_responses_usage(translator)
-        status = "incomplete" if translator.incomplete else "completed"
-        return JSONResponse(translator.response(status), headers=headers)
-    return StreamingResponse(_responses_sse(translator, first, events,
-                                            gateway.settings.stream_ping_seconds),
-                             media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+    translator.finish()
+    _note_responses_usage(translator)
+    status = "incomplete" if translator.incomplete else "completed"
+    return JSONResponse(translator.response(status), headers=headers)
 
 
 def _note_responses_usage(translator: ResponsesStream) -> None:
@@ -256,28 +232,32 @@ def _note_responses_usage(translator: ResponsesStream) -> None:
                 (usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
 
 
-async def _responses_sse(translator: ResponsesStream, first: Any, events: AsyncIterator[Any],
-                         ping_seconds: float) -> AsyncIterator[bytes]:
-    def frame(event: dict[str, Any]) -> bytes:
-        return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+class _ResponsesFrames:
+    """Responses API events, each as `event:` and `data:` lines."""
 
-    try:
-        for event in translator.start() + translator.feed(first):
-            yield frame(event)
-        async with pinged(events, ping_seconds) as upstream_events:
-            async for upstream_event in upstream_events:
-                if upstream_event is None:
-                    yield SSE_COMMENT
-                    continue
-                for event in translator.feed(upstream_event):
-                    yield frame(event)
-        for event in translator.finish():
-            yield frame(event)
-        _note_responses_usage(translator)
-    except UpstreamError as error:
-        yield frame(translator.failed(f"upstream stream failed: {error.message}"))
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
+    keepalive = SSE_COMMENT
+
+    def __init__(self, translator: ResponsesStream) -> None:
+        self.translator = translator
+
+    @staticmethod
+    def _frames(events: list[dict[str, Any]]) -> list[bytes]:
+        return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+                for e in events]
+
+    def start(self) -> list[bytes]:
+        return self._frames(self.translator.start())
+
+    def feed(self, event: Any) -> list[bytes]:
+        return self._frames(self.translator.feed(event))
+
+    def finish(self) -> list[bytes]:
+        frames = self._frames(self.translator.finish())
+        _note_responses_usage(self.translator)
+        return frames
+
+    def failed(self, error: UpstreamError) -> list[bytes]:
+        return self._frames([self.translator.failed(f"upstream stream failed: {error.message}")])
 
 
 async def images_generations(request: Request) -> Response:

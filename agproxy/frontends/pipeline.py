@@ -1,0 +1,89 @@
+"""What every AI route does once its request is translated into the Gemini pivot: call the
+upstream through the resilience policy, then relay the answer as it streams (with
+keep-alives) or collect it into one.
+
+A front end declares only what is its own: how to parse its request, its error shape,
+and its `Frames`: how upstream events become the bytes its clients read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
+
+from starlette.responses import StreamingResponse
+
+from agproxy.frontends.keepalive import pinged
+from agproxy.pool.policy import Attempt
+from agproxy.service import Gateway
+from agproxy.translate.envelope import wrap
+from agproxy.upstream import UpstreamError, open_stream
+
+
+class Frames(Protocol):
+    """A stream translator as the relay drives it: upstream events in, client bytes out."""
+
+    keepalive: bytes  # what a silent upstream is covered with, every stream_ping_seconds
+
+    def start(self) -> Iterable[bytes]: ...
+
+    def feed(self, event: Any) -> Iterable[bytes]: ...
+
+    def finish(self) -> Iterable[bytes]: ...
+
+    def failed(self, error: UpstreamError) -> Iterable[bytes]: ...
+
+
+async def stream_generate(gateway: Gateway, model: str, session: str | None,
+                          inner: Callable[[], dict[str, Any]], whole: bool
+                          ) -> tuple[Any, AsyncIterator[Any]]:
+    """The first event of the answer and the rest, through the policy (which picks the
+    account, retries and cools). `inner` gives the Gemini request at each attempt (a front
+    end may change it between policy runs). `whole`: the client wants one answer, so the
+    whole stream is read inside the attempt and a break mid-way is retried."""
+    client = gateway.accounts.client
+
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        events = client.stream(wrap(inner(), a.model, a.creds.project or "", a.account.id),
+                               a.creds)
+        return await open_stream(events, whole=whole)
+
+    return await gateway.policy.run(model, session, attempt)
+
+
+async def collect(feed: Callable[[Any], object], first: Any, events: AsyncIterator[Any]
+                  ) -> None:
+    """Every event of a non-streamed answer into `feed` (the translator keeps the sum)."""
+    feed(first)
+    async for event in events:
+        feed(event)
+
+
+async def relay(frames: Frames, first: Any, events: AsyncIterator[Any], every: float
+                ) -> AsyncIterator[bytes]:
+    """The client's stream: translated as it arrives, a keep-alive whenever the upstream is
+    silent for `every` seconds, an error in the protocol's terms when it breaks."""
+    try:
+        for frame in frames.start():
+            yield frame
+        for frame in frames.feed(first):
+            yield frame
+        async with pinged(events, every) as upstream_events:
+            async for event in upstream_events:
+                if event is None:
+                    yield frames.keepalive
+                    continue
+                for frame in frames.feed(event):
+                    yield frame
+        for frame in frames.finish():
+            yield frame
+    except UpstreamError as error:
+        for frame in frames.failed(error):
+            yield frame
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+def event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})
