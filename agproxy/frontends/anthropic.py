@@ -17,7 +17,7 @@ from agproxy.frontends import zai
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
-from agproxy.frontends.keepalive import pinged
+from agproxy.frontends.pipeline import collect, event_stream, relay, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
@@ -31,10 +31,10 @@ from agproxy.translate.claude_code import (
     warmup_answer,
     without_signatures,
 )
-from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.envelope import conversation_key
 from agproxy.translate.fields import BadRequest, check_nesting, opt_dict, text
 from agproxy.translate.gemini import estimate_tokens
-from agproxy.upstream import Failure, UpstreamError, open_stream
+from agproxy.upstream import Failure, UpstreamError
 
 log = logging.getLogger("agproxy.anthropic")
 
@@ -126,24 +126,17 @@ async def messages(request: Request) -> Response:
         return _error(400, exc.message)
     translator = MessageStream(str(body["model"]))
     session = user_id or conversation_key(inner["contents"])
+    headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
     try:
         first, events = await _call(gateway, body, model, inner, session)
+        if body.get("stream") is True:
+            return event_stream(relay(_MessageFrames(translator, signatures), first, events,
+                                      gateway.settings.stream_ping_seconds), headers)
+        await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(ANTHROPIC, failure)
     except UpstreamError as error:
         return _refused(error)
-    headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
-    if body.get("stream") is True:
-        return StreamingResponse(_sse(translator, first, events, signatures,
-                                      gateway.settings.stream_ping_seconds),
-                                 media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
-    try:
-        translator.feed(first)
-        async for event in events:
-            translator.feed(event)
-    except UpstreamError as error:
-        return upstream_failure(ANTHROPIC, error)
     translator.finish()
     signatures.remember(translator.signatures)
     _note_usage(translator)
@@ -154,23 +147,16 @@ async def _call(gateway: Gateway, body: dict[str, Any], model: str, inner: dict[
                 session: str | None) -> tuple[Any, AsyncIterator[Any]]:
     """The upstream's first event and the rest, through the policy. A refused thought
     signature (one from another account or model) is retried once without any."""
-    client = gateway.accounts.client
     whole = body.get("stream") is not True
-
-    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
-                               a.creds)
-        return await open_stream(events, whole=whole)
-
     try:
-        return await gateway.policy.run(model, session, attempt)
+        return await stream_generate(gateway, model, session, lambda: inner, whole)
     except UpstreamError as error:
         if not (error.status == 400 and is_signature_error(error.message)):
             raise
         log.info("signature refused (%s); retrying without thinking signatures",
                  error.message[:200])
-        inner = messages_to_gemini(without_signatures(body), model)
-        return await gateway.policy.run(model, session, attempt)
+        unsigned = messages_to_gemini(without_signatures(body), model)
+        return await stream_generate(gateway, model, session, lambda: unsigned, whole)
 
 
 def _refused(error: UpstreamError) -> Response:
@@ -207,29 +193,31 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-async def _sse(translator: MessageStream, first: Any, events: AsyncIterator[Any],
-               signatures: Signatures, ping_seconds: float) -> AsyncIterator[bytes]:
-    try:
-        for event in translator.feed(first):
-            yield _frame(event)
-        # Closed before `events` (below), whether the stream ends, fails or is abandoned.
-        async with pinged(events, ping_seconds) as upstream_events:
-            async for upstream_event in upstream_events:
-                if upstream_event is None:
-                    yield _frame({"type": "ping"})
-                    continue
-                for event in translator.feed(upstream_event):
-                    yield _frame(event)
-        for event in translator.finish():
-            yield _frame(event)
-        signatures.remember(translator.signatures)
-        _note_usage(translator)
-    except UpstreamError as error:
-        yield _frame({"type": "error", "error": {
+class _MessageFrames:
+    """Anthropic's stream events as `event:` and `data:` lines; the thought signatures the
+    answer carried are remembered when it ends."""
+
+    keepalive = _frame({"type": "ping"})
+
+    def __init__(self, translator: MessageStream, signatures: Signatures) -> None:
+        self.translator, self.signatures = translator, signatures
+
+    def start(self) -> list[bytes]:
+        return []
+
+    def feed(self, event: Any) -> list[bytes]:
+        return [_frame(e) for e in self.translator.feed(event)]
+
+    def finish(self) -> list[bytes]:
+        frames = [_frame(e) for e in self.translator.finish()]
+        self.signatures.remember(self.translator.signatures)
+        _note_usage(self.translator)
+        return frames
+
+    def failed(self, error: UpstreamError) -> list[bytes]:
+        return [_frame({"type": "error", "error": {
             "type": "overloaded_error" if error.kind is Failure.CAPACITY else "api_error",
-            "message": f"upstream stream failed: {error.message}"}})
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
+            "message": f"upstream stream failed: {error.message}"}})]
 
 
 def _note_usage(translator: MessageStream) -> None:
