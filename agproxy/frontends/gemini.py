@@ -6,7 +6,6 @@ upstream's `response` is unwrapped and passed back, streams event by event.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -15,7 +14,8 @@ from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import exhausted, upstream_failure
-from agproxy.frontends.keepalive import BLANK_LINE, WHITESPACE, pinged
+from agproxy.frontends.keepalive import BLANK_LINE, WHITESPACE
+from agproxy.frontends.pipeline import event_stream, relay, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
@@ -24,7 +24,7 @@ from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.fields import BadRequest, check_nesting
-from agproxy.upstream import UpstreamError, open_stream
+from agproxy.upstream import UpstreamError
 
 GOOGLE = Protocol.GOOGLE
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
@@ -124,25 +124,19 @@ def _note_usage(event: Any) -> None:
 
 async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
                   headers: dict[str, str], sse: bool) -> Response:
-    client = gateway.accounts.client
-
-    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner, a.model, a.creds.project or "", a.account.id),
-                               a.creds)
-        return await open_stream(events, whole=False)  # retried only before the first byte
-
     try:
-        first, events = await gateway.policy.run(model, session, attempt)
+        # Retried only before the first byte: after it, a failure ends the stream.
+        first, events = await stream_generate(gateway, model, session, lambda: inner,
+                                              whole=False)
     except Exhausted as failure:
         return exhausted(GOOGLE, failure)
     except UpstreamError as error:
         return upstream_failure(GOOGLE, error)
     every = gateway.settings.stream_ping_seconds
     if sse:
-        return StreamingResponse(_sse(first, events, every), media_type="text/event-stream",
-                                 headers={**headers, "Cache-Control": "no-cache"})
-    return StreamingResponse(_json_array(first, events, every), media_type="application/json",
-                             headers=headers)
+        return event_stream(relay(_SSEFrames(), first, events, every), headers)
+    return StreamingResponse(relay(_ArrayFrames(), first, events, every),
+                             media_type="application/json", headers=headers)
 
 
 def _stream_error(error: UpstreamError) -> bytes:
@@ -151,40 +145,47 @@ def _stream_error(error: UpstreamError) -> bytes:
                                    "status": "UNAVAILABLE"}})
 
 
-async def _sse(first: Any, events: AsyncIterator[Any], every: float) -> AsyncIterator[bytes]:
-    _note_usage(first)
-    yield b"data: " + orjson.dumps(first) + b"\r\n\r\n"
-    try:
-        async with pinged(events, every) as upstream_events:
-            async for event in upstream_events:
-                if event is None:
-                    yield BLANK_LINE
-                    continue
-                _note_usage(event)
-                yield b"data: " + orjson.dumps(event) + b"\r\n\r\n"
-    except UpstreamError as error:
-        yield b"data: " + _stream_error(error) + b"\r\n\r\n"
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
+class _SSEFrames:
+    """The upstream's own events, passed through as `data:` lines (`?alt=sse`)."""
+
+    keepalive = BLANK_LINE
+
+    def start(self) -> list[bytes]:
+        return []
+
+    def feed(self, event: Any) -> list[bytes]:
+        _note_usage(event)
+        return [b"data: " + orjson.dumps(event) + b"\r\n\r\n"]
+
+    def finish(self) -> list[bytes]:
+        return []
+
+    def failed(self, error: UpstreamError) -> list[bytes]:
+        return [b"data: " + _stream_error(error) + b"\r\n\r\n"]
 
 
-async def _json_array(first: Any, events: AsyncIterator[Any], every: float
-                      ) -> AsyncIterator[bytes]:
-    _note_usage(first)
-    yield b"[" + orjson.dumps(first)
-    try:
-        async with pinged(events, every) as upstream_events:
-            async for event in upstream_events:
-                if event is None:
-                    yield WHITESPACE
-                    continue
-                _note_usage(event)
-                yield b",\n" + orjson.dumps(event)
-    except UpstreamError as error:
-        yield b",\n" + _stream_error(error)
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-    yield b"]"
+class _ArrayFrames:
+    """The upstream's own events as one JSON array, written as they arrive."""
+
+    keepalive = WHITESPACE
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    def start(self) -> list[bytes]:
+        return []
+
+    def feed(self, event: Any) -> list[bytes]:
+        _note_usage(event)
+        separator = b",\n" if self.opened else b"["
+        self.opened = True
+        return [separator + orjson.dumps(event)]
+
+    def finish(self) -> list[bytes]:
+        return [b"]"]
+
+    def failed(self, error: UpstreamError) -> list[bytes]:
+        return [b",\n" + _stream_error(error), b"]"]
 
 
 async def count_tokens(gateway: Gateway, body: dict[str, Any], model: str) -> Response:
