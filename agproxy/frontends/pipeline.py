@@ -17,7 +17,7 @@ from agproxy.frontends.keepalive import pinged
 from agproxy.pool.policy import Attempt
 from agproxy.service import Gateway
 from agproxy.translate.envelope import wrap
-from agproxy.upstream import UpstreamError, open_stream
+from agproxy.upstream import Upstream, UpstreamError, open_stream
 
 
 class Frames(Protocol):
@@ -41,7 +41,7 @@ async def stream_generate(gateway: Gateway, model: str, session: str | None,
     account, retries and cools). `inner` gives the Gemini request at each attempt (a front
     end may change it between policy runs). `whole`: the client wants one answer, so the
     whole stream is read inside the attempt and a break mid-way is retried."""
-    client = gateway.accounts.client
+    client: Upstream = gateway.accounts.client
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         events = client.stream(wrap(inner(), a.model, a.creds.project or "", a.account.id),

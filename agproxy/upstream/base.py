@@ -1,7 +1,9 @@
-"""The one seam between the pool and any upstream: what the retry policy drives.
+"""The seam between the request pipeline and an upstream: what frontends/pipeline.py
+drives through the retry policy.
 
-Cloud Code Assist implements it today; key-based providers (z.ai) implement the same
-surface, so the scheduler and the policy never know which backend they talk to.
+Cloud Code Assist (`CloudCodeClient`) implements it. z.ai does not yet: its requests are
+passed through byte for byte by frontends/zai.py, outside the policy; making it (and
+other key-based providers) implement this surface is the open part of issue 12.
 """
 
 from __future__ import annotations
