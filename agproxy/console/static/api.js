@@ -34,7 +34,10 @@ async function failure(response) {
 
 async function checked(response, { redirect = true } = {}) {
   if (response.ok) return response;
-  if (response.status === 401 && redirect) unauthorized();
+  if (response.status === 401 && redirect) {  // the password changed: a stale one is not kept
+    session.clear();
+    unauthorized();
+  }
   throw await failure(response);
 }
 
