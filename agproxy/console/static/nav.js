@@ -18,7 +18,7 @@ export function route() {
   Promise.resolve(pages[name].enter?.()).catch((err) => toast(err.message));
 }
 
-// Hides nothing: stops the shown page's timers and streams (at sign-out).
+// At sign-out: the shown page stops its timers and streams.
 export function leavePage() {
   if (current) pages[current].leave?.();
   current = null;
