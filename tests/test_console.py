@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -201,3 +202,54 @@ def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
         assert spent.status_code == 401 and "password" not in spent.json()
     finally:
         gw.stop()
+
+
+def test_console_loads_as_es_modules_under_its_csp(page: Page, gateway_factory: Any) -> None:
+    from agproxy.console import STATIC_DIR
+    gw = gateway_factory(AGPROXY_ADMIN_PASSWORD=PASSWORD)
+    # One entry module; the pages' modules are imported from it, with no build step.
+    assert re.findall(r"<script[^>]*>", gw.get("/").text) == [
+        '<script type="module" src="/console/main.js">']
+    modules = sorted(p.name for p in STATIC_DIR.glob("*.js"))
+    assert {"main.js", "api.js", "dashboard.js", "proxy.js", "accounts.js", "monitor.js",
+            "stats.js", "mapping.js"} <= set(modules)
+    for name in modules:  # browsers refuse a module served with any other type
+        answer = gw.get("/console/" + name)
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/javascript"), name
+    # api.js is the one place that calls fetch().
+    fetching = [name for name in modules if "fetch(" in (STATIC_DIR / name).read_text()]
+    assert fetching == ["api.js"]
+
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    bare: list[str] = []
+    page.on("request", lambda r: bare.append(r.url) if "/api/" in r.url and r.headers.get(
+        "authorization") != f"Bearer {PASSWORD}" else None)
+    login(page, gw)
+    for name, title in [("proxy", "API Proxy"), ("accounts", "Accounts"), ("monitor", "Monitor"),
+                        ("stats", "Statistics"), ("mapping", "Model mapping"),
+                        ("dashboard", "Dashboard")]:
+        page.click(f"a[data-page={name}]")
+        expect(page.locator("#page-title")).to_have_text(title)
+        expect(page.locator(f"#page-{name}")).to_be_visible()
+    expect(page.locator("#dash-proxy")).to_have_text("stopped")  # data arrived on the last one
+    assert problems == []  # no script error, no CSP violation
+    assert bare == []  # every admin call carried the session
+
+
+def test_a_rejected_session_returns_to_the_login_form(page: Page, gateway_factory: Any) -> None:
+    gw = gateway_factory(config={"admin_password": PASSWORD})
+    login(page, gw)
+    page.click("a[data-page=stats]")
+    expect(page.locator("#st-requests")).to_have_text("0")
+    changed = gw.admin("PUT", "/api/config", json={"admin_password": "another-pass-42"})
+    assert changed.status_code == 200
+    page.click("#btn-stats-csv")  # answered 401: the console asks for the password again
+    expect(page.locator("#login-view")).to_be_visible(timeout=2000)
+    expect(page.locator("#app-view")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('agproxy.admin')") is None  # stale: dropped
+    page.fill("#login-password", "another-pass-42")
+    page.click("#login-submit")
+    expect(page.locator("#page-title")).to_have_text("Statistics")  # back where it was

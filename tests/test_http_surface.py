@@ -132,7 +132,7 @@ def test_console_index_is_served_without_auth(gw: Gateway) -> None:
     response = gw.get("/")
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
-    assert "/console/console.js" in response.text
-    assert gw.get("/console/console.js").status_code == 200
+    assert "/console/main.js" in response.text
+    assert gw.get("/console/main.js").status_code == 200
     # The console page itself holds no secret.
     assert gw.api_key not in response.text

@@ -385,7 +385,7 @@ def test_openai_clients_get_openai_model_objects(gateway_factory: Any, fake_goog
 
 def test_console_sends_security_headers(gateway_factory: Any) -> None:
     gw = gateway_factory()
-    for path in ("/", "/console/console.js"):
+    for path in ("/", "/console/main.js"):
         answer = gw.get(path)
         assert answer.headers["x-frame-options"] == "DENY"
         assert answer.headers["x-content-type-options"] == "nosniff"

@@ -1,7 +1,10 @@
-// agproxy console: the Accounts page.
-"use strict";
+// agproxy console: the Accounts page: add accounts (Google sign-in, a refresh token, an
+// import), see their state and quota, enable, disable, delete.
+import { api } from "./api.js";
+import { $, el, toast } from "./dom.js";
+import { ago, until } from "./format.js";
+import { refreshStatus } from "./status.js";
 
-// ---- Accounts page -----------------------------------------------------------------------------
 function quotaBar(q) {
   const pct = q.remaining_fraction === null ? 0 : Math.round(q.remaining_fraction * 100);
   const bar = el("div", { class: "bar" + (pct === 0 ? " empty" : pct < 20 ? " low" : "") }, el("i", { style: `width:${pct}%` }));
@@ -28,7 +31,7 @@ function accountCard(a) {
 }
 
 async function loadAccounts() {
-  const data = await api("GET", "/api/accounts");
+  const data = await api("GET", "/accounts");
   const list = $("accounts-list");
   list.replaceChildren(...data.accounts.map(accountCard));
   $("accounts-empty").hidden = data.accounts.length > 0;
@@ -41,12 +44,12 @@ async function accountAction(account, action) {
   try {
     if (action === "remove") {
       if (!confirm(`Delete ${account.email}? Its refresh token is forgotten.`)) return;
-      await api("DELETE", `/api/accounts/${account.id}`);
+      await api("DELETE", `/accounts/${account.id}`);
     } else if (action === "quota") {
-      const result = await api("POST", `/api/accounts/${account.id}/quota`);
+      const result = await api("POST", `/accounts/${account.id}/quota`);
       if (result.errors[account.id]) throw new Error(result.errors[account.id]);
     } else {
-      await api("POST", `/api/accounts/${account.id}/${action}`);
+      await api("POST", `/accounts/${account.id}/${action}`);
     }
     toast(`${account.email}: ${action === "quota" ? "quota refreshed" : action + "d"}`);
   } catch (err) {
@@ -70,7 +73,7 @@ async function importAccounts() {
   $("btn-import").disabled = true;
   box.replaceChildren(el("p", { class: "muted" }, "Checking tokens…"));
   try {
-    const data = await api("POST", "/api/accounts/import", { text });
+    const data = await api("POST", "/accounts/import", { text });
     const s = data.summary;
     box.replaceChildren(el("p", { id: "import-summary" }, `${s.added} added, ${s.updated} updated, ${s.duplicate} duplicate, ${s.invalid} invalid`),
       resultTable(data.results));
@@ -89,7 +92,7 @@ async function addToken() {
   out.className = "muted";
   out.textContent = "Checking the token…";
   try {
-    const data = await api("POST", "/api/accounts", { refresh_token: token });
+    const data = await api("POST", "/accounts", { refresh_token: token });
     out.textContent = `${data.result}: ${data.account.email}`;
     $("add-token").value = "";
   } catch (err) {
@@ -101,7 +104,7 @@ async function addToken() {
 
 let oauthState = null;
 async function startOAuth() {
-  const data = await api("POST", "/api/accounts/oauth/start");
+  const data = await api("POST", "/accounts/oauth/start");
   oauthState = data.state;
   $("oauth-box").hidden = false;
   $("oauth-url").value = data.url;
@@ -109,7 +112,7 @@ async function startOAuth() {
   $("oauth-status").textContent = "Waiting for Google…";
   const poll = setInterval(async () => {
     if (oauthState !== data.state) { clearInterval(poll); return; }
-    const s = await api("GET", `/api/accounts/oauth/${data.state}`).catch(() => null);
+    const s = await api("GET", `/accounts/oauth/${data.state}`).catch(() => null);
     if (!s || s.status === "pending" || s.status === "working") return;
     clearInterval(poll);
     $("oauth-status").textContent = s.status === "done" ? `Added ${s.email}` : `Failed: ${s.error}`;
@@ -120,7 +123,7 @@ async function startOAuth() {
 async function submitOAuthCode() {
   if (!oauthState) return;
   try {
-    const s = await api("POST", `/api/accounts/oauth/${oauthState}/code`, { code: $("oauth-paste").value });
+    const s = await api("POST", `/accounts/oauth/${oauthState}/code`, { code: $("oauth-paste").value });
     $("oauth-status").textContent = `Added ${s.email}`;
   } catch (err) {
     $("oauth-status").textContent = `Failed: ${err.message}`;
@@ -131,7 +134,7 @@ async function submitOAuthCode() {
 async function refreshAllQuotas() {
   $("btn-refresh-quota").disabled = true;
   try {
-    const r = await api("POST", "/api/accounts/quota");
+    const r = await api("POST", "/accounts/quota");
     const failed = Object.keys(r.errors).length;
     toast(`Quota refreshed for ${r.refreshed.length} account(s)` + (failed ? `, ${failed} failed` : ""));
   } finally {
@@ -139,3 +142,19 @@ async function refreshAllQuotas() {
   }
   await loadAccounts();
 }
+
+function wire() {
+  for (const tab of document.querySelectorAll(".tab[data-tab]")) {
+    tab.addEventListener("click", () => {
+      for (const t of document.querySelectorAll(".tab[data-tab]")) t.classList.toggle("active", t === tab);
+      for (const body of document.querySelectorAll("[data-tab-body]")) body.hidden = body.dataset.tabBody !== tab.dataset.tab;
+    });
+  }
+  $("btn-import").addEventListener("click", importAccounts);
+  $("btn-add-token").addEventListener("click", addToken);
+  $("btn-oauth-start").addEventListener("click", () => startOAuth().catch((err) => toast(err.message)));
+  $("btn-oauth-submit").addEventListener("click", submitOAuthCode);
+  $("btn-refresh-quota").addEventListener("click", refreshAllQuotas);
+}
+
+export const accountsPage = { title: "Accounts", wire, enter: loadAccounts };

@@ -1,5 +1,6 @@
 // agproxy console: small SVG charts (no library): stacked bars over time, horizontal bars.
-"use strict";
+import { el } from "./dom.js";
+import { compact } from "./format.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -8,13 +9,6 @@ function svg(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
   for (const child of children) node.append(child);
   return node;
-}
-
-function compact(n) {
-  if (n >= 1e9) return (n / 1e9).toFixed(n >= 1e10 ? 0 : 1) + "B";
-  if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
-  if (n >= 1e3) return (n / 1e3).toFixed(n >= 1e4 ? 0 : 1) + "k";
-  return String(Math.round(n));
 }
 
 // A "nice" axis maximum and step for values up to `max`.
@@ -26,7 +20,7 @@ function niceScale(max, ticks = 4) {
 }
 
 // Stacked bars, one per point. series: [{ key, label, cls }] bottom to top; label(t) for the x axis.
-function barChart(container, points, series, { label, height = 220 } = {}) {
+export function barChart(container, points, series, { label, height = 220 } = {}) {
   const width = Math.max(container.clientWidth || 600, 320);
   const pad = { l: 48, r: 10, t: 10, b: 26 };
   const plotW = width - pad.l - pad.r, plotH = height - pad.t - pad.b;
@@ -64,7 +58,7 @@ function barChart(container, points, series, { label, height = 220 } = {}) {
 }
 
 // Horizontal bars for a breakdown: rows [{ name, value, sub }] with values on one scale.
-function hbars(container, rows, { format = (v) => v.toLocaleString(), empty = "No data yet." } = {}) {
+export function hbars(container, rows, { format = (v) => v.toLocaleString(), empty = "No data yet." } = {}) {
   if (!rows.length) {
     container.replaceChildren(el("p", { class: "muted" }, empty));
     return;

@@ -1,7 +1,9 @@
 // agproxy console: the Monitor page (live requests, filters, details).
-"use strict";
+import { api, openStream } from "./api.js";
+import { $, el, toast } from "./dom.js";
+import { clock, ms, num } from "./format.js";
+import { store } from "./store.js";
 
-// ---- Monitor -----------------------------------------------------------------------------------
 const MAX_ROWS = 300;
 const monitor = { rows: [], paused: false, abort: null, reload: null, retry: null };
 
@@ -50,7 +52,7 @@ async function loadLogs() {
   const f = monitorFilters();
   const params = new URLSearchParams({ limit: String(MAX_ROWS) });
   for (const [k, v] of Object.entries(f)) if (v) params.set(k, v === true ? "1" : v);
-  monitor.rows = (await api("GET", "/api/logs?" + params)).logs;
+  monitor.rows = (await api("GET", "/logs?" + params)).logs;
   renderMonitor();
 }
 
@@ -74,9 +76,7 @@ async function follow() {
   monitor.abort = abort;
   $("mon-live").className = "live";
   try {
-    const response = await fetch("/api/logs/stream", {
-      headers: { Authorization: "Bearer " + (sessionStorage.getItem(KEY_STORE) || "") }, signal: abort.signal });
-    if (!response.ok) throw new Error(`live view: ${response.status}`);
+    const response = await openStream("/logs/stream", abort.signal);
     const reader = response.body.getReader(), decoder = new TextDecoder();
     let buffer = "";
     $("mon-live").className = "live on";
@@ -91,7 +91,7 @@ async function follow() {
         if (frame.startsWith("data: ") && !monitor.paused) addLive(JSON.parse(frame.slice(6)));
       }
     }
-  } catch (err) {
+  } catch {
     if (abort.signal.aborted) return;
   }
   if (monitor.abort === abort) {  // dropped (gateway restarting): catch up and reconnect
@@ -101,7 +101,7 @@ async function follow() {
 }
 
 async function showDetail(id) {
-  const log = await api("GET", "/api/logs/" + encodeURIComponent(id));
+  const log = await api("GET", "/logs/" + encodeURIComponent(id));
   for (const tr of document.querySelectorAll(".log-row")) tr.classList.toggle("selected", tr.dataset.id === id);
   $("detail-title").textContent = `${log.status} ${log.method} ${log.path}`;
   const fields = [["time", new Date(log.started_at * 1000).toLocaleString()], ["protocol", log.protocol],
@@ -125,7 +125,7 @@ async function showDetail(id) {
 
 async function saveMonitorSetting(key, value) {
   try {
-    config = await api("PUT", "/api/config", { [key]: value });
+    store.config = await api("PUT", "/config", { [key]: value });
     toast(key === "monitor_enabled" ? (value ? "Recording requests" : "Not recording requests") : (value ? "Capturing bodies" : "Not capturing bodies"));
   } catch (err) {
     toast(err.message);
@@ -134,6 +134,7 @@ async function saveMonitorSetting(key, value) {
 }
 
 function renderMonitorSettings() {
+  const config = store.config;
   if (!config) return;
   for (const [id, key] of [["mon-enabled", "monitor_enabled"], ["mon-bodies", "monitor_capture_bodies"]]) {
     $(id).checked = Boolean(config.config[key]);
@@ -142,17 +143,20 @@ function renderMonitorSettings() {
   }
 }
 
-PAGE_HOOKS.monitor = {
-  enter() { renderMonitorSettings(); follow(); return loadLogs(); },
-  leave() {
-    const abort = monitor.abort;
-    monitor.abort = null;
-    abort?.abort();
-    clearTimeout(monitor.retry);
-  },
-};
+function enter() {
+  renderMonitorSettings();
+  follow();
+  return loadLogs();
+}
 
-document.addEventListener("DOMContentLoaded", () => {
+function leave() {
+  const abort = monitor.abort;
+  monitor.abort = null;
+  abort?.abort();
+  clearTimeout(monitor.retry);
+}
+
+function wire() {
   let typing = null;
   const refilter = () => { clearTimeout(typing); typing = setTimeout(() => loadLogs().catch((e) => toast(e.message)), 250); };
   for (const id of ["mon-status", "mon-protocol", "mon-errors"]) $(id).addEventListener("change", refilter);
@@ -165,7 +169,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("btn-mon-clear").addEventListener("click", async () => {
     if (!confirm("Delete every recorded request?")) return;
-    const { deleted } = await api("POST", "/api/logs/clear");
+    const { deleted } = await api("POST", "/logs/clear");
     monitor.rows = [];
     renderMonitor();
     $("mon-detail").hidden = true;
@@ -174,4 +178,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("btn-detail-close").addEventListener("click", () => { $("mon-detail").hidden = true; });
   $("mon-enabled").addEventListener("change", (e) => saveMonitorSetting("monitor_enabled", e.target.checked));
   $("mon-bodies").addEventListener("change", (e) => saveMonitorSetting("monitor_capture_bodies", e.target.checked));
-});
+}
+
+export const monitorPage = { title: "Monitor", wire, enter, leave };

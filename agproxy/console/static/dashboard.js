@@ -1,0 +1,77 @@
+// agproxy console: the Dashboard: service, accounts needing attention with their
+// countdowns, the last hour's traffic and quota, refreshed every few seconds.
+import { api } from "./api.js";
+import { barChart, hbars } from "./charts.js";
+import { $, el } from "./dom.js";
+import { clock, compact, duration, num, until } from "./format.js";
+
+const dashboard = { timer: null, ticker: null, deadlines: [] };
+
+function attentionItem(item) {
+  const label = { cooling_down: "cooling down", forbidden: "forbidden", needs_relogin: "re-login needed" }[item.state] || item.state;
+  const node = el("li", { class: "attention-item", "data-email": item.email, "data-state": item.state },
+    el("span", { class: "state " + item.state }, label), el("b", {}, item.email));
+  if (item.state === "cooling_down") {
+    const left = el("span", { class: "countdown" });
+    dashboard.deadlines.push({ node: left, at: Date.now() / 1000 + item.seconds_left });
+    node.append(el("span", { class: "muted" }, item.model ? ` for ${item.model}, ` : " all models, "), left, el("span", { class: "muted" }, " left"));
+  } else if (item.reason) {
+    node.append(el("div", { class: "reason" }, item.reason));
+  }
+  return node;
+}
+
+function tickCountdowns() {
+  const now = Date.now() / 1000;
+  for (const d of dashboard.deadlines) d.node.textContent = duration(d.at - now);
+}
+
+async function loadDashboard() {
+  const board = await api("GET", "/dashboard");
+  const st = board.status, acc = board.accounts, hour = board.last_hour;
+  $("dash-proxy").textContent = st.running ? "running" : "stopped";
+  $("dash-proxy").className = st.running ? "ok-text" : "off-text";
+  $("dash-proxy-sub").textContent = st.running ? `port ${st.port}` : "start it at the top right";
+  $("dash-serving").textContent = `${acc.active} / ${acc.total}`;
+  const off = [["disabled", "disabled"], ["forbidden", "forbidden"], ["needs_relogin", "to re-login"]]
+    .filter(([k]) => acc[k]).map(([k, t]) => `${acc[k]} ${t}`);
+  $("dash-accounts-sub").textContent = off.join(", ") || (acc.total ? "all enabled" : "no accounts yet");
+  $("dash-requests").textContent = num(hour.requests);
+  $("dash-tokens").textContent = `${compact(hour.input_tokens)} in · ${compact(hour.output_tokens)} out tokens`;
+  $("dash-error-rate").textContent = (hour.error_rate * 100).toFixed(hour.error_rate && hour.error_rate < 0.1 ? 1 : 0) + "%";
+  $("dash-error-rate").className = hour.error_rate > 0.05 ? "err-text" : "";
+  $("dash-errors").textContent = `${num(hour.errors)} failed`;
+
+  dashboard.deadlines = [];
+  $("attention-list").replaceChildren(...board.attention.map(attentionItem));
+  $("attention-empty").hidden = board.attention.length > 0;
+  tickCountdowns();
+
+  barChart($("dash-chart"), hour.series.map((p) => ({ ...p, ok: p.requests - p.errors })),
+    [{ key: "ok", label: "answered", cls: "ok" }, { key: "errors", label: "failed", cls: "err" }],
+    { label: (t) => clock(t).slice(0, 5), height: 180 });
+
+  hbars($("dash-quota"), board.quota.map((q) => ({
+    name: q.model, value: Math.round(q.average * 100),
+    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.protected ? `, ${q.protected} protected` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""}`,
+    cls: q.average === 0 ? "empty" : q.average < 0.2 ? "low" : "",
+  })), { format: (v) => v + "%", empty: "" });
+  $("dash-quota-empty").hidden = board.quota.length > 0;
+
+  $("next-up").replaceChildren(el("tr", {}, el("th", {}, "model"), el("th", {}, "account")),
+    ...board.next_up.map((n) => el("tr", { "data-model": n.model }, el("td", {}, n.model),
+      el("td", {}, n.email || el("span", { class: "err-text" }, "none free")))));
+}
+
+export const dashboardPage = {
+  title: "Dashboard",
+  enter() {
+    clearInterval(dashboard.timer);
+    clearInterval(dashboard.ticker);
+    dashboard.timer = setInterval(() => loadDashboard().catch(() => {}), 5000);
+    dashboard.ticker = setInterval(tickCountdowns, 1000);
+    return loadDashboard();
+  },
+  leave() { clearInterval(dashboard.timer); clearInterval(dashboard.ticker); },
+};
+

@@ -1,0 +1,47 @@
+// agproxy console: numbers, durations and times as the pages show them.
+
+export const TZ_OFFSET = -new Date().getTimezoneOffset() * 60;  // seconds east of UTC, as the API wants
+export const pad2 = (n) => String(n).padStart(2, "0");
+export const num = (v) => (v || 0).toLocaleString();
+
+export function clock(ts) {
+  const d = new Date(ts * 1000);
+  return `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+}
+
+export function ms(v) {
+  if (v === null || v === undefined) return "–";
+  return v >= 1000 ? (v / 1000).toFixed(2) + " s" : Math.round(v) + " ms";
+}
+
+export function compact(n) {
+  if (n >= 1e9) return (n / 1e9).toFixed(n >= 1e10 ? 0 : 1) + "B";
+  if (n >= 1e6) return (n / 1e6).toFixed(n >= 1e7 ? 0 : 1) + "M";
+  if (n >= 1e3) return (n / 1e3).toFixed(n >= 1e4 ? 0 : 1) + "k";
+  return String(Math.round(n));
+}
+
+export function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad2(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${pad2(Math.floor((s % 3600) / 60))}m`;
+}
+
+export function until(ts) {
+  if (!ts) return "";
+  const s = Math.round(ts - Date.now() / 1000);
+  if (s <= 0) return "resets now";
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  if (d >= 2) return `resets in ${d}d`;
+  return "resets in " + (h ? `${h}h${pad2(m)}m` : `${m}m`);
+}
+
+export function ago(ts) {
+  if (!ts) return "never";
+  const s = Math.round(Date.now() / 1000 - ts);
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
