@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,11 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         page.fill("#field-allowed-ips", "192.168.1.0/24, 10.0.0.5")
         page.click("#btn-save")
         expect(page.locator("#toast")).to_contain_text("Saved")
+        # The toast of the save before may still show: wait for this save to land.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not gw.admin(
+                "GET", "/api/config").json()["config"]["allowed_ips"]:
+            time.sleep(0.05)
         assert gw.admin("GET", "/api/config").json()["config"]["allowed_ips"] == [
             "192.168.1.0/24", "10.0.0.5"]
 
