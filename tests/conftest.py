@@ -177,16 +177,37 @@ def google_env(fake: Any) -> dict[str, str]:
     }
 
 
+def add_to(gw: Gateway, *accounts: Any, start: bool = True) -> dict[str, Any]:
+    """Add the fake Google's `accounts` to `gw` with `agproxy accounts add`, as a user
+    would, then start the proxy service (start=False: leave it as it is). Returns the
+    service status the start answered ({} when not started)."""
+    for acct in accounts:
+        added = gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
+        assert added.returncode == 0, added.stdout + added.stderr
+    if not start:
+        return {}
+    started = gw.admin("POST", "/api/proxy/start")
+    assert started.status_code == 200, started.text
+    return dict(started.json())
+
+
+def add_accounts(gw: Gateway, fake: Any, n: int = 1, prefix: str = "acct", start: bool = True,
+                 **account: Any) -> list[Any]:
+    """`n` new accounts on the fake Google (<prefix><i>-<random>@example.com; keyword
+    arguments go to fake.add_account), added to `gw` and, unless start=False, serving."""
+    tag = uuid.uuid4().hex[:6]
+    accounts = [fake.add_account(email=f"{prefix}{i}-{tag}@example.com", **account)
+                for i in range(n)]
+    status = add_to(gw, *accounts, start=start)
+    assert not start or status["active_accounts"] == n, status
+    return accounts
+
+
 def gateway_with(gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw",
                  **env: str) -> tuple[Gateway, list]:
     """A gateway on the fake Google with `n` fresh accounts added and the service started."""
     gw = gateway_factory(name, **google_env(fake), **env)
-    accounts = [fake.add_account(email=f"acct{i}-{uuid.uuid4().hex[:6]}@example.com")
-                for i in range(n)]
-    for acct in accounts:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == n
-    return gw, accounts
+    return gw, add_accounts(gw, fake, n)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fake_google import Fault
 
-from conftest import agproxy_env, google_env, run_cli
+from conftest import add_to, agproxy_env, google_env, run_cli
 
 
 def email() -> str:
@@ -192,7 +192,7 @@ def test_running_gateway_picks_up_cli_changes_and_starts_with_one_account(
     gw = gateway_factory(**google_env(fake_google))
     assert gw.admin("POST", "/api/proxy/start").status_code == 409  # empty pool
     acct = fake_google.add_account(email=email())
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
+    add_to(gw, acct, start=False)
     status = gw.admin("POST", "/api/proxy/start").json()
     assert (status["running"], status["active_accounts"]) == (True, 1)
     models = gw.get("/v1/models").json()["data"]

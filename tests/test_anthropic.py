@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 from fake_google import Fault, count_tokens
 
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_accounts, google_env, spawn
 
 SIGNATURE = "sig-" + "a1b2c3" * 12
 TOOLS: list[Any] = [{"name": "get_weather", "description": "Weather for a city", "input_schema": {
@@ -24,10 +23,8 @@ PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAC
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    acct = fake_google_server.add_account(email=f"claude-{uuid.uuid4().hex[:6]}@example.com")
     gateway = spawn(tmp_path_factory.mktemp("anthropic"), **google_env(fake_google_server))
-    assert gateway.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gateway.admin("POST", "/api/proxy/start")
+    add_accounts(gateway, fake_google_server, prefix="claude")
     yield gateway
     gateway.stop()
 
@@ -176,9 +173,7 @@ def test_rate_limited_everywhere_is_a_429_with_retry_after(gateway_factory: Any,
                                                            fake_google: Any) -> None:
     from fake_google import Fault
     gw = gateway_factory(**google_env(fake_google))
-    acct = fake_google.add_account(email=f"limited-{uuid.uuid4().hex[:6]}@example.com")
-    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    gw.admin("POST", "/api/proxy/start")
+    [acct] = add_accounts(gw, fake_google, prefix="limited")
     fake_google.inject(Fault.rate_limited(retry_delay="7s"), email=acct.email, times=20)
     response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
                           json={"model": "claude-sonnet-4-6", "max_tokens": 50,
@@ -191,9 +186,7 @@ def test_rate_limited_everywhere_is_a_429_with_retry_after(gateway_factory: Any,
 def test_background_requests_go_to_the_background_model(gateway_factory: Any,
                                                         fake_google: Any) -> None:
     gw = gateway_factory(AGPROXY_BACKGROUND_MODEL="gemini-3-flash", **google_env(fake_google))
-    acct = fake_google.add_account(email=f"bg-{uuid.uuid4().hex[:6]}@example.com")
-    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    gw.admin("POST", "/api/proxy/start")
+    add_accounts(gw, fake_google, prefix="bg")
 
     def served(model: str, text: str) -> str:
         response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
@@ -211,9 +204,7 @@ def test_background_requests_go_to_the_background_model(gateway_factory: Any,
 def test_slow_streams_get_ping_events(gateway_factory: Any, fake_google: Any) -> None:
     from fake_google import Fault
     gw = gateway_factory(AGPROXY_STREAM_PING_SECONDS="0.3", **google_env(fake_google))
-    acct = fake_google.add_account(email=f"ping-{uuid.uuid4().hex[:6]}@example.com")
-    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    gw.admin("POST", "/api/proxy/start")
+    [acct] = add_accounts(gw, fake_google, prefix="ping")
     fake_google.inject(Fault.stall(1.5), email=acct.email)
     with httpx.stream("POST", gw.base_url + "/v1/messages", timeout=30,
                       headers={"x-api-key": gw.api_key},
@@ -338,9 +329,7 @@ def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -
     from conftest import ImageServer
     images = ImageServer(base64.b64decode(PNG_1X1))
     gw = gateway_factory(AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true", **google_env(fake_google))
-    acct = fake_google.add_account(email=f"url-{uuid.uuid4().hex[:6]}@example.com")
-    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    gw.admin("POST", "/api/proxy/start")
+    add_accounts(gw, fake_google, prefix="url")
     response = httpx.post(gw.base_url + "/v1/messages", headers={"x-api-key": gw.api_key},
                           timeout=30, json={"model": "claude-sonnet-4-6", "max_tokens": 50,
                                             "messages": [{"role": "user", "content": [
@@ -364,9 +353,7 @@ def test_every_upstream_error_class(gateway_factory: Any, fake_google: Any, faul
                                     status: int, kind: str) -> None:
     from fake_google import Fault
     gw = gateway_factory(**google_env(fake_google))
-    acct = fake_google.add_account(email=f"err-{uuid.uuid4().hex[:6]}@example.com")
-    gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    gw.admin("POST", "/api/proxy/start")
+    [acct] = add_accounts(gw, fake_google, prefix="err")
     injected = {"server_error_500": Fault.server_error(500),
                 "server_error_503": Fault.server_error(503),
                 "forbidden": Fault.forbidden(), "invalid": Fault.invalid_argument("bad input")}

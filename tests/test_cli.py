@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fake_google import Fault
 
-from conftest import ZAI_ENV, free_port, google_env, run_cli
+from conftest import ZAI_ENV, add_to, free_port, google_env, run_cli
 
 KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 
@@ -104,9 +104,7 @@ def test_corrupt_config_is_reported_with_file_and_line_and_kept(tmp_path: Path) 
 
 def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
     gw = gateway_factory(AGPROXY_AUTH_MODE="strict", **google_env(fake_google))
-    acct = fake_google.add_account(email="doctor@example.com")
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    add_to(gw, fake_google.add_account(email="doctor@example.com"))
     result = gw.cli("doctor")
     assert result.returncode == 0, result.stdout
     out = result.stdout

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ZAI_ENV, Gateway, google_env, spawn
+from conftest import ZAI_ENV, Gateway, add_accounts, google_env, spawn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -182,9 +182,7 @@ def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
                                                  fake_google: Any) -> None:
     from conftest import free_port
     gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
-    acct = fake_google.add_account(email=f"move-{uuid.uuid4().hex[:6]}@example.com")
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    add_accounts(gw, fake_google, prefix="move")
     new_port = free_port()
     try:
         login(page, gw)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fake_google import Fault
 
-from conftest import Gateway, free_port, gateway_with, google_env, spawn
+from conftest import Gateway, add_accounts, free_port, gateway_with, google_env, spawn
 
 GEMINI = "gemini-3-flash"
 CLAUDE = "claude-sonnet-4-6"
@@ -84,11 +84,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory,
     """Two accounts, default scheduling and retry budget (4 attempts)."""
     fake = fake_google_server
     gw = spawn(tmp_path_factory.mktemp("spread") / "gw", **google_env(fake))
-    accounts = [fake.add_account(email=f"spread{i}-{uuid.uuid4().hex[:6]}@example.com")
-                for i in range(2)]
-    for account in accounts:
-        assert gw.cli("accounts", "add", "--refresh-token", account.refresh_token).returncode == 0
-    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == 2
+    accounts = add_accounts(gw, fake, 2, prefix="spread")
     try:
         yield gw, accounts
     finally:

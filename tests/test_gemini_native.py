@@ -21,7 +21,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_to, google_env, spawn
 
 MODEL = "gemini-3-flash"
 VERSIONS = ["v1beta", "v1"]
@@ -70,9 +70,7 @@ def native(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) ->
     tag = uuid.uuid4().hex[:8]
     account = fake_google_server.add_account(email=f"native-{tag}@example.com",
                                              project=f"proj-native-{tag}")
-    added = gw.cli("accounts", "add", "--refresh-token", account.refresh_token)
-    assert added.returncode == 0, added.stderr
-    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == 1
+    assert add_to(gw, account)["active_accounts"] == 1
     [listed] = json.loads(gw.cli("accounts", "list", "--json").stdout)
     try:
         yield Native(gw, account, listed["id"])

@@ -17,7 +17,6 @@ import pathlib
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_accounts, google_env, spawn
 
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAA"
        "ABJRU5ErkJggg==")
@@ -274,12 +273,10 @@ class Logged:
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any
             ) -> Iterator[Logged]:
     fake_google_server.reset()
-    acct = fake_google_server.add_account(email=f"mut-{uuid.uuid4().hex[:6]}@example.com")
     gw = spawn(tmp_path_factory.mktemp("mutation"), **google_env(fake_google_server))
     logged = Logged(gw)
     try:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-        assert gw.admin("POST", "/api/proxy/start").status_code == 200
+        add_accounts(gw, fake_google_server, prefix="mut")
         yield logged
     finally:
         logged.stop()

@@ -15,7 +15,7 @@ from fake_google import count_tokens
 
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
 from agproxy.translate.schema import clean_schema
-from conftest import Gateway, ImageServer, google_env, spawn
+from conftest import Gateway, ImageServer, add_to, google_env, spawn
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -32,8 +32,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any
     fake = fake_google_server
     acct = fake.add_account(email=f"chat-{uuid.uuid4().hex[:6]}@example.com")
     gw = spawn(tmp_path_factory.mktemp("chat"), **google_env(fake))
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    assert gw.admin("POST", "/api/proxy/start").json()["running"]
+    assert add_to(gw, acct)["running"]
     yield gw, acct
     gw.stop()
 
@@ -347,8 +346,7 @@ def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
                 {"type": "image_url", "image_url": {"url": images.url + path}}]}]})
 
     strict = gateway_factory("strict", **google_env(fake_google))
-    strict.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    strict.admin("POST", "/api/proxy/start")
+    add_to(strict, acct)
     refused = ask(strict, "/fox.png")
     assert refused.status_code == 400
     message = refused.json()["error"]["message"]
@@ -356,8 +354,7 @@ def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
 
     open_gw = gateway_factory("open", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
                               AGPROXY_IMAGE_FETCH_MAX_BYTES="40", **google_env(fake_google))
-    open_gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    open_gw.admin("POST", "/api/proxy/start")
+    add_to(open_gw, acct)
     too_big = ask(open_gw, "/fox.png")  # the PNG is 70 bytes, the cap 40
     assert too_big.status_code == 400 and "larger than 40 bytes" in too_big.text
     not_image = ask(open_gw, "/page")
@@ -365,8 +362,7 @@ def test_http_image_urls_are_fetched_only_when_allowed(gateway_factory: Any,
 
     roomy = gateway_factory("roomy", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
                             **google_env(fake_google))
-    roomy.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-    roomy.admin("POST", "/api/proxy/start")
+    add_to(roomy, acct)
     assert ask(roomy, "/moved").status_code == 200  # follows the redirect
     part = last_request(fake_google)["request"]["contents"][0]["parts"][1]
     assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,13 @@ import pytest
 
 from agproxy.translate.images import aspect_ratio
 from agproxy.translate.openai_chat import BadRequest
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_accounts, google_env, spawn
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    acct = fake_google_server.add_account(email=f"img-{uuid.uuid4().hex[:6]}@example.com")
     gateway = spawn(tmp_path_factory.mktemp("images"), **google_env(fake_google_server))
-    assert gateway.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gateway.admin("POST", "/api/proxy/start")
+    add_accounts(gateway, fake_google_server, prefix="img")
     yield gateway
     gateway.stop()
 

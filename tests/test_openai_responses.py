@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from agproxy.translate.openai_chat import BadRequest
 from agproxy.translate.openai_responses import responses_to_chat
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_accounts, google_env, spawn
 
 TOOLS: list[Any] = [
     {"type": "function", "name": "get_weather", "description": "Weather for a city",
@@ -25,10 +24,8 @@ TOOLS: list[Any] = [
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    acct = fake_google_server.add_account(email=f"resp-{uuid.uuid4().hex[:6]}@example.com")
     gateway = spawn(tmp_path_factory.mktemp("responses"), **google_env(fake_google_server))
-    assert gateway.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gateway.admin("POST", "/api/proxy/start")
+    add_accounts(gateway, fake_google_server, prefix="resp")
     yield gateway
     gateway.stop()
 

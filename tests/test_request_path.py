@@ -14,7 +14,7 @@ from fake_google import Fault, count_tokens
 from google import genai
 from google.genai import types
 
-from conftest import Gateway, gateway_with, google_env
+from conftest import Gateway, add_to, gateway_with, google_env
 
 MODEL = "gemini-3-flash"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
@@ -227,9 +227,7 @@ def test_quota_protection_keeps_low_accounts_for_their_owner(gateway_factory: An
         "gemini-3-flash": {"remainingFraction": 0.6, "resetTime": reset}})
     gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_QUOTA_PROTECTION_PERCENT="10",
                          AGPROXY_SCHEDULING_MODE="round_robin")
-    for acct in (low, high):
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    add_to(gw, low, high)
     for i in range(4):
         assert ask(gw, f"protected {i}").status_code == 200
     assert {c.account_email for c in fake_google.calls("generateContent")} == {high.email}

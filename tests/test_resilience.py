@@ -19,7 +19,7 @@ from fake_google import Fault
 from google import genai
 from google.genai import errors as genai_errors
 
-from conftest import Gateway, google_env, spawn
+from conftest import Gateway, add_accounts, add_to, google_env, spawn
 
 MODEL = "gemini-3-flash"
 GENERATE = f"/v1beta/models/{MODEL}:generateContent"
@@ -55,10 +55,7 @@ def build_pool(root: Path, fake: Any, n: int, tag: str | None = None, **env: str
     tag = tag or uuid.uuid4().hex[:8]
     accounts = [fake.add_account(email=f"pool{i}-{tag}@example.com", project=f"proj-{i}-{tag}")
                 for i in range(n)]
-    for account in accounts:
-        added = gw.cli("accounts", "add", "--refresh-token", account.refresh_token)
-        assert added.returncode == 0, added.stderr
-    assert gw.admin("POST", "/api/proxy/start").json()["active_accounts"] == n
+    assert add_to(gw, *accounts)["active_accounts"] == n
     return Pool(gw, accounts)
 
 
@@ -388,11 +385,9 @@ def test_fixed_mode_uses_only_the_preferred_account(own_pool: Any, fake_google: 
 
 def test_repeated_rate_limits_without_timing_back_off_longer(gateway_factory: Any,
                                                             fake_google: Any) -> None:
-    acct = fake_google.add_account(email=f"nodelay-{uuid.uuid4().hex[:6]}@example.com",
-                                   models={"gemini-3-flash": {"remainingFraction": 0.5}})
     gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_DEFAULT_COOLDOWN_SECONDS="1")
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    [acct] = add_accounts(gw, fake_google, prefix="nodelay",
+                          models={"gemini-3-flash": {"remainingFraction": 0.5}})
     url = gw.base_url + "/v1beta/models/gemini-3-flash:generateContent"
     body = {"contents": [{"role": "user", "parts": [{"text": "again"}]}]}
 

@@ -22,7 +22,7 @@ from agproxy.db import open_database
 from agproxy.monitor import stats
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import gateway_with, google_env
+from conftest import add_to, gateway_with, google_env
 
 GEMINI = "/v1beta/models/{}:generateContent"
 
@@ -222,9 +222,7 @@ def test_accounts_whose_masked_emails_coincide_stay_apart(gateway_factory: Any,
     tag = uuid.uuid4().hex[:6]
     twins = [fake_google.add_account(email=f"a{tag}{middle}e@twins.example")
              for middle in ("lic", "nn")]  # both a***e@twins.example
-    for acct in twins:
-        assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    add_to(gw, *twins)
     for i in range(4):
         assert ask(gw, "gemini-3-flash", f"twin {i}").status_code == 200
     assert len({mask_email(a.email) for a in twins}) == 1

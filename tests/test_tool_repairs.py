@@ -5,7 +5,6 @@ which enforces tool_use/tool_result pairing as Anthropic does."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import anthropic
@@ -13,7 +12,7 @@ import openai
 import pytest
 
 from agproxy.translate.gemini import INTERRUPTED, repair_tool_turns
-from conftest import google_env
+from conftest import add_accounts, google_env
 
 
 def call(call_id: str, name: str = "read") -> dict[str, Any]:
@@ -59,9 +58,7 @@ def test_a_well_formed_history_is_left_as_it_is() -> None:
 @pytest.fixture
 def gw(gateway_factory: Any, fake_google: Any) -> Any:
     gateway = gateway_factory("gw", **google_env(fake_google))
-    acct = fake_google.add_account(email=f"tools-{uuid.uuid4().hex[:6]}@example.com")
-    assert gateway.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gateway.admin("POST", "/api/proxy/start")
+    add_accounts(gateway, fake_google, prefix="tools")
     return gateway
 
 

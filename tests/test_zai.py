@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from fake_google import Fault
 from fake_zai import KEY, STREAM, FakeZai
 
-from conftest import google_env
+from conftest import add_accounts, google_env
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +81,7 @@ def test_count_tokens_goes_to_zai_in_exclusive_mode(gateway_factory: Any, zai: F
 
 def _with_google(gateway_factory: Any, fake_google: Any, zai: FakeZai, mode: str) -> Any:
     gw = gateway_factory(**google_env(fake_google), **zai_env(zai, mode))
-    acct = fake_google.add_account(email=f"z-{uuid.uuid4().hex[:6]}@example.com")
-    assert gw.cli("accounts", "add", "--refresh-token", acct.refresh_token).returncode == 0
-    gw.admin("POST", "/api/proxy/start")
+    [acct] = add_accounts(gw, fake_google, prefix="z")
     return gw, acct
 
 

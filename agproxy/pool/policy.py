@@ -86,17 +86,25 @@ BACKOFF_STEPS = (1, 5, 30, 120)
 
 
 class Policy:
-    def __init__(self, scheduler: Scheduler, accounts: AccountService) -> None:
+    """`clock` (wall time, as quota reset times are) and `sleep` (the backoff waits) are
+    handed in, so tests run every outcome in milliseconds without sleeping."""
+
+    def __init__(self, scheduler: Scheduler, accounts: AccountService,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.scheduler = scheduler
         self.accounts = accounts
+        self.clock = clock
+        self.sleep = sleep
         self.strikes: dict[tuple[str, str], int] = {}
 
     def _cooldown_for(self, account: Account, model: str, error: UpstreamError) -> float:
         if error.retry_after is not None:
             return max(error.retry_after, 1.0)
+        now = self.clock()
         for quota in account.quotas:
-            if quota.model == model and quota.reset_at and quota.reset_at > time.time():
-                return min(quota.reset_at - time.time(), 3600.0)
+            if quota.model == model and quota.reset_at and quota.reset_at > now:
+                return min(quota.reset_at - now, 3600.0)
         strikes = self.strikes.get((account.id, model), 0)
         self.strikes[(account.id, model)] = strikes + 1
         step = BACKOFF_STEPS[min(strikes, len(BACKOFF_STEPS) - 1)]
@@ -123,10 +131,10 @@ class Policy:
             retry = self._second_chance(tries)
             if retry is None:
                 raise Exhausted(tries.last_error, exc) from exc
-            await asyncio.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
+            await self.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
             return retry
         if pick.wait:
-            await asyncio.sleep(pick.wait)
+            await self.sleep(pick.wait)
         return pick.account
 
     def _second_chance(self, tries: _Tries) -> Account | None:

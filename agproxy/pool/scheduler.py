@@ -33,13 +33,14 @@ class Cooldowns:
     """Until when an account (for one model, or for all) should not be asked."""
 
     until: dict[tuple[str, str], float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic  # handed in, so tests need not sleep
 
     def set(self, account_id: str, model: str | None, seconds: float) -> None:
         key = (account_id, model or ANY_MODEL)
-        self.until[key] = max(self.until.get(key, 0.0), time.monotonic() + seconds)
+        self.until[key] = max(self.until.get(key, 0.0), self.clock() + seconds)
 
     def remaining(self, account_id: str, model: str) -> float:
-        now = time.monotonic()
+        now = self.clock()
         left = max(self.until.get((account_id, model), 0.0),
                    self.until.get((account_id, ANY_MODEL), 0.0)) - now
         return left if left > 0 else 0.0
@@ -52,24 +53,25 @@ class Cooldowns:
                 del self.until[key]
 
     def prune(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for key in [k for k, v in self.until.items() if v <= now]:
             del self.until[key]
 
     def snapshot(self) -> list[dict[str, object]]:
-        now = time.monotonic()
+        now = self.clock()
         return [{"account_id": a, "model": None if m == ANY_MODEL else m,
                  "seconds_left": round(v - now, 1)}
                 for (a, m), v in self.until.items() if v > now]
 
 
-def has_quota_for(account: Account, model: str) -> bool:
+def has_quota_for(account: Account, model: str,
+                  clock: Callable[[], float] = time.time) -> bool:
     """True when the account lists the model with quota left (or its reset has passed)."""
     for quota in account.quotas:
         if quota.model == model:
             if quota.remaining_fraction is not None and quota.remaining_fraction > 0:
                 return True
-            return quota.reset_at is not None and quota.reset_at <= time.time()
+            return quota.reset_at is not None and quota.reset_at <= clock()
     return False
 
 
@@ -97,10 +99,17 @@ class Pick:
 
 
 class Scheduler:
-    def __init__(self, pool: Pool, settings: Callable[[], Settings]) -> None:
+    """`clock` (monotonic) times cooldowns and sessions, `wall_clock` compares with quota
+    reset times and stamps last use; both are handed in so tests can move time at will."""
+
+    def __init__(self, pool: Pool, settings: Callable[[], Settings],
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.pool = pool
         self.settings = settings
-        self.cooldowns = Cooldowns()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.cooldowns = Cooldowns(clock=clock)
         self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.last_used: dict[str, float] = {}
         self._turn = 0
@@ -109,7 +118,8 @@ class Scheduler:
         """Accounts with quota for `model`, less those quota protection keeps back."""
         floor = self.settings().quota_protection_percent / 100
         return [a for a in self.pool.accounts
-                if has_quota_for(a, model) and not (floor and is_protected(a, model, floor))]
+                if has_quota_for(a, model, self.wall_clock)
+                and not (floor and is_protected(a, model, floor))]
 
     def has_free(self, model: str) -> bool:
         """Could an account serve `model` right now (quota and no cooldown)?"""
@@ -165,7 +175,8 @@ class Scheduler:
         if tried:
             return NoAccount(f"every account able to serve {model} failed for this request")
         percent = self.settings().quota_protection_percent
-        if percent and any(has_quota_for(a, model) for a in self.pool.accounts):
+        if percent and any(has_quota_for(a, model, self.wall_clock)
+                           for a in self.pool.accounts):
             return NoAccount(f"every account with quota for {model} is below "
                              f"quota_protection_percent ({percent:g}%), kept for your own use")
         return NoAccount(f"no account has quota for {model}")
@@ -173,18 +184,18 @@ class Scheduler:
     # -- sticky sessions ---------------------------------------------------------
     def _bound(self, session: str) -> str | None:
         entry = self.sessions.get(session)
-        if entry is None or time.monotonic() - entry[1] > SESSION_TTL:
+        if entry is None or self.clock() - entry[1] > SESSION_TTL:
             return None
         return entry[0]
 
     def _bind(self, session: str, account_id: str) -> None:
-        self.sessions[session] = (account_id, time.monotonic())
+        self.sessions[session] = (account_id, self.clock())
         self.sessions.move_to_end(session)
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
 
     def succeeded(self, account: Account, session: str | None) -> None:
-        self.last_used[account.id] = time.time()
+        self.last_used[account.id] = self.wall_clock()
         if session and self.settings().scheduling_mode != "round_robin":
             self._bind(session, account.id)
 
