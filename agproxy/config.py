@@ -222,11 +222,11 @@ class Settings(BaseModel):
     @classmethod
     def _check_origins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for origin in v:
-            parts = urlsplit(origin)
-            if origin != "*" and not (parts.scheme in ("http", "https") and parts.netloc
-                                      and not parts.path and not parts.query):
+            # Desktop apps send their own schemes (vscode-webview://…) or `null` (file://).
+            if origin not in ("*", "null") and not re.fullmatch(
+                    r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] "
-                                 "(e.g. http://localhost:3000), or * for any")
+                                 "(e.g. http://localhost:3000), null, or * for any")
         return tuple(o.rstrip("/").lower() for o in v)
 
     @field_validator("allowed_hosts")

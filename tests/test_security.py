@@ -408,3 +408,17 @@ def test_a_database_locked_by_another_program_gives_503_not_500(gateway_factory:
     assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
     assert "locked by another program" in answer.json()["error"]["message"]
     assert gw.admin("GET", "/metrics").status_code == 200
+
+
+def test_desktop_app_origins_can_be_listed(gateway_factory: Any, fake_google: Any) -> None:
+    # Electron pages loaded from file:// send `Origin: null`; VS Code webviews their scheme.
+    gw, _ = gateway_with(gateway_factory, fake_google, 1,
+                         AGPROXY_CORS_ORIGINS="null,vscode-webview://abc123")
+    for origin in ("null", "vscode-webview://abc123"):
+        answer = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, timeout=30,
+                            headers={"Origin": origin})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == origin
+    other = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT,
+                       headers={"Origin": "vscode-webview://someone-else"})
+    assert other.status_code == 403
