@@ -1,4 +1,4 @@
-.PHONY: install serve test lint bench
+.PHONY: install serve test lint format bench
 
 install:          ## install agproxy into the current Python
 	pip install .
@@ -9,9 +9,13 @@ serve:            ## run the gateway on the embedded SQLite default
 test:             ## install test dependencies (venv + chromium) and run all tests
 	./scripts/test
 
-lint:             ## ruff over code and tests
+lint:             ## what CI checks besides the tests: ruff, the formatter, strict mypy
 	.venv/bin/ruff check agproxy tests bench
-	.venv/bin/mypy agproxy
+	.venv/bin/ruff format --check agproxy tests bench
+	.venv/bin/mypy
+
+format:           ## rewrite code and tests as the formatter wants them
+	.venv/bin/ruff format agproxy tests bench
 
 bench:            ## what the gateway adds over calling the fake upstream directly
 	.venv/bin/python bench/run.py

@@ -95,8 +95,10 @@ def normalize_proxy(url: str) -> str:
         raise ValueError(f"{mask_url(url)!r}: the port is not a number from 1 to 65535") from None
     host = parts.hostname or ""
     if not host or not (port or "." in host or ":" in host or host == "localhost"):
-        raise ValueError(f"{mask_url(url)!r} is not a proxy address; write it as "
-                         "http://host:port (e.g. http://127.0.0.1:7890)")
+        raise ValueError(
+            f"{mask_url(url)!r} is not a proxy address; write it as "
+            "http://host:port (e.g. http://127.0.0.1:7890)"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{mask_url(url)!r}: a proxy URL has no path or query")
     return url
@@ -194,8 +196,11 @@ class Settings(BaseModel):
         if isinstance(data, dict):
             for key, value in data.items():
                 field = cls.model_fields.get(key)
-                if (isinstance(value, bool) and field is not None
-                        and field.annotation in (int, float)):
+                if (
+                    isinstance(value, bool)
+                    and field is not None
+                    and field.annotation in (int, float)
+                ):
                     raise ValueError(f"{key} must be a number, not {str(value).lower()}")
         return data
 
@@ -214,8 +219,10 @@ class Settings(BaseModel):
         if v is not None and v.strip() == "":
             return None
         if v is not None and len(v) < ADMIN_PASSWORD_MIN:
-            raise ValueError(f"admin_password must be at least {ADMIN_PASSWORD_MIN} characters "
-                             "long (it guards the accounts' tokens)")
+            raise ValueError(
+                f"admin_password must be at least {ADMIN_PASSWORD_MIN} characters "
+                "long (it guards the accounts' tokens)"
+            )
         return v
 
     @field_validator("cors_origins")
@@ -224,9 +231,12 @@ class Settings(BaseModel):
         for origin in v:
             # Desktop apps send their own schemes (vscode-webview://…) or `null` (file://).
             if origin not in ("*", "null") and not re.fullmatch(
-                    r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+", origin):
-                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] "
-                                 "(e.g. http://localhost:3000), null, or * for any")
+                r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]+", origin
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port] "
+                    "(e.g. http://localhost:3000), null, or * for any"
+                )
         return tuple(o.rstrip("/").lower() for o in v)
 
     @field_validator("allowed_hosts")
@@ -234,8 +244,10 @@ class Settings(BaseModel):
     def _check_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for host in v:
             if host != "*" and not re.fullmatch(r"\.?[A-Za-z0-9_.:\[\]-]{1,253}", host):
-                raise ValueError(f"{host!r} is not a host name: write e.g. gateway.lan, "
-                                 ".example.com for a domain and its subdomains, or *")
+                raise ValueError(
+                    f"{host!r} is not a host name: write e.g. gateway.lan, "
+                    ".example.com for a domain and its subdomains, or *"
+                )
         return tuple(h.lower() for h in v)
 
     @field_validator("api_key")
@@ -245,8 +257,15 @@ class Settings(BaseModel):
             raise ValueError(API_KEY_RULE)
         return v
 
-    @field_validator("pinned_models", "hidden_models", "allowed_ips", "upstream_base_urls",
-                     "cors_origins", "allowed_hosts", mode="before")
+    @field_validator(
+        "pinned_models",
+        "hidden_models",
+        "allowed_ips",
+        "upstream_base_urls",
+        "cors_origins",
+        "allowed_hosts",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, v: Any) -> Any:
         """List keys may come as one comma-separated string (environment, CLI)."""
@@ -296,8 +315,10 @@ class Settings(BaseModel):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or CIDR range "
-                                 "(e.g. 192.168.1.20 or 192.168.1.0/24)") from None
+                raise ValueError(
+                    f"{entry!r} is not an IP address or CIDR range "
+                    "(e.g. 192.168.1.20 or 192.168.1.0/24)"
+                ) from None
         return v
 
     @field_validator("upstream_base_urls")
@@ -384,8 +405,9 @@ def _coerce_env(key: str, raw: str) -> Any:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{env_var(key)} must be a JSON object of model rules: {exc}",
-                              key) from exc
+            raise ConfigError(
+                f"{env_var(key)} must be a JSON object of model rules: {exc}", key
+            ) from exc
     return raw  # pydantic converts numeric strings and the URL list itself
 
 
@@ -465,8 +487,9 @@ class ConfigStore:
             pass
         return None
 
-    def _build(self, file_values: dict[str, Any], changed: frozenset[str] = frozenset()
-               ) -> Settings:
+    def _build(
+        self, file_values: dict[str, Any], changed: frozenset[str] = frozenset()
+    ) -> Settings:
         """Settings from file values plus the environment. An error in a key being
         `changed` is reported as just the rule; one already in the file names the line."""
         known = {k: v for k, v in file_values.items() if k in Settings.model_fields}
@@ -545,13 +568,18 @@ class ConfigStore:
             if key in env_keys:
                 raise OverriddenByEnv(
                     f"{key} is set by the environment variable {env_var(key)}, which wins over "
-                    "the config file; change or unset it there", key)
+                    "the config file; change or unset it there",
+                    key,
+                )
         with file_lock(self.directory):
             values, _ = self._read_file()  # fresh: keep what other processes saved
             for key, value in changes.items():
                 if value is None and key == "api_key":
-                    raise ConfigError("api_key cannot be reset to nothing: set a new key "
-                                      "(sk-…), or generate one in the console", key)
+                    raise ConfigError(
+                        "api_key cannot be reset to nothing: set a new key "
+                        "(sk-…), or generate one in the console",
+                        key,
+                    )
                 if value is None:
                     values.pop(key, None)
                 else:

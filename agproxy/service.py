@@ -141,8 +141,9 @@ class Gateway:
         except BindError:
             if old is not None and same_port:
                 # Put the old address back so the state is as before the attempt.
-                self.listener = serve_socket(self.app, bind_socket(*old.address),
-                                             lambda: self.settings)
+                self.listener = serve_socket(
+                    self.app, bind_socket(*old.address), lambda: self.settings
+                )
                 self._retire_later(old)
             raise
         self.listener = serve_socket(self.app, sock, lambda: self.settings)

@@ -6,10 +6,10 @@ from enum import StrEnum
 
 
 class Zone(StrEnum):
-    HEALTH = "health"    # /healthz: open under all_except_health
-    ADMIN = "admin"      # /api/* and /metrics: always need the admin password
+    HEALTH = "health"  # /healthz: open under all_except_health
+    ADMIN = "admin"  # /api/* and /metrics: always need the admin password
     CONSOLE = "console"  # console files and Google's sign-in redirect: public, ungated
-    AI = "ai"            # everything else: the AI routes (and unknown paths)
+    AI = "ai"  # everything else: the AI routes (and unknown paths)
 
 
 HEALTH_PATHS = frozenset({"/healthz", "/health"})

@@ -19,11 +19,27 @@ import orjson
 import uvicorn
 
 HOLD = 0.0
-REPLY = orjson.dumps({"response": {
-    "candidates": [{"content": {"role": "model", "parts": [{"text": "Hello from the fake."}]},
-                    "finishReason": "STOP", "index": 0}],
-    "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 5, "totalTokenCount": 10},
-    "modelVersion": "gemini-3-flash", "responseId": "r1"}, "traceId": "t1"})
+REPLY = orjson.dumps(
+    {
+        "response": {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": "Hello from the fake."}]},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 5,
+                "candidatesTokenCount": 5,
+                "totalTokenCount": 10,
+            },
+            "modelVersion": "gemini-3-flash",
+            "responseId": "r1",
+        },
+        "traceId": "t1",
+    }
+)
 EVENTS = [
     b'data: {"response":{"candidates":[{"content":{"role":"model","parts":[{"text":"Hello "}]}}],'
     b'"usageMetadata":{"promptTokenCount":5},"modelVersion":"gemini-3-flash","responseId":"r1"},'
@@ -33,13 +49,21 @@ EVENTS = [
     b'"candidatesTokenCount":5,"totalTokenCount":10},"modelVersion":"gemini-3-flash",'
     b'"responseId":"r1"},"traceId":"t1"}\r\n\r\n',
 ]
-MODELS = orjson.dumps({"models": {
-    "gemini-3-flash": {"quotaInfo": {"remainingFraction": 1.0,
-                                     "resetTime": "2099-01-01T00:00:00Z"}},
-    "gemini-3-pro-high": {"quotaInfo": {"remainingFraction": 1.0,
-                                        "resetTime": "2099-01-01T00:00:00Z"}}}})
-LOAD = orjson.dumps({"cloudaicompanionProject": "bench-project",
-                     "currentTier": {"id": "free-tier", "name": "Free"}})
+MODELS = orjson.dumps(
+    {
+        "models": {
+            "gemini-3-flash": {
+                "quotaInfo": {"remainingFraction": 1.0, "resetTime": "2099-01-01T00:00:00Z"}
+            },
+            "gemini-3-pro-high": {
+                "quotaInfo": {"remainingFraction": 1.0, "resetTime": "2099-01-01T00:00:00Z"}
+            },
+        }
+    }
+)
+LOAD = orjson.dumps(
+    {"cloudaicompanionProject": "bench-project", "currentTier": {"id": "free-tier", "name": "Free"}}
+)
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -53,8 +77,13 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             break
     path: str = scope["path"]
     if path.endswith(":streamGenerateContent"):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         await send({"type": "http.response.body", "body": EVENTS[0], "more_body": True})
         if HOLD:
             await asyncio.sleep(HOLD)
@@ -65,8 +94,13 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     elif path == "/token":
         # One access token per refresh token, so each account has its own identity.
         form = dict(pair.split("=", 1) for pair in body.decode().split("&") if "=" in pair)
-        payload = orjson.dumps({"access_token": "ya29." + form.get("refresh_token", "x"),
-                                "expires_in": 3599, "token_type": "Bearer"})
+        payload = orjson.dumps(
+            {
+                "access_token": "ya29." + form.get("refresh_token", "x"),
+                "expires_in": 3599,
+                "token_type": "Bearer",
+            }
+        )
     elif path.endswith("/userinfo"):
         auth = dict(scope["headers"]).get(b"authorization", b"")
         payload = orjson.dumps({"email": auth.decode().rsplit(".", 1)[-1] + "@example.com"})
@@ -76,13 +110,25 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         payload = MODELS
     else:
         payload = b'{"error":{"code":404,"message":"not found","status":"NOT_FOUND"}}'
-        await send({"type": "http.response.start", "status": 404,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -94,8 +140,15 @@ def main() -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off",
-                            loop="uvloop", http="httptools", backlog=4096)
+    config = uvicorn.Config(
+        app,
+        log_level="error",
+        access_log=False,
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+        backlog=4096,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

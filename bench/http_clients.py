@@ -28,15 +28,27 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     while (await receive()).get("more_body"):
         pass
     if scope["path"] == "/sse":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for _ in range(20):
             await send({"type": "http.response.body", "body": EVENT, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(BODY)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BODY)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": BODY})
 
 
@@ -87,6 +99,7 @@ async def run_httpx(url: str, n: int, c: int, stream: bool) -> None:
 
 def measure(name: str, fn, url: str, n: int, c: int, stream: bool) -> None:  # type: ignore[no-untyped-def]
     import uvloop
+
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     runner.run(fn(url, 50, c, stream))  # warm-up
     t0, cpu0 = time.perf_counter(), time.thread_time()

@@ -68,6 +68,7 @@ async def main() -> None:
                 await one()
 
         began = time.perf_counter()
+
         async def later(delay: float) -> None:
             await asyncio.sleep(delay)
             await one()
@@ -78,14 +79,22 @@ async def main() -> None:
             await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - began
     ms = 1000.0
-    print(orjson.dumps({
-        "requests": len(latencies), "errors": len(errors), "first_errors": errors[:3],
-        "wall_s": wall, "rps": len(latencies) / wall if wall else 0,
-        "p50_ms": pct(latencies, 50) * ms, "p99_ms": pct(latencies, 99) * ms,
-        "mean_ms": (statistics.fmean(latencies) * ms) if latencies else None,
-        "ttfb_p50_ms": pct(ttfbs, 50) * ms if ttfbs else None,
-        "ttfb_p99_ms": pct(ttfbs, 99) * ms if ttfbs else None,
-    }).decode())
+    print(
+        orjson.dumps(
+            {
+                "requests": len(latencies),
+                "errors": len(errors),
+                "first_errors": errors[:3],
+                "wall_s": wall,
+                "rps": len(latencies) / wall if wall else 0,
+                "p50_ms": pct(latencies, 50) * ms,
+                "p99_ms": pct(latencies, 99) * ms,
+                "mean_ms": (statistics.fmean(latencies) * ms) if latencies else None,
+                "ttfb_p50_ms": pct(ttfbs, 50) * ms if ttfbs else None,
+                "ttfb_p99_ms": pct(ttfbs, 99) * ms if ttfbs else None,
+            }
+        ).decode()
+    )
 
 
 if __name__ == "__main__":

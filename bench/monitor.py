@@ -51,15 +51,26 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="agproxy-bench-monitor-"))
     try:
         for round_no in range(ROUNDS):
-            for setting in (("off", "on") if round_no % 2 == 0 else ("on", "off")):
+            for setting in ("off", "on") if round_no % 2 == 0 else ("on", "off"):
                 port = free_port()
                 env = gateway_env(data, fake_url, port)
                 env["AGPROXY_MONITOR_ENABLED"] = "true" if setting == "on" else "false"
                 if not (data / "agproxy.db").exists():
                     for n in range(4):
-                        subprocess.run([PY, "-m", "agproxy", "accounts", "add",
-                                        "--refresh-token", f"bench{n}"], env=env, check=True,
-                                       capture_output=True)
+                        subprocess.run(
+                            [
+                                PY,
+                                "-m",
+                                "agproxy",
+                                "accounts",
+                                "add",
+                                "--refresh-token",
+                                f"bench{n}",
+                            ],
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                        )
                 proc, _ = start_gateway(env, port)
                 gateway = psutil.Process(proc.pid)
                 url = f"http://127.0.0.1:{port}/v1beta/models/{MODEL}:generateContent"
@@ -74,10 +85,15 @@ def main() -> None:
                         assert through["errors"] == 0, through["first_errors"]
                         if setting == "on":
                             written_expected += 200 + count
-                        results.setdefault((setting, conc), []).append({
-                            "p50": through["p50_ms"], "p99": through["p99_ms"],
-                            "direct_p50": reference["p50_ms"], "rps": through["rps"],
-                            "cpu": cpu * 1000 / count})
+                        results.setdefault((setting, conc), []).append(
+                            {
+                                "p50": through["p50_ms"],
+                                "p99": through["p99_ms"],
+                                "direct_p50": reference["p50_ms"],
+                                "rps": through["rps"],
+                                "cpu": cpu * 1000 / count,
+                            }
+                        )
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(30)
@@ -85,8 +101,11 @@ def main() -> None:
         fake.send_signal(signal.SIGTERM)
         fake.wait(10)
 
-    written = sqlite3.connect(data / "agproxy.db").execute(
-        "SELECT count(*) FROM request_logs").fetchone()[0]
+    written = (
+        sqlite3.connect(data / "agproxy.db")
+        .execute("SELECT count(*) FROM request_logs")
+        .fetchone()[0]
+    )
     print(f"{ROUNDS} rounds, monitor off and on alternating; medians of the rounds\n")
     print("| conc | monitor | req/s | p50 ms | p99 ms | direct p50 ms | CPU ms/req |")
     print("|---|---|---|---|---|---|---|")
@@ -94,17 +113,23 @@ def main() -> None:
     for conc in (1, 16):
         for setting in ("off", "on"):
             r = med[(setting, conc)]
-            print(f"| {conc} | {setting} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | "
-                  f"{r['direct_p50']:.3f} | {r['cpu']:.3f} |")
+            print(
+                f"| {conc} | {setting} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | "
+                f"{r['direct_p50']:.3f} | {r['cpu']:.3f} |"
+            )
     print()
     for conc in (1, 16):
         off, on = med[("off", conc)], med[("on", conc)]
         added = on["p50"] - off["p50"]
-        print(f"concurrency {conc}: the monitor adds {added:+.3f} ms to the p50 "
-              f"({added / off['p50'] * 100:+.1f} %), {on['cpu'] - off['cpu']:+.3f} ms CPU "
-              f"per request")
-    print(f"\nrecords written in the 'on' rounds: {written} of {written_expected} requests"
-          f" ({'nothing lost' if written == written_expected else 'LOST RECORDS'})")
+        print(
+            f"concurrency {conc}: the monitor adds {added:+.3f} ms to the p50 "
+            f"({added / off['p50'] * 100:+.1f} %), {on['cpu'] - off['cpu']:+.3f} ms CPU "
+            f"per request"
+        )
+    print(
+        f"\nrecords written in the 'on' rounds: {written} of {written_expected} requests"
+        f" ({'nothing lost' if written == written_expected else 'LOST RECORDS'})"
+    )
 
 
 if __name__ == "__main__":

@@ -32,12 +32,21 @@ HERE = Path(__file__).parent
 PY = sys.executable
 QUICK = "--quick" in sys.argv
 MODEL = "gemini-3-flash"
-CLIENT_BODY = {"contents": [
-    {"role": "user", "parts": [{"text": "Hello, please introduce yourself"}]}]}
-CHAT_BODY = {"model": MODEL, "messages": [
-    {"role": "user", "content": "Hello, please introduce yourself"}]}
-DIRECT_BODY = {"project": "bench-project", "model": MODEL, "userAgent": "antigravity",
-               "requestType": "agent", "requestId": "agent/1/abcd", "request": CLIENT_BODY}
+CLIENT_BODY = {
+    "contents": [{"role": "user", "parts": [{"text": "Hello, please introduce yourself"}]}]
+}
+CHAT_BODY = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Hello, please introduce yourself"}],
+}
+DIRECT_BODY = {
+    "project": "bench-project",
+    "model": MODEL,
+    "userAgent": "antigravity",
+    "requestType": "agent",
+    "requestId": "agent/1/abcd",
+    "request": CLIENT_BODY,
+}
 
 
 def free_port() -> int:
@@ -81,8 +90,12 @@ def tree_rss(proc: psutil.Process) -> int:
 def load(url: str, body: dict, conc: int, count: int, *flags: str) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(body, f)
-    out = subprocess.run([PY, str(HERE / "load.py"), url, f.name, str(conc), str(count), *flags],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [PY, str(HERE / "load.py"), url, f.name, str(conc), str(count), *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     os.unlink(f.name)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -100,27 +113,40 @@ def start_fake(port: int, hold: float = 0.0) -> subprocess.Popen:
 
 def gateway_env(data: Path, fake: str, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGPROXY_")}
-    env.update({
-        "AGPROXY_DATA_DIR": str(data), "AGPROXY_PORT": str(port), "AGPROXY_AUTH_MODE": "off",
-        "AGPROXY_UPSTREAM_BASE_URLS": f"{fake}/v1internal",
-        "AGPROXY_OAUTH_TOKEN_URL": f"{fake}/token",
-        "AGPROXY_OAUTH_USERINFO_URL": f"{fake}/oauth2/v2/userinfo",
-        "AGPROXY_QUOTA_REFRESH_MINUTES": "0",
-    })
+    env.update(
+        {
+            "AGPROXY_DATA_DIR": str(data),
+            "AGPROXY_PORT": str(port),
+            "AGPROXY_AUTH_MODE": "off",
+            "AGPROXY_UPSTREAM_BASE_URLS": f"{fake}/v1internal",
+            "AGPROXY_OAUTH_TOKEN_URL": f"{fake}/token",
+            "AGPROXY_OAUTH_USERINFO_URL": f"{fake}/oauth2/v2/userinfo",
+            "AGPROXY_QUOTA_REFRESH_MINUTES": "0",
+        }
+    )
     return env
 
 
 def start_gateway(env: dict[str, str], port: int) -> tuple[subprocess.Popen, float]:
     began = time.perf_counter()
-    proc = subprocess.Popen([PY, "-m", "agproxy", "serve", "--log-level", "warning"], env=env,
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PY, "-m", "agproxy", "serve", "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz", want=200)
     return proc, time.perf_counter() - began
 
 
-def scenario(name: str, gw_url: str, direct_url: str, gateway: psutil.Process, conc: int,
-             count: int, *flags: str, client_body: dict = CLIENT_BODY,
-             direct_flags: tuple[str, ...] | None = None) -> dict:
+def scenario(
+    name: str,
+    gw_url: str,
+    direct_url: str,
+    gateway: psutil.Process,
+    conc: int,
+    count: int,
+    *flags: str,
+    client_body: dict = CLIENT_BODY,
+    direct_flags: tuple[str, ...] | None = None,
+) -> dict:
     direct_flags = flags if direct_flags is None else direct_flags
     load(direct_url, DIRECT_BODY, conc, min(count, 200), *direct_flags)  # warm-up
     load(gw_url, client_body, conc, min(count, 200), *flags)
@@ -129,8 +155,12 @@ def scenario(name: str, gw_url: str, direct_url: str, gateway: psutil.Process, c
     through = load(gw_url, client_body, conc, count, *flags)
     cpu = tree_cpu(gateway) - cpu0
     row = {
-        "scenario": name, "concurrency": conc, "requests": through["requests"],
-        "errors": through["errors"], "rps": through["rps"], "direct_rps": direct["rps"],
+        "scenario": name,
+        "concurrency": conc,
+        "requests": through["requests"],
+        "errors": through["errors"],
+        "rps": through["rps"],
+        "direct_rps": direct["rps"],
         "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
         "added_p99_ms": through["p99_ms"] - direct["p99_ms"],
         "cpu_ms_per_req": cpu * 1000 / max(through["requests"], 1),
@@ -168,8 +198,12 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="agproxy-bench-"))
     env = gateway_env(data, fake_url, gw_port)
     for n in range(4):
-        subprocess.run([PY, "-m", "agproxy", "accounts", "add", "--refresh-token",
-                        f"bench{n}"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [PY, "-m", "agproxy", "accounts", "add", "--refresh-token", f"bench{n}"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     gw_proc, ready_s = start_gateway(env, gw_port)
     gateway = psutil.Process(gw_proc.pid)
     time.sleep(0.5)
@@ -180,23 +214,56 @@ def main() -> None:
     rows = []
     try:
         for conc in (1, 16, 64):
-            rows.append(scenario("gemini generate", f"{gw}:generateContent",
-                                 f"{direct}:generateContent", gateway, conc,
-                                 n if conc > 1 else n // 3))
+            rows.append(
+                scenario(
+                    "gemini generate",
+                    f"{gw}:generateContent",
+                    f"{direct}:generateContent",
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                )
+            )
         for conc in (1, 16):
-            rows.append(scenario("gemini stream", f"{gw}:streamGenerateContent?alt=sse",
-                                 f"{direct}:streamGenerateContent?alt=sse", gateway, conc,
-                                 n if conc > 1 else n // 3, "sse"))
+            rows.append(
+                scenario(
+                    "gemini stream",
+                    f"{gw}:streamGenerateContent?alt=sse",
+                    f"{direct}:streamGenerateContent?alt=sse",
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                    "sse",
+                )
+            )
         # OpenAI chat always streams upstream: compare with the same streamed call.
         chat_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         upstream_stream = f"{direct}:streamGenerateContent?alt=sse"
         for conc in (1, 16):
-            rows.append(scenario("openai chat", chat_url, upstream_stream, gateway, conc,
-                                 n if conc > 1 else n // 3, client_body=CHAT_BODY,
-                                 direct_flags=("sse",)))
-            rows.append(scenario("openai chat stream", chat_url, upstream_stream, gateway,
-                                 conc, n if conc > 1 else n // 3, "sse",
-                                 client_body={**CHAT_BODY, "stream": True}))
+            rows.append(
+                scenario(
+                    "openai chat",
+                    chat_url,
+                    upstream_stream,
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                    client_body=CHAT_BODY,
+                    direct_flags=("sse",),
+                )
+            )
+            rows.append(
+                scenario(
+                    "openai chat stream",
+                    chat_url,
+                    upstream_stream,
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                    "sse",
+                    client_body={**CHAT_BODY, "stream": True},
+                )
+            )
     finally:
         gw_proc.send_signal(signal.SIGTERM)
         gw_proc.wait(30)
@@ -211,32 +278,55 @@ def main() -> None:
     gw_proc, _ = start_gateway(env, gw_port)
     gateway = psutil.Process(gw_proc.pid)
     try:
-        streams, peak = peak_rss_during(gateway, lambda: load(
-            f"{gw}:streamGenerateContent?alt=sse", CLIENT_BODY, 1000, 1000, "sse", "hold",
-            "ramp=2"))
-        burst, burst_peak = peak_rss_during(gateway, lambda: load(
-            f"{gw}:streamGenerateContent?alt=sse", CLIENT_BODY, 1000, 1000, "sse", "hold"))
+        streams, peak = peak_rss_during(
+            gateway,
+            lambda: load(
+                f"{gw}:streamGenerateContent?alt=sse",
+                CLIENT_BODY,
+                1000,
+                1000,
+                "sse",
+                "hold",
+                "ramp=2",
+            ),
+        )
+        burst, burst_peak = peak_rss_during(
+            gateway,
+            lambda: load(
+                f"{gw}:streamGenerateContent?alt=sse", CLIENT_BODY, 1000, 1000, "sse", "hold"
+            ),
+        )
     finally:
         gw_proc.send_signal(signal.SIGTERM)
         gw_proc.wait(30)
         fake.send_signal(signal.SIGTERM)
         fake.wait(10)
 
-    print(f"ready (/healthz 200) after start: {ready_s * 1000:.0f} ms; idle RSS "
-          f"{idle_rss / 2**20:.0f} MB\n")
-    print("| scenario | conc | req/s (direct) | added p50 ms | added p99 ms | "
-          "added TTFB p50 ms | gateway CPU ms/req | errors |")
+    print(
+        f"ready (/healthz 200) after start: {ready_s * 1000:.0f} ms; idle RSS "
+        f"{idle_rss / 2**20:.0f} MB\n"
+    )
+    print(
+        "| scenario | conc | req/s (direct) | added p50 ms | added p99 ms | "
+        "added TTFB p50 ms | gateway CPU ms/req | errors |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ttfb = f"{r['added_ttfb_p50_ms']:.2f}" if "added_ttfb_p50_ms" in r else "-"
-        print(f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} ({r['direct_rps']:.0f}) "
-              f"| {r['added_p50_ms']:.2f} | {r['added_p99_ms']:.2f} | {ttfb} | "
-              f"{r['cpu_ms_per_req']:.2f} | {r['errors']} |")
-    for label, result, rss in (("opened over 2 s", streams, peak),
-                               ("opened at once", burst, burst_peak)):
-        print(f"\n1,000 concurrent streams, {label}: {result['requests']} completed, "
-              f"{result['errors']} errors, TTFB p50 {result['ttfb_p50_ms']:.0f} ms, "
-              f"p99 {result['ttfb_p99_ms']:.0f} ms; gateway peak RSS {rss / 2**20:.0f} MB")
+        print(
+            f"| {r['scenario']} | {r['concurrency']} | {r['rps']:.0f} ({r['direct_rps']:.0f}) "
+            f"| {r['added_p50_ms']:.2f} | {r['added_p99_ms']:.2f} | {ttfb} | "
+            f"{r['cpu_ms_per_req']:.2f} | {r['errors']} |"
+        )
+    for label, result, rss in (
+        ("opened over 2 s", streams, peak),
+        ("opened at once", burst, burst_peak),
+    ):
+        print(
+            f"\n1,000 concurrent streams, {label}: {result['requests']} completed, "
+            f"{result['errors']} errors, TTFB p50 {result['ttfb_p50_ms']:.0f} ms, "
+            f"p99 {result['ttfb_p99_ms']:.0f} ms; gateway peak RSS {rss / 2**20:.0f} MB"
+        )
         if result["errors"]:
             print("   first errors:", result["first_errors"])
     for r in rows:

@@ -35,16 +35,25 @@ def agproxy_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
-def run_cli(data_dir: Path, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agproxy", *args],
-        env=env or agproxy_env(data_dir), capture_output=True, text=True, timeout=timeout,
+        env=env or agproxy_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def add_account(data_dir: Path, email: str, enabled: bool = True, status: str = "ok",
-                models: tuple[str, ...] = ()) -> str:
+def add_account(
+    data_dir: Path,
+    email: str,
+    enabled: bool = True,
+    status: str = "ok",
+    models: tuple[str, ...] = (),
+) -> str:
     """Store an account through the real data layer (accounts are added by the accounts CLI
     in a later release; the pool only needs the row)."""
     import sqlalchemy as sa
@@ -57,12 +66,23 @@ def add_account(data_dir: Path, email: str, enabled: bool = True, status: str = 
     account_id = str(uuid.uuid4())
     now = time.time()
     with engine.begin() as conn:
-        conn.execute(sa.insert(accounts).values(
-            id=account_id, email=email, refresh_token="1//test-refresh-" + account_id,
-            enabled=enabled, status=status, sort_order=0, created_at=now))
+        conn.execute(
+            sa.insert(accounts).values(
+                id=account_id,
+                email=email,
+                refresh_token="1//test-refresh-" + account_id,
+                enabled=enabled,
+                status=status,
+                sort_order=0,
+                created_at=now,
+            )
+        )
         for model in models:
-            conn.execute(sa.insert(account_quotas).values(
-                account_id=account_id, model=model, remaining_fraction=1.0, fetched_at=now))
+            conn.execute(
+                sa.insert(account_quotas).values(
+                    account_id=account_id, model=model, remaining_fraction=1.0, fetched_at=now
+                )
+            )
     engine.dispose()
     return account_id
 
@@ -90,8 +110,11 @@ class Gateway:
 
     @property
     def admin_secret(self) -> str:
-        return (self.env.get("AGPROXY_ADMIN_PASSWORD") or self.config_file().get("admin_password")
-                or self.api_key)
+        return (
+            self.env.get("AGPROXY_ADMIN_PASSWORD")
+            or self.config_file().get("admin_password")
+            or self.api_key
+        )
 
     def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.admin_secret}", **kw.pop("headers", {})}
@@ -115,8 +138,12 @@ class Gateway:
         return self.proc.returncode
 
 
-def spawn(data_dir: Path, port: int | None = None, config: dict[str, Any] | None = None,
-          **env_overrides: str) -> Gateway:
+def spawn(
+    data_dir: Path,
+    port: int | None = None,
+    config: dict[str, Any] | None = None,
+    **env_overrides: str,
+) -> Gateway:
     """Start `agproxy serve`; wait until the listener answers HTTP."""
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
@@ -131,8 +158,11 @@ def spawn(data_dir: Path, port: int | None = None, config: dict[str, Any] | None
         (data_dir / "config.json").write_text(json.dumps(config))
     env = agproxy_env(data_dir, **env_overrides)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agproxy", "serve"], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "agproxy", "serve"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     gw = Gateway(data_dir, port, proc, env)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -149,7 +179,10 @@ def spawn(data_dir: Path, port: int | None = None, config: dict[str, Any] | None
     raise RuntimeError(f"agproxy serve did not answer on port {port} within {READY_TIMEOUT}s")
 
 
-ZAI_ENV = {"AGPROXY_ZAI_API_KEY": "zai-test-key-0123456789", "AGPROXY_ZAI_DISPATCH_MODE": "exclusive"}
+ZAI_ENV = {
+    "AGPROXY_ZAI_API_KEY": "zai-test-key-0123456789",
+    "AGPROXY_ZAI_DISPATCH_MODE": "exclusive",
+}
 
 
 @pytest.fixture
@@ -191,20 +224,23 @@ def add_to(gw: Gateway, *accounts: Any, start: bool = True) -> dict[str, Any]:
     return dict(started.json())
 
 
-def add_accounts(gw: Gateway, fake: Any, n: int = 1, prefix: str = "acct", start: bool = True,
-                 **account: Any) -> list[Any]:
+def add_accounts(
+    gw: Gateway, fake: Any, n: int = 1, prefix: str = "acct", start: bool = True, **account: Any
+) -> list[Any]:
     """`n` new accounts on the fake Google (<prefix><i>-<random>@example.com; keyword
     arguments go to fake.add_account), added to `gw` and, unless start=False, serving."""
     tag = uuid.uuid4().hex[:6]
-    accounts = [fake.add_account(email=f"{prefix}{i}-{tag}@example.com", **account)
-                for i in range(n)]
+    accounts = [
+        fake.add_account(email=f"{prefix}{i}-{tag}@example.com", **account) for i in range(n)
+    ]
     status = add_to(gw, *accounts, start=start)
     assert not start or status["active_accounts"] == n, status
     return accounts
 
 
-def gateway_with(gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw",
-                 **env: str) -> tuple[Gateway, list]:
+def gateway_with(
+    gateway_factory: Any, fake: Any, n: int = 1, name: str = "gw", **env: str
+) -> tuple[Gateway, list]:
     """A gateway on the fake Google with `n` fresh accounts added and the service started."""
     gw = gateway_factory(name, **google_env(fake), **env)
     return gw, add_accounts(gw, fake, n)
@@ -262,15 +298,22 @@ class ImageServer:
 
 
 # -- the console in headless Chromium (Debian's package, driven by Playwright) -----------------
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
     from test_console import CHROMIUM
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

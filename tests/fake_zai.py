@@ -35,10 +35,12 @@ class FakeZai:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        app = Starlette(routes=[
-            Route("/api/anthropic/v1/messages", self.messages, methods=["POST"]),
-            Route("/api/anthropic/v1/messages/count_tokens", self.count, methods=["POST"]),
-        ])
+        app = Starlette(
+            routes=[
+                Route("/api/anthropic/v1/messages", self.messages, methods=["POST"]),
+                Route("/api/anthropic/v1/messages/count_tokens", self.count, methods=["POST"]),
+            ]
+        )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -46,8 +48,9 @@ class FakeZai:
         self._server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
 
     def start(self) -> FakeZai:
-        threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        ).start()
         while not self._server.started:
             time.sleep(0.01)
         return self
@@ -57,12 +60,20 @@ class FakeZai:
 
     def _record(self, request: Request, body: Any) -> Response | None:
         with self._lock:
-            self.requests.append({"path": request.url.path, "body": body,
-                                  "headers": {k.lower(): v for k, v in request.headers.items()}})
+            self.requests.append(
+                {
+                    "path": request.url.path,
+                    "body": body,
+                    "headers": {k.lower(): v for k, v in request.headers.items()},
+                }
+            )
         if request.headers.get("x-api-key") != KEY:
-            return Response(b'{"type":"error","error":{"type":"authentication_error",'
-                            b'"message":"invalid x-api-key"}}', 401,
-                            media_type="application/json")
+            return Response(
+                b'{"type":"error","error":{"type":"authentication_error",'
+                b'"message":"invalid x-api-key"}}',
+                401,
+                media_type="application/json",
+            )
         return None
 
     async def messages(self, request: Request) -> Response:
@@ -71,15 +82,27 @@ class FakeZai:
         if refused:
             return refused
         if body.get("stream"):
+
             async def chunks() -> Any:
                 for i in range(0, len(STREAM), 97):  # odd chunking on purpose
-                    yield STREAM[i:i + 97]
+                    yield STREAM[i : i + 97]
+
             return StreamingResponse(chunks(), media_type="text/event-stream")
-        return Response(orjson.dumps({
-            "id": "msg_zai2", "type": "message", "role": "assistant", "model": body["model"],
-            "content": [{"type": "text", "text": f"z.ai answered as {body['model']}"}],
-            "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 3, "output_tokens": 5}}), media_type="application/json")
+        return Response(
+            orjson.dumps(
+                {
+                    "id": "msg_zai2",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [{"type": "text", "text": f"z.ai answered as {body['model']}"}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 3, "output_tokens": 5},
+                }
+            ),
+            media_type="application/json",
+        )
 
     async def count(self, request: Request) -> Response:
         body = orjson.loads(await request.body())

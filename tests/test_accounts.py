@@ -37,14 +37,19 @@ def accounts_json(tmp_path: Path, fake: Any) -> list[dict[str, Any]]:
 
 # -- add ----------------------------------------------------------------------
 def test_add_validates_the_token_and_stores_email_project_tier_quota(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
-    acct = fake_google.add_account(email=email(), project="proj-add", paid_tier=(
-        "g1-pro-tier", "Google AI Pro"))
+    acct = fake_google.add_account(
+        email=email(), project="proj-add", paid_tier=("g1-pro-tier", "Google AI Pro")
+    )
     result = cli(tmp_path, fake_google, "accounts", "add", "--refresh-token", acct.refresh_token)
     assert result.returncode == 0, result.stderr
     assert f"added {acct.email} (project proj-add, tier Google AI Pro" in result.stdout
     [stored] = accounts_json(tmp_path, fake_google)
     assert (stored["email"], stored["project_id"], stored["tier"], stored["state"]) == (
-        acct.email, "proj-add", "Google AI Pro", "enabled")
+        acct.email,
+        "proj-add",
+        "Google AI Pro",
+        "enabled",
+    )
     assert {q["model"] for q in stored["quotas"]} >= {"gemini-3-flash", "claude-sonnet-4-6"}
     assert "chat_20706" not in {q["model"] for q in stored["quotas"]}  # no quotaInfo: skipped
     # Tokens never appear in what the CLI shows.
@@ -60,8 +65,10 @@ def test_add_validates_the_token_and_stores_email_project_tier_quota(tmp_path, f
 def test_a_refused_token_stores_nothing_and_says_why(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
     result = cli(tmp_path, fake_google, "accounts", "add", "--refresh-token", "1//not-a-token")
     assert result.returncode == 1
-    assert "Google refused the refresh token: invalid_grant: Token has been expired or revoked." \
+    assert (
+        "Google refused the refresh token: invalid_grant: Token has been expired or revoked."
         in result.stderr
+    )
     assert "1//not-a-token" not in result.stderr
     assert accounts_json(tmp_path, fake_google) == []
 
@@ -82,15 +89,19 @@ def test_import_reports_added_duplicate_invalid_and_is_idempotent(tmp_path, fake
     revoked = fake_google.add_account(email=email())
     fake_google.revoke(revoked.refresh_token)
     file = tmp_path / "tokens.json"
-    file.write_text(json.dumps([
-        {"refresh_token": good[0].refresh_token, "email": good[0].email},
-        {"refresh_token": good[1].refresh_token},
-        good[2].refresh_token,
-        {"refresh_token": good[0].refresh_token},   # repeated in the file
-        {"refresh_token": revoked.refresh_token},
-        {"refresh_token": "1//garbage"},
-        {"email": "no-token@example.com"},
-    ]))
+    file.write_text(
+        json.dumps(
+            [
+                {"refresh_token": good[0].refresh_token, "email": good[0].email},
+                {"refresh_token": good[1].refresh_token},
+                good[2].refresh_token,
+                {"refresh_token": good[0].refresh_token},  # repeated in the file
+                {"refresh_token": revoked.refresh_token},
+                {"refresh_token": "1//garbage"},
+                {"email": "no-token@example.com"},
+            ]
+        )
+    )
     result = cli(tmp_path, fake_google, "accounts", "import", str(file), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -100,8 +111,7 @@ def test_import_reports_added_duplicate_invalid_and_is_idempotent(tmp_path, fake
     assert by_line[7]["reason"] == "no refresh_token in this entry"
     assert {a["email"] for a in accounts_json(tmp_path, fake_google)} == {g.email for g in good}
 
-    again = json.loads(cli(tmp_path, fake_google, "accounts", "import", str(file),
-                           "--json").stdout)
+    again = json.loads(cli(tmp_path, fake_google, "accounts", "import", str(file), "--json").stdout)
     assert again["summary"] == {"added": 0, "updated": 0, "duplicate": 4, "invalid": 3}
     assert len(accounts_json(tmp_path, fake_google)) == 3
 
@@ -125,8 +135,13 @@ def test_kill_9_during_import_keeps_every_account_reported_added(tmp_path, fake_
     # Slow token answers so the import is still running when it is killed.
     fake_google.inject(Fault.slow(0.4), method="token", times=12)
     env = agproxy_env(tmp_path, **google_env(fake_google))
-    proc = subprocess.Popen([sys.executable, "-m", "agproxy", "accounts", "import", str(file)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "accounts", "import", str(file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     reported: list[str] = []
     assert proc.stderr is not None
     while len(reported) < 3:
@@ -148,8 +163,12 @@ def test_kill_9_during_import_keeps_every_account_reported_added(tmp_path, fake_
 def test_disable_enable_remove_export(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
     a, b = fake_google.add_account(email=email()), fake_google.add_account(email=email())
     for acct in (a, b):
-        assert cli(tmp_path, fake_google, "accounts", "add", "--refresh-token",
-                   acct.refresh_token).returncode == 0
+        assert (
+            cli(
+                tmp_path, fake_google, "accounts", "add", "--refresh-token", acct.refresh_token
+            ).returncode
+            == 0
+        )
     assert cli(tmp_path, fake_google, "accounts", "disable", a.email).returncode == 0
     states = {x["email"]: x["state"] for x in accounts_json(tmp_path, fake_google)}
     assert states == {a.email: "disabled", b.email: "enabled"}
@@ -169,16 +188,18 @@ def test_disable_enable_remove_export(tmp_path, fake_google) -> None:  # type: i
     assert missing.returncode == 1 and "no single account matches" in missing.stderr
 
     # Re-importing the export brings b back.
-    back = json.loads(cli(tmp_path, fake_google, "accounts", "import", str(out),
-                          "--json").stdout)
+    back = json.loads(cli(tmp_path, fake_google, "accounts", "import", str(out), "--json").stdout)
     assert back["summary"]["added"] == 1 and back["summary"]["duplicate"] == 1
 
 
 def test_quota_command_refreshes_and_shows_models(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
-    acct = fake_google.add_account(email=email(), models={
-        "gemini-3-flash": {"remainingFraction": 0.25, "resetTime": "2099-01-01T00:00:00Z"},
-        "claude-sonnet-4-6": {"remainingFraction": None, "resetTime": "2099-01-01T00:00:00Z"},
-    })
+    acct = fake_google.add_account(
+        email=email(),
+        models={
+            "gemini-3-flash": {"remainingFraction": 0.25, "resetTime": "2099-01-01T00:00:00Z"},
+            "claude-sonnet-4-6": {"remainingFraction": None, "resetTime": "2099-01-01T00:00:00Z"},
+        },
+    )
     cli(tmp_path, fake_google, "accounts", "add", "--refresh-token", acct.refresh_token)
     result = cli(tmp_path, fake_google, "accounts", "quota")
     assert result.returncode == 0, result.stderr
@@ -188,7 +209,8 @@ def test_quota_command_refreshes_and_shows_models(tmp_path, fake_google) -> None
 
 # -- with a running gateway ---------------------------------------------------
 def test_running_gateway_picks_up_cli_changes_and_starts_with_one_account(
-        gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
+    gateway_factory, fake_google
+) -> None:  # type: ignore[no-untyped-def]
     gw = gateway_factory(**google_env(fake_google))
     assert gw.admin("POST", "/api/proxy/start").status_code == 409  # empty pool
     acct = fake_google.add_account(email=email())
@@ -215,10 +237,12 @@ def test_admin_api_add_import_toggle_remove(gateway_factory, fake_google) -> Non
     assert bad.status_code == 400 and "invalid_grant" in bad.json()["error"]["message"]
 
     other = fake_google.add_account(email=email())
-    imported = gw.admin("POST", "/api/accounts/import",
-                        json={"text": f"{other.refresh_token}\n1//bad\n{acct.refresh_token}"})
-    assert imported.json()["summary"] == {"added": 1, "updated": 0, "duplicate": 1,
-                                          "invalid": 1}
+    imported = gw.admin(
+        "POST",
+        "/api/accounts/import",
+        json={"text": f"{other.refresh_token}\n1//bad\n{acct.refresh_token}"},
+    )
+    assert imported.json()["summary"] == {"added": 1, "updated": 0, "duplicate": 1, "invalid": 1}
     listed = gw.admin("GET", "/api/accounts").json()
     assert listed["active_accounts"] == 2
     ids = {a["email"]: a["id"] for a in listed["accounts"]}
@@ -228,8 +252,7 @@ def test_admin_api_add_import_toggle_remove(gateway_factory, fake_google) -> Non
     assert gw.admin("GET", "/api/accounts").json()["active_accounts"] == 1
     assert gw.admin("DELETE", f"/api/accounts/{ids[other.email]}").status_code == 200
     assert gw.admin("DELETE", "/api/accounts/nope").status_code == 404
-    assert [a["email"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]] == [
-        acct.email]
+    assert [a["email"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]] == [acct.email]
 
 
 def test_web_sign_in_through_the_gateway_callback(gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
@@ -255,10 +278,14 @@ def test_cli_login_with_the_loopback_callback(tmp_path, fake_google) -> None:  #
     acct = fake_google.add_account(email=email(), project="proj-login")
     fake_google.consent_email = acct.email
     env = agproxy_env(tmp_path, **google_env(fake_google))
-    proc = subprocess.Popen([sys.executable, "-m", "agproxy", "accounts", "login",
-                             "--no-browser", "--timeout", "30"], env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "accounts", "login", "--no-browser", "--timeout", "30"],
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     url = ""
     while not url.startswith("http"):
@@ -277,9 +304,14 @@ def test_cli_login_by_pasting_the_redirect_url(tmp_path, fake_google) -> None:  
     acct = fake_google.add_account(email=email())
     fake_google.consent_email = acct.email
     env = agproxy_env(tmp_path, **google_env(fake_google))
-    proc = subprocess.Popen([sys.executable, "-m", "agproxy", "accounts", "login", "--manual",
-                             "--timeout", "30"], env=env, text=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "accounts", "login", "--manual", "--timeout", "30"],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     url = ""
     while not url.startswith("http"):
@@ -301,10 +333,19 @@ def test_cli_login_times_out_clearly(tmp_path, fake_google) -> None:  # type: ig
     assert "no sign-in within 1s" in result.stderr
 
 
-@pytest.mark.parametrize("command", [["accounts"], ["accounts", "login"], ["accounts", "add"],
-                                     ["accounts", "import"], ["accounts", "list"],
-                                     ["accounts", "remove"], ["accounts", "quota"],
-                                     ["accounts", "export"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["accounts"],
+        ["accounts", "login"],
+        ["accounts", "add"],
+        ["accounts", "import"],
+        ["accounts", "list"],
+        ["accounts", "remove"],
+        ["accounts", "quota"],
+        ["accounts", "export"],
+    ],
+)
 def test_accounts_commands_have_help(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(tmp_path, *command, "--help")
     assert result.returncode == 0 and "Usage: agproxy accounts" in result.stdout

@@ -37,15 +37,23 @@ def _imports() -> dict[str, dict[str, set[str]]]:
 
 def test_no_two_packages_import_each_other() -> None:
     graph = _imports()
-    cycles = [f"{a} ↔ {b}: {sorted(graph[a][b])} / {sorted(graph[b][a])}"
-              for a in graph for b in graph[a] if a < b and a in graph.get(b, {})]
+    cycles = [
+        f"{a} ↔ {b}: {sorted(graph[a][b])} / {sorted(graph[b][a])}"
+        for a in graph
+        for b in graph[a]
+        if a < b and a in graph.get(b, {})
+    ]
     assert not cycles
 
 
 def test_low_level_modules_import_no_upper_layer() -> None:
     graph = _imports()
-    wrong = [f"{low} imports {up} in {sorted(graph[low][up])}"
-             for low in LOW_LEVEL for up in UPPER if up in graph.get(low, {})]
+    wrong = [
+        f"{low} imports {up} in {sorted(graph[low][up])}"
+        for low in LOW_LEVEL
+        for up in UPPER
+        if up in graph.get(low, {})
+    ]
     assert not wrong
 
 
@@ -56,8 +64,9 @@ def test_no_function_is_longer_than_60_lines() -> None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} "
-                                f"({lines} lines)")
+                    long.append(
+                        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines} lines)"
+                    )
     assert not long
 
 

@@ -52,8 +52,12 @@ def needs_key(mode: str, zone: str) -> bool:
     if zone == "admin":
         return True
     return {
-        "off": False, "auto_local": False, "strict": True, "password": True,
-        "all_except_health": zone != "health", "auto_lan": zone != "health",
+        "off": False,
+        "auto_local": False,
+        "strict": True,
+        "password": True,
+        "all_except_health": zone != "health",
+        "auto_lan": zone != "health",
     }[mode]
 
 
@@ -93,15 +97,25 @@ def assert_error_shape(protocol: str, body: dict[str, Any], status: int) -> None
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(("method", "path", "zone", "protocol"), PATHS)
 @pytest.mark.parametrize("mode", list(MODES))
-def test_auth_matrix(gateways: dict[str, Gateway], mode: str, method: str, path: str,
-                     zone: str, protocol: str, form: str) -> None:
+def test_auth_matrix(
+    gateways: dict[str, Gateway],
+    mode: str,
+    method: str,
+    path: str,
+    zone: str,
+    protocol: str,
+    form: str,
+) -> None:
     gw = gateways[mode]
     secret = ADMIN_PASSWORD if (mode == "password" and zone == "admin") else API_KEY
     headers, params = request_parts(form, secret)
     kwargs: dict[str, Any] = {"headers": headers, "params": params, "timeout": 10}
     if method == "POST":
-        kwargs["json"] = {"model": "claude-sonnet-4-5", "max_tokens": 8,
-                          "messages": [{"role": "user", "content": "hi"}]}
+        kwargs["json"] = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
     response = httpx.request(method, gw.base_url + path, **kwargs)
 
     if needs_key(mode, zone) and not accepted(form, path, zone):
@@ -118,8 +132,9 @@ def test_auth_matrix(gateways: dict[str, Gateway], mode: str, method: str, path:
 
 def test_api_key_is_not_the_admin_password_when_one_is_set(gateways: dict[str, Gateway]) -> None:
     gw = gateways["password"]
-    refused = httpx.get(gw.base_url + "/api/proxy/status",
-                        headers={"Authorization": f"Bearer {API_KEY}"})
+    refused = httpx.get(
+        gw.base_url + "/api/proxy/status", headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert refused.status_code == 401
     assert "admin password" in refused.json()["error"]["message"]
     # …while the api key still opens the AI routes.
@@ -134,23 +149,30 @@ def test_auto_mode_reports_its_effective_mode_by_lan_access(gateways: dict[str, 
 
 def test_cors_preflight_passes_without_a_key(gateways: dict[str, Gateway]) -> None:
     gw = gateways["strict"]  # cors_origins = http://localhost:5173
-    response = httpx.options(gw.base_url + "/v1/chat/completions", headers={
-        "Origin": "http://localhost:5173",
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type",
-    })
+    response = httpx.options(
+        gw.base_url + "/v1/chat/completions",
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
     assert response.status_code in (200, 204)
     assert response.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "POST" in response.headers["access-control-allow-methods"]
     assert "authorization" in response.headers["access-control-allow-headers"].lower()
     # A real cross-origin request carries the CORS header on its answer too.
-    answer = httpx.get(gw.base_url + "/v1/models",
-                       headers={"Origin": "http://localhost:5173", "x-api-key": API_KEY})
+    answer = httpx.get(
+        gw.base_url + "/v1/models",
+        headers={"Origin": "http://localhost:5173", "x-api-key": API_KEY},
+    )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == "http://localhost:5173"
     # Another page's origin is refused outright, preflight or not.
-    other = httpx.get(gw.base_url + "/v1/models",
-                      headers={"Origin": "http://localhost:18990", "x-api-key": API_KEY})
+    other = httpx.get(
+        gw.base_url + "/v1/models",
+        headers={"Origin": "http://localhost:18990", "x-api-key": API_KEY},
+    )
     assert other.status_code == 403
     assert "cors_origins" in other.json()["error"]["message"]
     assert "access-control-allow-origin" not in other.headers

@@ -14,10 +14,20 @@ from conftest import ZAI_ENV, add_to, free_port, google_env, run_cli
 KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 
 
-@pytest.mark.parametrize("command", [
-    [], ["serve"], ["status"], ["start"], ["stop"], ["config"], ["config", "get"],
-    ["config", "set"], ["doctor"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["status"],
+        ["start"],
+        ["stop"],
+        ["config"],
+        ["config", "get"],
+        ["config", "set"],
+        ["doctor"],
+    ],
+)
 def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(tmp_path, *command, "--help")
     assert result.returncode == 0
@@ -43,6 +53,7 @@ def test_status_start_stop(gateway_factory) -> None:  # type: ignore[no-untyped-
 def test_cli_without_a_gateway_says_how_to_start_one(tmp_path: Path) -> None:
     env_port = str(free_port())
     from conftest import agproxy_env
+
     result = run_cli(tmp_path, "status", env=agproxy_env(tmp_path, AGPROXY_PORT=env_port))
     assert result.returncode == 1
     assert f"no gateway answers at http://127.0.0.1:{env_port}" in result.stderr
@@ -82,6 +93,7 @@ def test_config_set_validates_and_a_running_gateway_picks_it_up(gateway_factory)
 
 def test_config_set_refuses_env_overridden_and_unknown_keys(tmp_path: Path) -> None:
     from conftest import agproxy_env
+
     env = agproxy_env(tmp_path, AGPROXY_PORT="9123")
     result = run_cli(tmp_path, "config", "set", "port", "9000", env=env)
     assert result.returncode == 1 and "AGPROXY_PORT" in result.stderr
@@ -110,8 +122,13 @@ def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:
     out = result.stdout
     assert f"✓ gateway reachable at http://127.0.0.1:{gw.port}" in out
     assert '✓ GET /healthz → {"status":"ok"}' in out
-    for form in ("Authorization: Bearer", "Authorization (bare)", "x-api-key", "x-goog-api-key",
-                 "?key="):
+    for form in (
+        "Authorization: Bearer",
+        "Authorization (bare)",
+        "x-api-key",
+        "x-goog-api-key",
+        "?key=",
+    ):
         assert f"✓ key accepted as {form}" in out
     assert f"base_url=http://127.0.0.1:{gw.port}/v1" in out
     assert f"ANTHROPIC_BASE_URL=http://127.0.0.1:{gw.port}   (no /v1)" in out
@@ -123,8 +140,9 @@ def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:
     fake_google.inject(Fault.invalid_argument("the request was refused"), times=1)
     failed = gw.cli("doctor")
     assert failed.returncode == 1
-    assert ("✗ Gemini request to gemini-3-flash failed: HTTP 400: upstream: the request was "
-            "refused") in failed.stdout
+    assert (
+        "✗ Gemini request to gemini-3-flash failed: HTTP 400: upstream: the request was refused"
+    ) in failed.stdout
     assert "fix: see `agproxy accounts list`" in failed.stdout
     assert "✓ OpenAI request to gemini-3-flash answered" in failed.stdout
 
@@ -149,6 +167,7 @@ def test_doctor_names_the_fix_when_the_service_is_stopped(gateway_factory) -> No
 
 def test_doctor_with_nothing_listening(tmp_path: Path) -> None:
     from conftest import agproxy_env
+
     port = free_port()
     result = run_cli(tmp_path, "doctor", env=agproxy_env(tmp_path, AGPROXY_PORT=str(port)))
     assert result.returncode == 1

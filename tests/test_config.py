@@ -50,6 +50,7 @@ def store(data_dir: Path) -> ConfigStore:
 
 # -- first run and defaults --------------------------------------------------
 
+
 def test_first_load_creates_dir_and_private_config_with_generated_key(data_dir: Path) -> None:
     assert not data_dir.exists()
     settings = ConfigStore(data_dir, environ={}).load()
@@ -75,26 +76,33 @@ def test_generated_keys_differ_between_data_dirs(tmp_path: Path) -> None:
     assert a != b
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("port", 8045),
-    ("allow_lan_access", False),
-    ("auth_mode", "auto"),
-    ("auto_start", True),
-    ("admin_password", None),
-    ("upstream_base_urls", (
-        "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
-        "https://daily-cloudcode-pa.googleapis.com/v1internal",
-        "https://cloudcode-pa.googleapis.com/v1internal",
-    )),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("port", 8045),
+        ("allow_lan_access", False),
+        ("auth_mode", "auto"),
+        ("auto_start", True),
+        ("admin_password", None),
+        (
+            "upstream_base_urls",
+            (
+                "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
+                "https://daily-cloudcode-pa.googleapis.com/v1internal",
+                "https://cloudcode-pa.googleapis.com/v1internal",
+            ),
+        ),
+    ],
+)
 def test_defaults(store: ConfigStore, key: str, expected: object) -> None:
     assert getattr(store.settings, key) == expected
 
 
 def test_default_upstream_bases_each_end_in_v1internal() -> None:
     assert len(DEFAULT_UPSTREAM_BASE_URLS) == 3
-    assert all(u.startswith("https://") and u.endswith("/v1internal")
-               for u in DEFAULT_UPSTREAM_BASE_URLS)
+    assert all(
+        u.startswith("https://") and u.endswith("/v1internal") for u in DEFAULT_UPSTREAM_BASE_URLS
+    )
 
 
 def test_first_run_file_holds_only_the_key(store: ConfigStore) -> None:
@@ -103,6 +111,7 @@ def test_first_run_file_holds_only_the_key(store: ConfigStore) -> None:
 
 
 # -- api_key validation ------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", ["abc", "sk-short", "pk-0123456789abc", "sk-012345", ""])
 def test_bad_api_key_is_refused_and_file_untouched(store: ConfigStore, bad: str) -> None:
@@ -124,8 +133,9 @@ def test_bad_api_key_message_is_exactly_the_rule(store: ConfigStore, bad: str) -
 
 
 @pytest.mark.parametrize("good", ["sk-0123456789", "sk-0123456", "sk-" + "a" * 60])
-def test_valid_api_key_is_accepted_and_persisted(store: ConfigStore, data_dir: Path,
-                                                 good: str) -> None:
+def test_valid_api_key_is_accepted_and_persisted(
+    store: ConfigStore, data_dir: Path, good: str
+) -> None:
     assert store.update({"api_key": good}).api_key == good
     assert json.loads(store.path.read_text())["api_key"] == good
     assert mode_of(store.path) == 0o600
@@ -142,27 +152,32 @@ def test_resetting_api_key_never_leaves_an_invalid_key(store: ConfigStore) -> No
 
 # -- other validation ----------------------------------------------------------
 
-@pytest.mark.parametrize(("key", "bad"), [
-    ("port", 0),
-    ("port", 70000),
-    ("port", -1),
-    ("port", "abc"),
-    ("auth_mode", "sometimes"),
-    ("upstream_base_urls", "https://x/v1"),
-    ("upstream_base_urls", ["https://x/v1internal", "ftp://y/v1internal"]),
-    ("upstream_base_urls", ""),
-    ("allow_lan_access", "maybe"),
-    ("oauth_token_url", "not-a-url"),
-    ("zai_dispatch_mode", "sometimes"),
-    ("monitor_max_rows", 0),
-    ("monitor_body_max_bytes", -5),
-    ("monitor_retention_days", 0),
-    ("monitor_capture_bodies", "perhaps"),
-    ("quota_protection_percent", 100),
-    ("quota_protection_percent", -1),
-])
-def test_invalid_values_are_refused_naming_the_key(store: ConfigStore, key: str,
-                                                   bad: object) -> None:
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("port", 0),
+        ("port", 70000),
+        ("port", -1),
+        ("port", "abc"),
+        ("auth_mode", "sometimes"),
+        ("upstream_base_urls", "https://x/v1"),
+        ("upstream_base_urls", ["https://x/v1internal", "ftp://y/v1internal"]),
+        ("upstream_base_urls", ""),
+        ("allow_lan_access", "maybe"),
+        ("oauth_token_url", "not-a-url"),
+        ("zai_dispatch_mode", "sometimes"),
+        ("monitor_max_rows", 0),
+        ("monitor_body_max_bytes", -5),
+        ("monitor_retention_days", 0),
+        ("monitor_capture_bodies", "perhaps"),
+        ("quota_protection_percent", 100),
+        ("quota_protection_percent", -1),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_key(
+    store: ConfigStore, key: str, bad: object
+) -> None:
     before = store.path.read_bytes()
     old = getattr(store.settings, key)
     with pytest.raises(ConfigError) as info:
@@ -191,19 +206,21 @@ def test_one_bad_key_rejects_the_whole_update(store: ConfigStore) -> None:
     assert store.settings.port == 8045
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("port", 9000),
-    ("port", 1),
-    ("port", 65535),
-    ("allow_lan_access", True),
-    ("auth_mode", "strict"),
-    ("auth_mode", "all_except_health"),
-    ("auth_mode", "off"),
-    ("auto_start", False),
-    ("admin_password", "hunter2-long-password"),
-])
-def test_valid_update_is_saved(store: ConfigStore, data_dir: Path, key: str,
-                               value: object) -> None:
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("port", 9000),
+        ("port", 1),
+        ("port", 65535),
+        ("allow_lan_access", True),
+        ("auth_mode", "strict"),
+        ("auth_mode", "all_except_health"),
+        ("auth_mode", "off"),
+        ("auto_start", False),
+        ("admin_password", "hunter2-long-password"),
+    ],
+)
+def test_valid_update_is_saved(store: ConfigStore, data_dir: Path, key: str, value: object) -> None:
     assert getattr(store.update({key: value}), key) == value
     assert json.loads(store.path.read_text())[key] == value
     assert getattr(ConfigStore(data_dir, environ={}).load(), key) == value
@@ -211,9 +228,12 @@ def test_valid_update_is_saved(store: ConfigStore, data_dir: Path, key: str,
 
 def test_upstream_urls_comma_separated_are_split(store: ConfigStore) -> None:
     settings = store.update(
-        {"upstream_base_urls": "http://127.0.0.1:1/v1internal, http://127.0.0.1:2/v1internal"})
+        {"upstream_base_urls": "http://127.0.0.1:1/v1internal, http://127.0.0.1:2/v1internal"}
+    )
     assert settings.upstream_base_urls == (
-        "http://127.0.0.1:1/v1internal", "http://127.0.0.1:2/v1internal")
+        "http://127.0.0.1:1/v1internal",
+        "http://127.0.0.1:2/v1internal",
+    )
 
 
 def test_none_returns_key_to_default(store: ConfigStore) -> None:
@@ -250,8 +270,8 @@ def test_update_keeps_what_another_process_saved(data_dir: Path) -> None:
 
 # -- broken files --------------------------------------------------------------
 
-def test_corrupt_json_is_reported_with_path_and_line_and_never_overwritten(
-        data_dir: Path) -> None:
+
+def test_corrupt_json_is_reported_with_path_and_line_and_never_overwritten(data_dir: Path) -> None:
     text = '{\n  "port": 8045,\n  "auth_mode": "off"\n  "x": 1\n}'
     path = write_config(data_dir, text)
     before = path.read_bytes()
@@ -315,22 +335,30 @@ ENV = {
 
 
 def test_env_wins_over_file_and_is_not_written(data_dir: Path) -> None:
-    path = write_config(data_dir, {"api_key": VALID_KEY, "port": 8100, "auth_mode": "off",
-                                   "allow_lan_access": False})
+    path = write_config(
+        data_dir,
+        {"api_key": VALID_KEY, "port": 8100, "auth_mode": "off", "allow_lan_access": False},
+    )
     store = ConfigStore(data_dir, environ=ENV)
     settings = store.load()
     assert settings.port == 9001
     assert settings.allow_lan_access is True
     assert settings.auth_mode == "strict"
-    assert settings.upstream_base_urls == ("http://127.0.0.1:1/v1internal",
-                                          "http://127.0.0.1:2/v1internal")
-    assert store.env_keys == sorted(["port", "allow_lan_access", "auth_mode",
-                                     "upstream_base_urls"])
+    assert settings.upstream_base_urls == (
+        "http://127.0.0.1:1/v1internal",
+        "http://127.0.0.1:2/v1internal",
+    )
+    assert store.env_keys == sorted(["port", "allow_lan_access", "auth_mode", "upstream_base_urls"])
     # Saving something else does not leak env values into the file.
     store.update({"auto_start": False})
     saved = json.loads(path.read_text())
-    assert saved == {"api_key": VALID_KEY, "port": 8100, "auth_mode": "off",
-                     "allow_lan_access": False, "auto_start": False}
+    assert saved == {
+        "api_key": VALID_KEY,
+        "port": 8100,
+        "auth_mode": "off",
+        "allow_lan_access": False,
+        "auto_start": False,
+    }
     assert store.settings.port == 9001
     assert store.file_values["port"] == 8100
 
@@ -346,13 +374,17 @@ def test_env_api_key_is_not_written_to_file(data_dir: Path) -> None:
     assert VALID_KEY not in (data_dir / CONFIG_FILE).read_text()
 
 
-@pytest.mark.parametrize(("change", "variable"), [
-    ({"port": 1234}, "AGPROXY_PORT"),
-    ({"auth_mode": "off"}, "AGPROXY_AUTH_MODE"),
-    ({"allow_lan_access": False}, "AGPROXY_ALLOW_LAN_ACCESS"),
-])
-def test_update_of_env_overridden_key_is_refused(data_dir: Path, change: dict,
-                                                 variable: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "variable"),
+    [
+        ({"port": 1234}, "AGPROXY_PORT"),
+        ({"auth_mode": "off"}, "AGPROXY_AUTH_MODE"),
+        ({"allow_lan_access": False}, "AGPROXY_ALLOW_LAN_ACCESS"),
+    ],
+)
+def test_update_of_env_overridden_key_is_refused(
+    data_dir: Path, change: dict, variable: str
+) -> None:
     store = ConfigStore(data_dir, environ=ENV)
     store.load()
     before = store.path.read_bytes()
@@ -364,26 +396,37 @@ def test_update_of_env_overridden_key_is_refused(data_dir: Path, change: dict,
     assert store.path.read_bytes() == before
 
 
-@pytest.mark.parametrize(("environ", "variable"), [
-    ({"AGPROXY_PORT": "x"}, "AGPROXY_PORT"),
-    ({"AGPROXY_PORT": "70000"}, "AGPROXY_PORT"),
-    ({"AGPROXY_ALLOW_LAN_ACCESS": "maybe"}, "AGPROXY_ALLOW_LAN_ACCESS"),
-    ({"AGPROXY_AUTH_MODE": "sometimes"}, "AGPROXY_AUTH_MODE"),
-    ({"AGPROXY_API_KEY": "abc"}, "AGPROXY_API_KEY"),
-    ({"AGPROXY_UPSTREAM_BASE_URLS": "http://x/v1"}, "AGPROXY_UPSTREAM_BASE_URLS"),
-])
-def test_invalid_env_value_names_the_variable(data_dir: Path, environ: dict,
-                                              variable: str) -> None:
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"AGPROXY_PORT": "x"}, "AGPROXY_PORT"),
+        ({"AGPROXY_PORT": "70000"}, "AGPROXY_PORT"),
+        ({"AGPROXY_ALLOW_LAN_ACCESS": "maybe"}, "AGPROXY_ALLOW_LAN_ACCESS"),
+        ({"AGPROXY_AUTH_MODE": "sometimes"}, "AGPROXY_AUTH_MODE"),
+        ({"AGPROXY_API_KEY": "abc"}, "AGPROXY_API_KEY"),
+        ({"AGPROXY_UPSTREAM_BASE_URLS": "http://x/v1"}, "AGPROXY_UPSTREAM_BASE_URLS"),
+    ],
+)
+def test_invalid_env_value_names_the_variable(data_dir: Path, environ: dict, variable: str) -> None:
     with pytest.raises(ConfigError) as info:
         ConfigStore(data_dir, environ=environ).load()
     assert variable in info.value.message
     assert info.value.key == variable.removeprefix("AGPROXY_").lower()
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("true", True), ("1", True), ("yes", True), ("ON", True),
-    ("false", False), ("0", False), ("no", False), ("Off", False),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("ON", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("Off", False),
+    ],
+)
 def test_env_booleans(data_dir: Path, raw: str, expected: bool) -> None:
     settings = ConfigStore(data_dir, environ={"AGPROXY_ALLOW_LAN_ACCESS": raw}).load()
     assert settings.allow_lan_access is expected
@@ -403,6 +446,7 @@ def test_blank_env_values_are_ignored(data_dir: Path, blank: str) -> None:
 
 
 # -- masking ------------------------------------------------------------------------
+
 
 def test_public_view_masks_every_secret(data_dir: Path) -> None:
     api_key = "sk-topsecretapikey0001"
@@ -427,6 +471,7 @@ def test_public_view_keeps_unset_secret_unset(store: ConfigStore) -> None:
 
 
 # -- reloading ------------------------------------------------------------------------
+
 
 def test_reload_if_changed_picks_up_other_process_edits(data_dir: Path) -> None:
     server = ConfigStore(data_dir, environ={})
@@ -453,27 +498,36 @@ def test_reload_reports_a_broken_file_and_keeps_old_settings(data_dir: Path) -> 
 
 # -- derived values ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("lan", "host"), [(False, "127.0.0.1"), (True, "0.0.0.0")])
 def test_host(lan: bool, host: str) -> None:
     assert Settings(api_key=VALID_KEY, allow_lan_access=lan).host == host
 
 
-@pytest.mark.parametrize(("password", "secret"), [
-    (None, VALID_KEY), ("", VALID_KEY), ("my-password-long", "my-password-long"),
-])
+@pytest.mark.parametrize(
+    ("password", "secret"),
+    [
+        (None, VALID_KEY),
+        ("", VALID_KEY),
+        ("my-password-long", "my-password-long"),
+    ],
+)
 def test_admin_secret_falls_back_to_api_key(password: str | None, secret: str) -> None:
     assert Settings(api_key=VALID_KEY, admin_password=password).admin_secret == secret
 
 
-@pytest.mark.parametrize(("mode", "key", "can"), [
-    ("off", "zai-key", False),
-    ("off", None, False),
-    ("exclusive", None, False),
-    ("exclusive", "", False),
-    ("exclusive", "zai-key", True),
-    ("pooled", "zai-key", True),
-    ("fallback", "zai-key", True),
-])
+@pytest.mark.parametrize(
+    ("mode", "key", "can"),
+    [
+        ("off", "zai-key", False),
+        ("off", None, False),
+        ("exclusive", None, False),
+        ("exclusive", "", False),
+        ("exclusive", "zai-key", True),
+        ("pooled", "zai-key", True),
+        ("fallback", "zai-key", True),
+    ],
+)
 def test_zai_can_serve(mode: str, key: str | None, can: bool) -> None:
     s = Settings(api_key=VALID_KEY, zai_dispatch_mode=mode, zai_api_key=key)
     assert s.zai_can_serve is can
@@ -481,20 +535,27 @@ def test_zai_can_serve(mode: str, key: str | None, can: bool) -> None:
 
 # -- CLI value parsing ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("key", "raw", "expected"), [
-    ("port", "9000", 9000),
-    ("allow_lan_access", "true", True),
-    ("allow_lan_access", "false", False),
-    ("auto_start", "no", False),
-    ("api_key", "sk-abcdef0123456789", "sk-abcdef0123456789"),
-    ("auth_mode", "strict", "strict"),
-    ("shutdown_timeout", "2.5", 2.5),
-    ("port", "default", None),
-    ("port", "null", None),
-    ("admin_password", "None", None),
-    ("upstream_base_urls", "http://a/v1internal,http://b/v1internal",
-     "http://a/v1internal,http://b/v1internal"),
-])
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("port", "9000", 9000),
+        ("allow_lan_access", "true", True),
+        ("allow_lan_access", "false", False),
+        ("auto_start", "no", False),
+        ("api_key", "sk-abcdef0123456789", "sk-abcdef0123456789"),
+        ("auth_mode", "strict", "strict"),
+        ("shutdown_timeout", "2.5", 2.5),
+        ("port", "default", None),
+        ("port", "null", None),
+        ("admin_password", "None", None),
+        (
+            "upstream_base_urls",
+            "http://a/v1internal,http://b/v1internal",
+            "http://a/v1internal,http://b/v1internal",
+        ),
+    ],
+)
 def test_parse_cli_value(key: str, raw: str, expected: object) -> None:
     value = parse_cli_value(key, raw)
     assert value == expected
@@ -520,6 +581,7 @@ def test_parse_cli_then_update_round_trip(store: ConfigStore) -> None:
 
 
 # -- atomic_write ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", [0o600, 0o644, 0o640])
 def test_atomic_write_mode_and_no_leftovers(tmp_path: Path, mode: int) -> None:

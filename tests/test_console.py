@@ -94,11 +94,15 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#toast")).to_contain_text("Saved")
         # The toast of the save before may still show: wait for this save to land.
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not gw.admin(
-                "GET", "/api/config").json()["config"]["allowed_ips"]:
+        while (
+            time.monotonic() < deadline
+            and not gw.admin("GET", "/api/config").json()["config"]["allowed_ips"]
+        ):
             time.sleep(0.05)
         assert gw.admin("GET", "/api/config").json()["config"]["allowed_ips"] == [
-            "192.168.1.0/24", "10.0.0.5"]
+            "192.168.1.0/24",
+            "10.0.0.5",
+        ]
 
         page.click("a[data-page=mapping]")
         page.fill(".mapping-row .map-from", "gpt-4*")
@@ -109,7 +113,9 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         page.click("#btn-mapping-save")
         expect(page.locator("#toast")).to_contain_text("Mapping saved")
         assert gw.admin("GET", "/api/config").json()["config"]["model_mapping"] == {
-            "gpt-4*": "gemini-3-flash", "claude-haiku*": "gemini-3-flash"}
+            "gpt-4*": "gemini-3-flash",
+            "claude-haiku*": "gemini-3-flash",
+        }
         page.click("a[data-page=proxy]")
         expect(page.locator("#zai-mode")).to_have_value("exclusive")  # from the environment
         page.fill("#zai-opus", "glm-5")
@@ -118,7 +124,8 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#zai-mode")).to_be_disabled()  # set by AGPROXY_ZAI_DISPATCH_MODE
         expect(page.locator("#zai-env")).to_have_text(
             "Set by the environment, read-only here: AGPROXY_ZAI_DISPATCH_MODE, "
-            "AGPROXY_ZAI_API_KEY.")
+            "AGPROXY_ZAI_API_KEY."
+        )
         expect(page.locator("#settings-env")).to_be_hidden()
         zai_models = gw.admin("GET", "/api/config").json()["config"]["zai_models"]
         assert zai_models == {"opus": "glm-5", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
@@ -134,7 +141,8 @@ def test_start_error_is_shown_verbatim(page: Page, tmp_path: Path) -> None:
         expect(page.locator("#status-badge")).to_have_text("stopped")
         page.click("#toggle-service")
         expect(page.locator("#service-error")).to_have_text(
-            "no available accounts, please add an account first")
+            "no available accounts, please add an account first"
+        )
         expect(page.locator("#status-badge")).to_have_text("stopped")
     finally:
         gw.stop()
@@ -143,13 +151,20 @@ def test_start_error_is_shown_verbatim(page: Page, tmp_path: Path) -> None:
 def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
-    accounts = [fake_google.add_account(email=f"page-{uuid.uuid4().hex[:6]}@example.com",
-                                        paid_tier=("g1-pro-tier", "Google AI Pro"),
-                                        models={"gemini-3-flash": {"remainingFraction": 0.8,
-                                                                   "resetTime": "2099-01-01T00:00:00Z"},
-                                                "claude-sonnet-4-6": {"remainingFraction": 0.15,
-                                                                      "resetTime": "2099-01-01T00:00:00Z"}})
-                for _ in range(2)]
+    accounts = [
+        fake_google.add_account(
+            email=f"page-{uuid.uuid4().hex[:6]}@example.com",
+            paid_tier=("g1-pro-tier", "Google AI Pro"),
+            models={
+                "gemini-3-flash": {"remainingFraction": 0.8, "resetTime": "2099-01-01T00:00:00Z"},
+                "claude-sonnet-4-6": {
+                    "remainingFraction": 0.15,
+                    "resetTime": "2099-01-01T00:00:00Z",
+                },
+            },
+        )
+        for _ in range(2)
+    ]
     try:
         login(page, gw)
         page.click("a[data-page=accounts]")
@@ -158,7 +173,8 @@ def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
         page.fill("#import-text", "\n".join([a.refresh_token for a in accounts] + ["1//bad"]))
         page.click("#btn-import")
         expect(page.locator("#import-summary")).to_have_text(
-            "2 added, 0 updated, 0 duplicate, 1 invalid")
+            "2 added, 0 updated, 0 duplicate, 1 invalid"
+        )
         first = page.locator(f".account[data-email='{accounts[0].email}']")
         expect(first.locator(".state")).to_have_text("enabled")
         expect(first.locator(".quota[data-model=gemini-3-flash]")).to_contain_text("80%")
@@ -167,20 +183,25 @@ def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
         first.locator("button[data-action=disable]").click()
         expect(first.locator(".state")).to_have_text("disabled")
         expect(page.locator("#stat-active")).to_have_text("1")
-        listed = {a["email"]: a["state"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]}
+        listed = {
+            a["email"]: a["state"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]
+        }
         assert listed[accounts[0].email] == "disabled"
         # The proxy page's count follows: the service started with these accounts.
-        status = httpx.post(gw.base_url + "/api/proxy/start",
-                            headers={"Authorization": f"Bearer {PASSWORD}"}).json()
+        status = httpx.post(
+            gw.base_url + "/api/proxy/start", headers={"Authorization": f"Bearer {PASSWORD}"}
+        ).json()
         assert status["active_accounts"] == 1
         page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
     finally:
         gw.stop()
 
 
-def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
-                                                 fake_google: Any) -> None:
+def test_a_port_move_keeps_the_console_signed_in(
+    page: Page, tmp_path: Path, fake_google: Any
+) -> None:
     from conftest import free_port
+
     gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
     add_accounts(gw, fake_google, prefix="move")
     new_port = free_port()
@@ -210,13 +231,23 @@ def test_a_port_move_keeps_the_console_signed_in(page: Page, tmp_path: Path,
 
 def test_console_loads_as_es_modules_under_its_csp(page: Page, gateway_factory: Any) -> None:
     from agproxy.console import STATIC_DIR
+
     gw = gateway_factory(AGPROXY_ADMIN_PASSWORD=PASSWORD)
     # One entry module; the pages' modules are imported from it, with no build step.
     assert re.findall(r"<script[^>]*>", gw.get("/").text) == [
-        '<script type="module" src="/console/main.js">']
+        '<script type="module" src="/console/main.js">'
+    ]
     modules = sorted(p.name for p in STATIC_DIR.glob("*.js"))
-    assert {"main.js", "api.js", "dashboard.js", "proxy.js", "accounts.js", "monitor.js",
-            "stats.js", "mapping.js"} <= set(modules)
+    assert {
+        "main.js",
+        "api.js",
+        "dashboard.js",
+        "proxy.js",
+        "accounts.js",
+        "monitor.js",
+        "stats.js",
+        "mapping.js",
+    } <= set(modules)
     for name in modules:  # browsers refuse a module served with any other type
         answer = gw.get("/console/" + name)
         assert answer.status_code == 200
@@ -229,12 +260,23 @@ def test_console_loads_as_es_modules_under_its_csp(page: Page, gateway_factory: 
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
     bare: list[str] = []
-    page.on("request", lambda r: bare.append(r.url) if "/api/" in r.url and r.headers.get(
-        "authorization") != f"Bearer {PASSWORD}" else None)
+    page.on(
+        "request",
+        lambda r: (
+            bare.append(r.url)
+            if "/api/" in r.url and r.headers.get("authorization") != f"Bearer {PASSWORD}"
+            else None
+        ),
+    )
     login(page, gw)
-    for name, title in [("proxy", "API Proxy"), ("accounts", "Accounts"), ("monitor", "Monitor"),
-                        ("stats", "Statistics"), ("mapping", "Model mapping"),
-                        ("dashboard", "Dashboard")]:
+    for name, title in [
+        ("proxy", "API Proxy"),
+        ("accounts", "Accounts"),
+        ("monitor", "Monitor"),
+        ("stats", "Statistics"),
+        ("mapping", "Model mapping"),
+        ("dashboard", "Dashboard"),
+    ]:
         page.click(f"a[data-page={name}]")
         expect(page.locator("#page-title")).to_have_text(title)
         expect(page.locator(f"#page-{name}")).to_be_visible()

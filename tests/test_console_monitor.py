@@ -18,20 +18,28 @@ from conftest import Gateway, gateway_with
 
 
 def ask(gw: Gateway, model: str = "gemini-3-flash", text: str = "hello") -> httpx.Response:
-    return httpx.post(gw.base_url + f"/v1beta/models/{model}:generateContent", timeout=30,
-                      json={"contents": [{"role": "user", "parts": [{"text": text}]}]})
+    return httpx.post(
+        gw.base_url + f"/v1beta/models/{model}:generateContent",
+        timeout=30,
+        json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
+    )
 
 
 def test_dashboard_shows_a_cooling_down_account_with_its_time_left(
-        page: Page, gateway_factory: Any, fake_google: Any) -> None:
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    gw, accounts = gateway_with(gateway_factory, fake_google, 3, AGPROXY_ADMIN_PASSWORD=PASSWORD,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+    gw, accounts = gateway_with(
+        gateway_factory,
+        fake_google,
+        3,
+        AGPROXY_ADMIN_PASSWORD=PASSWORD,
+        AGPROXY_SCHEDULING_MODE="round_robin",
+    )
     try:
         for i in range(5):
             assert ask(gw, text=f"warm {i}").status_code == 200
-        fake_google.inject(Fault.rate_limited(retry_delay="300s"), email=accounts[0].email,
-                           times=3)
+        fake_google.inject(Fault.rate_limited(retry_delay="300s"), email=accounts[0].email, times=3)
         for _ in range(3):
             assert ask(gw).status_code == 200  # rotated away from the limited account
         gw.cli("accounts", "disable", accounts[2].email)
@@ -54,16 +62,23 @@ def test_dashboard_shows_a_cooling_down_account_with_its_time_left(
         next_flash = page.locator("#next-up tr[data-model='gemini-3-flash'] td").nth(1)
         expect(next_flash).to_have_text(accounts[1].email)  # the one free account
         expect(page.locator("#dash-quota .hbar[data-name='gemini-3-flash']")).to_contain_text(
-            "100%")
+            "100%"
+        )
         page.screenshot(path=str(ARTIFACTS / "console-dashboard.png"), full_page=True)
     finally:
         gw.stop()
 
 
 def test_monitor_shows_new_requests_live_filters_and_details(
-        page: Page, gateway_factory: Any, fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2, AGPROXY_ADMIN_PASSWORD=PASSWORD,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, accounts = gateway_with(
+        gateway_factory,
+        fake_google,
+        2,
+        AGPROXY_ADMIN_PASSWORD=PASSWORD,
+        AGPROXY_SCHEDULING_MODE="round_robin",
+    )
     try:
         assert ask(gw, text="before").status_code == 200
         login(page, gw)
@@ -135,7 +150,8 @@ def test_monitor_shows_new_requests_live_filters_and_details(
 
 
 def test_statistics_page_draws_its_charts_from_the_records(
-        page: Page, gateway_factory: Any, fake_google: Any) -> None:
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 2, AGPROXY_ADMIN_PASSWORD=PASSWORD)
     try:
         for i in range(4):
@@ -158,13 +174,15 @@ def test_statistics_page_draws_its_charts_from_the_records(
         expect(page.locator("#chart-requests svg rect.err")).to_have_count(1)
         expect(page.locator("#by-model .hbar")).to_have_count(2)
         expect(page.locator("#by-model .hbar").first).to_have_attribute(
-            "data-name", "gemini-3-flash")
+            "data-name", "gemini-3-flash"
+        )
         expect(page.locator("#by-account .hbar")).to_have_count(2)
         page.screenshot(path=str(ARTIFACTS / "console-stats.png"), full_page=True)
 
         page.click("#stats-range .tab[data-hours='720']")
         assert page.wait_for_function(
-            "document.querySelector('#chart-tokens').dataset.points === '31'", timeout=5000)
+            "document.querySelector('#chart-tokens').dataset.points === '31'", timeout=5000
+        )
         with page.expect_download() as download:
             page.click("#btn-stats-csv")
         text = Path(download.value.path()).read_text()
@@ -174,12 +192,16 @@ def test_statistics_page_draws_its_charts_from_the_records(
         gw.stop()
 
 
-def test_model_mapping_page_reorders_tests_and_saves(page: Page, gateway_factory: Any,
-                                                     fake_google: Any) -> None:
+def test_model_mapping_page_reorders_tests_and_saves(
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 1, AGPROXY_ADMIN_PASSWORD=PASSWORD)
     try:
-        gw.admin("PUT", "/api/config", json={"model_mapping": {
-            "gpt-*": "gemini-3-flash", "*t-4o": "gemini-3-pro-high"}})
+        gw.admin(
+            "PUT",
+            "/api/config",
+            json={"model_mapping": {"gpt-*": "gemini-3-flash", "*t-4o": "gemini-3-pro-high"}},
+        )
         login(page, gw)
         page.click("a[data-page=mapping]")
         expect(page.locator(".mapping-row")).to_have_count(2)
@@ -187,13 +209,13 @@ def test_model_mapping_page_reorders_tests_and_saves(page: Page, gateway_factory
         # Equal specificity: the higher rule wins.
         page.fill("#trace-model", "gpt-4o")
         page.click("#btn-trace")
-        expect(page.locator("#trace-result")).to_have_text(
-            "gpt-4o → gemini-3-flash by rule gpt-*")
+        expect(page.locator("#trace-result")).to_have_text("gpt-4o → gemini-3-flash by rule gpt-*")
         page.locator(".mapping-row").nth(1).locator("button[title='Move up']").click()
         expect(page.locator(".mapping-row .map-from").first).to_have_value("*t-4o")
         page.click("#btn-trace")  # tests the unsaved order
         expect(page.locator("#trace-result")).to_have_text(
-            "gpt-4o → gemini-3-pro-high by rule *t-4o")
+            "gpt-4o → gemini-3-pro-high by rule *t-4o"
+        )
         page.fill("#trace-model", "llama-3")
         page.click("#btn-trace")
         expect(page.locator("#trace-result")).to_contain_text("nothing serves it")
@@ -202,7 +224,9 @@ def test_model_mapping_page_reorders_tests_and_saves(page: Page, gateway_factory
         expect(page.locator("#toast")).to_contain_text("Mapping saved")
         saved = gw.admin("GET", "/api/config").json()["config"]["model_mapping"]
         assert list(saved.items()) == [("*t-4o", "gemini-3-pro-high"), ("gpt-*", "gemini-3-flash")]
-        assert gw.admin("GET", "/api/models/trace", params={"model": "gpt-4o"}
-                        ).json()["model"] == "gemini-3-pro-high"
+        assert (
+            gw.admin("GET", "/api/models/trace", params={"model": "gpt-4o"}).json()["model"]
+            == "gemini-3-pro-high"
+        )
     finally:
         gw.stop()

@@ -40,29 +40,50 @@ class Route:
 
 
 ROUTES = {
-    "chat": Route("chat", "/v1/chat/completions", GEMINI,
-                  lambda t: {"model": GEMINI, "messages": [{"role": "user", "content": t}]},
-                  lambda r: r["choices"][0]["message"]["content"]),
-    "responses": Route("responses", "/v1/responses", GEMINI,
-                       lambda t: {"model": GEMINI, "input": t},
-                       lambda r: "".join(c["text"] for o in r["output"] if o["type"] == "message"
-                                         for c in o["content"] if c["type"] == "output_text")),
-    "messages": Route("messages", "/v1/messages", CLAUDE,
-                      lambda t: {"model": CLAUDE, "max_tokens": 256,
-                                 "messages": [{"role": "user", "content": t}]},
-                      lambda r: "".join(b["text"] for b in r["content"] if b["type"] == "text")),
-    "generateContent": Route("generateContent", f"/v1beta/models/{GEMINI}:generateContent",
-                             GEMINI,
-                             lambda t: {"contents": [{"role": "user", "parts": [{"text": t}]}]},
-                             lambda r: "".join(p.get("text", "") for p in
-                                               r["candidates"][0]["content"]["parts"])),
+    "chat": Route(
+        "chat",
+        "/v1/chat/completions",
+        GEMINI,
+        lambda t: {"model": GEMINI, "messages": [{"role": "user", "content": t}]},
+        lambda r: r["choices"][0]["message"]["content"],
+    ),
+    "responses": Route(
+        "responses",
+        "/v1/responses",
+        GEMINI,
+        lambda t: {"model": GEMINI, "input": t},
+        lambda r: "".join(
+            c["text"]
+            for o in r["output"]
+            if o["type"] == "message"
+            for c in o["content"]
+            if c["type"] == "output_text"
+        ),
+    ),
+    "messages": Route(
+        "messages",
+        "/v1/messages",
+        CLAUDE,
+        lambda t: {
+            "model": CLAUDE,
+            "max_tokens": 256,
+            "messages": [{"role": "user", "content": t}],
+        },
+        lambda r: "".join(b["text"] for b in r["content"] if b["type"] == "text"),
+    ),
+    "generateContent": Route(
+        "generateContent",
+        f"/v1beta/models/{GEMINI}:generateContent",
+        GEMINI,
+        lambda t: {"contents": [{"role": "user", "parts": [{"text": t}]}]},
+        lambda r: "".join(p.get("text", "") for p in r["candidates"][0]["content"]["parts"]),
+    ),
 }
 
 
 def ask(gw: Gateway, route: Route, text: str) -> httpx.Response:
     headers = {"Authorization": f"Bearer {gw.api_key}", "anthropic-version": "2023-06-01"}
-    return httpx.post(gw.base_url + route.path, json=route.body(text), headers=headers,
-                      timeout=60)
+    return httpx.post(gw.base_url + route.path, json=route.body(text), headers=headers, timeout=60)
 
 
 def generate_calls(fake: Any) -> list[Any]:
@@ -79,8 +100,9 @@ def cooldowns(gw: Gateway) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory,
-         fake_google_server: Any) -> Iterator[tuple[Gateway, list[Any]]]:
+def pool(
+    tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any
+) -> Iterator[tuple[Gateway, list[Any]]]:
     """Two accounts, default scheduling and retry budget (4 attempts)."""
     fake = fake_google_server
     gw = spawn(tmp_path_factory.mktemp("spread") / "gw", **google_env(fake))
@@ -100,17 +122,25 @@ FAULTS = {
     "empty": (Fault.empty_stream(), 502, "empty stream"),
     "cut-body": (Fault.cut_body(), 502, "closed before the answer"),
 }
-CASES = [("chat", "500"), ("chat", "broken"), ("chat", "empty"), ("responses", "503"),
-         ("responses", "broken"), ("messages", "500"), ("messages", "capacity"),
-         ("messages", "broken"), ("generateContent", "500"), ("generateContent", "capacity"),
-         ("generateContent", "cut-body")]
+CASES = [
+    ("chat", "500"),
+    ("chat", "broken"),
+    ("chat", "empty"),
+    ("responses", "503"),
+    ("responses", "broken"),
+    ("messages", "500"),
+    ("messages", "capacity"),
+    ("messages", "broken"),
+    ("generateContent", "500"),
+    ("generateContent", "capacity"),
+    ("generateContent", "cut-body"),
+]
 
 
-@pytest.mark.parametrize(("route_name", "fault_name"), CASES,
-                         ids=[f"{r}-{f}" for r, f in CASES])
-def test_a_request_failing_everywhere_cools_no_account(pool: tuple[Gateway, list[Any]],
-                                                       fake_google: Any, route_name: str,
-                                                       fault_name: str) -> None:
+@pytest.mark.parametrize(("route_name", "fault_name"), CASES, ids=[f"{r}-{f}" for r, f in CASES])
+def test_a_request_failing_everywhere_cools_no_account(
+    pool: tuple[Gateway, list[Any]], fake_google: Any, route_name: str, fault_name: str
+) -> None:
     gw, accounts = pool
     route = ROUTES[route_name]
     fault, status, said = FAULTS[fault_name]
@@ -138,7 +168,8 @@ def test_a_request_failing_everywhere_cools_no_account(pool: tuple[Gateway, list
 
 
 def test_a_streamed_request_failing_everywhere_cools_no_account(
-        pool: tuple[Gateway, list[Any]], fake_google: Any) -> None:
+    pool: tuple[Gateway, list[Any]], fake_google: Any
+) -> None:
     gw, accounts = pool
     poison = f"poison-{uuid.uuid4().hex}"
     fake_google.inject(Fault.server_error(503), contains=poison, times=100)
@@ -155,9 +186,9 @@ def test_a_streamed_request_failing_everywhere_cools_no_account(
 
 # -- defect 20: a non-streamed answer broken mid-way is retried --------------------------------
 @pytest.mark.parametrize("route_name", ["chat", "responses", "messages", "generateContent"])
-def test_a_non_streamed_answer_broken_mid_way_is_retried(pool: tuple[Gateway, list[Any]],
-                                                         fake_google: Any,
-                                                         route_name: str) -> None:
+def test_a_non_streamed_answer_broken_mid_way_is_retried(
+    pool: tuple[Gateway, list[Any]], fake_google: Any, route_name: str
+) -> None:
     gw, _ = pool
     route = ROUTES[route_name]
     text = f"a long answer that breaks once {uuid.uuid4().hex}"
@@ -171,8 +202,9 @@ def test_a_non_streamed_answer_broken_mid_way_is_retried(pool: tuple[Gateway, li
     assert cooldowns(gw) == []
 
 
-def test_a_break_on_the_only_account_is_retried_there(gateway_factory: Any,
-                                                      fake_google: Any) -> None:
+def test_a_break_on_the_only_account_is_retried_there(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [account] = gateway_with(gateway_factory, fake_google, 1)
     text = f"the only account breaks once {uuid.uuid4().hex}"
     fake_google.inject(Fault.cut_stream(after_events=1), contains=text)
@@ -184,13 +216,15 @@ def test_a_break_on_the_only_account_is_retried_there(gateway_factory: Any,
 
 
 # -- defect 9: after a refresh, the same account ------------------------------------------------
-@pytest.mark.parametrize(("mode", "prompt"), [("round_robin", "a conversation about {i} {u}"),
-                                              ("balance", "q{i}")],
-                         ids=["round-robin", "no-session"])
-def test_after_a_refresh_the_same_account_is_retried(gateway_factory: Any, fake_google: Any,
-                                                     mode: str, prompt: str) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 6,
-                                AGPROXY_SCHEDULING_MODE=mode)
+@pytest.mark.parametrize(
+    ("mode", "prompt"),
+    [("round_robin", "a conversation about {i} {u}"), ("balance", "q{i}")],
+    ids=["round-robin", "no-session"],
+)
+def test_after_a_refresh_the_same_account_is_retried(
+    gateway_factory: Any, fake_google: Any, mode: str, prompt: str
+) -> None:
+    gw, accounts = gateway_with(gateway_factory, fake_google, 6, AGPROXY_SCHEDULING_MODE=mode)
     before = {a.email: fake_google.token_refresh_count(a.refresh_token) for a in accounts}
     fake_google.expire_access_tokens()  # every access token the gateway holds is now stale
     fake_google.reset()
@@ -207,20 +241,22 @@ def test_after_a_refresh_the_same_account_is_retried(gateway_factory: Any, fake_
         stale = refused.headers["authorization"].removeprefix("Bearer ")
         assert refused.account_email is None and stale in account.access_tokens[:-1]
         assert served.headers["authorization"] == f"Bearer {account.access_tokens[-1]}"
-    refreshed = {a.email: fake_google.token_refresh_count(a.refresh_token) - before[a.email]
-                 for a in accounts}
+    refreshed = {
+        a.email: fake_google.token_refresh_count(a.refresh_token) - before[a.email]
+        for a in accounts
+    }
     assert refreshed == dict.fromkeys(by_email, 1)  # each stale account once, none wasted
 
 
 # -- 502 messages name no internal upstream URL ------------------------------------------------
 def test_a_transport_failure_says_what_happened_without_the_upstream_url(
-        gateway_factory: Any, fake_google: Any) -> None:
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [account] = gateway_with(gateway_factory, fake_google, 1)
     gw.stop()
     dead_port = free_port()
     dead = f"http://127.0.0.1:{dead_port}/internal-upstream/v1internal"
-    gw = gateway_factory("gw", **{**google_env(fake_google),
-                                  "AGPROXY_UPSTREAM_BASE_URLS": dead})
+    gw = gateway_factory("gw", **{**google_env(fake_google), "AGPROXY_UPSTREAM_BASE_URLS": dead})
     gw.admin("POST", "/api/proxy/start")
     for route in ROUTES.values():
         response = ask(gw, route, f"nobody is listening {uuid.uuid4().hex}")

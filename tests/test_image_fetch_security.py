@@ -117,11 +117,13 @@ def answers(*replies: list[str]) -> tuple[Any, list[str]]:
     async def resolve(host: str, port: int) -> list[str]:
         asked.append(host)
         return replies[min(len(asked), len(replies)) - 1]
+
     return resolve, asked
 
 
 def run(network: FakeNetwork, *fetches: Any) -> list[Image | FetchError]:
     """Each fetch in turn on `network`: its image, or the FetchError it raised."""
+
     async def all_of() -> list[Image | FetchError]:
         results: list[Image | FetchError] = []
         for fetch in fetches:
@@ -130,6 +132,7 @@ def run(network: FakeNetwork, *fetches: Any) -> list[Image | FetchError]:
             except FetchError as exc:
                 results.append(exc)
         return results
+
     with asyncio.Runner(loop_factory=lambda: network) as runner:
         return runner.run(all_of())
 
@@ -148,8 +151,11 @@ def test_a_rebinding_name_is_fetched_from_the_address_checked_never_loopback() -
     resolve, asked = answers([PUBLIC], ["127.0.0.1"])
     url = f"http://rebind.example:{public.port}/img/5"
     try:
-        first, second = run(network, fetch_image(url, 100, False, resolve=resolve),
-                            fetch_image(url, 100, False, resolve=resolve))
+        first, second = run(
+            network,
+            fetch_image(url, 100, False, resolve=resolve),
+            fetch_image(url, 100, False, resolve=resolve),
+        )
     finally:
         internal.close()
         public.close()
@@ -166,8 +172,10 @@ def test_with_private_allowed_the_connection_still_goes_to_the_address_resolved(
     network = FakeNetwork({})
     resolve, _ = answers(["127.0.0.2"], ["127.0.0.1"])
     try:
-        [image] = run(network, fetch_image(f"http://rebind.example:{public.port}/img/3", 100,
-                                           True, resolve=resolve))
+        [image] = run(
+            network,
+            fetch_image(f"http://rebind.example:{public.port}/img/3", 100, True, resolve=resolve),
+        )
     finally:
         internal.close()
         public.close()
@@ -176,18 +184,27 @@ def test_with_private_allowed_the_connection_still_goes_to_the_address_resolved(
     assert internal.connections == 0
 
 
-@pytest.mark.parametrize("reply", [
-    [PUBLIC, "127.0.0.1"], ["::ffff:127.0.0.1"], ["::1"], ["10.0.0.7"], ["169.254.169.254"],
-    ["0.0.0.0"], ["100.64.0.1"],
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [PUBLIC, "127.0.0.1"],
+        ["::ffff:127.0.0.1"],
+        ["::1"],
+        ["10.0.0.7"],
+        ["169.254.169.254"],
+        ["0.0.0.0"],
+        ["100.64.0.1"],
+    ],
+)
 def test_every_address_of_an_answer_is_checked_before_any_connection(reply: list[str]) -> None:
     network = FakeNetwork({})
     resolve, _ = answers(reply)
-    [result] = run(network, fetch_image("http://mixed.example/img/1", 100, False,
-                                        resolve=resolve))
+    [result] = run(network, fetch_image("http://mixed.example/img/1", 100, False, resolve=resolve))
     assert isinstance(result, FetchError)
-    assert result.message == ("the image URL's host is a private or local address; "
-                              "set allow_private_image_urls to fetch it")
+    assert result.message == (
+        "the image URL's host is a private or local address; "
+        "set allow_private_image_urls to fetch it"
+    )
     assert network.connects == []
 
 
@@ -200,10 +217,13 @@ def test_every_redirect_hop_is_resolved_and_checked() -> None:
     async def resolve(host: str, port: int) -> list[str]:
         asked.append(host)
         return hosts[host]
+
     hop = f"http://intranet.example:{internal.port}/img/4"
     try:
-        [result] = run(network, fetch_image(f"http://cdn.example:{public.port}/to/{hop}", 100,
-                                            False, resolve=resolve))
+        [result] = run(
+            network,
+            fetch_image(f"http://cdn.example:{public.port}/to/{hop}", 100, False, resolve=resolve),
+        )
     finally:
         internal.close()
         public.close()
@@ -215,18 +235,29 @@ def test_every_redirect_hop_is_resolved_and_checked() -> None:
 # -- through the running gateway ---------------------------------------------------------
 def chat(gw: Any, urls: list[str]) -> httpx.Response:
     parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
-    return httpx.post(gw.base_url + "/v1/chat/completions", timeout=60,
-                      headers={"Authorization": f"Bearer {gw.api_key}"},
-                      json={"model": "gemini-3-flash", "messages": [
-                          {"role": "user", "content": [{"type": "text", "text": "x"}, *parts]}]})
+    return httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        timeout=60,
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={
+            "model": "gemini-3-flash",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, *parts]}],
+        },
+    )
 
 
 def messages(gw: Any, urls: list[str]) -> httpx.Response:
     blocks = [{"type": "image", "source": {"type": "url", "url": url}} for url in urls]
-    return httpx.post(gw.base_url + "/v1/messages", timeout=60,
-                      headers={"x-api-key": gw.api_key},
-                      json={"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [
-                          {"role": "user", "content": [*blocks, {"type": "text", "text": "x"}]}]})
+    return httpx.post(
+        gw.base_url + "/v1/messages",
+        timeout=60,
+        headers={"x-api-key": gw.api_key},
+        json={
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": [*blocks, {"type": "text", "text": "x"}]}],
+        },
+    )
 
 
 def error_of(response: httpx.Response) -> str:
@@ -235,19 +266,25 @@ def error_of(response: httpx.Response) -> str:
 
 @pytest.fixture
 def capped(gateway_factory: Any, fake_google: Any) -> Any:
-    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
-                         AGPROXY_IMAGE_FETCH_CONCURRENCY="2",
-                         AGPROXY_IMAGE_FETCH_MAX_TOTAL_BYTES="250")
+    gw, _ = gateway_with(
+        gateway_factory,
+        fake_google,
+        AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
+        AGPROXY_IMAGE_FETCH_CONCURRENCY="2",
+        AGPROXY_IMAGE_FETCH_MAX_TOTAL_BYTES="250",
+    )
     return gw
 
 
 @pytest.mark.parametrize("send", [chat, messages])
 def test_more_image_urls_than_the_cap_are_refused_before_any_fetch(
-        capped: Any, images: ImageHost, fake_google: Any, send: Any) -> None:
+    capped: Any, images: ImageHost, fake_google: Any, send: Any
+) -> None:
     refused = send(capped, [f"{images.url}/img/10"] * 9)
     assert refused.status_code == 400
-    assert error_of(refused) == ("the request has 9 image URLs; at most 8 are fetched per "
-                                 "request (image_fetch_max_urls)")
+    assert error_of(refused) == (
+        "the request has 9 image URLs; at most 8 are fetched per request (image_fetch_max_urls)"
+    )
     assert images.connections == 0
 
     accepted = send(capped, [f"{images.url}/img/10"] * 8)
@@ -255,30 +292,34 @@ def test_more_image_urls_than_the_cap_are_refused_before_any_fetch(
     assert images.connections == 8  # one connection per fetch: the one that was checked
     parts = fake_google.calls("streamGenerateContent")[-1].body["request"]["contents"][0]["parts"]
     inlined = [p["inlineData"] for p in parts if "inlineData" in p]
-    assert inlined == [{"mimeType": "image/png",
-                        "data": base64.b64encode(b"i" * 10).decode()}] * 8
+    assert inlined == [{"mimeType": "image/png", "data": base64.b64encode(b"i" * 10).decode()}] * 8
 
 
 @pytest.mark.parametrize("send", [chat, messages])
-def test_images_are_fetched_at_most_concurrency_at_a_time(capped: Any, images: ImageHost,
-                                                          send: Any) -> None:
+def test_images_are_fetched_at_most_concurrency_at_a_time(
+    capped: Any, images: ImageHost, send: Any
+) -> None:
     response = send(capped, [f"{images.url}/img/10?delay=0.3"] * 6)
     assert response.status_code == 200, response.text
     assert images.peak == 2 and images.connections == 6
 
 
 @pytest.mark.parametrize("send", [chat, messages])
-def test_the_images_of_a_request_share_one_byte_budget(capped: Any, images: ImageHost,
-                                                       send: Any) -> None:
+def test_the_images_of_a_request_share_one_byte_budget(
+    capped: Any, images: ImageHost, send: Any
+) -> None:
     assert send(capped, [f"{images.url}/img/100"] * 2).status_code == 200
     refused = send(capped, [f"{images.url}/img/100"] * 3)
     assert refused.status_code == 400
-    assert ("the images of this request are larger than 250 bytes in total "
-            "(image_fetch_max_total_bytes)") in error_of(refused)
+    assert (
+        "the images of this request are larger than 250 bytes in total "
+        "(image_fetch_max_total_bytes)"
+    ) in error_of(refused)
 
 
 def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
-        gateway_factory: Any, fake_google: Any) -> None:
+    gateway_factory: Any, fake_google: Any
+) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
     silent = socket.create_server(("127.0.0.1", 0))  # listening, and closes what it accepts
@@ -290,15 +331,20 @@ def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
             except OSError:
                 return
             conn.close()
+
     threading.Thread(target=hang_up, daemon=True).start()
-    open_gw, _ = gateway_with(gateway_factory, fake_google, name="open",
-                              AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true")
-    texts = {error_of(chat(open_gw, [f"http://127.0.0.1:{s.getsockname()[1]}/a.png"]))
-             for s in (closed, silent)}
+    open_gw, _ = gateway_with(
+        gateway_factory, fake_google, name="open", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true"
+    )
+    texts = {
+        error_of(chat(open_gw, [f"http://127.0.0.1:{s.getsockname()[1]}/a.png"]))
+        for s in (closed, silent)
+    }
     silent.close()
     closed.close()
-    assert texts == {"messages[0].content[1]: could not fetch the image: "
-                     "the connection to its server failed"}
+    assert texts == {
+        "messages[0].content[1]: could not fetch the image: the connection to its server failed"
+    }
 
     strict, _ = gateway_with(gateway_factory, fake_google, name="strict")
     refused = messages(strict, ["http://localhost:9/a.png"])
@@ -308,8 +354,9 @@ def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
     assert "127.0.0.1" not in text and "::1" not in text
 
 
-@pytest.mark.parametrize("key", ["image_fetch_max_urls", "image_fetch_max_total_bytes",
-                                 "image_fetch_concurrency"])
+@pytest.mark.parametrize(
+    "key", ["image_fetch_max_urls", "image_fetch_max_total_bytes", "image_fetch_concurrency"]
+)
 def test_image_fetch_caps_must_be_at_least_one(key: str) -> None:
     assert getattr(Settings(**{key: 1}), key) == 1
     with pytest.raises(ValidationError, match=f"{key} must be between 1 and"):

@@ -22,73 +22,91 @@ PATIENCE = httpx.Timeout(30.0, read=1.5)  # a client (or proxy) idle timeout und
 
 @pytest.fixture
 def gw(gateway_factory: Any, fake_google: Any) -> Gateway:
-    gateway, accounts = gateway_with(gateway_factory, fake_google, 1,
-                                     AGPROXY_STREAM_PING_SECONDS="0.3")
+    gateway, accounts = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_STREAM_PING_SECONDS="0.3"
+    )
     from fake_google import Fault
+
     fake_google.inject(Fault.stall(SILENCE), email=accounts[0].email, times=10)
     return gateway
 
 
 def test_openai_chat_stream_survives_a_silent_upstream(gw: Gateway) -> None:
-    client = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1",
-                           timeout=PATIENCE, max_retries=0)
+    client = openai.OpenAI(
+        api_key=gw.api_key, base_url=gw.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
     stream = client.chat.completions.create(
-        model="gemini-3-flash", stream=True,
-        messages=[{"role": "user", "content": "think slowly"}])
+        model="gemini-3-flash", stream=True, messages=[{"role": "user", "content": "think slowly"}]
+    )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "echo: think slowly"
 
 
 def test_openai_responses_stream_survives_a_silent_upstream(gw: Gateway) -> None:
-    client = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1",
-                           timeout=PATIENCE, max_retries=0)
-    events = list(client.responses.create(model="gemini-3-flash", input="think slowly",
-                                          stream=True))
+    client = openai.OpenAI(
+        api_key=gw.api_key, base_url=gw.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
+    events = list(
+        client.responses.create(model="gemini-3-flash", input="think slowly", stream=True)
+    )
     assert events[-1].type == "response.completed"
     assert events[-1].response.output_text == "echo: think slowly"
 
 
 def test_anthropic_stream_survives_a_silent_upstream(gw: Gateway) -> None:
-    client = anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url,
-                                 timeout=anthropic.Timeout(30.0, read=1.5),
-                                 max_retries=0)
-    with client.messages.stream(model="claude-sonnet-4-6", max_tokens=100,
-                                messages=[{"role": "user", "content": "think slowly"}]) as s:
+    client = anthropic.Anthropic(
+        api_key=gw.api_key,
+        base_url=gw.base_url,
+        timeout=anthropic.Timeout(30.0, read=1.5),
+        max_retries=0,
+    )
+    with client.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "think slowly"}],
+    ) as s:
         assert s.get_final_text() == "echo: think slowly"
 
 
 def test_gemini_stream_survives_a_silent_upstream(gw: Gateway) -> None:
     # google-genai's timeout (ms) goes to httpx as one number: a limit on each read.
-    client = genai.Client(api_key=gw.api_key, http_options=types.HttpOptions(
-        base_url=gw.base_url, timeout=1500))
-    chunks = client.models.generate_content_stream(model="gemini-3-flash",
-                                                   contents="think slowly")
+    client = genai.Client(
+        api_key=gw.api_key, http_options=types.HttpOptions(base_url=gw.base_url, timeout=1500)
+    )
+    chunks = client.models.generate_content_stream(model="gemini-3-flash", contents="think slowly")
     assert "".join(c.text or "" for c in chunks) == "echo: think slowly"
 
 
 def test_gemini_json_array_stream_survives_a_silent_upstream(gw: Gateway) -> None:
     # Without alt=sse the stream is one JSON array: the filler is whitespace between elements.
     with httpx.Client(timeout=PATIENCE) as client:
-        answer = client.post(gw.base_url + "/v1beta/models/gemini-3-flash:streamGenerateContent",
-                             headers={"x-goog-api-key": gw.api_key},
-                             json={"contents": [{"role": "user",
-                                                 "parts": [{"text": "think slowly"}]}]})
-    parts = [p["text"] for chunk in answer.json()
-             for p in chunk["candidates"][0]["content"]["parts"]]
+        answer = client.post(
+            gw.base_url + "/v1beta/models/gemini-3-flash:streamGenerateContent",
+            headers={"x-goog-api-key": gw.api_key},
+            json={"contents": [{"role": "user", "parts": [{"text": "think slowly"}]}]},
+        )
+    parts = [
+        p["text"] for chunk in answer.json() for p in chunk["candidates"][0]["content"]["parts"]
+    ]
     assert "".join(parts) == "echo: think slowly"
 
 
 def test_without_pings_the_same_client_gives_up(gateway_factory: Any, fake_google: Any) -> None:
     """The control: with pings rarer than the client's patience, it times out. This is what
     every test above would do without the keep-alives."""
-    gateway, accounts = gateway_with(gateway_factory, fake_google, 1,
-                                     AGPROXY_STREAM_PING_SECONDS="60")
+    gateway, accounts = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_STREAM_PING_SECONDS="60"
+    )
     from fake_google import Fault
+
     fake_google.inject(Fault.stall(SILENCE), email=accounts[0].email, times=10)
-    client = openai.OpenAI(api_key=gateway.api_key, base_url=gateway.base_url + "/v1",
-                           timeout=PATIENCE, max_retries=0)
+    client = openai.OpenAI(
+        api_key=gateway.api_key, base_url=gateway.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
     with pytest.raises((openai.APITimeoutError, httpx.ReadTimeout)):
         stream = client.chat.completions.create(
-            model="gemini-3-flash", stream=True,
-            messages=[{"role": "user", "content": "think slowly"}])
+            model="gemini-3-flash",
+            stream=True,
+            messages=[{"role": "user", "content": "think slowly"}],
+        )
         list(stream)

@@ -14,51 +14,62 @@ def scope(headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b"") 
     return {"type": "http", "headers": headers or [], "query_string": query}
 
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    ([(b"authorization", b"Bearer k1")], b"k1"),
-    ([(b"authorization", b"bearer k1")], b"k1"),
-    ([(b"authorization", b"BEARER k1")], b"k1"),
-    ([(b"authorization", b"Bearer   k1  ")], b"k1"),
-    ([(b"authorization", b"k1")], b"k1"),
-    ([(b"authorization", b"  k1 ")], b"k1"),
-    ([(b"x-api-key", b"k1")], b"k1"),
-    ([(b"x-goog-api-key", b"k1")], b"k1"),
-    ([(b"x-api-key", b" k1 ")], b"k1"),
-    # The same key in several headers (an SDK sending two forms) is one key.
-    ([(b"authorization", b"Bearer k1"), (b"x-api-key", b"k1"), (b"x-goog-api-key", b"k1")],
-     b"k1"),
-    ([], None),
-    ([(b"authorization", b"")], None),
-    ([(b"authorization", b"Bearer ")], None),
-    ([(b"x-api-key", b"   ")], None),
-    ([(b"cookie", b"k1"), (b"x-other-key", b"k1")], None),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"authorization", b"Bearer k1")], b"k1"),
+        ([(b"authorization", b"bearer k1")], b"k1"),
+        ([(b"authorization", b"BEARER k1")], b"k1"),
+        ([(b"authorization", b"Bearer   k1  ")], b"k1"),
+        ([(b"authorization", b"k1")], b"k1"),
+        ([(b"authorization", b"  k1 ")], b"k1"),
+        ([(b"x-api-key", b"k1")], b"k1"),
+        ([(b"x-goog-api-key", b"k1")], b"k1"),
+        ([(b"x-api-key", b" k1 ")], b"k1"),
+        # The same key in several headers (an SDK sending two forms) is one key.
+        (
+            [(b"authorization", b"Bearer k1"), (b"x-api-key", b"k1"), (b"x-goog-api-key", b"k1")],
+            b"k1",
+        ),
+        ([], None),
+        ([(b"authorization", b"")], None),
+        ([(b"authorization", b"Bearer ")], None),
+        ([(b"x-api-key", b"   ")], None),
+        ([(b"cookie", b"k1"), (b"x-other-key", b"k1")], None),
+    ],
+)
 def test_presented_key_headers(headers: list, expected: bytes | None) -> None:
     for allow_query in (False, True):
         assert presented_key(scope(headers), allow_query=allow_query) == expected
 
 
-@pytest.mark.parametrize(("query", "allow_query", "expected"), [
-    (b"key=k1", True, b"k1"),
-    (b"key=k1", False, None),
-    (b"alt=sse&key=k1", True, b"k1"),
-    (b"alt=sse", True, None),
-    (b"key=", True, None),
-    (b"apikey=k1", True, None),
-    (b"key=sk-a%2Bb", True, b"sk-a+b"),
-    (b"key=%FF%FE", True, b"\xff\xfe"),  # not UTF-8: still bytes, never an encode error
-])
+@pytest.mark.parametrize(
+    ("query", "allow_query", "expected"),
+    [
+        (b"key=k1", True, b"k1"),
+        (b"key=k1", False, None),
+        (b"alt=sse&key=k1", True, b"k1"),
+        (b"alt=sse", True, None),
+        (b"key=", True, None),
+        (b"apikey=k1", True, None),
+        (b"key=sk-a%2Bb", True, b"sk-a+b"),
+        (b"key=%FF%FE", True, b"\xff\xfe"),  # not UTF-8: still bytes, never an encode error
+    ],
+)
 def test_presented_key_query(query: bytes, allow_query: bool, expected: bytes | None) -> None:
     assert presented_key(scope(query=query), allow_query=allow_query) == expected
 
 
-@pytest.mark.parametrize(("headers", "query"), [
-    ([(b"x-api-key", b"a"), (b"x-api-key", b"b")], b""),
-    ([(b"authorization", b"Bearer a"), (b"x-goog-api-key", b"b")], b""),
-    ([(b"x-goog-api-key", b"a")], b"key=b"),
-    ([], b"key=a&key=b"),
-    ([(b"x-api-key", b"guess")] * 1000 + [(b"x-api-key", SECRET.encode())], b""),
-])
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ([(b"x-api-key", b"a"), (b"x-api-key", b"b")], b""),
+        ([(b"authorization", b"Bearer a"), (b"x-goog-api-key", b"b")], b""),
+        ([(b"x-goog-api-key", b"a")], b"key=b"),
+        ([], b"key=a&key=b"),
+        ([(b"x-api-key", b"guess")] * 1000 + [(b"x-api-key", SECRET.encode())], b""),
+    ],
+)
 def test_several_different_keys_are_refused(headers: list, query: bytes) -> None:
     with pytest.raises(SeveralKeys):
         presented_key(scope(headers, query), allow_query=True)
@@ -70,31 +81,38 @@ def test_query_key_is_ignored_where_not_allowed() -> None:
 
 
 def test_scope_without_query_string() -> None:
-    assert presented_key({"type": "http", "headers": [(b"x-api-key", b"k")]},
-                         allow_query=True) == b"k"
+    assert (
+        presented_key({"type": "http", "headers": [(b"x-api-key", b"k")]}, allow_query=True) == b"k"
+    )
 
 
-@pytest.mark.parametrize(("candidate", "ok"), [
-    (SECRET.encode(), True),
-    (None, False),
-    (SECRET[:-1].encode(), False),          # prefix
-    (SECRET[1:].encode(), False),           # suffix
-    (SECRET[:3].encode(), False),           # just "sk-"
-    ((SECRET + "x").encode(), False),       # longer
-    (SECRET.upper().encode(), False),       # case matters
-    ((" " + SECRET).encode(), False),
-    (b"", False),
-])
+@pytest.mark.parametrize(
+    ("candidate", "ok"),
+    [
+        (SECRET.encode(), True),
+        (None, False),
+        (SECRET[:-1].encode(), False),  # prefix
+        (SECRET[1:].encode(), False),  # suffix
+        (SECRET[:3].encode(), False),  # just "sk-"
+        ((SECRET + "x").encode(), False),  # longer
+        (SECRET.upper().encode(), False),  # case matters
+        ((" " + SECRET).encode(), False),
+        (b"", False),
+    ],
+)
 def test_key_matches(candidate: bytes | None, ok: bool) -> None:
     assert key_matches(candidate, SECRET) is ok
 
 
-@pytest.mark.parametrize(("auth", "ok"), [
-    (b"Bearer " + SECRET.encode(), True),
-    (SECRET.encode(), True),
-    (b"Bearer " + SECRET[:-2].encode(), False),
-    (b"Basic " + SECRET.encode(), False),
-])
+@pytest.mark.parametrize(
+    ("auth", "ok"),
+    [
+        (b"Bearer " + SECRET.encode(), True),
+        (SECRET.encode(), True),
+        (b"Bearer " + SECRET[:-2].encode(), False),
+        (b"Basic " + SECRET.encode(), False),
+    ],
+)
 def test_presented_then_matched(auth: bytes, ok: bool) -> None:
     key = presented_key(scope([(b"authorization", auth)]), allow_query=False)
     assert key_matches(key, SECRET) is ok

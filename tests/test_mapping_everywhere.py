@@ -25,19 +25,24 @@ def gw(gateway_factory: Any, fake_google: Any) -> Gateway:
 
 def models_sent(fake: Any) -> list[str]:
     # countTokens names the model inside its request ("models/<id>").
-    return [str(c.body.get("model") or c.body.get("request", {}).get("model"))
-            for c in fake.requests
-            if c.rpc in ("generateContent", "streamGenerateContent", "countTokens")
-            and isinstance(c.body, dict)]
+    return [
+        str(c.body.get("model") or c.body.get("request", {}).get("model"))
+        for c in fake.requests
+        if c.rpc in ("generateContent", "streamGenerateContent", "countTokens")
+        and isinstance(c.body, dict)
+    ]
 
 
 def test_the_alias_routes_on_the_gemini_native_routes(gw: Gateway, fake_google: Any) -> None:
     for version in ("v1beta", "v1"):
-        client = genai.Client(api_key=gw.api_key,
-                              http_options={"base_url": gw.base_url, "api_version": version})
+        client = genai.Client(
+            api_key=gw.api_key, http_options={"base_url": gw.base_url, "api_version": version}
+        )
         assert client.models.generate_content(model=ALIAS, contents="Hello").text
-        assert "".join(c.text or "" for c in client.models.generate_content_stream(
-            model=ALIAS, contents="Hello"))
+        assert "".join(
+            c.text or ""
+            for c in client.models.generate_content_stream(model=ALIAS, contents="Hello")
+        )
         assert client.models.count_tokens(model=ALIAS, contents="Hello").total_tokens
         assert client.models.get(model=ALIAS).name == f"models/{ALIAS}"
     sent = models_sent(fake_google)
@@ -48,8 +53,11 @@ def test_the_alias_routes_on_openai_and_anthropic(gw: Gateway, fake_google: Any)
     chat = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1")
     messages: Any = [{"role": "user", "content": "Hello"}]
     assert chat.chat.completions.create(model=ALIAS, messages=messages).choices[0].message.content
-    assert "".join(c.choices[0].delta.content or "" for c in chat.chat.completions.create(
-        model=ALIAS, messages=messages, stream=True) if c.choices)
+    assert "".join(
+        c.choices[0].delta.content or ""
+        for c in chat.chat.completions.create(model=ALIAS, messages=messages, stream=True)
+        if c.choices
+    )
     assert chat.models.retrieve(ALIAS).id == ALIAS
     claude = anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url)
     assert claude.messages.create(model=ALIAS, max_tokens=50, messages=messages).content
@@ -69,5 +77,6 @@ def test_an_unknown_alias_is_404_on_every_protocol(gw: Gateway) -> None:
         client.models.get(model="not-mapped-anywhere")
     chat = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1")
     with pytest.raises(openai.NotFoundError):
-        chat.chat.completions.create(model="not-mapped-anywhere",
-                                     messages=[{"role": "user", "content": "Hello"}])
+        chat.chat.completions.create(
+            model="not-mapped-anywhere", messages=[{"role": "user", "content": "Hello"}]
+        )

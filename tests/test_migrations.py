@@ -35,8 +35,12 @@ def table_names(engine: sa.Engine) -> set[str]:
 
 def recorded(engine: sa.Engine) -> list[tuple[int, str]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            sa.text("SELECT version, name FROM schema_migrations ORDER BY version"))]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.text("SELECT version, name FROM schema_migrations ORDER BY version")
+            )
+        ]
 
 
 def pragma(engine: sa.Engine, name: str) -> object:
@@ -45,6 +49,7 @@ def pragma(engine: sa.Engine, name: str) -> object:
 
 
 # -- opening ---------------------------------------------------------------------------
+
 
 def test_open_creates_private_file(db_path: Path, engine: sa.Engine) -> None:
     assert db_path.is_file()
@@ -59,12 +64,15 @@ def test_wal_file_is_private_too(db_path: Path, engine: sa.Engine) -> None:
         assert stat.S_IMODE(wal.stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("journal_mode", "wal"),
-    ("foreign_keys", 1),
-    ("busy_timeout", 10000),
-    ("synchronous", 1),  # NORMAL
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("journal_mode", "wal"),
+        ("foreign_keys", 1),
+        ("busy_timeout", 10000),
+        ("synchronous", 1),  # NORMAL
+    ],
+)
 def test_connection_pragmas(engine: sa.Engine, name: str, expected: object) -> None:
     assert pragma(engine, name) == expected
 
@@ -106,12 +114,16 @@ def test_fresh_migrate_returns_every_name(tmp_path: Path) -> None:
 
 # -- versions ------------------------------------------------------------------------
 
+
 def test_newer_schema_is_refused(engine: sa.Engine) -> None:
     newer = len(MIGRATIONS) + 1
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, 'm_future', 0)"
-        ), {"v": newer})
+        conn.execute(
+            sa.text(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (:v, 'm_future', 0)"
+            ),
+            {"v": newer},
+        )
     with pytest.raises(RuntimeError, match="newer agproxy") as info:
         migrate(engine)
     assert str(newer) in str(info.value)
@@ -119,8 +131,11 @@ def test_newer_schema_is_refused(engine: sa.Engine) -> None:
 
 def test_newer_schema_is_refused_by_open_database(db_path: Path, engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'm099', 0)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'm099', 0)"
+            )
+        )
     engine.dispose()
     with pytest.raises(RuntimeError, match="newer agproxy"):
         open_database(db_path)
@@ -144,8 +159,7 @@ def test_extra_migrations_applied_once_in_order(engine: sa.Engine) -> None:
     assert {"widgets", "gadgets"} <= table_names(engine)
     assert migrate(engine, extended) == []
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT name FROM widgets")).scalars().all() == [
-            "from-gadgets"]
+        assert conn.execute(sa.text("SELECT name FROM widgets")).scalars().all() == ["from-gadgets"]
     # The old release's list is now "older" than the database.
     with pytest.raises(RuntimeError, match="newer agproxy"):
         migrate(engine)
@@ -161,8 +175,10 @@ def test_failing_migration_is_not_recorded_and_later_ones_do_not_run(engine: sa.
     assert len(recorded(engine)) == len(MIGRATIONS)
     assert "widgets" not in table_names(engine)
     with engine.connect() as conn:  # DML done before the failure was rolled back
-        assert conn.execute(sa.text(
-            "SELECT count(*) FROM revisions WHERE name = 'boom'")).scalar() == 0
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM revisions WHERE name = 'boom'")).scalar()
+            == 0
+        )
 
 
 def m_test_partial(conn: sa.Connection) -> None:
@@ -189,6 +205,7 @@ def test_failed_migration_can_be_retried(engine: sa.Engine) -> None:
 
 # -- tables.py matches the migrated schema ------------------------------------------------
 
+
 @pytest.mark.parametrize("table", list(tables.metadata.sorted_tables), ids=lambda t: t.name)
 def test_tables_py_matches_migrated_schema(engine: sa.Engine, table: sa.Table) -> None:
     insp = sa.inspect(engine)
@@ -198,12 +215,21 @@ def test_tables_py_matches_migrated_schema(engine: sa.Engine, table: sa.Table) -
         assert live[column.name]["nullable"] == column.nullable, column.name
         assert live[column.name]["type"]._type_affinity is column.type._type_affinity, column.name
     assert set(insp.get_pk_constraint(table.name)["constrained_columns"]) == {
-        c.name for c in table.primary_key.columns}
-    live_fks = {(tuple(fk["constrained_columns"]), fk["referred_table"],
-                 tuple(fk["referred_columns"]), (fk.get("options") or {}).get("ondelete"))
-                for fk in insp.get_foreign_keys(table.name)}
-    declared = {((fk.parent.name,), fk.column.table.name, (fk.column.name,), fk.ondelete)
-                for fk in table.foreign_keys}
+        c.name for c in table.primary_key.columns
+    }
+    live_fks = {
+        (
+            tuple(fk["constrained_columns"]),
+            fk["referred_table"],
+            tuple(fk["referred_columns"]),
+            (fk.get("options") or {}).get("ondelete"),
+        )
+        for fk in insp.get_foreign_keys(table.name)
+    }
+    declared = {
+        ((fk.parent.name,), fk.column.table.name, (fk.column.name,), fk.ondelete)
+        for fk in table.foreign_keys
+    }
     assert live_fks == declared
 
 
@@ -213,12 +239,23 @@ def test_every_migrated_table_is_in_tables_py(engine: sa.Engine) -> None:
 
 def full_account(account_id: str, email: str) -> dict:
     return {
-        "id": account_id, "email": email, "display_name": "Test User",
-        "refresh_token": "1//refresh", "access_token": "ya29.access",
-        "access_token_expires_at": 1234.5, "oauth_client": "antigravity",
-        "project_id": "proj-1", "tier": "free-tier", "enabled": True, "status": "ok",
-        "status_reason": None, "status_changed_at": 10.0, "sort_order": 3,
-        "created_at": 100.0, "last_used_at": 200.0, "proxy_url": "http://proxy:1",
+        "id": account_id,
+        "email": email,
+        "display_name": "Test User",
+        "refresh_token": "1//refresh",
+        "access_token": "ya29.access",
+        "access_token_expires_at": 1234.5,
+        "oauth_client": "antigravity",
+        "project_id": "proj-1",
+        "tier": "free-tier",
+        "enabled": True,
+        "status": "ok",
+        "status_reason": None,
+        "status_changed_at": 10.0,
+        "sort_order": 3,
+        "created_at": 100.0,
+        "last_used_at": 200.0,
+        "proxy_url": "http://proxy:1",
     }
 
 
@@ -235,9 +272,13 @@ def test_full_account_row_round_trips(engine: sa.Engine) -> None:
 def test_server_defaults_fill_optional_columns(engine: sa.Engine) -> None:
     # Columns tables.py marks NOT NULL but which the migration gives defaults for.
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO accounts (id, email, refresh_token, created_at) "
-            "VALUES ('id1', 'b@example.com', 'r', :t)"), {"t": time.time()})
+        conn.execute(
+            sa.text(
+                "INSERT INTO accounts (id, email, refresh_token, created_at) "
+                "VALUES ('id1', 'b@example.com', 'r', :t)"
+            ),
+            {"t": time.time()},
+        )
     with engine.connect() as conn:
         got = conn.execute(sa.select(tables.accounts)).mappings().one()
     assert got["enabled"] is True
@@ -257,18 +298,27 @@ def test_deleting_account_cascades_quotas(engine: sa.Engine) -> None:
         for aid in ("a1", "a2"):
             conn.execute(sa.insert(tables.accounts).values(**full_account(aid, f"{aid}@x.com")))
             for model in ("gemini-2.5-pro", "claude-sonnet-4-5"):
-                conn.execute(sa.insert(tables.account_quotas).values(
-                    account_id=aid, model=model, remaining_fraction=0.5, reset_at=1.0,
-                    fetched_at=2.0, max_output_tokens=8192))
+                conn.execute(
+                    sa.insert(tables.account_quotas).values(
+                        account_id=aid,
+                        model=model,
+                        remaining_fraction=0.5,
+                        reset_at=1.0,
+                        fetched_at=2.0,
+                        max_output_tokens=8192,
+                    )
+                )
     with engine.begin() as conn:
         conn.execute(sa.delete(tables.accounts).where(tables.accounts.c.id == "a1"))
     with engine.connect() as conn:
-        left = conn.execute(sa.select(tables.account_quotas.c.account_id,
-                                      tables.account_quotas.c.model)).all()
+        left = conn.execute(
+            sa.select(tables.account_quotas.c.account_id, tables.account_quotas.c.model)
+        ).all()
     assert sorted(left) == [("a2", "claude-sonnet-4-5"), ("a2", "gemini-2.5-pro")]
 
 
 def test_quota_for_missing_account_is_refused(engine: sa.Engine) -> None:
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-        conn.execute(sa.insert(tables.account_quotas).values(
-            account_id="ghost", model="m", fetched_at=1.0))
+        conn.execute(
+            sa.insert(tables.account_quotas).values(account_id="ghost", model="m", fetched_at=1.0)
+        )

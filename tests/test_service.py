@@ -19,8 +19,10 @@ NO_ACCOUNTS = "no available accounts, please add an account first"
 
 
 def bind_error(host: str, port: int) -> str:
-    return (f"failed to start server: failed to bind address {host}:{port}: "
-            "Address already in use (os error 98)")
+    return (
+        f"failed to start server: failed to bind address {host}:{port}: "
+        "Address already in use (os error 98)"
+    )
 
 
 def occupy(host: str, port: int) -> socket.socket:
@@ -42,8 +44,14 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
 def test_empty_pool_cannot_start(gateway_factory) -> None:  # type: ignore[no-untyped-def]
     gw = gateway_factory()
     status = gw.admin("GET", "/api/proxy/status").json()
-    assert status == {"running": False, "port": gw.port, "base_url": f"http://127.0.0.1:{gw.port}",
-                      "active_accounts": 0, "host": "127.0.0.1", "allow_lan_access": False}
+    assert status == {
+        "running": False,
+        "port": gw.port,
+        "base_url": f"http://127.0.0.1:{gw.port}",
+        "active_accounts": 0,
+        "host": "127.0.0.1",
+        "allow_lan_access": False,
+    }
 
     response = gw.admin("POST", "/api/proxy/start")
     assert response.status_code == 409
@@ -57,9 +65,13 @@ def test_empty_pool_cannot_start(gateway_factory) -> None:  # type: ignore[no-un
 
 def test_serve_prints_why_the_service_did_not_start(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "agproxy", "serve"], text=True,
-                            env=agproxy_env(tmp_path, AGPROXY_PORT=str(port)),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agproxy", "serve"],
+        text=True,
+        env=agproxy_env(tmp_path, AGPROXY_PORT=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     wait_for(lambda: _answers(port))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
@@ -96,21 +108,31 @@ def test_zai_alone_can_start(gateway_factory) -> None:  # type: ignore[no-untype
     assert other.admin("POST", "/api/proxy/start").json()["error"]["message"] == NO_ACCOUNTS
 
 
-@pytest.mark.parametrize(("path", "protocol"), [
-    ("/healthz", "openai"), ("/v1/models", "openai"), ("/v1beta/models", "google"),
-    ("/v1/messages", "anthropic"),
-])
-def test_stopped_service_answers_503_in_the_paths_protocol(gateway_factory, path: str,  # type: ignore[no-untyped-def]
-                                                           protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "protocol"),
+    [
+        ("/healthz", "openai"),
+        ("/v1/models", "openai"),
+        ("/v1beta/models", "google"),
+        ("/v1/messages", "anthropic"),
+    ],
+)
+def test_stopped_service_answers_503_in_the_paths_protocol(
+    gateway_factory,
+    path: str,  # type: ignore[no-untyped-def]
+    protocol: str,
+) -> None:
     gw = gateway_factory(**ZAI_ENV)
     assert gw.admin("POST", "/api/proxy/stop").json()["running"] is False
     method = "POST" if path == "/v1/messages" else "GET"
     response = httpx.request(method, gw.base_url + path, json={}, timeout=10)
     assert response.status_code == 503
     body = response.json()
-    message = {"openai": lambda b: b["error"]["message"],
-               "google": lambda b: b["error"]["message"],
-               "anthropic": lambda b: b["error"]["message"]}[protocol](body)
+    message = {
+        "openai": lambda b: b["error"]["message"],
+        "google": lambda b: b["error"]["message"],
+        "anthropic": lambda b: b["error"]["message"],
+    }[protocol](body)
     assert "proxy service is not running" in message
     if protocol == "google":
         assert body["error"]["status"] == "UNAVAILABLE" and body["error"]["code"] == 503
@@ -128,9 +150,13 @@ def test_serve_bind_failure_exits_1_with_the_exact_message(tmp_path: Path) -> No
     port = free_port()
     blocker = occupy("127.0.0.1", port)
     try:
-        result = subprocess.run([sys.executable, "-m", "agproxy", "serve"], text=True,
-                                env=agproxy_env(tmp_path, AGPROXY_PORT=str(port)),
-                                capture_output=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, "-m", "agproxy", "serve"],
+            text=True,
+            env=agproxy_env(tmp_path, AGPROXY_PORT=str(port)),
+            capture_output=True,
+            timeout=30,
+        )
     finally:
         blocker.close()
     assert result.returncode == 1
@@ -159,7 +185,8 @@ def test_port_change_applies_at_next_start_without_restart(gateway_factory) -> N
     gw = gateway_factory(**ZAI_ENV)
     new_port = free_port()
     assert gw.admin("PUT", "/api/config", json={"port": new_port}).json()[
-        "apply_at_next_start"] == ["port"]
+        "apply_at_next_start"
+    ] == ["port"]
     assert gw.admin("GET", "/api/proxy/status").json()["port"] == gw.port  # not yet
     gw.admin("POST", "/api/proxy/stop")
     status = gw.admin("POST", "/api/proxy/start").json()
@@ -181,7 +208,7 @@ def _bound_address(port: int) -> str:
         addr, state = fields[1], fields[3]
         ip_hex, port_hex = addr.split(":")
         if int(port_hex, 16) == port and state == "0A":
-            octets = [str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0)]
+            octets = [str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0)]
             return ".".join(octets)
     raise AssertionError(f"nothing listens on {port}")
 
@@ -240,9 +267,11 @@ def test_sigterm_lets_an_in_flight_request_finish(gateway_factory) -> None:  # t
     process exits: nothing in flight is lost."""
     gw = gateway_factory(**ZAI_ENV)
     body = b'{"auth_mode": "strict"}'
-    head = (f"PUT /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Authorization: Bearer {gw.admin_secret}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"PUT /api/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {gw.admin_secret}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", gw.port)) as conn:
         conn.sendall(head + body[:5])
         time.sleep(0.3)  # the request is now being read by the gateway

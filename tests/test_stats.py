@@ -28,13 +28,17 @@ GEMINI = "/v1beta/models/{}:generateContent"
 
 
 def ask(gw: Any, model: str, text: str = "hi") -> httpx.Response:
-    return httpx.post(gw.base_url + GEMINI.format(model), timeout=30,
-                      json={"contents": [{"role": "user", "parts": [{"text": text}]}]})
+    return httpx.post(
+        gw.base_url + GEMINI.format(model),
+        timeout=30,
+        json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
+    )
 
 
 def test_stats_equal_the_sum_of_the_records(gateway_factory: Any, fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
-                                AGPROXY_SCHEDULING_MODE="round_robin")
+    gw, accounts = gateway_with(
+        gateway_factory, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin"
+    )
     for i in range(6):
         assert ask(gw, "gemini-3-flash", "flash " * (i + 1)).status_code == 200
     for _ in range(3):
@@ -55,8 +59,10 @@ def test_stats_equal_the_sum_of_the_records(gateway_factory: Any, fake_google: A
         assert summary[key] == total(records, key) > 0
     assert summary["accounts"] == 2
 
-    by_model = {r["model"]: r for r in gw.admin(
-        "GET", "/api/stats/breakdown", params={"by": "model"}).json()["rows"]}
+    by_model = {
+        r["model"]: r
+        for r in gw.admin("GET", "/api/stats/breakdown", params={"by": "model"}).json()["rows"]
+    }
     assert by_model["gemini-3-flash"]["requests"] == 8
     assert by_model["gemini-3-flash"]["errors"] == 2
     assert by_model["gemini-3-pro-high"]["requests"] == 3
@@ -70,7 +76,8 @@ def test_stats_equal_the_sum_of_the_records(gateway_factory: Any, fake_google: A
         per_id.setdefault(r["account_id"], []).append(r["account"])
     assert len(per_id) == 2
     assert sorted((r["account"], r["requests"]) for r in by_account["rows"]) == sorted(
-        (labels[0], len(labels)) for labels in per_id.values())
+        (labels[0], len(labels)) for labels in per_id.values()
+    )
     assert {r["account"] for r in by_account["rows"]} <= {mask_email(a.email) for a in accounts}
 
     usage = gw.admin("GET", "/api/stats/usage", params={"bucket": "hour", "hours": 5}).json()
@@ -94,12 +101,19 @@ def test_stats_equal_the_sum_of_the_records(gateway_factory: Any, fake_google: A
     assert sum(int(r["requests"]) for r in cli_rows) == 11
 
 
-@pytest.mark.parametrize(("params", "param"), [
-    ({"bucket": "month"}, "bucket"), ({"hours": "soon"}, "hours"), ({"hours": "-1"}, "hours"),
-    ({"bucket": "5min", "hours": "8000"}, "hours"), ({"by": "colour"}, "by"),
-])
-def test_bad_stats_parameters_get_400(gateway_factory: Any, fake_google: Any,
-                                      params: dict[str, str], param: str) -> None:
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"bucket": "month"}, "bucket"),
+        ({"hours": "soon"}, "hours"),
+        ({"hours": "-1"}, "hours"),
+        ({"bucket": "5min", "hours": "8000"}, "hours"),
+        ({"by": "colour"}, "by"),
+    ],
+)
+def test_bad_stats_parameters_get_400(
+    gateway_factory: Any, fake_google: Any, params: dict[str, str], param: str
+) -> None:
     gw = gateway_factory("gw", **google_env(fake_google))
     path = "/api/stats/breakdown" if "by" in params else "/api/stats/usage"
     response = gw.admin("GET", path, params=params)
@@ -129,11 +143,16 @@ def test_buckets_follow_local_time_and_weeks_start_on_monday(tmp_path: Any) -> N
     assert monday.tm_wday == 0 and monday.tm_hour == 0
 
 
-def test_metrics_need_the_admin_password_and_count_requests(gateway_factory: Any,
-                                                            fake_google: Any) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 2,
-                                AGPROXY_ADMIN_PASSWORD="admin-" + uuid.uuid4().hex,
-                                AGPROXY_AUTH_MODE="off")
+def test_metrics_need_the_admin_password_and_count_requests(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, accounts = gateway_with(
+        gateway_factory,
+        fake_google,
+        2,
+        AGPROXY_ADMIN_PASSWORD="admin-" + uuid.uuid4().hex,
+        AGPROXY_AUTH_MODE="off",
+    )
     for _ in range(3):
         assert ask(gw, "gemini-3-flash").status_code == 200
     fake_google.inject(Fault.rate_limited(retry_delay="90s"), email=accounts[0].email)
@@ -141,14 +160,14 @@ def test_metrics_need_the_admin_password_and_count_requests(gateway_factory: Any
     assert ask(gw, "gemini-3-flash").status_code == 429
 
     assert gw.get("/metrics").status_code == 401
-    assert gw.get("/metrics", headers={"Authorization": f"Bearer {gw.api_key}"}
-                  ).status_code == 401  # the api key is not the admin password here
+    assert (
+        gw.get("/metrics", headers={"Authorization": f"Bearer {gw.api_key}"}).status_code == 401
+    )  # the api key is not the admin password here
     response = gw.admin("GET", "/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = response.text
-    assert 'agproxy_requests_total{protocol="gemini",status="200",model="gemini-3-flash"} 3' \
-        in text
+    assert 'agproxy_requests_total{protocol="gemini",status="200",model="gemini-3-flash"} 3' in text
     assert 'agproxy_requests_total{protocol="gemini",status="429"' in text
     assert 'agproxy_request_duration_seconds_count{protocol="gemini"} 4' in text
     assert 'agproxy_request_duration_seconds_bucket{protocol="gemini",le="+Inf"} 4' in text
@@ -156,23 +175,25 @@ def test_metrics_need_the_admin_password_and_count_requests(gateway_factory: Any
     assert "agproxy_cooldowns 2" in text
     assert 'agproxy_accounts{state="enabled"} 2' in text and "agproxy_up 1" in text
     assert 'agproxy_quota_remaining_ratio{model="gemini-3-flash"} 1.0000' in text
-    tokens = re.search(r'agproxy_tokens_total\{model="gemini-3-flash",kind="input"\} (\d+)',
-                       text)
+    tokens = re.search(r'agproxy_tokens_total\{model="gemini-3-flash",kind="input"\} (\d+)', text)
     assert tokens and int(tokens.group(1)) == sum(
-        r["input_tokens"] or 0 for r in logs(gw) if r["status"] == 200)
+        r["input_tokens"] or 0 for r in logs(gw) if r["status"] == 200
+    )
     for account in accounts:
         assert account.email not in text
     assert logs(gw, q="/metrics") == []  # scrapes are not AI requests
 
 
-def test_dashboard_shows_cooldowns_attention_and_the_next_account(gateway_factory: Any,
-                                                                 fake_google: Any) -> None:
+def test_dashboard_shows_cooldowns_attention_and_the_next_account(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw, accounts = gateway_with(gateway_factory, fake_google, 3)
     fake_google.inject(Fault.rate_limited(retry_delay="120s"), email=accounts[0].email, times=5)
     for _ in range(4):
         ask(gw, "gemini-3-flash")
-    fake_google.inject(Fault.forbidden(reason="account suspended"), email=accounts[2].email,
-                       times=5)
+    fake_google.inject(
+        Fault.forbidden(reason="account suspended"), email=accounts[2].email, times=5
+    )
     for _ in range(4):
         ask(gw, "gemini-3-flash")
     board = gw.admin("GET", "/api/dashboard").json()
@@ -196,19 +217,34 @@ def test_dashboard_shows_cooldowns_attention_and_the_next_account(gateway_factor
 
 def test_trace_explains_routing(gateway_factory: Any, fake_google: Any) -> None:
     gw, _ = gateway_with(gateway_factory, fake_google)
-    gw.admin("PUT", "/api/config", json={"model_mapping": {"gpt-4*": "gemini-3-pro-high",
-                                                           "gpt-4o*": "gemini-3-flash"}})
+    gw.admin(
+        "PUT",
+        "/api/config",
+        json={"model_mapping": {"gpt-4*": "gemini-3-pro-high", "gpt-4o*": "gemini-3-flash"}},
+    )
     found = gw.admin("GET", "/api/models/trace", params={"model": "gpt-4o"}).json()
-    assert found == {"requested": "gpt-4o", "model": "gemini-3-flash", "rule": "gpt-4o*",
-                     "source": "rule", "target": "gemini-3-flash"}
-    assert gw.admin("GET", "/api/models/trace", params={"model": "gpt-4-turbo"}
-                    ).json()["rule"] == "gpt-4*"
+    assert found == {
+        "requested": "gpt-4o",
+        "model": "gemini-3-flash",
+        "rule": "gpt-4o*",
+        "source": "rule",
+        "target": "gemini-3-flash",
+    }
+    assert (
+        gw.admin("GET", "/api/models/trace", params={"model": "gpt-4-turbo"}).json()["rule"]
+        == "gpt-4*"
+    )
     # Unsaved rules can be tried before they are saved; the built-in table explains too.
-    tried = gw.admin("POST", "/api/models/trace", json={
-        "model": "gpt-4o", "rules": {"gpt-*": "gemini-3-pro-high"}}).json()
+    tried = gw.admin(
+        "POST",
+        "/api/models/trace",
+        json={"model": "gpt-4o", "rules": {"gpt-*": "gemini-3-pro-high"}},
+    ).json()
     assert (tried["model"], tried["rule"]) == ("gemini-3-pro-high", "gpt-*")
-    assert gw.admin("POST", "/api/models/trace", json={"model": "gemini-3.5-flash"}
-                    ).json()["source"] == "family"
+    assert (
+        gw.admin("POST", "/api/models/trace", json={"model": "gemini-3.5-flash"}).json()["source"]
+        == "family"
+    )
     nothing = gw.admin("GET", "/api/models/trace", params={"model": "llama-9"}).json()
     assert (nothing["model"], nothing["source"]) == (None, "none")
     bad = gw.admin("POST", "/api/models/trace", json={"model": "x", "rules": ["no"]})
@@ -216,12 +252,14 @@ def test_trace_explains_routing(gateway_factory: Any, fake_google: Any) -> None:
     assert gw.admin("GET", "/api/models/trace").status_code == 400
 
 
-def test_accounts_whose_masked_emails_coincide_stay_apart(gateway_factory: Any,
-                                                          fake_google: Any) -> None:
+def test_accounts_whose_masked_emails_coincide_stay_apart(
+    gateway_factory: Any, fake_google: Any
+) -> None:
     gw = gateway_factory("gw", **google_env(fake_google), AGPROXY_SCHEDULING_MODE="round_robin")
     tag = uuid.uuid4().hex[:6]
-    twins = [fake_google.add_account(email=f"a{tag}{middle}e@twins.example")
-             for middle in ("lic", "nn")]  # both a***e@twins.example
+    twins = [
+        fake_google.add_account(email=f"a{tag}{middle}e@twins.example") for middle in ("lic", "nn")
+    ]  # both a***e@twins.example
     add_to(gw, *twins)
     for i in range(4):
         assert ask(gw, "gemini-3-flash", f"twin {i}").status_code == 200
@@ -232,8 +270,9 @@ def test_accounts_whose_masked_emails_coincide_stay_apart(gateway_factory: Any,
 
 
 @pytest.mark.parametrize("params", [{"limit": "many"}, {"status": "5x"}, {"since": "yesterday"}])
-def test_bad_log_filters_get_400(gateway_factory: Any, fake_google: Any,
-                                 params: dict[str, str]) -> None:
+def test_bad_log_filters_get_400(
+    gateway_factory: Any, fake_google: Any, params: dict[str, str]
+) -> None:
     gw = gateway_factory("gw", **google_env(fake_google))
     response = gw.admin("GET", "/api/logs", params=params)
     assert response.status_code == 400

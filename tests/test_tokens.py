@@ -20,9 +20,13 @@ from agproxy.db import open_database
 
 
 def settings_for(fake: Any) -> Settings:
-    return Settings(api_key="sk-test-000000", upstream_base_urls=(fake.v1internal,),
-                    oauth_token_url=fake.token_url, oauth_userinfo_url=fake.userinfo_url,
-                    oauth_authorize_url=fake.authorize_url)
+    return Settings(
+        api_key="sk-test-000000",
+        upstream_base_urls=(fake.v1internal,),
+        oauth_token_url=fake.token_url,
+        oauth_userinfo_url=fake.userinfo_url,
+        oauth_authorize_url=fake.authorize_url,
+    )
 
 
 def run(fake: Any, tmp_path: Path, work: Any) -> Any:
@@ -59,8 +63,7 @@ def test_fifty_waiters_share_one_refresh(tmp_path, fake_google) -> None:  # type
         before = fake_google.token_refresh_count(acct.refresh_token)
         account.access_token_expires_at = time.time() - 1  # expired
         fake_google.inject(Fault.slow(0.3), method="token")  # waiters pile up meanwhile
-        tokens = await asyncio.gather(*(service.tokens.access_token(account)
-                                        for _ in range(50)))
+        tokens = await asyncio.gather(*(service.tokens.access_token(account) for _ in range(50)))
         assert len(set(tokens)) == 1
         assert fake_google.token_refresh_count(acct.refresh_token) == before + 1
         # The refreshed token is persisted.
@@ -71,8 +74,12 @@ def test_fifty_waiters_share_one_refresh(tmp_path, fake_google) -> None:  # type
 
 
 @pytest.mark.parametrize(("seconds_left", "refreshes"), [(3000, 0), (60, 1), (-10, 1)])
-def test_refresh_happens_ahead_of_expiry(tmp_path, fake_google, seconds_left: int,  # type: ignore[no-untyped-def]
-                                         refreshes: int) -> None:
+def test_refresh_happens_ahead_of_expiry(
+    tmp_path,
+    fake_google,
+    seconds_left: int,  # type: ignore[no-untyped-def]
+    refreshes: int,
+) -> None:
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         account.access_token_expires_at = time.time() + seconds_left
@@ -121,8 +128,9 @@ def test_transient_refresh_failures_retry_and_never_disable(tmp_path, fake_googl
 def test_quota_refresh_updates_the_store_and_a_403_marks_forbidden(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
-        fake_google.inject(Fault.forbidden(), email=acct.email, method="fetchAvailableModels",
-                           times=2)
+        fake_google.inject(
+            Fault.forbidden(), email=acct.email, method="fetchAvailableModels", times=2
+        )
         assert await service.refresh_quota(account) == []
         stored = service.store.get(account.id)
         assert stored is not None and stored.status is Status.FORBIDDEN
@@ -138,8 +146,7 @@ def test_quota_call_answered_401_refreshes_once_and_retries(tmp_path, fake_googl
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         before = fake_google.token_refresh_count(acct.refresh_token)
-        fake_google.inject(Fault.unauthenticated(), email=acct.email,
-                           method="fetchAvailableModels")
+        fake_google.inject(Fault.unauthenticated(), email=acct.email, method="fetchAvailableModels")
         assert await service.refresh_quota(account)
         assert fake_google.token_refresh_count(acct.refresh_token) == before + 1
 
@@ -147,15 +154,18 @@ def test_quota_call_answered_401_refreshes_once_and_retries(tmp_path, fake_googl
 
 
 def test_parse_quotas_table() -> None:
-    body = {"models": {
-        "gemini-3-flash": {"quotaInfo": {"remainingFraction": 0.82,
-                                         "resetTime": "2026-08-22T15:00:00Z"},
-                           "maxOutputTokens": 65536},
-        "claude-sonnet-4-6": {"quotaInfo": {"resetTime": "2026-08-22T17:00:00Z"}},
-        "chat_20706": {"quotaInfo": {"remainingFraction": 1}},
-        "gemini-no-quota": {"displayName": "x"},
-        "imagen-4": {"quotaInfo": {"remainingFraction": 1, "resetTime": ""}},
-    }}
+    body = {
+        "models": {
+            "gemini-3-flash": {
+                "quotaInfo": {"remainingFraction": 0.82, "resetTime": "2026-08-22T15:00:00Z"},
+                "maxOutputTokens": 65536,
+            },
+            "claude-sonnet-4-6": {"quotaInfo": {"resetTime": "2026-08-22T17:00:00Z"}},
+            "chat_20706": {"quotaInfo": {"remainingFraction": 1}},
+            "gemini-no-quota": {"displayName": "x"},
+            "imagen-4": {"quotaInfo": {"remainingFraction": 1, "resetTime": ""}},
+        }
+    }
     parsed = {q.model: q for q in parse_quotas(body)}
     assert set(parsed) == {"gemini-3-flash", "claude-sonnet-4-6", "imagen-4"}
     assert parsed["gemini-3-flash"].remaining_fraction == 0.82
@@ -165,15 +175,28 @@ def test_parse_quotas_table() -> None:
     assert parsed["imagen-4"].reset_at is None
 
 
-@pytest.mark.parametrize(("info", "tier"), [
-    ({"paidTier": {"id": "g1-pro-tier", "name": "Google AI Pro"},
-      "currentTier": {"id": "free-tier", "name": "Free"}}, "Google AI Pro"),
-    ({"currentTier": {"id": "free-tier", "name": "Free"}}, "Free"),
-    ({"currentTier": {"id": "standard-tier"}}, "standard-tier"),
-    ({"currentTier": {"id": "free-tier", "name": "Free"}, "ineligibleTiers": [{"reasonCode": "x"}],
-      "allowedTiers": [{"id": "free-tier", "name": "Free", "isDefault": True}]},
-     "Free (Restricted)"),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("info", "tier"),
+    [
+        (
+            {
+                "paidTier": {"id": "g1-pro-tier", "name": "Google AI Pro"},
+                "currentTier": {"id": "free-tier", "name": "Free"},
+            },
+            "Google AI Pro",
+        ),
+        ({"currentTier": {"id": "free-tier", "name": "Free"}}, "Free"),
+        ({"currentTier": {"id": "standard-tier"}}, "standard-tier"),
+        (
+            {
+                "currentTier": {"id": "free-tier", "name": "Free"},
+                "ineligibleTiers": [{"reasonCode": "x"}],
+                "allowedTiers": [{"id": "free-tier", "name": "Free", "isDefault": True}],
+            },
+            "Free (Restricted)",
+        ),
+        ({}, None),
+    ],
+)
 def test_tier_of(info: dict, tier: str | None) -> None:
     assert tier_of(info) == tier

@@ -22,16 +22,27 @@ UA = "Antigravity/9.9.9 (X11; Linux x86_64) Chrome/132.0.6834.160 Electron/39.2.
 
 
 def access_token(fake: Any, acct: Any) -> str:
-    response = httpx.post(fake.token_url, data={
-        "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-        "grant_type": "refresh_token", "refresh_token": acct.refresh_token})
+    response = httpx.post(
+        fake.token_url,
+        data={
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "grant_type": "refresh_token",
+            "refresh_token": acct.refresh_token,
+        },
+    )
     return str(response.json()["access_token"])
 
 
 def envelope(acct: Any, text: str = "hi", model: str = "gemini-3-flash") -> dict[str, Any]:
-    return {"project": acct.project, "model": model, "userAgent": "antigravity",
-            "requestType": "agent", "requestId": f"agent/test/{uuid.uuid4().hex[:8]}",
-            "request": {"contents": [{"role": "user", "parts": [{"text": text}]}]}}
+    return {
+        "project": acct.project,
+        "model": model,
+        "userAgent": "antigravity",
+        "requestType": "agent",
+        "requestId": f"agent/test/{uuid.uuid4().hex[:8]}",
+        "request": {"contents": [{"role": "user", "parts": [{"text": text}]}]},
+    }
 
 
 def run_client(bases: tuple[str, ...], work: Any, **settings: Any) -> Any:
@@ -49,8 +60,9 @@ def run_client(bases: tuple[str, ...], work: Any, **settings: Any) -> Any:
 
 @pytest.fixture
 def acct(fake_google: Any) -> Any:
-    return fake_google.add_account(email=f"up-{uuid.uuid4().hex[:8]}@example.com",
-                                   project="proj-up")
+    return fake_google.add_account(
+        email=f"up-{uuid.uuid4().hex[:8]}@example.com", project="proj-up"
+    )
 
 
 def test_stream_yields_unwrapped_events_in_order(fake_google: Any, acct: Any) -> None:
@@ -61,8 +73,9 @@ def test_stream_yields_unwrapped_events_in_order(fake_google: Any, acct: Any) ->
 
     events = run_client((fake_google.v1internal,), work)
     assert len(events) >= 2
-    text = "".join(p.get("text", "") for e in events
-                   for p in e["candidates"][0]["content"]["parts"])
+    text = "".join(
+        p.get("text", "") for e in events for p in e["candidates"][0]["content"]["parts"]
+    )
     assert text == "echo: hello there"
     assert events[-1]["candidates"][0]["finishReason"] == "STOP"
     assert "response" not in events[0]  # unwrapped
@@ -74,8 +87,9 @@ def test_generate_and_headers(fake_google: Any, acct: Any) -> None:
     async def work(client: CloudCodeClient) -> Any:
         return await client.generate(envelope(acct, "one"), creds)
 
-    body = run_client((fake_google.v1internal,), work, upstream_user_agent=UA,
-                      upstream_client_version="9.9.9")
+    body = run_client(
+        (fake_google.v1internal,), work, upstream_user_agent=UA, upstream_client_version="9.9.9"
+    )
     assert body["candidates"][0]["content"]["parts"][-1]["text"] == "echo: one"
     [call] = fake_google.calls("generateContent", acct.email)
     assert call.headers["user-agent"] == UA
@@ -86,8 +100,9 @@ def test_generate_and_headers(fake_google: Any, acct: Any) -> None:
     assert len(call.headers["x-machine-id"]) == 64
 
 
-def test_fallback_moves_on_after_transport_errors_and_5xx_but_not_429(fake_google: Any,
-                                                                    acct: Any) -> None:
+def test_fallback_moves_on_after_transport_errors_and_5xx_but_not_429(
+    fake_google: Any, acct: Any
+) -> None:
     creds = Credentials(access_token(fake_google, acct), acct.project)
     dead = f"http://127.0.0.1:{free_port()}/v1internal"
     first, second = fake_google.v1internal_at("first"), fake_google.v1internal_at("second")
@@ -101,30 +116,55 @@ def test_fallback_moves_on_after_transport_errors_and_5xx_but_not_429(fake_googl
     assert paths == ["/first/v1internal:generateContent", "/second/v1internal:generateContent"]
 
     fake_google.reset()
-    fake_google.inject(Fault.rate_limited(retry_delay="3.5s"), email=acct.email,
-                       method="generateContent")
+    fake_google.inject(
+        Fault.rate_limited(retry_delay="3.5s"), email=acct.email, method="generateContent"
+    )
     with pytest.raises(UpstreamError) as caught:
         run_client((first, second), ok)
     assert caught.value.kind is Failure.RATE_LIMITED and caught.value.retry_after == 3.5
     assert len(fake_google.calls("generateContent", acct.email)) == 1  # no fallback on 429
 
 
-@pytest.mark.parametrize(("fault", "kind", "status", "retry_after", "reason"), [
-    (Fault.rate_limited(quota_reset_delay="1h2m3.5s"), Failure.RATE_LIMITED, 429, 3723.5,
-     "QUOTA_EXHAUSTED"),
-    (Fault.rate_limited(quota_reset_delay="850ms", reason="RATE_LIMIT_EXCEEDED"),
-     Failure.RATE_LIMITED, 429, 0.85, "RATE_LIMIT_EXCEEDED"),
-    (Fault.rate_limited(reason="MODEL_CAPACITY_EXHAUSTED"), Failure.CAPACITY, 429, None,
-     "MODEL_CAPACITY_EXHAUSTED"),
-    (Fault.unauthenticated(), Failure.AUTH_EXPIRED, 401, None, None),
-    (Fault.forbidden(validation=True), Failure.FORBIDDEN, 403, None, "VALIDATION_REQUIRED"),
-    (Fault.invalid_argument("Invalid `signature`"), Failure.INVALID_REQUEST, 400, None, None),
-    (Fault.not_found(), Failure.NOT_FOUND, 404, None, None),
-    (Fault.server_error(500), Failure.CAPACITY, 500, None, None),
-])
-def test_errors_are_classified(fake_google: Any, acct: Any, fault: Any, kind: Failure,
-                               status: int, retry_after: float | None,
-                               reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("fault", "kind", "status", "retry_after", "reason"),
+    [
+        (
+            Fault.rate_limited(quota_reset_delay="1h2m3.5s"),
+            Failure.RATE_LIMITED,
+            429,
+            3723.5,
+            "QUOTA_EXHAUSTED",
+        ),
+        (
+            Fault.rate_limited(quota_reset_delay="850ms", reason="RATE_LIMIT_EXCEEDED"),
+            Failure.RATE_LIMITED,
+            429,
+            0.85,
+            "RATE_LIMIT_EXCEEDED",
+        ),
+        (
+            Fault.rate_limited(reason="MODEL_CAPACITY_EXHAUSTED"),
+            Failure.CAPACITY,
+            429,
+            None,
+            "MODEL_CAPACITY_EXHAUSTED",
+        ),
+        (Fault.unauthenticated(), Failure.AUTH_EXPIRED, 401, None, None),
+        (Fault.forbidden(validation=True), Failure.FORBIDDEN, 403, None, "VALIDATION_REQUIRED"),
+        (Fault.invalid_argument("Invalid `signature`"), Failure.INVALID_REQUEST, 400, None, None),
+        (Fault.not_found(), Failure.NOT_FOUND, 404, None, None),
+        (Fault.server_error(500), Failure.CAPACITY, 500, None, None),
+    ],
+)
+def test_errors_are_classified(
+    fake_google: Any,
+    acct: Any,
+    fault: Any,
+    kind: Failure,
+    status: int,
+    retry_after: float | None,
+    reason: str | None,
+) -> None:
     creds = Credentials(access_token(fake_google, acct), acct.project)
     fake_google.inject(fault, email=acct.email, method="streamGenerateContent")
 
@@ -228,43 +268,74 @@ def test_per_account_proxy_carries_the_call(fake_google: Any, acct: Any) -> None
     assert proxy.relayed == [f"{fake_google.v1internal}:generateContent"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("1h2m3.5s", 3723.5), ("850ms", 0.85), ("3723.5s", 3723.5), ("2m", 120.0),
-    ("42", 42.0), ("", None), ("soon", None), ("1h and more", None),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1h2m3.5s", 3723.5),
+        ("850ms", 0.85),
+        ("3723.5s", 3723.5),
+        ("2m", 120.0),
+        ("42", 42.0),
+        ("", None),
+        ("soon", None),
+        ("1h and more", None),
+    ],
+)
 def test_parse_duration(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize(("body", "seconds"), [
-    ({"error": {"details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                             "retryDelay": "3.5s"}]}}, 3.5),
-    ({"error": {"details": [{"@type": "x.ErrorInfo", "metadata": {"quotaResetDelay": "850ms"}}]}},
-     0.85),
-    ({"error": {"retry_after": 7}}, 7.0),
-    ({"error": {"details": [{"retryDelay": {"seconds": 4, "nanos": 500000000}}]}}, 4.5),
-    ({"error": {"message": "Your quota will reset after 1h2m3s."}}, 3723.0),
-    ({"error": {"message": "nothing here"}}, None),
-])
+@pytest.mark.parametrize(
+    ("body", "seconds"),
+    [
+        (
+            {
+                "error": {
+                    "details": [
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3.5s"}
+                    ]
+                }
+            },
+            3.5,
+        ),
+        (
+            {
+                "error": {
+                    "details": [{"@type": "x.ErrorInfo", "metadata": {"quotaResetDelay": "850ms"}}]
+                }
+            },
+            0.85,
+        ),
+        ({"error": {"retry_after": 7}}, 7.0),
+        ({"error": {"details": [{"retryDelay": {"seconds": 4, "nanos": 500000000}}]}}, 4.5),
+        ({"error": {"message": "Your quota will reset after 1h2m3s."}}, 3723.0),
+        ({"error": {"message": "nothing here"}}, None),
+    ],
+)
 def test_find_retry_delay(body: dict, seconds: float | None) -> None:
     assert find_retry_delay(body) == seconds
 
 
 def test_retry_after_header_wins() -> None:
     error = classify(429, b'{"error":{"code":429,"message":"slow down"}}', "12")
-    assert (error.kind, error.retry_after, error.message) == (Failure.RATE_LIMITED, 12.0,
-                                                              "slow down")
+    assert (error.kind, error.retry_after, error.message) == (
+        Failure.RATE_LIMITED,
+        12.0,
+        "slow down",
+    )
 
 
 def _chunks(data: bytes, size: int) -> Iterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 @pytest.mark.parametrize("size", [1, 3, 7, 1000])
 def test_sse_decoder_is_independent_of_chunking(size: int) -> None:
-    raw = (b': ping\n\ndata: {"a": 1}\n\ndata: not json\n\nevent: x\ndata: [DONE]\n\n'
-           b'data: {"b": [1, 2]}\r\n\r\ndata: {"c": "tail"}')
+    raw = (
+        b': ping\n\ndata: {"a": 1}\n\ndata: not json\n\nevent: x\ndata: [DONE]\n\n'
+        b'data: {"b": [1, 2]}\r\n\r\ndata: {"c": "tail"}'
+    )
     decoder = SSEDecoder()
     events = [e for chunk in _chunks(raw, size) for e in decoder.feed(chunk)]
     events += list(decoder.flush())

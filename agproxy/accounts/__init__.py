@@ -16,9 +16,11 @@ from agproxy.upstream import CloudCodeClient
 __all__ = ["Account", "AccountService", "AccountStore", "Status", "build_account_service"]
 
 
-def build_account_service(settings: Callable[[], Settings], engine: Engine,
-                          on_relogin: Callable[[Account], None] | None = None
-                          ) -> AccountService:
+def build_account_service(
+    settings: Callable[[], Settings],
+    engine: Engine,
+    on_relogin: Callable[[Account], None] | None = None,
+) -> AccountService:
     """Wire the store, the upstream client, OAuth and the token manager together."""
     store = AccountStore(engine)
     client = CloudCodeClient(settings)

@@ -24,6 +24,7 @@ class LoginError(Exception):
 
 def page(title: str, text: str) -> bytes:
     import html
+
     return PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
 
 
@@ -62,8 +63,10 @@ class LoginFlow:
         if "error" in query:
             raise LoginError(f"Google answered: {query['error'][0]}")
         if (query.get("state") or [""])[0] != self.state:
-            raise LoginError("the state does not match this sign-in (a stale or forged "
-                             "callback); start the sign-in again")
+            raise LoginError(
+                "the state does not match this sign-in (a stale or forged "
+                "callback); start the sign-in again"
+            )
         code = (query.get("code") or [""])[0]
         if not code:
             raise LoginError("the callback carried no code")
@@ -95,11 +98,15 @@ class LoopbackCallback:
                 body, status = page("Not found", "This is agproxy's sign-in listener."), 404
             else:
                 await self._queries.put(parse_qs(split.query))
-                body, status = page("Signed in", "You can close this tab and go back to "
-                                    "the terminal."), 200
-            writer.write(f"HTTP/1.1 {status} OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                         + body)
+                body, status = (
+                    page("Signed in", "You can close this tab and go back to the terminal."),
+                    200,
+                )
+            writer.write(
+                f"HTTP/1.1 {status} OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass

@@ -61,8 +61,9 @@ class PKCE:
 
 
 class GoogleOAuth:
-    def __init__(self, settings: Callable[[], Settings],
-                 session: Callable[[], aiohttp.ClientSession]) -> None:
+    def __init__(
+        self, settings: Callable[[], Settings], session: Callable[[], aiohttp.ClientSession]
+    ) -> None:
         self._settings = settings
         self._session = session
 
@@ -84,20 +85,25 @@ class GoogleOAuth:
         }
         return f"{self._settings().oauth_authorize_url}?{urlencode(query)}"
 
-    async def _token_call(self, form: dict[str, str], proxy: str | None = None
-                          ) -> dict[str, Any]:
+    async def _token_call(self, form: dict[str, str], proxy: str | None = None) -> dict[str, Any]:
         form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
         url = self._settings().oauth_token_url
         try:
             async with self._session().post(
-                url, data=form, timeout=TIMEOUT, proxy=proxy,
+                url,
+                data=form,
+                timeout=TIMEOUT,
+                proxy=proxy,
                 headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
             ) as response:
                 raw = await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise OAuthError("transient", f"token endpoint unreachable: {type(exc).__name__}"
-                                          f"{': ' + str(exc) if str(exc) else ''}") from exc
+            raise OAuthError(
+                "transient",
+                f"token endpoint unreachable: {type(exc).__name__}"
+                f"{': ' + str(exc) if str(exc) else ''}",
+            ) from exc
         try:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError:
@@ -123,8 +129,9 @@ class GoogleOAuth:
         )
 
     async def refresh(self, refresh_token: str, proxy: str | None = None) -> TokenGrant:
-        body = await self._token_call({"grant_type": "refresh_token",
-                                       "refresh_token": refresh_token}, proxy)
+        body = await self._token_call(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token}, proxy
+        )
         return self._grant(body)
 
     async def exchange_code(self, code: str, redirect_uri: str, pkce: PKCE | None) -> TokenGrant:
@@ -133,16 +140,23 @@ class GoogleOAuth:
             form["code_verifier"] = pkce.verifier
         grant = self._grant(await self._token_call(form))
         if not grant.refresh_token:
-            raise OAuthError("rejected", "No refresh token returned by Google (the consent "
-                                         "screen must be shown: sign in again)")
+            raise OAuthError(
+                "rejected",
+                "No refresh token returned by Google (the consent "
+                "screen must be shown: sign in again)",
+            )
         return grant
 
     async def userinfo(self, access_token: str, proxy: str | None = None) -> dict[str, Any]:
         try:
             async with self._session().get(
-                self._settings().oauth_userinfo_url, timeout=TIMEOUT, proxy=proxy,
-                headers={"Authorization": f"Bearer {access_token}",
-                         "User-Agent": self._user_agent()},
+                self._settings().oauth_userinfo_url,
+                timeout=TIMEOUT,
+                proxy=proxy,
+                headers={
+                    "Authorization": f"Bearer {access_token}",
+                    "User-Agent": self._user_agent(),
+                },
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -151,8 +165,11 @@ class GoogleOAuth:
         if status != 200:
             kind = "transient" if status >= 500 else "rejected"
             raise OAuthError(kind, f"userinfo answered HTTP {status}")
-        info = orjson.loads(raw)
-        if not info.get("email"):
+        try:
+            info = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise OAuthError("transient", "userinfo answered with something not JSON") from None
+        if not isinstance(info, dict) or not info.get("email"):
             raise OAuthError("rejected", "userinfo has no email (the email scope is missing)")
         return info
 

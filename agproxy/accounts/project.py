@@ -14,8 +14,7 @@ from typing import Any
 from agproxy.upstream import CloudCodeClient, Credentials, UpstreamError
 
 FALLBACK_PROJECT = "bamboo-precept-lgxtn"
-METADATA = {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED",
-            "pluginType": "GEMINI"}
+METADATA = {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
 ONBOARD_POLLS = 10
 ONBOARD_POLL_SECONDS = 2.0
 
@@ -29,6 +28,7 @@ class ProjectInfo:
 def tier_of(info: dict[str, Any]) -> str | None:
     """The tier as the reference names it: paid tier, else current tier, else the
     default allowed tier marked (Restricted) when the account is ineligible."""
+
     def name(tier: Any) -> str | None:
         if isinstance(tier, dict):
             return tier.get("name") or tier.get("id")
@@ -56,8 +56,9 @@ def _project_of(value: Any) -> str | None:
     return None
 
 
-async def discover_project(client: CloudCodeClient, creds: Credentials,
-                           poll_seconds: float = ONBOARD_POLL_SECONDS) -> ProjectInfo:
+async def discover_project(
+    client: CloudCodeClient, creds: Credentials, poll_seconds: float = ONBOARD_POLL_SECONDS
+) -> ProjectInfo:
     """loadCodeAssist, then onboardUser when there is no project. Raises UpstreamError
     only when loadCodeAssist itself fails."""
     info = await client.call("loadCodeAssist", {"metadata": METADATA}, creds)
@@ -65,12 +66,15 @@ async def discover_project(client: CloudCodeClient, creds: Credentials,
     project = _project_of(info.get("cloudaicompanionProject"))
     if project:
         return ProjectInfo(project, tier)
-    default = next((t for t in info.get("allowedTiers") or []
-                    if isinstance(t, dict) and t.get("isDefault")), None)
+    default = next(
+        (t for t in info.get("allowedTiers") or [] if isinstance(t, dict) and t.get("isDefault")),
+        None,
+    )
     tier_id = (default or {}).get("id") or "free-tier"
     try:
-        operation = await client.call("onboardUser",
-                                      {"tierId": tier_id, "metadata": METADATA}, creds)
+        operation = await client.call(
+            "onboardUser", {"tierId": tier_id, "metadata": METADATA}, creds
+        )
         for _ in range(ONBOARD_POLLS):
             if operation.get("done"):
                 break

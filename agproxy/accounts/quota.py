@@ -38,12 +38,14 @@ def parse_quotas(body: dict[str, Any]) -> list[ModelQuota]:
             continue
         fraction = quota.get("remainingFraction")
         max_out = info.get("maxOutputTokens")
-        found.append(ModelQuota(
-            model=name,
-            remaining_fraction=float(fraction) if isinstance(fraction, int | float) else None,
-            reset_at=_timestamp(quota.get("resetTime")),
-            max_output_tokens=int(max_out) if isinstance(max_out, int) else None,
-        ))
+        found.append(
+            ModelQuota(
+                model=name,
+                remaining_fraction=float(fraction) if isinstance(fraction, int | float) else None,
+                reset_at=_timestamp(quota.get("resetTime")),
+                max_output_tokens=int(max_out) if isinstance(max_out, int) else None,
+            )
+        )
     return found
 
 
@@ -52,8 +54,9 @@ async def fetch_quotas(client: CloudCodeClient, creds: Credentials) -> list[Mode
     the project, and a second 403 raises Forbidden."""
     body: dict[str, Any] = {"project": creds.project} if creds.project else {}
     try:
-        return parse_quotas(await client.call("fetchAvailableModels", body, creds,
-                                              quota_style=True))
+        return parse_quotas(
+            await client.call("fetchAvailableModels", body, creds, quota_style=True)
+        )
     except UpstreamError as exc:
         if exc.kind is not Failure.FORBIDDEN:
             raise
@@ -61,8 +64,7 @@ async def fetch_quotas(client: CloudCodeClient, creds: Credentials) -> list[Mode
             raise Forbidden(exc.message) from exc
     await asyncio.sleep(0)
     try:
-        return parse_quotas(await client.call("fetchAvailableModels", {}, creds,
-                                              quota_style=True))
+        return parse_quotas(await client.call("fetchAvailableModels", {}, creds, quota_style=True))
     except UpstreamError as exc:
         if exc.kind is Failure.FORBIDDEN:
             raise Forbidden(exc.message) from exc

@@ -38,7 +38,7 @@ class ImportEntry:
 @dataclass(frozen=True)
 class ImportResult:
     entry: ImportEntry
-    outcome: str            # added, updated, duplicate, invalid
+    outcome: str  # added, updated, duplicate, invalid
     email: str | None = None
     reason: str | None = None
 
@@ -55,15 +55,24 @@ def parse_import(text: str) -> tuple[list[ImportEntry], list[ImportResult]]:
         except orjson.JSONDecodeError as exc:
             raise AddError(f"the file looks like JSON but is not valid JSON: {exc}") from exc
         for number, item in enumerate(items, 1):
-            token = item if isinstance(item, str) else (
-                item.get("refresh_token") or item.get("refreshToken")
-                if isinstance(item, dict) else None)
+            token = (
+                item
+                if isinstance(item, str)
+                else (
+                    item.get("refresh_token") or item.get("refreshToken")
+                    if isinstance(item, dict)
+                    else None
+                )
+            )
             email = item.get("email") if isinstance(item, dict) else None
             if isinstance(token, str) and token.strip():
                 entries.append(ImportEntry(number, token.strip(), email))
             else:
-                invalid.append(ImportResult(ImportEntry(number, ""), "invalid", email,
-                                            "no refresh_token in this entry"))
+                invalid.append(
+                    ImportResult(
+                        ImportEntry(number, ""), "invalid", email, "no refresh_token in this entry"
+                    )
+                )
         return entries, invalid
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -73,16 +82,18 @@ def parse_import(text: str) -> tuple[list[ImportEntry], list[ImportResult]]:
 
 
 class AccountService:
-    def __init__(self, store: AccountStore, client: CloudCodeClient, oauth: GoogleOAuth,
-                 tokens: TokenManager) -> None:
+    def __init__(
+        self, store: AccountStore, client: CloudCodeClient, oauth: GoogleOAuth, tokens: TokenManager
+    ) -> None:
         self.store = store
         self.client = client
         self.oauth = oauth
         self.tokens = tokens
 
     # -- adding ----------------------------------------------------------
-    async def add_refresh_token(self, refresh_token: str, email: str | None = None
-                                ) -> tuple[Account, UpsertResult]:
+    async def add_refresh_token(
+        self, refresh_token: str, email: str | None = None
+    ) -> tuple[Account, UpsertResult]:
         """Validate the token by refreshing it, then store the account with its email,
         project, tier and quota. A refused token stores nothing."""
         try:
@@ -91,8 +102,9 @@ class AccountService:
             raise AddError(f"Google refused the refresh token: {exc.message}") from exc
         return await self._save_signed_in(refresh_token, grant, email)
 
-    async def complete_login(self, code: str, redirect_uri: str, pkce: PKCE | None
-                             ) -> tuple[Account, UpsertResult]:
+    async def complete_login(
+        self, code: str, redirect_uri: str, pkce: PKCE | None
+    ) -> tuple[Account, UpsertResult]:
         try:
             grant = await self.oauth.exchange_code(code, redirect_uri, pkce)
         except OAuthError as exc:
@@ -100,8 +112,9 @@ class AccountService:
         assert grant.refresh_token
         return await self._save_signed_in(grant.refresh_token, grant, None)
 
-    async def _save_signed_in(self, refresh_token: str, grant: TokenGrant,
-                              email: str | None) -> tuple[Account, UpsertResult]:
+    async def _save_signed_in(
+        self, refresh_token: str, grant: TokenGrant, email: str | None
+    ) -> tuple[Account, UpsertResult]:
         name = None
         proxy = self.client.settings().upstream_proxy
         try:
@@ -121,24 +134,33 @@ class AccountService:
         quotas: list[ModelQuota] | None = None
         forbidden: str | None = None
         try:
-            quotas = await fetch_quotas(self.client, Credentials(grant.access_token, project_id,
-                                                                 proxy))
+            quotas = await fetch_quotas(
+                self.client, Credentials(grant.access_token, project_id, proxy)
+            )
         except Forbidden as exc:
             forbidden = exc.args[0] if exc.args else "403"
         except UpstreamError as exc:
             log.warning("quota fetch for %s failed: %s", email, exc.message)
         account, result = await asyncio.to_thread(
-            self.store.upsert, email, refresh_token, display_name=name,
-            access_token=grant.access_token, expires_at=grant.expires_at,
-            project_id=project_id, tier=tier, quotas=quotas)
+            self.store.upsert,
+            email,
+            refresh_token,
+            display_name=name,
+            access_token=grant.access_token,
+            expires_at=grant.expires_at,
+            project_id=project_id,
+            tier=tier,
+            quotas=quotas,
+        )
         if forbidden:
-            await asyncio.to_thread(self.store.set_status, account.id, Status.FORBIDDEN,
-                                    f"Forbidden (403): {forbidden}")
+            await asyncio.to_thread(
+                self.store.set_status, account.id, Status.FORBIDDEN, f"Forbidden (403): {forbidden}"
+            )
         return account, result
 
-    async def import_entries(self, entries: Iterable[ImportEntry],
-                             progress: Callable[[ImportResult], None] | None = None
-                             ) -> list[ImportResult]:
+    async def import_entries(
+        self, entries: Iterable[ImportEntry], progress: Callable[[ImportResult], None] | None = None
+    ) -> list[ImportResult]:
         """Add each entry on its own; one bad line never stops the others. Each account
         is committed before it is reported, so what was reported added survives a crash."""
         seen: set[str] = set()
@@ -151,8 +173,9 @@ class AccountService:
                 seen.add(entry.refresh_token)
                 async with semaphore:
                     try:
-                        account, outcome = await self.add_refresh_token(entry.refresh_token,
-                                                                        entry.email)
+                        account, outcome = await self.add_refresh_token(
+                            entry.refresh_token, entry.email
+                        )
                         result = ImportResult(entry, outcome.value, account.email)
                     except AddError as exc:
                         result = ImportResult(entry, "invalid", entry.email, exc.message)
@@ -168,14 +191,16 @@ class AccountService:
         project = account.project_id
         if not project:
             try:
-                found = await discover_project(self.client, Credentials(
-                    token, None, self.proxy_for(account)))
+                found = await discover_project(
+                    self.client, Credentials(token, None, self.proxy_for(account))
+                )
             except UpstreamError:
                 found = None
             if found and found.project_id:
                 account.project_id, account.tier = found.project_id, found.tier
-                await asyncio.to_thread(self.store.save_project, account.id,
-                                        found.project_id, found.tier)
+                await asyncio.to_thread(
+                    self.store.save_project, account.id, found.project_id, found.tier
+                )
                 project = found.project_id
         return Credentials(token, project or FALLBACK_PROJECT, self.proxy_for(account))
 
@@ -205,9 +230,9 @@ class AccountService:
             account.status, account.status_reason = Status.OK, None
         return quotas
 
-    async def refresh_quotas(self, accounts: list[Account],
-                             progress: Callable[[Account, str | None], None] | None = None
-                             ) -> dict[str, str | None]:
+    async def refresh_quotas(
+        self, accounts: list[Account], progress: Callable[[Account, str | None], None] | None = None
+    ) -> dict[str, str | None]:
         """Refresh several accounts, five at a time; returns account id → error or None."""
         semaphore = asyncio.Semaphore(5)
         errors: dict[str, str | None] = {}

@@ -11,6 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -21,8 +22,8 @@ from agproxy.db.tables import account_quotas, accounts, revisions
 
 class Status(StrEnum):
     OK = "ok"
-    FORBIDDEN = "forbidden"            # the backend refused the account (403)
-    NEEDS_RELOGIN = "needs_relogin"    # refresh answered invalid_grant
+    FORBIDDEN = "forbidden"  # the backend refused the account (403)
+    NEEDS_RELOGIN = "needs_relogin"  # refresh answered invalid_grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,28 @@ class Account:
     def public(self) -> dict[str, object]:
         """The account as the CLI and admin API show it: never with its tokens."""
         return {
-            "id": self.id, "email": self.email, "name": self.display_name,
-            "state": self.state, "enabled": self.enabled, "status": self.status.value,
-            "status_reason": self.status_reason, "status_changed_at": self.status_changed_at,
-            "project_id": self.project_id, "tier": self.tier,
-            "created_at": self.created_at, "last_used_at": self.last_used_at,
-            "proxy_url": mask_url(self.proxy_url), "quota_fetched_at": self.quota_fetched_at,
-            "quotas": [{"model": q.model, "remaining_fraction": q.remaining_fraction,
-                        "reset_at": q.reset_at} for q in self.quotas],
+            "id": self.id,
+            "email": self.email,
+            "name": self.display_name,
+            "state": self.state,
+            "enabled": self.enabled,
+            "status": self.status.value,
+            "status_reason": self.status_reason,
+            "status_changed_at": self.status_changed_at,
+            "project_id": self.project_id,
+            "tier": self.tier,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "proxy_url": mask_url(self.proxy_url),
+            "quota_fetched_at": self.quota_fetched_at,
+            "quotas": [
+                {
+                    "model": q.model,
+                    "remaining_fraction": q.remaining_fraction,
+                    "reset_at": q.reset_at,
+                }
+                for q in self.quotas
+            ],
         }
 
     @property
@@ -82,11 +97,11 @@ class Account:
 
 class UpsertResult(StrEnum):
     ADDED = "added"
-    UPDATED = "updated"        # known email, new refresh token
-    DUPLICATE = "duplicate"    # known email, same refresh token: nothing to do
+    UPDATED = "updated"  # known email, new refresh token
+    DUPLICATE = "duplicate"  # known email, same refresh token: nothing to do
 
 
-def _row_to_account(row: sa.Row) -> Account:
+def _row_to_account(row: sa.Row[Any]) -> Account:
     data = dict(row._mapping)
     data["status"] = Status(data["status"])
     return Account(**data)
@@ -99,65 +114,83 @@ class AccountStore:
     # -- revision ------------------------------------------------------------
     @staticmethod
     def _bump(conn: Connection) -> None:
-        updated = conn.execute(sa.update(revisions).where(revisions.c.name == "accounts")
-                               .values(value=revisions.c.value + 1))
+        updated = conn.execute(
+            sa.update(revisions)
+            .where(revisions.c.name == "accounts")
+            .values(value=revisions.c.value + 1)
+        )
         if updated.rowcount == 0:
             conn.execute(sa.insert(revisions).values(name="accounts", value=1))
 
     def revision(self) -> int:
         with self.engine.connect() as conn:
-            value = conn.execute(sa.select(revisions.c.value)
-                                 .where(revisions.c.name == "accounts")).scalar()
+            value = conn.execute(
+                sa.select(revisions.c.value).where(revisions.c.name == "accounts")
+            ).scalar()
         return int(value or 0)
 
     # -- reading -------------------------------------------------------------
     def all(self) -> list[Account]:
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(accounts)
-                                .order_by(accounts.c.sort_order, accounts.c.created_at)).all()
-            quota_rows = conn.execute(sa.select(account_quotas)
-                                      .order_by(account_quotas.c.model)).all()
+            rows = conn.execute(
+                sa.select(accounts).order_by(accounts.c.sort_order, accounts.c.created_at)
+            ).all()
+            quota_rows = conn.execute(
+                sa.select(account_quotas).order_by(account_quotas.c.model)
+            ).all()
         found = [_row_to_account(r) for r in rows]
         by_id = {a.id: a for a in found}
         for q in quota_rows:
             account = by_id.get(q.account_id)
             if account is None:
                 continue
-            account.quotas.append(ModelQuota(q.model, q.remaining_fraction, q.reset_at,
-                                             q.max_output_tokens))
+            account.quotas.append(
+                ModelQuota(q.model, q.remaining_fraction, q.reset_at, q.max_output_tokens)
+            )
             account.quota_fetched_at = max(account.quota_fetched_at or 0.0, q.fetched_at)
         return found
 
     def get(self, id_or_email: str) -> Account | None:
         """By id, id prefix (at least 6 characters) or email (case-insensitive)."""
         key = id_or_email.strip().lower()
-        matches = [a for a in self.all()
-                   if a.id == key or a.email.lower() == key
-                   or (len(key) >= 6 and a.id.startswith(key))]
+        matches = [
+            a
+            for a in self.all()
+            if a.id == key or a.email.lower() == key or (len(key) >= 6 and a.id.startswith(key))
+        ]
         return matches[0] if len(matches) == 1 else None
 
     # -- writing -------------------------------------------------------------
-    def upsert(self, email: str, refresh_token: str, *, display_name: str | None = None,
-               access_token: str | None = None, expires_at: float | None = None,
-               project_id: str | None = None, tier: str | None = None,
-               quotas: list[ModelQuota] | None = None) -> tuple[Account, UpsertResult]:
+    def upsert(
+        self,
+        email: str,
+        refresh_token: str,
+        *,
+        display_name: str | None = None,
+        access_token: str | None = None,
+        expires_at: float | None = None,
+        project_id: str | None = None,
+        tier: str | None = None,
+        quotas: list[ModelQuota] | None = None,
+    ) -> tuple[Account, UpsertResult]:
         """Add an account, or give a known email its new refresh token (which also
         clears a needs-relogin or forbidden mark: the user signed in again)."""
         now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(accounts).where(
-                sa.func.lower(accounts.c.email) == email.lower())).first()
-            values = {"refresh_token": refresh_token, "display_name": display_name,
-                      "access_token": access_token, "access_token_expires_at": expires_at,
-                      "project_id": project_id, "tier": tier}
+            row = conn.execute(
+                sa.select(accounts).where(sa.func.lower(accounts.c.email) == email.lower())
+            ).first()
+            values = {
+                "refresh_token": refresh_token,
+                "display_name": display_name,
+                "access_token": access_token,
+                "access_token_expires_at": expires_at,
+                "project_id": project_id,
+                "tier": tier,
+            }
             values = {k: v for k, v in values.items() if v is not None}
             if row is None:
-                account_id = str(uuid.uuid4())
-                order = conn.execute(sa.select(sa.func.coalesce(
-                    sa.func.max(accounts.c.sort_order), -1) + 1)).scalar()
-                conn.execute(sa.insert(accounts).values(
-                    id=account_id, email=email, enabled=True, status=Status.OK.value,
-                    sort_order=order, created_at=now, **values))
+                account_id = self._insert(conn, email, values, now)
                 result = UpsertResult.ADDED
             else:
                 account_id = row.id
@@ -165,10 +198,10 @@ class AccountStore:
                     result = UpsertResult.DUPLICATE
                 else:
                     result = UpsertResult.UPDATED
-                    values.update(status=Status.OK.value, status_reason=None,
-                                  status_changed_at=now)
-                conn.execute(sa.update(accounts).where(accounts.c.id == account_id)
-                             .values(**values))
+                    values.update(status=Status.OK.value, status_reason=None, status_changed_at=now)
+                conn.execute(
+                    sa.update(accounts).where(accounts.c.id == account_id).values(**values)
+                )
             if quotas is not None:
                 self._replace_quotas(conn, account_id, quotas, now)
             if result is not UpsertResult.DUPLICATE:
@@ -177,10 +210,29 @@ class AccountStore:
         assert account is not None
         return account, result
 
+    @staticmethod
+    def _insert(conn: sa.Connection, email: str, values: dict[str, Any], now: float) -> str:
+        """A new account, last in the user's order; its id."""
+        account_id = str(uuid.uuid4())
+        order = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(accounts.c.sort_order), -1) + 1)
+        ).scalar()
+        conn.execute(
+            sa.insert(accounts).values(
+                id=account_id,
+                email=email,
+                enabled=True,
+                status=Status.OK.value,
+                sort_order=order,
+                created_at=now,
+                **values,
+            )
+        )
+        return account_id
+
     def remove(self, account_id: str) -> bool:
         with self.engine.begin() as conn:
-            conn.execute(sa.delete(account_quotas).where(
-                account_quotas.c.account_id == account_id))
+            conn.execute(sa.delete(account_quotas).where(account_quotas.c.account_id == account_id))
             gone = conn.execute(sa.delete(accounts).where(accounts.c.id == account_id)).rowcount
             if gone:
                 self._bump(conn)
@@ -190,14 +242,25 @@ class AccountStore:
         self._update(account_id, bump=True, enabled=enabled)
 
     def set_status(self, account_id: str, status: Status, reason: str | None = None) -> None:
-        self._update(account_id, bump=True, status=status.value,
-                     status_reason=(reason or None) and reason[:800],
-                     status_changed_at=time.time())
+        self._update(
+            account_id,
+            bump=True,
+            status=status.value,
+            status_reason=(reason or None) and reason[:800],
+            status_changed_at=time.time(),
+        )
 
-    def save_tokens(self, account_id: str, access_token: str, expires_at: float,
-                    refresh_token: str | None = None) -> None:
-        values: dict[str, object] = {"access_token": access_token,
-                                     "access_token_expires_at": expires_at}
+    def save_tokens(
+        self,
+        account_id: str,
+        access_token: str,
+        expires_at: float,
+        refresh_token: str | None = None,
+    ) -> None:
+        values: dict[str, object] = {
+            "access_token": access_token,
+            "access_token_expires_at": expires_at,
+        }
         if refresh_token:
             values["refresh_token"] = refresh_token
         self._update(account_id, bump=False, **values)
@@ -219,8 +282,9 @@ class AccountStore:
             return
         with self.engine.begin() as conn:
             for account_id, at in used.items():
-                conn.execute(sa.update(accounts).where(accounts.c.id == account_id)
-                             .values(last_used_at=at))
+                conn.execute(
+                    sa.update(accounts).where(accounts.c.id == account_id).values(last_used_at=at)
+                )
 
     def _update(self, account_id: str, bump: bool, **values: object) -> None:
         with self.engine.begin() as conn:
@@ -229,13 +293,22 @@ class AccountStore:
                 self._bump(conn)
 
     @staticmethod
-    def _replace_quotas(conn: Connection, account_id: str, quotas: list[ModelQuota],
-                        now: float) -> None:
+    def _replace_quotas(
+        conn: Connection, account_id: str, quotas: list[ModelQuota], now: float
+    ) -> None:
         conn.execute(sa.delete(account_quotas).where(account_quotas.c.account_id == account_id))
         if quotas:
-            conn.execute(sa.insert(account_quotas), [
-                {"account_id": account_id, "model": q.model,
-                 "remaining_fraction": q.remaining_fraction, "reset_at": q.reset_at,
-                 "max_output_tokens": q.max_output_tokens, "fetched_at": now}
-                for q in quotas
-            ])
+            conn.execute(
+                sa.insert(account_quotas),
+                [
+                    {
+                        "account_id": account_id,
+                        "model": q.model,
+                        "remaining_fraction": q.remaining_fraction,
+                        "reset_at": q.reset_at,
+                        "max_output_tokens": q.max_output_tokens,
+                        "fetched_at": now,
+                    }
+                    for q in quotas
+                ],
+            )

@@ -18,8 +18,8 @@ from agproxy.accounts.store import Account, AccountStore, Status
 
 log = logging.getLogger("agproxy.tokens")
 
-REFRESH_MARGIN = 120.0     # refresh this long before expiry on the request path
-QUOTA_MARGIN = 900.0       # background calls refresh earlier
+REFRESH_MARGIN = 120.0  # refresh this long before expiry on the request path
+QUOTA_MARGIN = 900.0  # background calls refresh earlier
 TRANSIENT_ATTEMPTS = 3
 
 
@@ -35,10 +35,14 @@ class TokenError(Exception):
 
 
 class TokenManager:
-    def __init__(self, oauth: GoogleOAuth, store: AccountStore,
-                 on_relogin: Callable[[Account], None] | None = None,
-                 proxy_for: Callable[[Account], str | None] = lambda _a: None,
-                 backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        oauth: GoogleOAuth,
+        store: AccountStore,
+        on_relogin: Callable[[Account], None] | None = None,
+        proxy_for: Callable[[Account], str | None] = lambda _a: None,
+        backoff: float = 0.5,
+    ) -> None:
         self.proxy_for = proxy_for
         self._oauth = oauth
         self._store = store
@@ -65,33 +69,49 @@ class TokenManager:
     async def _refresh(self, account: Account) -> str:
         for attempt in range(TRANSIENT_ATTEMPTS):
             try:
-                grant = await self._oauth.refresh(account.refresh_token,
-                                                  self.proxy_for(account))
+                grant = await self._oauth.refresh(account.refresh_token, self.proxy_for(account))
             except OAuthError as exc:
                 if exc.kind == "invalid_grant":
                     reason = f"invalid_grant: {exc.message}"
-                    await asyncio.to_thread(self._store.set_status, account.id,
-                                            Status.NEEDS_RELOGIN, reason)
+                    await asyncio.to_thread(
+                        self._store.set_status, account.id, Status.NEEDS_RELOGIN, reason
+                    )
                     account.status, account.status_reason = Status.NEEDS_RELOGIN, reason
-                    log.warning("account %s needs to sign in again (%s)", account.email,
-                                exc.message)
+                    log.warning(
+                        "account %s needs to sign in again (%s)", account.email, exc.message
+                    )
                     if self.on_relogin:
                         self.on_relogin(account)
-                    raise TokenError(account, f"{account.email} needs to sign in again: "
-                                              f"{exc.message}", relogin=True) from exc
+                    raise TokenError(
+                        account,
+                        f"{account.email} needs to sign in again: {exc.message}",
+                        relogin=True,
+                    ) from exc
                 if exc.kind == "transient" and attempt + 1 < TRANSIENT_ATTEMPTS:
-                    delay = self._backoff * (2 ** attempt) * (0.5 + random.random())
-                    log.info("token refresh for %s failed (%s); retrying in %.1fs",
-                             account.email, exc.message, delay)
+                    delay = self._backoff * (2**attempt) * (0.5 + random.random())
+                    log.info(
+                        "token refresh for %s failed (%s); retrying in %.1fs",
+                        account.email,
+                        exc.message,
+                        delay,
+                    )
                     await asyncio.sleep(delay)
                     continue
-                raise TokenError(account, f"token refresh for {account.email} failed: "
-                                          f"{exc.message}", relogin=False) from exc
+                raise TokenError(
+                    account,
+                    f"token refresh for {account.email} failed: {exc.message}",
+                    relogin=False,
+                ) from exc
             account.access_token = grant.access_token
             account.access_token_expires_at = grant.expires_at
             if grant.refresh_token:
                 account.refresh_token = grant.refresh_token
-            await asyncio.to_thread(self._store.save_tokens, account.id, grant.access_token,
-                                    grant.expires_at, grant.refresh_token)
+            await asyncio.to_thread(
+                self._store.save_tokens,
+                account.id,
+                grant.access_token,
+                grant.expires_at,
+                grant.refresh_token,
+            )
             return grant.access_token
         raise AssertionError("unreachable")

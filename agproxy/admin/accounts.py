@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -38,7 +39,7 @@ class PendingLogin:
 
 
 def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return cast(Gateway, request.app.state.gateway)
 
 
 def _logins(request: Request) -> dict[str, PendingLogin]:
@@ -65,8 +66,9 @@ async def _changed(gateway: Gateway) -> None:
 async def list_accounts(request: Request) -> Response:
     gateway = _gateway(request)
     found = await run_in_threadpool(gateway.accounts.store.all)
-    return JSONResponse({"accounts": [a.public() for a in found],
-                         "active_accounts": len(gateway.pool)})
+    return JSONResponse(
+        {"accounts": [a.public() for a in found], "active_accounts": len(gateway.pool)}
+    )
 
 
 async def add_account(request: Request) -> Response:
@@ -78,13 +80,16 @@ async def add_account(request: Request) -> Response:
         return admin_error(400, "refresh_token is required", "refresh_token")
     gateway = _gateway(request)
     try:
-        account, outcome = await gateway.accounts.add_refresh_token(token.strip(),
-                                                                    body.get("email"))
+        account, outcome = await gateway.accounts.add_refresh_token(
+            token.strip(), body.get("email")
+        )
     except AddError as exc:
         return admin_error(400, exc.message, "refresh_token")
     await _changed(gateway)
-    return JSONResponse({"result": outcome.value, "account": account.public()},
-                        status_code=201 if outcome.value == "added" else 200)
+    return JSONResponse(
+        {"result": outcome.value, "account": account.public()},
+        status_code=201 if outcome.value == "added" else 200,
+    )
 
 
 async def import_accounts(request: Request) -> Response:
@@ -99,12 +104,19 @@ async def import_accounts(request: Request) -> Response:
     except AddError as exc:
         return admin_error(400, exc.message, "text")
     gateway = _gateway(request)
-    results = sorted(invalid + await gateway.accounts.import_entries(entries),
-                     key=lambda r: r.entry.line)
+    results = sorted(
+        invalid + await gateway.accounts.import_entries(entries), key=lambda r: r.entry.line
+    )
     await _changed(gateway)
-    return JSONResponse({"summary": summarize(results), "results": [
-        {"line": r.entry.line, "outcome": r.outcome, "email": r.email, "reason": r.reason}
-        for r in results]})
+    return JSONResponse(
+        {
+            "summary": summarize(results),
+            "results": [
+                {"line": r.entry.line, "outcome": r.outcome, "email": r.email, "reason": r.reason}
+                for r in results
+            ],
+        }
+    )
 
 
 async def remove_account(request: Request) -> Response:
@@ -174,8 +186,12 @@ async def refresh_quota(request: Request) -> Response:
         chosen = await run_in_threadpool(gateway.accounts.store.all)
     errors = await gateway.accounts.refresh_quotas(chosen)
     await _changed(gateway)
-    return JSONResponse({"refreshed": [a.id for a in chosen if not errors.get(a.id)],
-                         "errors": {k: v for k, v in errors.items() if v}})
+    return JSONResponse(
+        {
+            "refreshed": [a.id for a in chosen if not errors.get(a.id)],
+            "errors": {k: v for k, v in errors.items() if v},
+        }
+    )
 
 
 # -- Google sign-in ------------------------------------------------------------
@@ -184,24 +200,29 @@ async def oauth_start(request: Request) -> Response:
     port = gateway.listener.port if gateway.listener else gateway.settings.port
     flow = LoginFlow(f"http://localhost:{port}/auth/callback")
     _logins(request)[flow.state] = PendingLogin(flow)
-    return JSONResponse({"state": flow.state, "url": flow.url(gateway.accounts.oauth),
-                         "redirect_uri": flow.redirect_uri})
+    return JSONResponse(
+        {
+            "state": flow.state,
+            "url": flow.url(gateway.accounts.oauth),
+            "redirect_uri": flow.redirect_uri,
+        }
+    )
 
 
 async def oauth_status(request: Request) -> Response:
     pending = _logins(request).get(request.path_params["state"])
     if pending is None:
         return admin_error(404, "no such sign-in (it may have expired); start again")
-    return JSONResponse({"status": pending.status, "email": pending.email,
-                         "error": pending.error})
+    return JSONResponse({"status": pending.status, "email": pending.email, "error": pending.error})
 
 
 async def _complete(request: Request, pending: PendingLogin, code: str) -> None:
     gateway = _gateway(request)
     pending.status = "working"
     try:
-        account, _ = await gateway.accounts.complete_login(code, pending.flow.redirect_uri,
-                                                           pending.flow.pkce)
+        account, _ = await gateway.accounts.complete_login(
+            code, pending.flow.redirect_uri, pending.flow.pkce
+        )
         pending.status, pending.email = "done", account.email
         await _changed(gateway)
     except AddError as exc:
@@ -232,8 +253,13 @@ async def auth_callback(request: Request) -> Response:
     state = (query.get("state") or [""])[0]
     pending = _logins(request).get(state)
     if pending is None:
-        return HTMLResponse(page("Sign-in not recognised", "This sign-in is unknown or "
-                                 "expired. Start again from the agproxy console."), 400)
+        return HTMLResponse(
+            page(
+                "Sign-in not recognised",
+                "This sign-in is unknown or expired. Start again from the agproxy console.",
+            ),
+            400,
+        )
     try:
         code = pending.flow.code_from_query(query)
     except LoginError as exc:
@@ -241,8 +267,9 @@ async def auth_callback(request: Request) -> Response:
         return HTMLResponse(page("Sign-in failed", exc.message), 400)
     await asyncio.shield(_complete(request, pending, code))
     if pending.status == "done":
-        return HTMLResponse(page("Account added", f"{pending.email} is in the pool. You can "
-                                 "close this tab."))
+        return HTMLResponse(
+            page("Account added", f"{pending.email} is in the pool. You can close this tab.")
+        )
     return HTMLResponse(page("Sign-in failed", pending.error or "unknown error"), 400)
 
 

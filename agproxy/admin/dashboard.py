@@ -26,16 +26,27 @@ def _attention(accounts: list[Account], gateway: Gateway) -> list[dict[str, Any]
     items: list[dict[str, Any]] = []
     for account in accounts:
         if account.state in ("forbidden", "needs_relogin"):
-            items.append({"account_id": account.id, "email": account.email,
-                          "state": account.state, "reason": account.status_reason,
-                          "since": account.status_changed_at})
-    for cooling in sorted(gateway.scheduler.cooldowns.snapshot(),
-                          key=lambda c: -float(c["seconds_left"])):  # type: ignore[arg-type]
+            items.append(
+                {
+                    "account_id": account.id,
+                    "email": account.email,
+                    "state": account.state,
+                    "reason": account.status_reason,
+                    "since": account.status_changed_at,
+                }
+            )
+    for cooling in sorted(gateway.scheduler.cooldowns.snapshot(), key=lambda c: -c["seconds_left"]):
         cool = by_id.get(str(cooling["account_id"]))
         if cool is not None:
-            items.append({"account_id": cool.id, "email": cool.email,
-                          "state": "cooling_down", "model": cooling["model"],
-                          "seconds_left": cooling["seconds_left"]})
+            items.append(
+                {
+                    "account_id": cool.id,
+                    "email": cool.email,
+                    "state": "cooling_down",
+                    "model": cooling["model"],
+                    "seconds_left": cooling["seconds_left"],
+                }
+            )
     return items
 
 
@@ -51,11 +62,17 @@ def quota_averages(accounts: list[Account], floor: float = 0.0) -> list[dict[str
             fractions[quota.model].append(quota.remaining_fraction or 0.0)
             if quota.reset_at:
                 resets[quota.model].append(quota.reset_at)
-    return [{"model": model, "average": round(sum(values) / len(values), 4),
-             "accounts": len(values), "exhausted": sum(1 for v in values if v <= 0),
-             "protected": sum(1 for v in values if 0 < v < floor),
-             "next_reset_at": min(resets[model]) if resets[model] else None}
-            for model, values in sorted(fractions.items())]
+    return [
+        {
+            "model": model,
+            "average": round(sum(values) / len(values), 4),
+            "accounts": len(values),
+            "exhausted": sum(1 for v in values if v <= 0),
+            "protected": sum(1 for v in values if 0 < v < floor),
+            "next_reset_at": min(resets[model]) if resets[model] else None,
+        }
+        for model, values in sorted(fractions.items())
+    ]
 
 
 def _dashboard(gateway: Gateway) -> dict[str, Any]:
@@ -63,16 +80,26 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
     now = time.time()
     since = now - 3600
     last_hour = stats.totals(gateway.engine, since)
-    series = [{"t": p["t"], "requests": p["requests"], "errors": p["errors"]}
-              for p in stats.series(gateway.engine, "5min", since + 300)]
-    busiest = [row["model"] for row in stats.breakdown(gateway.engine, "model", since)
-               if row["model"] in gateway.catalog()]
+    series = [
+        {"t": p["t"], "requests": p["requests"], "errors": p["errors"]}
+        for p in stats.series(gateway.engine, "5min", since + 300)
+    ]
+    busiest = [
+        row["model"]
+        for row in stats.breakdown(gateway.engine, "model", since)
+        if row["model"] in gateway.catalog()
+    ]
     models = busiest[:3] or list(gateway.catalog()[:3])
     next_up = []
     for model in models:
         account = gateway.scheduler.peek(model)
-        next_up.append({"model": model, "email": account.email if account else None,
-                        "account_id": account.id if account else None})
+        next_up.append(
+            {
+                "model": model,
+                "email": account.email if account else None,
+                "account_id": account.id if account else None,
+            }
+        )
     states: dict[str, int] = defaultdict(int)
     for account in accounts:
         states[account.state] += 1
@@ -83,9 +110,11 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
         "attention": _attention(accounts, gateway),
         "quota": quota_averages(accounts, gateway.settings.quota_protection_percent / 100),
         "next_up": next_up,
-        "last_hour": {**last_hour,
-                      "error_rate": round(last_hour["errors"] / requests, 4) if requests else 0,
-                      "series": series},
+        "last_hour": {
+            **last_hour,
+            "error_rate": round(last_hour["errors"] / requests, 4) if requests else 0,
+            "series": series,
+        },
     }
 
 
@@ -111,22 +140,34 @@ async def trace_model(request: Request) -> Response:
         return admin_error(400, "model is required", "model")
     if rules is None:
         rules = gateway.settings.model_mapping
-    elif not (isinstance(rules, dict)
-              and all(isinstance(k, str) and isinstance(v, str) for k, v in rules.items())):
+    elif not (
+        isinstance(rules, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in rules.items())
+    ):
         return admin_error(400, "rules must be an object of model id → model id", "rules")
     found = trace(model.strip(), rules, gateway.catalog())
-    return JSONResponse({"requested": found.requested, "model": found.model,
-                         "rule": found.rule, "source": found.source,
-                         "target": rules[found.rule] if found.source == "rule" and found.rule
-                         else None})
+    return JSONResponse(
+        {
+            "requested": found.requested,
+            "model": found.model,
+            "rule": found.rule,
+            "source": found.source,
+            "target": rules[found.rule] if found.source == "rule" and found.rule else None,
+        }
+    )
 
 
 async def models(request: Request) -> Response:
     """What the mapping page shows beside the rules: the models served now and the
     built-in table that applies when no rule matches."""
     gateway: Gateway = request.app.state.gateway
-    return JSONResponse({"served": list(gateway.catalog()), "builtin": BUILTIN,
-                         "rules": gateway.settings.model_mapping})
+    return JSONResponse(
+        {
+            "served": list(gateway.catalog()),
+            "builtin": BUILTIN,
+            "rules": gateway.settings.model_mapping,
+        }
+    )
 
 
 routes = [

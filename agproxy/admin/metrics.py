@@ -39,10 +39,14 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
     for c in cooldowns:
         account = by_id.get(str(c["account_id"]))
         name = mask_email(account.email) if account else str(c["account_id"])
-        yield (f'agproxy_cooldown_seconds{{account="{name}",model="{c["model"] or "*"}"}} '
-               f'{c["seconds_left"]}')
-    yield ("# HELP agproxy_quota_remaining_ratio Remaining quota per model, averaged over "
-           "serving accounts.")
+        yield (
+            f'agproxy_cooldown_seconds{{account="{name}",model="{c["model"] or "*"}"}} '
+            f"{c['seconds_left']}"
+        )
+    yield (
+        "# HELP agproxy_quota_remaining_ratio Remaining quota per model, averaged over "
+        "serving accounts."
+    )
     yield "# TYPE agproxy_quota_remaining_ratio gauge"
     for quota in quota_averages(accounts):
         yield f'agproxy_quota_remaining_ratio{{model="{quota["model"]}"}} {quota["average"]:.4f}'
@@ -51,8 +55,10 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
         yield "# HELP agproxy_monitor_queue Records waiting to be written."
         yield "# TYPE agproxy_monitor_queue gauge"
         yield f"agproxy_monitor_queue {len(monitor.queue)}"
-        yield ("# HELP agproxy_monitor_queue_bytes Bytes held by records waiting to be written "
-               "(bounded by monitor_queue_max_bytes).")
+        yield (
+            "# HELP agproxy_monitor_queue_bytes Bytes held by records waiting to be written "
+            "(bounded by monitor_queue_max_bytes)."
+        )
         yield "# TYPE agproxy_monitor_queue_bytes gauge"
         yield f"agproxy_monitor_queue_bytes {monitor.queue_bytes}"
 

@@ -59,10 +59,16 @@ def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
         query = query.where(T.c.protocol == params["protocol"])
     if params.get("q"):
         like = f"%{params['q']}%"
-        query = query.where(sa.or_(T.c.path.like(like), T.c.requested_model.like(like),
-                                   T.c.routed_model.like(like), T.c.account.like(like),
-                                   T.c.user_agent.like(like),
-                                   T.c.error.like(like)))
+        query = query.where(
+            sa.or_(
+                T.c.path.like(like),
+                T.c.requested_model.like(like),
+                T.c.routed_model.like(like),
+                T.c.account.like(like),
+                T.c.user_agent.like(like),
+                T.c.error.like(like),
+            )
+        )
     with gateway.engine.connect() as conn:
         return [_row(r) for r in conn.execute(query)]
 
@@ -107,8 +113,11 @@ async def stream_logs(request: Request) -> Response:
         finally:
             monitor.unwatch(queue)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def get_log(request: Request) -> Response:
@@ -164,13 +173,14 @@ def _choice(request: Request, name: str, default: str, allowed: Collection[str])
 def _window(request: Request, default_hours: float) -> tuple[float, int]:
     """(since, tz_offset) from `hours` (at most a year) and `tz_offset` (seconds east)."""
     hours = _number(request, "hours", default_hours, 0.01, 24 * 366)
-    return time.time() - hours * 3600, int(_number(request, "tz_offset", 0, -14 * 3600,
-                                                   14 * 3600))
+    return time.time() - hours * 3600, int(_number(request, "tz_offset", 0, -14 * 3600, 14 * 3600))
 
 
-def _stats_endpoint(compute: Callable[[Gateway, Request], Any]
-                    ) -> Callable[[Request], Awaitable[Response]]:
+def _stats_endpoint(
+    compute: Callable[[Gateway, Request], Any],
+) -> Callable[[Request], Awaitable[Response]]:
     """Flush queued records, run the query off the loop, map bad parameters to 400."""
+
     async def endpoint(request: Request) -> Response:
         gateway: Gateway = request.app.state.gateway
         await settled(gateway)
@@ -179,17 +189,20 @@ def _stats_endpoint(compute: Callable[[Gateway, Request], Any]
         except BadParam as exc:
             return admin_error(400, str(exc), exc.name)
         return result if isinstance(result, Response) else JSONResponse(result)
+
     return endpoint
 
 
 def _summary(gateway: Gateway, request: Request) -> dict[str, Any]:
     """Totals over the last `hours` (default 24), with the busiest models and accounts."""
     since, _ = _window(request, 24)
-    return {"hours": round((time.time() - since) / 3600, 2),
-            **stats.totals(gateway.engine, since),
-            "by_model": stats.breakdown(gateway.engine, "model", since),
-            "by_account": stats.breakdown(gateway.engine, "account", since),
-            "dropped": gateway.monitor.dropped if gateway.monitor else 0}
+    return {
+        "hours": round((time.time() - since) / 3600, 2),
+        **stats.totals(gateway.engine, since),
+        "by_model": stats.breakdown(gateway.engine, "model", since),
+        "by_account": stats.breakdown(gateway.engine, "account", since),
+        "dropped": gateway.monitor.dropped if gateway.monitor else 0,
+    }
 
 
 def _usage(gateway: Gateway, request: Request) -> dict[str, Any]:
@@ -197,10 +210,14 @@ def _usage(gateway: Gateway, request: Request) -> dict[str, Any]:
     default_hours = {"5min": 1, "hour": 24, "day": 24 * 30, "week": 24 * 7 * 12}[bucket]
     since, tz_offset = _window(request, default_hours)
     if (time.time() - since) / stats.BUCKETS[bucket] > MAX_POINTS:
-        raise BadParam("hours", f"that is more than {MAX_POINTS} {bucket} buckets; "
-                                f"choose a larger bucket")
-    return {"bucket": bucket, "tz_offset": tz_offset,
-            "series": stats.series(gateway.engine, bucket, since, tz_offset)}
+        raise BadParam(
+            "hours", f"that is more than {MAX_POINTS} {bucket} buckets; choose a larger bucket"
+        )
+    return {
+        "bucket": bucket,
+        "tz_offset": tz_offset,
+        "series": stats.series(gateway.engine, bucket, since, tz_offset),
+    }
 
 
 def _breakdown(gateway: Gateway, request: Request) -> dict[str, Any]:
@@ -216,10 +233,14 @@ def _export(gateway: Gateway, request: Request) -> Response:
     # RFC 4180 line ends: the writer quotes a cell holding a "\r" only when "\r" ends
     # lines, and an unquoted one splits the row in any reader.
     csv.writer(out, lineterminator="\r\n").writerows(
-        stats.csv_rows(gateway.engine, bucket, since, tz_offset))
+        stats.csv_rows(gateway.engine, bucket, since, tz_offset)
+    )
     name = f"agproxy-usage-{bucket}-{time.strftime('%Y%m%d')}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 routes = [

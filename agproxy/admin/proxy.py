@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -19,8 +19,14 @@ from agproxy.service import Gateway, StartError
 APPLY_AT_START = ("port", "allow_lan_access")
 # Where the pool's tokens are sent: a change is logged as a security event, so that a
 # stolen admin password that redirects them leaves a trace.
-TOKEN_DESTINATIONS = ("upstream_base_urls", "oauth_token_url", "oauth_userinfo_url",
-                      "oauth_authorize_url", "upstream_proxy", "zai_base_url")
+TOKEN_DESTINATIONS = (
+    "upstream_base_urls",
+    "oauth_token_url",
+    "oauth_userinfo_url",
+    "oauth_authorize_url",
+    "upstream_proxy",
+    "zai_base_url",
+)
 security_log = logging.getLogger("agproxy.security")
 
 
@@ -29,14 +35,16 @@ def log_security_event(request: Request, what: str) -> None:
     security_log.warning("security event: %s (admin API, from %s)", what, client)
 
 
-def admin_error(status: int, message: str, param: str | None = None,
-                kind: str = "invalid_request_error") -> Response:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param}},
-                        status_code=status)
+def admin_error(
+    status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+) -> Response:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param}}, status_code=status
+    )
 
 
 def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return cast(Gateway, request.app.state.gateway)
 
 
 async def read_json_object(request: Request) -> dict[str, Any] | Response:
@@ -67,8 +75,7 @@ async def stop(request: Request) -> Response:
 
 def _config_view(gateway: Gateway) -> dict[str, Any]:
     store = gateway.store
-    return {"config": store.public_view(), "env_overrides": store.env_keys,
-            "path": str(store.path)}
+    return {"config": store.public_view(), "env_overrides": store.env_keys, "path": str(store.path)}
 
 
 async def get_config(request: Request) -> Response:
@@ -87,8 +94,11 @@ async def put_config(request: Request) -> Response:
         return changes
     current = gateway.store.public_view()
     # A masked secret sent back unchanged means "leave it as it is".
-    changes = {k: v for k, v in changes.items() if not (k in current and v == current[k]
-                                                         and isinstance(v, str) and "••••" in v)}
+    changes = {
+        k: v
+        for k, v in changes.items()
+        if not (k in current and v == current[k] and isinstance(v, str) and "••••" in v)
+    }
     try:
         await run_in_threadpool(gateway.store.update, changes)
     except ConfigError as exc:

@@ -67,8 +67,10 @@ def _account_store() -> Iterator[AccountStore]:
 def _find(store: AccountStore, id_or_email: str) -> Account:
     account = store.get(id_or_email)
     if account is None:
-        raise click.ClickException(f"no single account matches {id_or_email!r} "
-                                   "(use the email or the id from `agproxy accounts list`)")
+        raise click.ClickException(
+            f"no single account matches {id_or_email!r} "
+            "(use the email or the id from `agproxy accounts list`)"
+        )
     return account
 
 
@@ -99,15 +101,17 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _with_progress(entries: list[ImportEntry], work: Callable[
-        [AccountService, Callable[[ImportResult], None]], Awaitable[list[ImportResult]]],
-                   ) -> list[ImportResult]:
+def _with_progress(
+    entries: list[ImportEntry],
+    work: Callable[[AccountService, Callable[[ImportResult], None]], Awaitable[list[ImportResult]]],
+) -> list[ImportResult]:
     """A progress bar on a terminal; otherwise one line per result as it is saved (so a
     log shows what was added even if the import is interrupted)."""
     total = len(entries)
     if sys.stderr.isatty():
-        with click.progressbar(length=total, label="checking tokens", file=sys.stderr,
-                               show_pos=True) as bar:
+        with click.progressbar(
+            length=total, label="checking tokens", file=sys.stderr, show_pos=True
+        ) as bar:
             return _run(lambda s: work(s, lambda _r: bar.update(1)))
     done = 0
 
@@ -115,8 +119,11 @@ def _with_progress(entries: list[ImportEntry], work: Callable[
         nonlocal done
         done += 1
         reason = f" ({result.reason})" if result.reason else ""
-        click.echo(f"[{done}/{total}] line {result.entry.line}: {result.outcome} "
-                   f"{result.email or '-'}{reason}", err=True)
+        click.echo(
+            f"[{done}/{total}] line {result.entry.line}: {result.outcome} "
+            f"{result.email or '-'}{reason}",
+            err=True,
+        )
 
     return _run(lambda s: work(s, line))
 
@@ -142,28 +149,41 @@ def list_(as_json: bool) -> None:
     with _account_store() as store:
         found = store.all()
     if as_json:
-        click.echo(orjson.dumps([a.public() for a in found],
-                                option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps([a.public() for a in found], option=orjson.OPT_INDENT_2).decode())
         return
     if not found:
-        click.echo("no accounts yet: add one with `agproxy accounts login` or "
-                   "`agproxy accounts add --refresh-token T`")
+        click.echo(
+            "no accounts yet: add one with `agproxy accounts login` or "
+            "`agproxy accounts add --refresh-token T`"
+        )
         return
     rows = []
     for a in found:
-        lowest = min((q for q in a.quotas), default=None,
-                     key=lambda q: q.remaining_fraction if q.remaining_fraction is not None else 0)
-        quota = "-" if lowest is None else (
-            f"{len(a.quotas)} models, lowest {lowest.model} "
-            f"{int((lowest.remaining_fraction or 0) * 100)}% (resets {_until(lowest.reset_at)})")
+        lowest = min(
+            (q for q in a.quotas),
+            default=None,
+            key=lambda q: q.remaining_fraction if q.remaining_fraction is not None else 0,
+        )
+        quota = (
+            "-"
+            if lowest is None
+            else (
+                f"{len(a.quotas)} models, lowest {lowest.model} "
+                f"{int((lowest.remaining_fraction or 0) * 100)}% (resets {_until(lowest.reset_at)})"
+            )
+        )
         state = a.state + (f": {a.status_reason[:60]}" if a.status_reason else "")
         rows.append([a.id[:8], a.email, state, a.tier or "-", quota, _ago(a.last_used_at)])
     _table(rows, ["ID", "EMAIL", "STATE", "TIER", "QUOTA", "LAST USED"])
 
 
 @accounts.command()
-@click.option("--refresh-token", "refresh_token", required=True,
-              help="A Google OAuth refresh token (1//…) of the Antigravity client.")
+@click.option(
+    "--refresh-token",
+    "refresh_token",
+    required=True,
+    help="A Google OAuth refresh token (1//…) of the Antigravity client.",
+)
 @click.option("--email", help="The account's email, used only if Google does not say it.")
 def add(refresh_token: str, email: str | None) -> None:
     """Add an account by its refresh token.
@@ -176,8 +196,10 @@ def add(refresh_token: str, email: str | None) -> None:
     except AddError as exc:
         raise click.ClickException(exc.message) from exc
     verb = {"added": "added", "updated": "updated", "duplicate": "already present:"}[outcome]
-    click.echo(f"{verb} {account.email} (project {account.project_id or '-'}, "
-               f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)")
+    click.echo(
+        f"{verb} {account.email} (project {account.project_id or '-'}, "
+        f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)"
+    )
 
 
 @accounts.command("import")
@@ -199,12 +221,27 @@ def import_(file: str, as_json: bool) -> None:
     results = _with_progress(entries, lambda s, progress: s.import_entries(entries, progress))
     results = sorted(invalid + results, key=lambda r: r.entry.line)
     if as_json:
-        click.echo(orjson.dumps({"summary": summarize(results), "results": [
-            {"line": r.entry.line, "outcome": r.outcome, "email": r.email, "reason": r.reason}
-            for r in results]}).decode())
+        click.echo(
+            orjson.dumps(
+                {
+                    "summary": summarize(results),
+                    "results": [
+                        {
+                            "line": r.entry.line,
+                            "outcome": r.outcome,
+                            "email": r.email,
+                            "reason": r.reason,
+                        }
+                        for r in results
+                    ],
+                }
+            ).decode()
+        )
         return
-    _table([[str(r.entry.line), r.outcome, r.email or "-", r.reason or ""] for r in results],
-           ["LINE", "RESULT", "EMAIL", "REASON"])
+    _table(
+        [[str(r.entry.line), r.outcome, r.email or "-", r.reason or ""] for r in results],
+        ["LINE", "RESULT", "EMAIL", "REASON"],
+    )
     counts = summarize(results)
     click.echo(", ".join(f"{n} {k}" for k, n in counts.items()))
 
@@ -250,6 +287,7 @@ def set_proxy(id_or_email: str, url: str) -> None:
     """Send this account's upstream traffic through an HTTP(S) proxy (URL `none` clears it;
     without one the global `upstream_proxy` setting applies)."""
     from agproxy.config import mask_url, normalize_proxy
+
     try:
         value = None if url.lower() in ("none", "off", "") else normalize_proxy(url)
     except ValueError as exc:
@@ -264,10 +302,12 @@ def set_proxy(id_or_email: str, url: str) -> None:
 @click.argument("id_or_email", required=False)
 def quota(id_or_email: str | None) -> None:
     """Refresh the per-model quota of all accounts, or of one."""
+
     async def work(service: AccountService) -> tuple[list[Account], dict[str, str | None]]:
         chosen = [_find(service.store, id_or_email)] if id_or_email else service.store.all()
-        with click.progressbar(length=len(chosen), label="fetching quota", file=sys.stderr,
-                               show_pos=True) as bar:
+        with click.progressbar(
+            length=len(chosen), label="fetching quota", file=sys.stderr, show_pos=True
+        ) as bar:
             errors = await service.refresh_quotas(chosen, lambda _a, _e: bar.update(1))
         return chosen, errors
 
@@ -300,9 +340,12 @@ def export(file: str) -> None:
 
 @accounts.command()
 @click.option("--no-browser", is_flag=True, help="Only print the URL; do not open a browser.")
-@click.option("--manual", is_flag=True,
-              help="Headless: paste the redirect URL (or the code) here instead of waiting "
-                   "for the local callback.")
+@click.option(
+    "--manual",
+    is_flag=True,
+    help="Headless: paste the redirect URL (or the code) here instead of waiting "
+    "for the local callback.",
+)
 @click.option("--timeout", default=300, show_default=True, help="Seconds to wait for sign-in.")
 def login(no_browser: bool, manual: bool, timeout: int) -> None:
     """Sign in with Google and add the account.
@@ -312,6 +355,7 @@ def login(no_browser: bool, manual: bool, timeout: int) -> None:
     machine, copy the address the browser ends on (http://127.0.0.1:…/oauth-callback?…)
     and paste it here (--manual, or just paste it while waiting).
     """
+
     async def work(service: AccountService) -> tuple[Account, str]:
         callback = LoopbackCallback()
         flow = LoginFlow(await callback.start())
@@ -323,8 +367,10 @@ def login(no_browser: bool, manual: bool, timeout: int) -> None:
             webbrowser.open(url)
         waiters: list[asyncio.Task[str]] = []
         if not manual:
+
             async def from_callback() -> str:
                 return flow.code_from_query(await callback.next_query())
+
             waiters.append(asyncio.create_task(from_callback()))
         if manual or sys.stdin.isatty():
             prompt = "Paste the redirect URL or the code: " if manual else ""
@@ -334,15 +380,19 @@ def login(no_browser: bool, manual: bool, timeout: int) -> None:
             async def from_stdin() -> str:
                 line = await asyncio.to_thread(sys.stdin.readline)
                 return extract_code(line, flow.state)
+
             waiters.append(asyncio.create_task(from_stdin()))
         try:
-            done, pending = await asyncio.wait(waiters, timeout=timeout,
-                                               return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             for task in pending:
                 task.cancel()
             if not done:
-                raise click.ClickException(f"no sign-in within {timeout}s; run the command "
-                                           "again (or use --manual on a headless machine)")
+                raise click.ClickException(
+                    f"no sign-in within {timeout}s; run the command "
+                    "again (or use --manual on a headless machine)"
+                )
             code = done.pop().result()
         finally:
             await callback.close()
@@ -353,5 +403,7 @@ def login(no_browser: bool, manual: bool, timeout: int) -> None:
         account, outcome = _run(work)
     except (LoginError, AddError) as exc:
         raise click.ClickException(exc.message) from exc
-    click.echo(f"{outcome} {account.email} (project {account.project_id or '-'}, "
-               f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)")
+    click.echo(
+        f"{outcome} {account.email} (project {account.project_id or '-'}, "
+        f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)"
+    )

@@ -58,8 +58,13 @@ class AdminClient:
 
     def call(self, method: str, path: str, json: Any = None) -> httpx.Response:
         try:
-            return httpx.request(method, self.base_url + path, json=json, timeout=30,
-                                 headers={"Authorization": f"Bearer {self.secret}"})
+            return httpx.request(
+                method,
+                self.base_url + path,
+                json=json,
+                timeout=30,
+                headers={"Authorization": f"Bearer {self.secret}"},
+            )
         except httpx.ConnectError as exc:
             raise click.ClickException(
                 f"no gateway answers at {self.base_url} ({exc}). Start one with `agproxy serve`."

@@ -12,6 +12,7 @@ from agproxy.config import (
     SECRET_KEYS,
     URL_KEYS,
     ConfigError,
+    ConfigStore,
     env_var,
     mask,
     mask_url,
@@ -25,16 +26,20 @@ def config() -> None:
     """Read or change settings (the config file in the data directory).
 
     \b
-    Keys: """  # the list is appended below
+    Keys:"""  # the list is appended below
 
 
-config.help = (config.help or "") + ", ".join(KEYS) + (
-    "\n\nAn environment variable AGPROXY_<KEY> overrides the file. A running gateway picks "
-    "up changes within a second; port and allow_lan_access apply at the next start."
+config.help = (
+    (config.help or "")
+    + ", ".join(KEYS)
+    + (
+        "\n\nAn environment variable AGPROXY_<KEY> overrides the file. A running gateway picks "
+        "up changes within a second; port and allow_lan_access apply at the next start."
+    )
 )
 
 
-def _source(store, key: str) -> str:
+def _source(store: ConfigStore, key: str) -> str:
     if key in store.env_keys:
         return f"env {env_var(key)}"
     return "file" if key in store.file_values else "default"

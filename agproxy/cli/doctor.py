@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import click
@@ -41,44 +41,74 @@ def run_checks(base: str, api_key: str, admin_secret: str, emit: Callable[[Check
     try:
         health = client.get("/healthz", headers={"Authorization": f"Bearer {api_key}"})
     except httpx.TransportError as exc:
-        report(Check(False, f"nothing answers at {base} ({exc})",
-                     "start the gateway with `agproxy serve`, or check the port "
-                     "(`agproxy config get port`) and AGPROXY_DATA_DIR"))
+        report(
+            Check(
+                False,
+                f"nothing answers at {base} ({exc})",
+                "start the gateway with `agproxy serve`, or check the port "
+                "(`agproxy config get port`) and AGPROXY_DATA_DIR",
+            )
+        )
         return False
     report(Check(True, f"gateway reachable at {base}"))
 
     admin = client.get("/api/proxy/status", headers={"Authorization": f"Bearer {admin_secret}"})
     if admin.status_code != 200:
-        report(Check(False, f"admin API refused the admin password (HTTP {admin.status_code})",
-                     "AGPROXY_DATA_DIR must point at the data directory of this gateway"))
+        report(
+            Check(
+                False,
+                f"admin API refused the admin password (HTTP {admin.status_code})",
+                "AGPROXY_DATA_DIR must point at the data directory of this gateway",
+            )
+        )
         return False
     status = admin.json()
     if not status["running"]:
-        report(Check(False, "proxy service is stopped",
-                     "`agproxy start` (it prints why it cannot start), or Start in the console"))
+        report(
+            Check(
+                False,
+                "proxy service is stopped",
+                "`agproxy start` (it prints why it cannot start), or Start in the console",
+            )
+        )
     else:
-        report(Check(True, f"proxy service running with {status['active_accounts']} active "
-                           "accounts"))
+        report(
+            Check(True, f"proxy service running with {status['active_accounts']} active accounts")
+        )
 
     if health.status_code == 200 and health.json() == {"status": "ok"}:
         report(Check(True, 'GET /healthz → {"status":"ok"}'))
     elif status["running"]:
-        report(Check(False, f"GET /healthz answered HTTP {health.status_code}: {health.text[:200]}",
-                     "see the message above"))
+        report(
+            Check(
+                False,
+                f"GET /healthz answered HTTP {health.status_code}: {health.text[:200]}",
+                "see the message above",
+            )
+        )
 
     if not status["running"]:
         return False
-    for label, path, headers, query in _key_forms(api_key):
-        response = client.get(path, headers=headers, params=query)
-        if response.status_code == 200:
-            report(Check(True, f"key accepted as {label} ({path})"))
-        else:
-            report(Check(False, f"key refused as {label} ({path}): HTTP {response.status_code}",
-                         "the CLI sends the api_key of this data directory; if a client gets "
-                         "401, its key differs from `agproxy config get api_key --reveal`"))
+    for check in _key_checks(client, api_key):
+        report(check)
     for check in _real_requests(client, api_key):
         report(check)
     return healthy
+
+
+def _key_checks(client: httpx.Client, api_key: str) -> Iterator[Check]:
+    """The key in each form the seed shows, on a cheap authenticated route."""
+    for label, path, headers, query in _key_forms(api_key):
+        response = client.get(path, headers=headers, params=query)
+        if response.status_code == 200:
+            yield Check(True, f"key accepted as {label} ({path})")
+        else:
+            yield Check(
+                False,
+                f"key refused as {label} ({path}): HTTP {response.status_code}",
+                "the CLI sends the api_key of this data directory; if a client gets "
+                "401, its key differs from `agproxy config get api_key --reveal`",
+            )
 
 
 PROMPT = "Reply with: OK"
@@ -90,15 +120,21 @@ def _failure(protocol: str, model: str, response: httpx.Response) -> Check:
         message = error["message"] if isinstance(error, dict) else str(error)
     except (ValueError, KeyError, TypeError):
         message = response.text[:200]
-    return Check(False, f"{protocol} request to {model} failed: HTTP {response.status_code}: "
-                        f"{message}", "see `agproxy accounts list` for account states and "
-                                      "`agproxy logs --errors` for what the upstream said")
+    return Check(
+        False,
+        f"{protocol} request to {model} failed: HTTP {response.status_code}: {message}",
+        "see `agproxy accounts list` for account states and "
+        "`agproxy logs --errors` for what the upstream said",
+    )
 
 
 def _answered(protocol: str, model: str, text: str) -> Check:
     if not text.strip():
-        return Check(False, f"{protocol} request to {model} came back without text",
-                     "try another model; check `agproxy accounts quota`")
+        return Check(
+            False,
+            f"{protocol} request to {model} came back without text",
+            "try another model; check `agproxy accounts quota`",
+        )
     return Check(True, f"{protocol} request to {model} answered: {text.strip()[:60]!r}")
 
 
@@ -108,31 +144,40 @@ def _real_requests(client: httpx.Client, api_key: str) -> list[Check]:
     names = [m["name"].removeprefix("models/") for m in models.get("models", [])]
     if names:
         model = next((n for n in names if "flash" in n and "image" not in n), names[0])
-        checks = [_gemini_request(client, api_key, model),
-                  _openai_request(client, api_key, model)]
+        checks = [_gemini_request(client, api_key, model), _openai_request(client, api_key, model)]
     else:
-        checks = [Check(False, "no model to send a request to (no account with quota)",
-                        "add a Google account: `agproxy accounts login`, then "
-                        "`agproxy accounts quota`")]
+        checks = [
+            Check(
+                False,
+                "no model to send a request to (no account with quota)",
+                "add a Google account: `agproxy accounts login`, then `agproxy accounts quota`",
+            )
+        ]
     return [*checks, _anthropic_request(client, api_key, names)]
 
 
 def _gemini_request(client: httpx.Client, api_key: str, model: str) -> Check:
-    response = client.post(f"/v1beta/models/{model}:generateContent", timeout=120,
-                           headers={"x-goog-api-key": api_key},
-                           json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]})
+    response = client.post(
+        f"/v1beta/models/{model}:generateContent",
+        timeout=120,
+        headers={"x-goog-api-key": api_key},
+        json={"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]},
+    )
     if response.status_code != 200:
         return _failure("Gemini", model, response)
     parts = (response.json().get("candidates") or [{}])[0].get("content", {}).get("parts", [])
-    return _answered("Gemini", model,
-                     "".join(p.get("text", "") for p in parts if not p.get("thought")))
+    return _answered(
+        "Gemini", model, "".join(p.get("text", "") for p in parts if not p.get("thought"))
+    )
 
 
 def _openai_request(client: httpx.Client, api_key: str, model: str) -> Check:
-    response = client.post("/v1/chat/completions", timeout=120,
-                           headers={"Authorization": f"Bearer {api_key}"},
-                           json={"model": model,
-                                 "messages": [{"role": "user", "content": PROMPT}]})
+    response = client.post(
+        "/v1/chat/completions",
+        timeout=120,
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": model, "messages": [{"role": "user", "content": PROMPT}]},
+    )
     if response.status_code != 200:
         return _failure("OpenAI", model, response)
     choices = response.json().get("choices") or [{}]
@@ -142,17 +187,21 @@ def _openai_request(client: httpx.Client, api_key: str, model: str) -> Check:
 def _anthropic_request(client: httpx.Client, api_key: str, names: list[str]) -> Check:
     """A Claude model when the pool has one; else whatever serves `claude-sonnet-4-6`
     (z.ai, or a mapping rule)."""
-    model = next((n for n in names if n.startswith("claude") and "thinking" not in n),
-                 "claude-sonnet-4-6")
-    response = client.post("/v1/messages", timeout=120,
-                           headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
-                           json={"model": model, "max_tokens": 256,
-                                 "messages": [{"role": "user", "content": PROMPT}]})
+    model = next(
+        (n for n in names if n.startswith("claude") and "thinking" not in n), "claude-sonnet-4-6"
+    )
+    response = client.post(
+        "/v1/messages",
+        timeout=120,
+        headers={"x-api-key": api_key, "anthropic-version": "2023-06-01"},
+        json={"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": PROMPT}]},
+    )
     if response.status_code != 200:
         return _failure("Anthropic", model, response)
     blocks = response.json().get("content") or []
-    return _answered("Anthropic", model,
-                     "".join(b.get("text", "") for b in blocks if b.get("type") == "text"))
+    return _answered(
+        "Anthropic", model, "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    )
 
 
 def _print_check(check: Check) -> None:

@@ -19,9 +19,11 @@ def _line(log: dict[str, Any]) -> str:
     model = log.get("routed_model") or log.get("requested_model") or "-"
     tokens = f"{log.get('input_tokens') or 0}→{log.get('output_tokens') or 0}"
     error = f"  {str(log['error'])[:80]}" if log.get("error") else ""
-    return (f"{at} {log['status']:>3} {log['duration_ms']:>8.1f}ms {log['protocol']:<9} "
-            f"{log['method']} {log['path']}  {model}  {log.get('account') or '-'}  "
-            f"{tokens}{error}")
+    return (
+        f"{at} {log['status']:>3} {log['duration_ms']:>8.1f}ms {log['protocol']:<9} "
+        f"{log['method']} {log['path']}  {model}  {log.get('account') or '-'}  "
+        f"{tokens}{error}"
+    )
 
 
 @click.command()
@@ -51,8 +53,12 @@ def logs(limit: int, errors_only: bool, follow: bool, as_json: bool) -> None:
         return
 
 
-def _follow(client: AdminClient, params: str, errors_only: bool,
-            show: Callable[[list[dict[str, Any]]], None]) -> None:
+def _follow(
+    client: AdminClient,
+    params: str,
+    errors_only: bool,
+    show: Callable[[list[dict[str, Any]]], None],
+) -> None:
     """Print the backlog, then each request as it finishes (the live stream), and
     reconnect when the gateway restarts."""
     seen: set[str] = set()
@@ -61,8 +67,12 @@ def _follow(client: AdminClient, params: str, errors_only: bool,
     while True:
         try:
             # The stream is opened before the backlog is read: nothing falls in between.
-            with httpx.stream("GET", client.base_url + "/api/logs/stream", headers=headers,
-                              timeout=httpx.Timeout(10, read=None)) as stream:
+            with httpx.stream(
+                "GET",
+                client.base_url + "/api/logs/stream",
+                headers=headers,
+                timeout=httpx.Timeout(10, read=None),
+            ) as stream:
                 if stream.status_code != 200:
                     stream.read()
                     client.call_ok("GET", "/api/logs/stream")  # raises with the reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 import orjson
@@ -14,9 +15,13 @@ from agproxy.datadir import data_dir
 
 
 @click.command()
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]),
-              help="How much the gateway logs to stderr.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="How much the gateway logs to stderr.",
+)
 def serve(log_level: str) -> None:
     """Run the gateway in the foreground.
 
@@ -28,12 +33,15 @@ def serve(log_level: str) -> None:
     """
     from agproxy.server.runner import serve as run_serve  # server stack only when serving
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     sys.exit(run_serve(ConfigStore(data_dir()), lambda line: click.echo(line)))
 
 
-def _print_status(status: dict, as_json: bool) -> None:
+def _print_status(status: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(status).decode())
         return
@@ -58,19 +66,24 @@ def status(as_json: bool) -> None:
         _print_health(client.call_ok("GET", "/api/dashboard"))
 
 
-def _print_health(board: dict) -> None:
+def _print_health(board: dict[str, Any]) -> None:
     hour = board["last_hour"]
     rate = f" ({hour['error_rate'] * 100:.1f}% failed)" if hour["errors"] else ""
-    click.echo(f"last hour:     {hour['requests']} requests, {hour['errors']} errors{rate}, "
-               f"{hour['input_tokens']} in / {hour['output_tokens']} out tokens")
+    click.echo(
+        f"last hour:     {hour['requests']} requests, {hour['errors']} errors{rate}, "
+        f"{hour['input_tokens']} in / {hour['output_tokens']} out tokens"
+    )
     for item in board["attention"]:
         if item["state"] == "cooling_down":
             seconds = int(item["seconds_left"])
-            what = (f"cooling down for {item['model'] or 'all models'}, "
-                    f"{seconds // 60}m{seconds % 60:02d}s left")
+            what = (
+                f"cooling down for {item['model'] or 'all models'}, "
+                f"{seconds // 60}m{seconds % 60:02d}s left"
+            )
         else:
-            what = item["state"].replace("_", " ") + (f": {item['reason']}"
-                                                     if item.get("reason") else "")
+            what = item["state"].replace("_", " ") + (
+                f": {item['reason']}" if item.get("reason") else ""
+            )
         click.echo(f"  ! {item['email']}: {what}")
 
 

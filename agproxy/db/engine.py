@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
 from agproxy.db.migrations import migrate
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin, so that
     # schema changes in a migration are inside its transaction and roll back with it.
     dbapi_conn.isolation_level = None

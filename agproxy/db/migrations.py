@@ -20,7 +20,8 @@ Migration = Callable[[Connection], None]
 def m001_accounts(conn: Connection) -> None:
     md = sa.MetaData()
     sa.Table(
-        "accounts", md,
+        "accounts",
+        md,
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column("email", sa.String(320), nullable=False, unique=True),
         sa.Column("display_name", sa.String(200)),
@@ -40,9 +41,14 @@ def m001_accounts(conn: Connection) -> None:
         sa.Column("last_used_at", sa.Float),
     )
     sa.Table(
-        "account_quotas", md,
-        sa.Column("account_id", sa.String(36),
-                  sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+        "account_quotas",
+        md,
+        sa.Column(
+            "account_id",
+            sa.String(36),
+            sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
         sa.Column("model", sa.String(200), primary_key=True),
         sa.Column("remaining_fraction", sa.Float),
         sa.Column("reset_at", sa.Float),
@@ -57,7 +63,8 @@ def m002_proxy_limits_revisions(conn: Connection) -> None:
     # Bumped on every change other processes must notice (accounts added from the CLI
     # while a gateway runs); a cheap poll of one row, on SQLite and Postgres alike.
     sa.Table(
-        "revisions", sa.MetaData(),
+        "revisions",
+        sa.MetaData(),
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.Integer, nullable=False),
     ).create(conn)
@@ -66,7 +73,8 @@ def m002_proxy_limits_revisions(conn: Connection) -> None:
 def m003_request_logs(conn: Connection) -> None:
     md = sa.MetaData()
     table = sa.Table(
-        "request_logs", md,
+        "request_logs",
+        md,
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("started_at", sa.Float, nullable=False),
         sa.Column("protocol", sa.String(16), nullable=False),
@@ -75,7 +83,7 @@ def m003_request_logs(conn: Connection) -> None:
         sa.Column("requested_model", sa.String(200)),
         sa.Column("routed_model", sa.String(200)),
         sa.Column("provider", sa.String(16)),
-        sa.Column("account", sa.String(320)),   # masked email
+        sa.Column("account", sa.String(320)),  # masked email
         sa.Column("status", sa.Integer, nullable=False),
         sa.Column("duration_ms", sa.Float, nullable=False),
         sa.Column("ttfb_ms", sa.Float),
@@ -83,10 +91,10 @@ def m003_request_logs(conn: Connection) -> None:
         sa.Column("output_tokens", sa.Integer),
         sa.Column("thinking_tokens", sa.Integer),
         sa.Column("cached_tokens", sa.Integer),
-        sa.Column("attempts", sa.Text),          # JSON list of {account, outcome, ms}
+        sa.Column("attempts", sa.Text),  # JSON list of {account, outcome, ms}
         sa.Column("error", sa.Text),
         sa.Column("client_ip", sa.String(64)),
-        sa.Column("request_body", sa.Text),      # only with monitor_capture_bodies; redacted
+        sa.Column("request_body", sa.Text),  # only with monitor_capture_bodies; redacted
         sa.Column("response_body", sa.Text),
     )
     table.create(conn)
@@ -106,11 +114,17 @@ def m005_request_log_user_agent(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN user_agent VARCHAR(200)")
 
 
-MIGRATIONS: list[Migration] = [m001_accounts, m002_proxy_limits_revisions, m003_request_logs,
-                               m004_request_log_account_id, m005_request_log_user_agent]
+MIGRATIONS: list[Migration] = [
+    m001_accounts,
+    m002_proxy_limits_revisions,
+    m003_request_logs,
+    m004_request_log_account_id,
+    m005_request_log_user_agent,
+]
 
 _applied = sa.Table(
-    "schema_migrations", sa.MetaData(),
+    "schema_migrations",
+    sa.MetaData(),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("applied_at", sa.Float, nullable=False),
@@ -134,7 +148,10 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
             continue
         with engine.begin() as conn:
             migration(conn)
-            conn.execute(sa.insert(_applied).values(
-                version=version, name=migration.__name__, applied_at=time.time()))
+            conn.execute(
+                sa.insert(_applied).values(
+                    version=version, name=migration.__name__, applied_at=time.time()
+                )
+            )
         done.append(migration.__name__)
     return done

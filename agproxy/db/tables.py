@@ -5,7 +5,8 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 accounts = sa.Table(
-    "accounts", metadata,
+    "accounts",
+    metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("email", sa.String(320), nullable=False, unique=True),
     sa.Column("display_name", sa.String(200)),
@@ -26,9 +27,14 @@ accounts = sa.Table(
 )
 
 account_quotas = sa.Table(
-    "account_quotas", metadata,
-    sa.Column("account_id", sa.String(36), sa.ForeignKey("accounts.id", ondelete="CASCADE"),
-              primary_key=True),
+    "account_quotas",
+    metadata,
+    sa.Column(
+        "account_id",
+        sa.String(36),
+        sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
     sa.Column("model", sa.String(200), primary_key=True),
     sa.Column("remaining_fraction", sa.Float),
     sa.Column("reset_at", sa.Float),
@@ -37,13 +43,15 @@ account_quotas = sa.Table(
 )
 
 revisions = sa.Table(
-    "revisions", metadata,
+    "revisions",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Integer, nullable=False),
 )
 
 request_logs = sa.Table(
-    "request_logs", metadata,
+    "request_logs",
+    metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("protocol", sa.String(16), nullable=False),

@@ -7,7 +7,7 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
@@ -40,9 +40,15 @@ log = logging.getLogger("agproxy.anthropic")
 
 ANTHROPIC = Protocol.ANTHROPIC
 MAX_SIGNATURES = 5000
-BACKGROUND_MARKERS = ("write a 5-10 word title", "respond with the title", "generate a title",
-                      "title for the conversation", "conversation title",
-                      "summarize this coding conversation", "prompt suggestion generator")
+BACKGROUND_MARKERS = (
+    "write a 5-10 word title",
+    "respond with the title",
+    "generate a title",
+    "title for the conversation",
+    "conversation title",
+    "summarize this coding conversation",
+    "prompt suggestion generator",
+)
 
 
 class Signatures(OrderedDict[str, str]):
@@ -60,12 +66,13 @@ def _signatures(request: Request) -> Signatures:
     state = request.app.state
     if not hasattr(state, "signatures"):
         state.signatures = Signatures()
-    return state.signatures
+    return cast(Signatures, state.signatures)
 
 
 def _error(status: int, message: str) -> Response:
-    return error_response(ANTHROPIC, status, message,
-                          headers={"request-id": "req_" + secrets.token_hex(12)})
+    return error_response(
+        ANTHROPIC, status, message, headers={"request-id": "req_" + secrets.token_hex(12)}
+    )
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:
@@ -86,15 +93,19 @@ async def _body(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-async def _body_and_model(request: Request, body: dict[str, Any]
-                          ) -> tuple[dict[str, Any], str] | Response:
+async def _body_and_model(
+    request: Request, body: dict[str, Any]
+) -> tuple[dict[str, Any], str] | Response:
     gateway: Gateway = request.app.state.gateway
     requested = str(body["model"])
     model = gateway.route_model(requested)
     if model is None:
         close = ", ".join(close_matches(requested, gateway.catalog()) or gateway.catalog()[:6])
-        return _error(404, f"model: {requested!r} is not served by this gateway "
-                           f"(close matches: {close or 'none'})")
+        return _error(
+            404,
+            f"model: {requested!r} is not served by this gateway "
+            f"(close matches: {close or 'none'})",
+        )
     return body, model
 
 
@@ -130,8 +141,15 @@ async def messages(request: Request) -> Response:
     try:
         first, events = await _call(gateway, body, model, inner, session)
         if body.get("stream") is True:
-            return event_stream(relay(_MessageFrames(translator, signatures), first, events,
-                                      gateway.settings.stream_ping_seconds), headers)
+            return event_stream(
+                relay(
+                    _MessageFrames(translator, signatures),
+                    first,
+                    events,
+                    gateway.settings.stream_ping_seconds,
+                ),
+                headers,
+            )
         await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(ANTHROPIC, failure)
@@ -143,8 +161,9 @@ async def messages(request: Request) -> Response:
     return JSONResponse(translator.message(), headers=headers)
 
 
-async def _call(gateway: Gateway, body: dict[str, Any], model: str, inner: dict[str, Any],
-                session: str | None) -> tuple[Any, AsyncIterator[Any]]:
+async def _call(
+    gateway: Gateway, body: dict[str, Any], model: str, inner: dict[str, Any], session: str | None
+) -> tuple[Any, AsyncIterator[Any]]:
     """The upstream's first event and the rest, through the policy. A refused thought
     signature (one from another account or model) is retried once without any."""
     whole = body.get("stream") is not True
@@ -153,8 +172,9 @@ async def _call(gateway: Gateway, body: dict[str, Any], model: str, inner: dict[
     except UpstreamError as error:
         if not (error.status == 400 and is_signature_error(error.message)):
             raise
-        log.info("signature refused (%s); retrying without thinking signatures",
-                 error.message[:200])
+        log.info(
+            "signature refused (%s); retrying without thinking signatures", error.message[:200]
+        )
         unsigned = messages_to_gemini(without_signatures(body), model)
         return await stream_generate(gateway, model, session, lambda: unsigned, whole)
 
@@ -162,8 +182,10 @@ async def _call(gateway: Gateway, body: dict[str, Any], model: str, inner: dict[
 def _refused(error: UpstreamError) -> Response:
     if error.status == 400 and PROMPT_TOO_LONG.search(error.message):
         # Claude Code compacts the conversation when it reads this.
-        return _error(400, f"Prompt is too long (server-side context limit reached). "
-                           f"Upstream: {error.message}")
+        return _error(
+            400,
+            f"Prompt is too long (server-side context limit reached). Upstream: {error.message}",
+        )
     return upstream_failure(ANTHROPIC, error)
 
 
@@ -179,8 +201,9 @@ def _warmup(body: dict[str, Any]) -> Response:
         for event in events:
             yield _frame(event)
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(
+        frames(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+    )
 
 
 async def event_logging(request: Request) -> Response:
@@ -190,7 +213,7 @@ async def event_logging(request: Request) -> Response:
 
 
 def _frame(event: dict[str, Any]) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 class _MessageFrames:
@@ -215,15 +238,28 @@ class _MessageFrames:
         return frames
 
     def failed(self, error: UpstreamError) -> list[bytes]:
-        return [_frame({"type": "error", "error": {
-            "type": "overloaded_error" if error.kind is Failure.CAPACITY else "api_error",
-            "message": f"upstream stream failed: {error.message}"}})]
+        return [
+            _frame(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "overloaded_error"
+                        if error.kind is Failure.CAPACITY
+                        else "api_error",
+                        "message": f"upstream stream failed: {error.message}",
+                    },
+                }
+            )
+        ]
 
 
 def _note_usage(translator: MessageStream) -> None:
     usage = translator.usage
-    note_tokens(usage["input_tokens"] + usage["cache_read_input_tokens"],
-                usage["output_tokens"], cached_tokens=usage["cache_read_input_tokens"] or None)
+    note_tokens(
+        usage["input_tokens"] + usage["cache_read_input_tokens"],
+        usage["output_tokens"],
+        cached_tokens=usage["cache_read_input_tokens"] or None,
+    )
 
 
 def is_background_task(body: dict[str, Any]) -> bool:
@@ -233,9 +269,13 @@ def is_background_task(body: dict[str, Any]) -> bool:
     messages = body.get("messages")
     last = messages[-1] if isinstance(messages, list) and messages else None
     content = last.get("content") if isinstance(last, dict) else None
-    said = content if isinstance(content, str) else " ".join(
-        str(b.get("text", "")) for b in content if isinstance(b, dict)
-    ) if isinstance(content, list) else ""
+    said = (
+        content
+        if isinstance(content, str)
+        else " ".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        if isinstance(content, list)
+        else ""
+    )
     lowered = said[:500].lower()
     return len(said) <= 800 and any(marker in lowered for marker in BACKGROUND_MARKERS)
 
@@ -247,8 +287,10 @@ async def count_tokens(request: Request) -> Response:
     raw = await _body(request)
     if isinstance(raw, Response):
         return raw
-    if gateway.settings.zai_can_serve and (gateway.settings.zai_dispatch_mode == "exclusive"
-                                           or gateway.route_model(str(raw["model"])) is None):
+    if gateway.settings.zai_can_serve and (
+        gateway.settings.zai_dispatch_mode == "exclusive"
+        or gateway.route_model(str(raw["model"])) is None
+    ):
         return await zai.forward(request, "/v1/messages/count_tokens", raw)
     parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
@@ -268,7 +310,8 @@ async def count_tokens(request: Request) -> Response:
     try:
         result = await gateway.policy.run(model, None, attempt)
     except (Exhausted, UpstreamError):
-        return JSONResponse({"input_tokens": estimate_tokens(inner)},
-                            headers={"x-agproxy-estimate": "true"})
+        return JSONResponse(
+            {"input_tokens": estimate_tokens(inner)}, headers={"x-agproxy-estimate": "true"}
+        )
     total = int((result.get("response") or result).get("totalTokens", 0))
     return JSONResponse({"input_tokens": total})

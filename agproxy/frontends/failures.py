@@ -38,13 +38,20 @@ def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
         transport = error.kind is Failure.TRANSPORT
         status = _status_for(error) if transport or 500 <= error.status < 600 else 503
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
-        return error_response(protocol, status, f"upstream failed for this request on every "
-                                                f"attempt: {error.message}", headers=headers)
+        return error_response(
+            protocol,
+            status,
+            f"upstream failed for this request on every attempt: {error.message}",
+            headers=headers,
+        )
     if error is not None and error.kind in (Failure.FORBIDDEN, Failure.AUTH_EXPIRED):
         # Every account that could serve was refused: no account is available, which is
         # not the client's permission problem (a 403 would log Claude Code out).
-        return error_response(protocol, 503, f"no account can serve this request; the last "
-                                             f"one was refused: {error.message}")
+        return error_response(
+            protocol,
+            503,
+            f"no account can serve this request; the last one was refused: {error.message}",
+        )
     if no_account is not None and no_account.retry_after is not None:
         seconds = max(1, math.ceil(no_account.retry_after))
         message = no_account.message

@@ -59,8 +59,12 @@ class Image:
 async def system_resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # A link-local IPv6 address is only usable with its interface (scope id).
-    return list(dict.fromkeys(f"{info[4][0]}%{info[4][3]}" if len(info[4]) > 3 and info[4][3]
-                              else str(info[4][0]) for info in infos))
+    return list(
+        dict.fromkeys(
+            f"{info[4][0]}%{info[4][3]}" if len(info[4]) > 3 and info[4][3] else str(info[4][0])
+            for info in infos
+        )
+    )
 
 
 def is_public(address: str) -> bool:
@@ -80,14 +84,23 @@ class PinnedResolver(AbstractResolver):
     def pin(self, host: str, addresses: list[str]) -> None:
         self._pins[host] = addresses
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         addresses = self._pins.get(host)
         if not addresses:
             raise OSError("this host was not checked")
-        return [{"hostname": host, "host": address, "port": port, "proto": 0, "flags": 0,
-                 "family": socket.AF_INET6 if ":" in address else socket.AF_INET}
-                for address in addresses]
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "proto": 0,
+                "flags": 0,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+            }
+            for address in addresses
+        ]
 
     async def close(self) -> None:
         pass
@@ -102,8 +115,10 @@ class Budget:
 
     def check(self, more: int) -> None:
         if self.used + more > self.total:
-            raise FetchError(f"the images of this request are larger than {self.total} bytes "
-                             "in total (image_fetch_max_total_bytes)")
+            raise FetchError(
+                f"the images of this request are larger than {self.total} bytes "
+                "in total (image_fetch_max_total_bytes)"
+            )
 
     def take(self, size: int) -> None:
         self.check(size)
@@ -121,8 +136,10 @@ async def _pin(url: URL, allow_private: bool, resolve: Resolve, resolver: Pinned
     if not addresses:
         raise FetchError("could not fetch the image: its host name does not resolve")
     if not allow_private and not all(is_public(address) for address in addresses):
-        raise FetchError("the image URL's host is a private or local address; "
-                         "set allow_private_image_urls to fetch it")
+        raise FetchError(
+            "the image URL's host is a private or local address; "
+            "set allow_private_image_urls to fetch it"
+        )
     resolver.pin(host, addresses)
 
 
@@ -148,9 +165,14 @@ async def _read(response: aiohttp.ClientResponse, max_bytes: int, budget: Budget
     return Image(mime, data)
 
 
-async def fetch_image(url: str, max_bytes: int, allow_private: bool,
-                      budget: Budget | None = None, resolve: Resolve = system_resolve,
-                      timeout: aiohttp.ClientTimeout = FETCH_TIMEOUT) -> Image:
+async def fetch_image(
+    url: str,
+    max_bytes: int,
+    allow_private: bool,
+    budget: Budget | None = None,
+    resolve: Resolve = system_resolve,
+    timeout: aiohttp.ClientTimeout = FETCH_TIMEOUT,
+) -> Image:
     """The image at `url`, connecting only to addresses that passed the check."""
     budget = budget or Budget(max_bytes)
     try:
@@ -161,13 +183,15 @@ async def fetch_image(url: str, max_bytes: int, allow_private: bool,
     # A session per fetch: its connector knows only this fetch's pins, so no pooled
     # connection or DNS cache carries an address from elsewhere. Fetches are rare.
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False
+    ) as session:
         for _ in range(MAX_REDIRECTS + 1):
             await _pin(target, allow_private, resolve, resolver)
             try:
-                async with session.get(target, allow_redirects=False,
-                                       headers={"Accept-Encoding": "identity"}) as response:
+                async with session.get(
+                    target, allow_redirects=False, headers={"Accept-Encoding": "identity"}
+                ) as response:
                     location = response.headers.get("Location")
                     if response.status not in REDIRECTS or not location:
                         return await _read(response, max_bytes, budget)
@@ -210,8 +234,10 @@ def _parts(messages: Any) -> list[tuple[int, int, dict[str, Any]]]:
 async def _fetch_all(jobs: list[_Job], settings: Settings, resolve: Resolve) -> None:
     limit = settings.image_fetch_max_urls
     if len(jobs) > limit:
-        raise FetchError(f"the request has {len(jobs)} image URLs; at most {limit} are fetched "
-                         "per request (image_fetch_max_urls)")
+        raise FetchError(
+            f"the request has {len(jobs)} image URLs; at most {limit} are fetched "
+            "per request (image_fetch_max_urls)"
+        )
     if not jobs:
         return
     budget = Budget(settings.image_fetch_max_total_bytes)
@@ -220,8 +246,13 @@ async def _fetch_all(jobs: list[_Job], settings: Settings, resolve: Resolve) -> 
     async def one(job: _Job) -> None:
         async with gate:
             try:
-                image = await fetch_image(job.url, settings.image_fetch_max_bytes,
-                                          settings.allow_private_image_urls, budget, resolve)
+                image = await fetch_image(
+                    job.url,
+                    settings.image_fetch_max_bytes,
+                    settings.allow_private_image_urls,
+                    budget,
+                    resolve,
+                )
             except FetchError as exc:
                 raise FetchError(f"{job.where}: {exc.message}") from None
         job.store(image)
@@ -236,8 +267,9 @@ async def _fetch_all(jobs: list[_Job], settings: Settings, resolve: Resolve) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def inline_image_urls(messages: Any, settings: Settings,
-                            resolve: Resolve = system_resolve) -> None:
+async def inline_image_urls(
+    messages: Any, settings: Settings, resolve: Resolve = system_resolve
+) -> None:
     """Replace http(s) image_url parts in chat messages with data URLs, in place.
     Raises FetchError naming the part."""
     jobs = []
@@ -251,13 +283,19 @@ async def inline_image_urls(messages: Any, settings: Settings,
     await _fetch_all(jobs, settings, resolve)
 
 
-async def inline_anthropic_image_urls(messages: Any, settings: Settings,
-                                      resolve: Resolve = system_resolve) -> None:
+async def inline_anthropic_image_urls(
+    messages: Any, settings: Settings, resolve: Resolve = system_resolve
+) -> None:
     """Anthropic image blocks with `source.type: "url"` → base64 sources, in place."""
     jobs = []
     for m, b, block in _parts(messages):
         source = block.get("source")
         if isinstance(source, dict) and source.get("type") == "url":
-            jobs.append(_Job(f"messages.{m}.content.{b}", str(source.get("url") or ""),
-                             partial(_set_anthropic_image, block)))
+            jobs.append(
+                _Job(
+                    f"messages.{m}.content.{b}",
+                    str(source.get("url") or ""),
+                    partial(_set_anthropic_image, block),
+                )
+            )
     await _fetch_all(jobs, settings, resolve)

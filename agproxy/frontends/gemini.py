@@ -6,7 +6,7 @@ upstream's `response` is unwrapped and passed back, streams event by event.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.requests import Request
@@ -31,23 +31,35 @@ METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
 
 def _gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    return cast(Gateway, request.app.state.gateway)
 
 
 def model_info(model: str) -> dict[str, Any]:
     """One model in both Gemini's and OpenAI's shape: /v1/models/{id} serves both SDKs."""
-    return {"name": f"models/{model}", "version": "001", "displayName": model,
-            "description": "", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
-            "supportedGenerationMethods": list(METHODS),
-            "id": model, "object": "model", "created": 0, "owned_by": "agproxy"}
+    return {
+        "name": f"models/{model}",
+        "version": "001",
+        "displayName": model,
+        "description": "",
+        "inputTokenLimit": 1048576,
+        "outputTokenLimit": 65536,
+        "supportedGenerationMethods": list(METHODS),
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "agproxy",
+    }
 
 
 async def get_model(request: Request) -> Response:
     gateway = _gateway(request)
     requested = clean(request.path_params["target"])
     if gateway.route_model(requested) is None:
-        return error_response(GOOGLE, 404, f"model {requested!r} is not served by this "
-                                           f"gateway; see GET /v1beta/models")
+        return error_response(
+            GOOGLE,
+            404,
+            f"model {requested!r} is not served by this gateway; see GET /v1beta/models",
+        )
     return JSONResponse(model_info(requested))
 
 
@@ -70,8 +82,11 @@ async def call_model(request: Request) -> Response:
     target = request.path_params["target"]
     model_part, _, method = target.rpartition(":")
     if not model_part or method not in METHODS:
-        return error_response(GOOGLE, 404 if not model_part else 400,
-                              f"unknown method {method!r}; supported: {', '.join(METHODS)}")
+        return error_response(
+            GOOGLE,
+            404 if not model_part else 400,
+            f"unknown method {method!r}; supported: {', '.join(METHODS)}",
+        )
     gateway = _gateway(request)
     requested = clean(model_part)
     note(requested_model=requested)
@@ -82,8 +97,11 @@ async def call_model(request: Request) -> Response:
     if method == "countTokens":
         return await count_tokens(gateway, body, model or requested)
     if model is None:
-        return error_response(GOOGLE, 404, f"model {requested!r} is not served by any "
-                                           f"account in the pool; see GET /v1beta/models")
+        return error_response(
+            GOOGLE,
+            404,
+            f"model {requested!r} is not served by any account in the pool; see GET /v1beta/models",
+        )
     try:
         contents = translate.check_contents(body.get("contents"))
     except BadRequest as exc:
@@ -97,13 +115,19 @@ async def call_model(request: Request) -> Response:
     return await _stream(gateway, model, inner, session, headers, sse)
 
 
-async def _generate(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
-                    headers: dict[str, str]) -> Response:
+async def _generate(
+    gateway: Gateway,
+    model: str,
+    inner: dict[str, Any],
+    session: str | None,
+    headers: dict[str, str],
+) -> Response:
     client = gateway.accounts.client
 
     async def attempt(a: Attempt) -> Any:
-        return await client.generate(wrap(inner, a.model, a.creds.project or "", a.account.id),
-                                     a.creds)
+        return await client.generate(
+            wrap(inner, a.model, a.creds.project or "", a.account.id), a.creds
+        )
 
     try:
         result = await gateway.policy.run(model, session, attempt)
@@ -118,16 +142,24 @@ async def _generate(gateway: Gateway, model: str, inner: dict[str, Any], session
 def _note_usage(event: Any) -> None:
     meta = event.get("usageMetadata") if isinstance(event, dict) else None
     if meta:
-        note_tokens(meta.get("promptTokenCount"), meta.get("candidatesTokenCount"),
-                    meta.get("thoughtsTokenCount"))
+        note_tokens(
+            meta.get("promptTokenCount"),
+            meta.get("candidatesTokenCount"),
+            meta.get("thoughtsTokenCount"),
+        )
 
 
-async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: str | None,
-                  headers: dict[str, str], sse: bool) -> Response:
+async def _stream(
+    gateway: Gateway,
+    model: str,
+    inner: dict[str, Any],
+    session: str | None,
+    headers: dict[str, str],
+    sse: bool,
+) -> Response:
     try:
         # Retried only before the first byte: after it, a failure ends the stream.
-        first, events = await stream_generate(gateway, model, session, lambda: inner,
-                                              whole=False)
+        first, events = await stream_generate(gateway, model, session, lambda: inner, whole=False)
     except Exhausted as failure:
         return exhausted(GOOGLE, failure)
     except UpstreamError as error:
@@ -135,14 +167,21 @@ async def _stream(gateway: Gateway, model: str, inner: dict[str, Any], session: 
     every = gateway.settings.stream_ping_seconds
     if sse:
         return event_stream(relay(_SSEFrames(), first, events, every), headers)
-    return StreamingResponse(relay(_ArrayFrames(), first, events, every),
-                             media_type="application/json", headers=headers)
+    return StreamingResponse(
+        relay(_ArrayFrames(), first, events, every), media_type="application/json", headers=headers
+    )
 
 
 def _stream_error(error: UpstreamError) -> bytes:
-    return orjson.dumps({"error": {"code": error.status if error.status >= 400 else 502,
-                                   "message": f"upstream stream failed: {error.message}",
-                                   "status": "UNAVAILABLE"}})
+    return orjson.dumps(
+        {
+            "error": {
+                "code": error.status if error.status >= 400 else 502,
+                "message": f"upstream stream failed: {error.message}",
+                "status": "UNAVAILABLE",
+            }
+        }
+    )
 
 
 class _SSEFrames:
@@ -202,8 +241,9 @@ async def count_tokens(gateway: Gateway, body: dict[str, Any], model: str) -> Re
         result = await gateway.policy.run(model, None, attempt)
     except Exhausted:
         # No account can count right now: a documented estimate rather than a failure.
-        return JSONResponse({"totalTokens": translate.estimate_tokens(body)},
-                            headers={"x-agproxy-estimate": "true"})
+        return JSONResponse(
+            {"totalTokens": translate.estimate_tokens(body)}, headers={"x-agproxy-estimate": "true"}
+        )
     except UpstreamError as error:
         return upstream_failure(GOOGLE, error)
     total = (result.get("response") or result).get("totalTokens", 0)

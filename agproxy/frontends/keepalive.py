@@ -23,8 +23,7 @@ BLANK_LINE = b"\r\n"
 WHITESPACE = b"\n"
 
 
-async def with_pings(events: AsyncIterator[Any], every: float
-                     ) -> AsyncGenerator[Any | None, None]:
+async def with_pings(events: AsyncIterator[Any], every: float) -> AsyncGenerator[Any | None, None]:
     """The events, with None whenever the upstream has been silent for `every` seconds
     (so the caller can send a keep-alive while a slow model thinks)."""
     pending: asyncio.Task[Any] | None = None
@@ -52,8 +51,9 @@ async def with_pings(events: AsyncIterator[Any], every: float
                 await asyncio.wait({pending})
 
 
-def pinged(events: AsyncIterator[Any], every: float
-           ) -> contextlib.aclosing[AsyncGenerator[Any | None, None]]:
+def pinged(
+    events: AsyncIterator[Any], every: float
+) -> contextlib.aclosing[AsyncGenerator[Any | None, None]]:
     """`with_pings`, closed when the block ends (whether the stream ends, fails or is
     abandoned) and so before the caller closes `events`."""
     return contextlib.aclosing(with_pings(events, every))

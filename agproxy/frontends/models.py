@@ -16,8 +16,11 @@ def _from_google_client(request: Request) -> bool:
     """Google's SDKs list models at /v1/models too (the v1 API); they name themselves in
     x-goog-api-client and send the key as x-goog-api-key or ?key=."""
     headers = request.headers
-    return ("x-goog-api-client" in headers or "x-goog-api-key" in headers
-            or "key" in request.query_params)
+    return (
+        "x-goog-api-client" in headers
+        or "x-goog-api-key" in headers
+        or "key" in request.query_params
+    )
 
 
 async def openai_models(request: Request) -> Response:
@@ -27,10 +30,15 @@ async def openai_models(request: Request) -> Response:
         return await gemini_models(request)
     gateway = request.app.state.gateway
     catalog = gateway.catalog()
-    aliases = [k for k in (*gateway.settings.model_mapping, *BUILTIN)
-               if "*" not in k and k not in catalog and gateway.route_model(k)]
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "agproxy"}
-            for m in (*catalog, *dict.fromkeys(aliases))]
+    aliases = [
+        k
+        for k in (*gateway.settings.model_mapping, *BUILTIN)
+        if "*" not in k and k not in catalog and gateway.route_model(k)
+    ]
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "agproxy"}
+        for m in (*catalog, *dict.fromkeys(aliases))
+    ]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -47,7 +55,9 @@ async def openai_model(request: Request) -> Response:
     gateway = request.app.state.gateway
     requested = request.path_params["target"]
     if gateway.route_model(requested) is None:
-        return error_response(Protocol.OPENAI, 404, f"The model {requested[:200]!r} does not "
-                                                    "exist in this gateway; see GET /v1/models")
-    return JSONResponse({"id": requested, "object": "model", "created": 0,
-                         "owned_by": "agproxy"})
+        return error_response(
+            Protocol.OPENAI,
+            404,
+            f"The model {requested[:200]!r} does not exist in this gateway; see GET /v1/models",
+        )
+    return JSONResponse({"id": requested, "object": "model", "created": 0, "owned_by": "agproxy"})

@@ -6,7 +6,11 @@ import re
 
 # Endpoints a client might mean, without their /v1 prefix.
 OPENAI_ENDPOINTS = (
-    "/chat/completions", "/completions", "/responses", "/models", "/images/generations",
+    "/chat/completions",
+    "/completions",
+    "/responses",
+    "/models",
+    "/images/generations",
     "/embeddings",
 )
 ANTHROPIC_ENDPOINTS = ("/messages", "/messages/count_tokens")
@@ -28,19 +32,19 @@ def hint_for(method: str, path: str) -> str:
         )
     for endpoint in KNOWN:
         if path.startswith(endpoint + "/") and path != endpoint:
-            tail = path[len(endpoint):]
+            tail = path[len(endpoint) :]
             if endpoint == "/v1/models":
                 break  # /v1/models/{id} is a real route shape; no joined-endpoint hint
-            base = "http://HOST:PORT" if endpoint.startswith("/v1/messages") else (
-                "http://HOST:PORT/v1")
+            base = (
+                "http://HOST:PORT"
+                if endpoint.startswith("/v1/messages")
+                else ("http://HOST:PORT/v1")
+            )
             return (
                 f"{prefix}: '{endpoint}' has '{tail}' appended to it. The client's base URL "
                 f"probably already includes the endpoint; set it to {base} and let the "
                 f"client add the endpoint path itself. {_BASE_HINT}"
             )
     if path in OPENAI_ENDPOINTS or path in ANTHROPIC_ENDPOINTS:
-        return (
-            f"{prefix}: the '/v1' prefix is missing; the endpoint is /v1{path}. "
-            f"{_BASE_HINT}"
-        )
+        return f"{prefix}: the '/v1' prefix is missing; the endpoint is /v1{path}. {_BASE_HINT}"
     return f"{prefix}. {_BASE_HINT}"

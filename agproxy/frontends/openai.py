@@ -63,11 +63,18 @@ def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
     if model is None:
         catalog = gateway.catalog()
         close = ", ".join(close_matches(requested, catalog) or catalog[:8]) or (
-            "none: add a Google account first")
-        return JSONResponse(error_body(OPENAI, 404, f"The model {requested!r} does not exist "
-                                                    f"in this gateway and no mapping rule "
-                                                    f"matches it. Close matches: {close}"),
-                            status_code=404)
+            "none: add a Google account first"
+        )
+        return JSONResponse(
+            error_body(
+                OPENAI,
+                404,
+                f"The model {requested!r} does not exist "
+                f"in this gateway and no mapping rule "
+                f"matches it. Close matches: {close}",
+            ),
+            status_code=404,
+        )
     return model
 
 
@@ -115,12 +122,12 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     stream = body.get("stream") is True
     translator = ChatStream(requested, include_usage=bool(options.get("include_usage")))
     try:
-        first, events = await stream_generate(gateway, model, session, lambda: inner,
-                                              whole=not stream)
+        first, events = await stream_generate(
+            gateway, model, session, lambda: inner, whole=not stream
+        )
         if stream:
             frames = _ChatFrames(translator, legacy)
-            return event_stream(relay(frames, first, events, settings.stream_ping_seconds),
-                                headers)
+            return event_stream(relay(frames, first, events, settings.stream_ping_seconds), headers)
         await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(OPENAI, failure)
@@ -134,8 +141,9 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
 def _note_chat_usage(translator: ChatStream) -> None:
     usage = translator.usage or {}
     details = usage.get("completion_tokens_details") or {}
-    note_tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                details.get("reasoning_tokens"))
+    note_tokens(
+        usage.get("prompt_tokens"), usage.get("completion_tokens"), details.get("reasoning_tokens")
+    )
 
 
 def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
@@ -143,10 +151,21 @@ def as_text_completion(chunk: dict[str, Any]) -> dict[str, Any]:
     choices = []
     for choice in chunk.get("choices") or []:
         source = choice.get("message") or choice.get("delta") or {}
-        choices.append({"text": source.get("content") or "", "index": choice["index"],
-                        "logprobs": None, "finish_reason": choice.get("finish_reason")})
-    out = {"id": chunk["id"].replace("chatcmpl-", "cmpl-"), "object": "text_completion",
-           "created": chunk.get("created"), "model": chunk.get("model"), "choices": choices}
+        choices.append(
+            {
+                "text": source.get("content") or "",
+                "index": choice["index"],
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    out = {
+        "id": chunk["id"].replace("chatcmpl-", "cmpl-"),
+        "object": "text_completion",
+        "created": chunk.get("created"),
+        "model": chunk.get("model"),
+        "choices": choices,
+    }
     if "usage" in chunk:
         out["usage"] = chunk["usage"]
     return out
@@ -178,9 +197,16 @@ class _ChatFrames:
         return [self._frame(usage), DONE] if usage else [DONE]
 
     def failed(self, error: UpstreamError) -> list[bytes]:
-        failure = {"id": self.translator.id, "object": "chat.completion.chunk", "choices": [],
-                   "error": {"message": f"upstream stream failed: {error.message}",
-                             "type": "upstream_error", "code": "stream_error"}}
+        failure = {
+            "id": self.translator.id,
+            "object": "chat.completion.chunk",
+            "choices": [],
+            "error": {
+                "message": f"upstream stream failed: {error.message}",
+                "type": "upstream_error",
+                "code": "stream_error",
+            },
+        }
         return [b"data: " + orjson.dumps(failure) + b"\n\n", DONE]
 
 
@@ -210,11 +236,14 @@ async def responses(request: Request) -> Response:
     headers = {"x-agproxy-model": model}
     stream = body.get("stream") is True
     try:
-        first, events = await stream_generate(gateway, model, conversation_key(inner["contents"]),
-                                              lambda: inner, whole=not stream)
+        first, events = await stream_generate(
+            gateway, model, conversation_key(inner["contents"]), lambda: inner, whole=not stream
+        )
         if stream:
-            return event_stream(relay(_ResponsesFrames(translator), first, events,
-                                      settings.stream_ping_seconds), headers)
+            return event_stream(
+                relay(_ResponsesFrames(translator), first, events, settings.stream_ping_seconds),
+                headers,
+            )
         await collect(translator.feed, first, events)
     except Exhausted as failure:
         return exhausted(OPENAI, failure)
@@ -228,8 +257,11 @@ async def responses(request: Request) -> Response:
 
 def _note_responses_usage(translator: ResponsesStream) -> None:
     usage = translator.usage or {}
-    note_tokens(usage.get("input_tokens"), usage.get("output_tokens"),
-                (usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
+    note_tokens(
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        (usage.get("output_tokens_details") or {}).get("reasoning_tokens"),
+    )
 
 
 class _ResponsesFrames:
@@ -242,8 +274,10 @@ class _ResponsesFrames:
 
     @staticmethod
     def _frames(events: list[dict[str, Any]]) -> list[bytes]:
-        return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
-                for e in events]
+        return [
+            b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+            for e in events
+        ]
 
     def start(self) -> list[bytes]:
         return self._frames(self.translator.start())
@@ -281,8 +315,9 @@ async def images_generations(request: Request) -> Response:
         envelope["request"].pop("sessionId", None)
         return await client.generate(envelope, a.creds)
 
-    results = await asyncio.gather(*(gateway.policy.run(model, None, attempt)
-                                     for _ in range(count)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(gateway.policy.run(model, None, attempt) for _ in range(count)), return_exceptions=True
+    )
     images: list[dict[str, str]] = []
     failure: BaseException | None = None
     for result in results:
@@ -297,10 +332,14 @@ async def images_generations(request: Request) -> Response:
             return upstream_failure(OPENAI, failure)
         if failure is not None:
             raise failure
-        return JSONResponse(error_body(OPENAI, 502, "the upstream answered without an image"),
-                            status_code=502)
+        return JSONResponse(
+            error_body(OPENAI, 502, "the upstream answered without an image"), status_code=502
+        )
     as_url = body.get("response_format") == "url"
-    data = [{"url": f"data:{i['mimeType']};base64,{i['data']}"} if as_url
-            else {"b64_json": i["data"]} for i in images]
-    return JSONResponse({"created": int(time.time()), "data": data},
-                        headers={"x-agproxy-model": model})
+    data = [
+        {"url": f"data:{i['mimeType']};base64,{i['data']}"} if as_url else {"b64_json": i["data"]}
+        for i in images
+    ]
+    return JSONResponse(
+        {"created": int(time.time()), "data": data}, headers={"x-agproxy-model": model}
+    )

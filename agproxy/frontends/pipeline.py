@@ -34,9 +34,13 @@ class Frames(Protocol):
     def failed(self, error: UpstreamError) -> Iterable[bytes]: ...
 
 
-async def stream_generate(gateway: Gateway, model: str, session: str | None,
-                          inner: Callable[[], dict[str, Any]], whole: bool
-                          ) -> tuple[Any, AsyncIterator[Any]]:
+async def stream_generate(
+    gateway: Gateway,
+    model: str,
+    session: str | None,
+    inner: Callable[[], dict[str, Any]],
+    whole: bool,
+) -> tuple[Any, AsyncIterator[Any]]:
     """The first event of the answer and the rest, through the policy (which picks the
     account, retries and cools). `inner` gives the Gemini request at each attempt (a front
     end may change it between policy runs). `whole`: the client wants one answer, so the
@@ -44,23 +48,22 @@ async def stream_generate(gateway: Gateway, model: str, session: str | None,
     client: Upstream = gateway.accounts.client
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner(), a.model, a.creds.project or "", a.account.id),
-                               a.creds)
+        events = client.stream(wrap(inner(), a.model, a.creds.project or "", a.account.id), a.creds)
         return await open_stream(events, whole=whole)
 
     return await gateway.policy.run(model, session, attempt)
 
 
-async def collect(feed: Callable[[Any], object], first: Any, events: AsyncIterator[Any]
-                  ) -> None:
+async def collect(feed: Callable[[Any], object], first: Any, events: AsyncIterator[Any]) -> None:
     """Every event of a non-streamed answer into `feed` (the translator keeps the sum)."""
     feed(first)
     async for event in events:
         feed(event)
 
 
-async def relay(frames: Frames, first: Any, events: AsyncIterator[Any], every: float
-                ) -> AsyncIterator[bytes]:
+async def relay(
+    frames: Frames, first: Any, events: AsyncIterator[Any], every: float
+) -> AsyncIterator[bytes]:
     """The client's stream: translated as it arrives, a keep-alive whenever the upstream is
     silent for `every` seconds, an error in the protocol's terms when it breaks."""
     try:
@@ -85,5 +88,6 @@ async def relay(frames: Frames, first: Any, events: AsyncIterator[Any], every: f
 
 
 def event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream",
-                             headers={**headers, "Cache-Control": "no-cache"})
+    return StreamingResponse(
+        body, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+    )

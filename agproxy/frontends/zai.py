@@ -27,9 +27,12 @@ async def forward(request: Request, path: str, body: dict[str, Any]) -> Response
     except ZaiUnavailable as exc:
         return error_response(Protocol.ANTHROPIC, 502, exc.message)
     note(routed_model=answer.model)
-    return StreamingResponse(_tap_usage(answer.body), status_code=answer.status,
-                             media_type=answer.content_type,
-                             headers={"x-agproxy-provider": "zai"})
+    return StreamingResponse(
+        _tap_usage(answer.body),
+        status_code=answer.status,
+        media_type=answer.content_type,
+        headers={"x-agproxy-provider": "zai"},
+    )
 
 
 async def _tap_usage(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -52,9 +55,11 @@ async def _tap_usage(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     if not usage and kept[:1] == b"{":
         _merge_usage(usage, bytes(kept))
     if usage:
-        note_tokens(usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0),
-                    usage.get("output_tokens"),
-                    cached_tokens=usage.get("cache_read_input_tokens"))
+        note_tokens(
+            usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0),
+            usage.get("output_tokens"),
+            cached_tokens=usage.get("cache_read_input_tokens"),
+        )
 
 
 def _merge_usage(usage: dict[str, int], raw: bytes) -> None:

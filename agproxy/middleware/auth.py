@@ -63,9 +63,11 @@ class AuthMiddleware:
         wait = self.throttle.blocked_for(address)
         if wait:
             response = error_response(
-                protocol, 429, f"too many failed authentications from {address}; "
-                               f"try again in {math.ceil(wait)} s",
-                headers={"Retry-After": str(math.ceil(wait))})
+                protocol,
+                429,
+                f"too many failed authentications from {address}; try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
             await response(scope, receive, send)
             return
         try:
@@ -77,12 +79,27 @@ class AuthMiddleware:
             self.throttle.succeeded(address)
             await self.app(scope, receive, send)
             return
-        failures, block = self.throttle.failed(address)
-        if block:
-            log.warning("authentication failed from %s on %s %s (%d in a row); refusing it "
-                        "for %.0f s", address, scope["method"], path, failures, block)
-        elif failures <= 3 or failures % 10 == 0:
-            log.warning("authentication failed from %s on %s %s (%d in a row)",
-                        address, scope["method"], path, failures)
+        self._failed(address, scope["method"], path)
         message = refusal or (WRONG_KEY if key is not None else MISSING_KEY)
         await error_response(protocol, 401, message)(scope, receive, send)
+
+    def _failed(self, address: str, method: str, path: str) -> None:
+        """Count the failure against the address, and log it (never the key)."""
+        failures, block = self.throttle.failed(address)
+        if block:
+            log.warning(
+                "authentication failed from %s on %s %s (%d in a row); refusing it for %.0f s",
+                address,
+                method,
+                path,
+                failures,
+                block,
+            )
+        elif failures <= 3 or failures % 10 == 0:
+            log.warning(
+                "authentication failed from %s on %s %s (%d in a row)",
+                address,
+                method,
+                path,
+                failures,
+            )

@@ -22,8 +22,9 @@ from agproxy.zones import Zone, zone_of
 
 ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 MAX_AGE = "3600"
-NOT_JSON = ("send the request body as JSON with the header 'Content-Type: application/json' "
-            "(got {got})")
+NOT_JSON = (
+    "send the request body as JSON with the header 'Content-Type: application/json' (got {got})"
+)
 
 
 def _same_origin(origin: str, host: str | None) -> bool:
@@ -37,8 +38,9 @@ def is_json(content_type: str | None) -> bool:
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/")
-                                            and media.endswith("+json"))
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class BrowserMiddleware:
@@ -65,12 +67,15 @@ class BrowserMiddleware:
             assert origin is not None
             allowed = self.gateway.settings.cors_origins
             if zone in (Zone.ADMIN, Zone.CONSOLE) or not (
-                    "*" in allowed or origin.lower().rstrip("/") in allowed):
+                "*" in allowed or origin.lower().rstrip("/") in allowed
+            ):
                 response = error_response(
-                    protocol_of(path), 403,
+                    protocol_of(path),
+                    403,
                     f"web pages from {origin[:200]!r} may not call this gateway; add the origin "
                     "to the cors_origins setting to allow it (the admin API and console allow "
-                    "none)")
+                    "none)",
+                )
                 await response(scope, receive, send)
                 return
             if scope["method"] == "OPTIONS":
@@ -78,11 +83,15 @@ class BrowserMiddleware:
                 if "access-control-request-method" in headers:
                     await self._preflight(origin, headers, send)
                     return
-        if (zone is Zone.AI and scope["method"] in ("POST", "PUT", "PATCH")
-                and not is_json(content_type)):
+        if (
+            zone is Zone.AI
+            and scope["method"] in ("POST", "PUT", "PATCH")
+            and not is_json(content_type)
+        ):
             got = content_type
-            response = error_response(protocol_of(path), 415,
-                                      NOT_JSON.format(got=repr(got[:100]) if got else "none"))
+            response = error_response(
+                protocol_of(path), 415, NOT_JSON.format(got=repr(got[:100]) if got else "none")
+            )
             await response(scope, receive, self._with_cors(origin, send) if cross else send)
             return
         await self.app(scope, receive, self._with_cors(origin, send) if cross else send)
@@ -90,23 +99,33 @@ class BrowserMiddleware:
     @staticmethod
     async def _preflight(origin: str, headers: Headers, send: Send) -> None:
         allow_headers = headers.get("access-control-request-headers", "")
-        await send({"type": "http.response.start", "status": 204, "headers": [
-            (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-allow-methods", ALLOW_METHODS.encode()),
-            (b"access-control-allow-headers", allow_headers.encode("latin-1")),
-            (b"access-control-max-age", MAX_AGE.encode()),
-            (b"vary", b"Origin"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    (b"access-control-allow-origin", origin.encode("latin-1")),
+                    (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                    (b"access-control-allow-headers", allow_headers.encode("latin-1")),
+                    (b"access-control-max-age", MAX_AGE.encode()),
+                    (b"vary", b"Origin"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
     @staticmethod
     def _with_cors(origin: str | None, send: Send) -> Send:
         assert origin is not None
-        extra = [(b"access-control-allow-origin", origin.encode("latin-1")),
-                 (b"access-control-expose-headers", b"*"), (b"vary", b"Origin")]
+        extra = [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-expose-headers", b"*"),
+            (b"vary", b"Origin"),
+        ]
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
+
         return sending

@@ -41,9 +41,11 @@ class HostCheckMiddleware:
                     if not self._allowed(value):
                         host = host_name(value)
                         response = error_response(
-                            protocol_of(scope["path"]), 403,
+                            protocol_of(scope["path"]),
+                            403,
                             f"the host name {host[:100]!r} is not one this gateway answers to "
-                            "(a guard against DNS rebinding); add it to the allowed_hosts setting")
+                            "(a guard against DNS rebinding); add it to the allowed_hosts setting",
+                        )
                         await response(scope, receive, send)
                         return
                     break

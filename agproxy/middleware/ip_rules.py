@@ -32,6 +32,7 @@ class IPRulesMiddleware:
         if is_allowed(host, networks):
             await self.app(scope, receive, send)
             return
-        response = error_response(protocol_of(scope["path"]), 403,
-                                  f"access denied: {host} is not in allowed_ips")
+        response = error_response(
+            protocol_of(scope["path"]), 403, f"access denied: {host} is not in allowed_ips"
+        )
         await response(scope, receive, send)

@@ -41,7 +41,8 @@ class BodyBudget:
             try:
                 await asyncio.wait_for(
                     self._freed.wait_for(lambda: self.used == 0 or self.used + size <= limit),
-                    BUDGET_WAIT)
+                    BUDGET_WAIT,
+                )
             except TimeoutError:
                 raise GatewayBusy from None
             self.used += size
@@ -94,16 +95,21 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send, limit)
         except GatewayBusy:
             response = error_response(
-                protocol_of(scope["path"]), 503,
+                protocol_of(scope["path"]),
+                503,
                 "the gateway is busy with other large requests (setting "
-                "max_inflight_body_bytes); retry in a few seconds", headers={"Retry-After": "5"})
+                "max_inflight_body_bytes); retry in a few seconds",
+                headers={"Retry-After": "5"},
+            )
             await response(scope, receive, send)
         finally:
             await self.budget.give_back(reserved)
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = error_response(protocol_of(scope["path"]), 413,
-                                  f"request body too large: the limit is {limit} bytes "
-                                  "(setting max_body_bytes)")
+        response = error_response(
+            protocol_of(scope["path"]),
+            413,
+            f"request body too large: the limit is {limit} bytes (setting max_body_bytes)",
+        )
         await response(scope, receive, send)

@@ -27,15 +27,23 @@ class MonitorMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         monitor = self.gateway.monitor
-        if (scope["type"] != "http" or scope["method"] == "OPTIONS"
-                or zone_of(scope["path"]) is not Zone.AI
-                or monitor is None
-                or scope["path"] in NOT_RECORDED):
+        if (
+            scope["type"] != "http"
+            or scope["method"] == "OPTIONS"
+            or zone_of(scope["path"]) is not Zone.AI
+            or monitor is None
+            or scope["path"] in NOT_RECORDED
+        ):
             await self.app(scope, receive, send)
             return
         settings = self.gateway.settings
-        exchange = _Exchange(_open(scope), receive, send, settings.monitor_capture_bodies,
-                             settings.monitor_body_max_bytes)
+        exchange = _Exchange(
+            _open(scope),
+            receive,
+            send,
+            settings.monitor_capture_bodies,
+            settings.monitor_body_max_bytes,
+        )
         token = open_record(exchange.record)
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -52,8 +60,12 @@ class MonitorMiddleware:
 
 def _open(scope: Scope) -> RequestRecord:
     client = scope.get("client")
-    record = RequestRecord(protocol_of(scope["path"]).value, scope["method"],
-                           scope["path"], client[0] if client else None)
+    record = RequestRecord(
+        protocol_of(scope["path"]).value,
+        scope["method"],
+        scope["path"],
+        client[0] if client else None,
+    )
     # Gemini paths name the model: known even when auth or the gate refuse the request.
     record.requested_model = _model_in_path(scope["path"])
     for name, value in scope["headers"]:
@@ -66,11 +78,25 @@ def _open(scope: Scope) -> RequestRecord:
 class _Exchange:
     """One request as the monitor watches it go by: what the client sent and was sent."""
 
-    __slots__ = ("record", "_receive", "_send", "capture", "raw_limit", "error_body",
-                 "finished", "gone")
+    __slots__ = (
+        "record",
+        "_receive",
+        "_send",
+        "capture",
+        "raw_limit",
+        "error_body",
+        "finished",
+        "gone",
+    )
 
-    def __init__(self, record: RequestRecord, receive: Receive, send: Send, capture: bool,
-                 body_max_bytes: int) -> None:
+    def __init__(
+        self,
+        record: RequestRecord,
+        receive: Receive,
+        send: Send,
+        capture: bool,
+        body_max_bytes: int,
+    ) -> None:
         self.record = record
         self._receive, self._send = receive, send
         self.capture = capture
@@ -86,8 +112,10 @@ class _Exchange:
         if message["type"] == "http.request":
             if self.capture:
                 record = self.record
-                record.request_cut = _keep(record.request_body, message.get("body", b""),
-                                           self.raw_limit) or record.request_cut
+                record.request_cut = (
+                    _keep(record.request_body, message.get("body", b""), self.raw_limit)
+                    or record.request_cut
+                )
         elif message["type"] == "http.disconnect":
             self.gone = True
         return message
@@ -107,10 +135,11 @@ class _Exchange:
                 record.ttfb_ms = (time.perf_counter() - record.started) * 1000
             error_body = self.error_body
             if record.status >= 400 and len(error_body) < ERROR_CAPTURE:
-                error_body.extend(body[:ERROR_CAPTURE - len(error_body)])
+                error_body.extend(body[: ERROR_CAPTURE - len(error_body)])
             if self.capture and body:
-                record.response_cut = _keep(record.response_body, body,
-                                            self.raw_limit) or record.response_cut
+                record.response_cut = (
+                    _keep(record.response_body, body, self.raw_limit) or record.response_cut
+                )
             self.finished = not message.get("more_body", False)
         await self._send(message)
 
@@ -150,5 +179,5 @@ def _keep(buffer: bytes | bytearray | None, chunk: bytes, limit: int) -> bool:
 def _model_in_path(path: str) -> str | None:
     for prefix in ("/v1beta/models/", "/v1/models/"):
         if path.startswith(prefix):
-            return path[len(prefix):].partition(":")[0] or None
+            return path[len(prefix) :].partition(":")[0] or None
     return None

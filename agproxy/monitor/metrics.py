@@ -14,8 +14,7 @@ from collections.abc import Iterable
 from agproxy.monitor.record import RequestRecord
 
 # Seconds; wide enough for a long thinking stream.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-           300.0)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TOKEN_KINDS = ("input", "output", "thinking", "cached")
 
 
@@ -61,9 +60,16 @@ class Metrics:
         self.duration[record.protocol].observe(record.duration_ms / 1000)
         if record.ttfb_ms is not None:
             self.ttfb[record.protocol].observe(record.ttfb_ms / 1000)
-        for kind, value in zip(TOKEN_KINDS, (record.input_tokens, record.output_tokens,
-                                             record.thinking_tokens, record.cached_tokens),
-                               strict=True):
+        for kind, value in zip(
+            TOKEN_KINDS,
+            (
+                record.input_tokens,
+                record.output_tokens,
+                record.thinking_tokens,
+                record.cached_tokens,
+            ),
+            strict=True,
+        ):
             if value:
                 self.tokens[(model, kind)] += value
         for attempt in record.attempts:
@@ -76,18 +82,20 @@ class Metrics:
         yield "# HELP agproxy_requests_total AI requests served, by protocol, status and model."
         yield "# TYPE agproxy_requests_total counter"
         for (protocol, status, model), n in sorted(self.requests.items()):
-            yield (f'agproxy_requests_total{{protocol="{protocol}",status="{status}",'
-                   f'model="{_escape(model)}"}} {n}')
+            yield (
+                f'agproxy_requests_total{{protocol="{protocol}",status="{status}",'
+                f'model="{_escape(model)}"}} {n}'
+            )
         yield "# HELP agproxy_request_duration_seconds Time to the end of the response."
         yield "# TYPE agproxy_request_duration_seconds histogram"
         for protocol, histogram in sorted(self.duration.items()):
-            yield from histogram.lines("agproxy_request_duration_seconds",
-                                       f'protocol="{protocol}"')
+            yield from histogram.lines("agproxy_request_duration_seconds", f'protocol="{protocol}"')
         yield "# HELP agproxy_time_to_first_byte_seconds Time to the first response byte."
         yield "# TYPE agproxy_time_to_first_byte_seconds histogram"
         for protocol, histogram in sorted(self.ttfb.items()):
-            yield from histogram.lines("agproxy_time_to_first_byte_seconds",
-                                       f'protocol="{protocol}"')
+            yield from histogram.lines(
+                "agproxy_time_to_first_byte_seconds", f'protocol="{protocol}"'
+            )
         yield "# HELP agproxy_tokens_total Tokens reported by the upstream, by model and kind."
         yield "# TYPE agproxy_tokens_total counter"
         for (model, kind), n in sorted(self.tokens.items()):
@@ -99,12 +107,16 @@ class Metrics:
         yield "# TYPE agproxy_upstream_errors_total counter"
         for kind, n in sorted(self.upstream_errors.items()):
             yield f'agproxy_upstream_errors_total{{class="{kind}"}} {n}'
-        yield ("# HELP agproxy_monitor_dropped_total Records not stored because the monitor "
-               "queue was full.")
+        yield (
+            "# HELP agproxy_monitor_dropped_total Records not stored because the monitor "
+            "queue was full."
+        )
         yield "# TYPE agproxy_monitor_dropped_total counter"
         yield f"agproxy_monitor_dropped_total {self.records_dropped}"
-        yield ("# HELP agproxy_monitor_bodies_dropped_total Records stored without their "
-               "captured bodies because the monitor queue was full.")
+        yield (
+            "# HELP agproxy_monitor_bodies_dropped_total Records stored without their "
+            "captured bodies because the monitor queue was full."
+        )
         yield "# TYPE agproxy_monitor_bodies_dropped_total counter"
         yield f"agproxy_monitor_bodies_dropped_total {self.bodies_dropped}"
 

@@ -24,7 +24,8 @@ _ID_PREFIX = secrets.token_hex(10)
 _IDS = itertools.count()
 
 _CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
-    "agproxy_record", default=None)
+    "agproxy_record", default=None
+)
 
 
 def mask_email(email: str | None) -> str | None:
@@ -67,10 +68,12 @@ class RequestRecord:
     response_cut: bool = False
     queued_bytes: int = 0  # what the writer's queue counts for this record
 
-    def values(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
-               bodies: bool = True) -> tuple[Any, ...]:
+    def values(
+        self, body_limit: int = 0, secrets: tuple[str | None, ...] = (), bodies: bool = True
+    ) -> tuple[Any, ...]:
         """The database row, in COLUMNS order. Made by the writer after the response:
         redaction never runs on the request path."""
+
         def body(raw: bytes | bytearray | None, cut: bool) -> str | None:
             if raw is None or not bodies:
                 return None
@@ -81,28 +84,63 @@ class RequestRecord:
 
         # Every text column is redacted: the user agent, the model ids and the path are
         # the client's free text, and have carried the gateway's own key.
-        return (self.id, self.started_at, self.protocol, text(self.method), text(self.path),
-                text(self.requested_model), text(self.routed_model), text(self.provider),
-                text(self.account), self.status, round(self.duration_ms, 2),
-                None if self.ttfb_ms is None else round(self.ttfb_ms, 2),
-                self.input_tokens, self.output_tokens, self.thinking_tokens,
-                self.cached_tokens,
-                text(orjson.dumps(self.attempts).decode()) if self.attempts else None,
-                self.error and redact(error_message(self.error), secrets),
-                text(self.client_ip), body(self.request_body, self.request_cut),
-                body(self.response_body, self.response_cut), text(self.account_id),
-                text(self.user_agent))
+        return (
+            self.id,
+            self.started_at,
+            self.protocol,
+            text(self.method),
+            text(self.path),
+            text(self.requested_model),
+            text(self.routed_model),
+            text(self.provider),
+            text(self.account),
+            self.status,
+            round(self.duration_ms, 2),
+            None if self.ttfb_ms is None else round(self.ttfb_ms, 2),
+            self.input_tokens,
+            self.output_tokens,
+            self.thinking_tokens,
+            self.cached_tokens,
+            text(orjson.dumps(self.attempts).decode()) if self.attempts else None,
+            self.error and redact(error_message(self.error), secrets),
+            text(self.client_ip),
+            body(self.request_body, self.request_cut),
+            body(self.response_body, self.response_cut),
+            text(self.account_id),
+            text(self.user_agent),
+        )
 
-    def row(self, body_limit: int = 0, secrets: tuple[str | None, ...] = (),
-            bodies: bool = True) -> dict[str, Any]:
+    def row(
+        self, body_limit: int = 0, secrets: tuple[str | None, ...] = (), bodies: bool = True
+    ) -> dict[str, Any]:
         return dict(zip(COLUMNS, self.values(body_limit, secrets, bodies), strict=True))
 
 
-COLUMNS = ("id", "started_at", "protocol", "method", "path", "requested_model",
-           "routed_model", "provider", "account", "status", "duration_ms", "ttfb_ms",
-           "input_tokens", "output_tokens", "thinking_tokens", "cached_tokens", "attempts",
-           "error", "client_ip", "request_body", "response_body", "account_id",
-           "user_agent")
+COLUMNS = (
+    "id",
+    "started_at",
+    "protocol",
+    "method",
+    "path",
+    "requested_model",
+    "routed_model",
+    "provider",
+    "account",
+    "status",
+    "duration_ms",
+    "ttfb_ms",
+    "input_tokens",
+    "output_tokens",
+    "thinking_tokens",
+    "cached_tokens",
+    "attempts",
+    "error",
+    "client_ip",
+    "request_body",
+    "response_body",
+    "account_id",
+    "user_agent",
+)
 
 
 def error_message(body: str) -> str:
@@ -139,20 +177,30 @@ def note(**fields: Any) -> None:
                 setattr(record, key, value)
 
 
-def note_attempt(account_email: str, outcome: str, model: str | None = None,
-                 account_id: str | None = None) -> None:
+def note_attempt(
+    account_email: str, outcome: str, model: str | None = None, account_id: str | None = None
+) -> None:
     record = _CURRENT.get()
     if record is not None:
         if model and not record.routed_model:
             record.routed_model = model
         at_ms = round((time.perf_counter() - record.started) * 1000, 1)
-        record.attempts.append({"account": mask_email(account_email), "outcome": outcome,
-                                "at_ms": at_ms})
+        record.attempts.append(
+            {"account": mask_email(account_email), "outcome": outcome, "at_ms": at_ms}
+        )
         record.account = mask_email(account_email)
         record.account_id = account_id
 
 
-def note_tokens(input_tokens: int | None, output_tokens: int | None,
-                thinking_tokens: int | None = None, cached_tokens: int | None = None) -> None:
-    note(input_tokens=input_tokens, output_tokens=output_tokens,
-         thinking_tokens=thinking_tokens, cached_tokens=cached_tokens)
+def note_tokens(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    thinking_tokens: int | None = None,
+    cached_tokens: int | None = None,
+) -> None:
+    note(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        thinking_tokens=thinking_tokens,
+        cached_tokens=cached_tokens,
+    )

@@ -21,21 +21,22 @@ REDACTED = "[redacted]"
 # of them all is not (a 64 KiB body: 2.7 ms against 3.9 ms).
 _PATTERNS = (
     re.compile(
-        r"sk-[A-Za-z0-9_\-]{6,}"                    # OpenAI-style and agproxy api keys
-        r"|ya29\.[A-Za-z0-9_\-.]+"                  # Google access tokens
-        r"|1//[A-Za-z0-9_\-.]{10,}"                 # Google refresh tokens
-        r"|AIza[A-Za-z0-9_\-]{20,}"                 # Google api keys
-        r"|gh[pousr]_[A-Za-z0-9]{20,}"              # GitHub tokens (classic, OAuth, app)
-        r"|github_pat_[A-Za-z0-9_]{20,}"            # GitHub fine-grained tokens
+        r"sk-[A-Za-z0-9_\-]{6,}"  # OpenAI-style and agproxy api keys
+        r"|ya29\.[A-Za-z0-9_\-.]+"  # Google access tokens
+        r"|1//[A-Za-z0-9_\-.]{10,}"  # Google refresh tokens
+        r"|AIza[A-Za-z0-9_\-]{20,}"  # Google api keys
+        r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens (classic, OAuth, app)
+        r"|github_pat_[A-Za-z0-9_]{20,}"  # GitHub fine-grained tokens
         r"|A(?:KIA|SIA|IDA|ROA|GPA|NPA|NVA|PKA)[A-Z0-9]{16}(?![A-Z0-9])"  # AWS key ids
-        r"|xox[abeoprs]-[A-Za-z0-9\-]{10,}"         # Slack tokens
-        r"|xapp-[0-9]-[A-Za-z0-9\-]{10,}"           # Slack app tokens
+        r"|xox[abeoprs]-[A-Za-z0-9\-]{10,}"  # Slack tokens
+        r"|xapp-[0-9]-[A-Za-z0-9\-]{10,}"  # Slack app tokens
         r"|hooks\.slack\.com/services/[A-Za-z0-9/]+"  # Slack webhooks
         # PEM and PGP private keys, to their END line, or to the end of a cut capture.
         r"|-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-        r"(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*)"),
+        r"(?s:.*?-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|.*)"
+    ),
     re.compile(r"(?i:bearer)\s+[A-Za-z0-9_\-.=+/]{8,}"),  # any bearer credential
-    re.compile(r"[0-9a-f]{32}\.[A-Za-z0-9]{16}"),          # z.ai keys (id.secret)
+    re.compile(r"[0-9a-f]{32}\.[A-Za-z0-9]{16}"),  # z.ai keys (id.secret)
 )
 # AWS secret access keys: exactly 40 base64 characters standing alone (longer runs are
 # data); `_aws_secret` keeps those that do not mix cases and digits (git hashes).
@@ -43,7 +44,9 @@ _FORTY = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _SECRET_FIELD = re.compile(
     r'("(?:[A-Za-z_\-]*(?:api[_\-]?key|password|passwd|secret|token|authorization'
     r'|credential|private[_\-]?key)[A-Za-z_\-]*)"'
-    r'\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
+    r'\s*:\s*)"(?:[^"\\]|\\.)*"',
+    re.IGNORECASE,
+)
 FIELD_CACHE_CHARS = 300
 _TAIL_WORD = re.compile(r"[^\s\"',:]*$")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{256,}={0,2}")
@@ -108,8 +111,9 @@ def redact_field(text: str | None, secrets: tuple[str | None, ...] = ()) -> str 
     return _short(text, secrets) if len(text) <= FIELD_CACHE_CHARS else redact(text, secrets)
 
 
-def capture_text(raw: bytes | bytearray, limit: int, truncated: bool,
-                 secrets: Iterable[str | None] = ()) -> str:
+def capture_text(
+    raw: bytes | bytearray, limit: int, truncated: bool, secrets: Iterable[str | None] = ()
+) -> str:
     """A captured body as stored: decoded, redacted, and marked when it was cut."""
     text = bytes(raw).decode("utf-8", "replace")
     if truncated:

@@ -19,10 +19,12 @@ from agproxy.db.tables import request_logs as T
 
 BUCKETS = {"5min": 300, "hour": 3600, "day": 86400, "week": 7 * 86400}
 WEEK_SHIFT = 3 * 86400  # 1970-01-01 was a Thursday: shift so buckets open on Mondays
-GROUPS = {"model": sa.func.coalesce(T.c.routed_model, T.c.requested_model, "-"),
-          # Grouped by id (masked emails can coincide), shown by masked email.
-          "account": sa.func.coalesce(T.c.account_id, T.c.account, "-"),
-          "protocol": T.c.protocol}
+GROUPS = {
+    "model": sa.func.coalesce(T.c.routed_model, T.c.requested_model, "-"),
+    # Grouped by id (masked emails can coincide), shown by masked email.
+    "account": sa.func.coalesce(T.c.account_id, T.c.account, "-"),
+    "protocol": T.c.protocol,
+}
 LABELS = {"account": sa.func.coalesce(sa.func.max(T.c.account), "-")}
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
 # A spreadsheet runs a cell starting with one of these as a formula; model ids are the
@@ -31,11 +33,12 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _measures() -> list[Any]:
-    return [sa.func.count().label("requests"),
-            sa.func.coalesce(sa.func.sum(sa.case((T.c.status >= 400, 1), else_=0)), 0)
-            .label("errors"),
-            *(sa.func.coalesce(sa.func.sum(T.c[c]), 0).label(c) for c in TOKEN_COLUMNS),
-            sa.func.coalesce(sa.func.avg(T.c.duration_ms), 0).label("avg_ms")]
+    return [
+        sa.func.count().label("requests"),
+        sa.func.coalesce(sa.func.sum(sa.case((T.c.status >= 400, 1), else_=0)), 0).label("errors"),
+        *(sa.func.coalesce(sa.func.sum(T.c[c]), 0).label(c) for c in TOKEN_COLUMNS),
+        sa.func.coalesce(sa.func.avg(T.c.duration_ms), 0).label("avg_ms"),
+    ]
 
 
 def _measured(row: Any) -> dict[str, Any]:
@@ -56,13 +59,18 @@ def _bucket_column(bucket: str, tz_offset: int) -> Any:
     return (sa.cast((T.c.started_at + shift) / size, sa.Integer) * size - shift).label("t")
 
 
-def series(engine: Engine, bucket: str, since: float, tz_offset: int = 0,
-           until: float | None = None) -> list[dict[str, Any]]:
+def series(
+    engine: Engine, bucket: str, since: float, tz_offset: int = 0, until: float | None = None
+) -> list[dict[str, Any]]:
     """One point per bucket from `since` to now, empty buckets included (zeros)."""
     until = time.time() if until is None else until
     column = _bucket_column(bucket, tz_offset)
-    query = (sa.select(column, *_measures()).where(T.c.started_at >= since)
-             .where(T.c.started_at <= until).group_by(column))
+    query = (
+        sa.select(column, *_measures())
+        .where(T.c.started_at >= since)
+        .where(T.c.started_at <= until)
+        .group_by(column)
+    )
     with engine.connect() as conn:
         found = {int(r._mapping["t"]): _measured(r) for r in conn.execute(query)}
     empty = {"requests": 0, "errors": 0, **dict.fromkeys(TOKEN_COLUMNS, 0), "avg_ms": 0.0}
@@ -77,38 +85,62 @@ def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
     """Totals per model, account or protocol since `since`, busiest first."""
     key = GROUPS[by].label("key")
     label = LABELS.get(by, key).label("label")
-    query = (sa.select(key, label, *_measures()).where(T.c.started_at >= since).group_by(key)
-             .order_by(sa.func.count().desc(), key))
+    query = (
+        sa.select(key, label, *_measures())
+        .where(T.c.started_at >= since)
+        .group_by(key)
+        .order_by(sa.func.count().desc(), key)
+    )
     with engine.connect() as conn:
         return [{by: r.label, **_measured(r)} for r in conn.execute(query)]
 
 
 def totals(engine: Engine, since: float) -> dict[str, Any]:
-    query = sa.select(*_measures(), sa.func.count(sa.distinct(GROUPS["account"])).label("accounts"),
-                      ).where(T.c.started_at >= since)
+    query = sa.select(
+        *_measures(),
+        sa.func.count(sa.distinct(GROUPS["account"])).label("accounts"),
+    ).where(T.c.started_at >= since)
     with engine.connect() as conn:
         row = conn.execute(query).one()
     return {**_measured(row), "accounts": row.accounts}
 
 
-def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0
-             ) -> Iterator[list[Any]]:
+def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0) -> Iterator[list[Any]]:
     """Header, then one row per bucket × model × account, oldest first."""
     column = _bucket_column(bucket, tz_offset)
     model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account_key")
     label = LABELS["account"].label("account")
-    query = (sa.select(column, model, account, label, *_measures())
-             .where(T.c.started_at >= since)
-             .group_by(column, model, account).order_by(column, model, label))
-    yield ["bucket_start", "bucket", "model", "account", "requests", "errors",
-           *TOKEN_COLUMNS, "avg_ms"]
+    query = (
+        sa.select(column, model, account, label, *_measures())
+        .where(T.c.started_at >= since)
+        .group_by(column, model, account)
+        .order_by(column, model, label)
+    )
+    yield [
+        "bucket_start",
+        "bucket",
+        "model",
+        "account",
+        "requests",
+        "errors",
+        *TOKEN_COLUMNS,
+        "avg_ms",
+    ]
     with engine.connect() as conn:
         for r in conn.execute(query):
             local = time.gmtime(int(r._mapping["t"]) + tz_offset)
             stamp = time.strftime("%Y-%m-%d %H:%M", local)
             m = _measured(r)
-            yield [stamp, bucket, csv_cell(r.model), csv_cell(r.account), m["requests"],
-                   m["errors"], *(m[c] for c in TOKEN_COLUMNS), m["avg_ms"]]
+            yield [
+                stamp,
+                bucket,
+                csv_cell(r.model),
+                csv_cell(r.account),
+                m["requests"],
+                m["errors"],
+                *(m[c] for c in TOKEN_COLUMNS),
+                m["avg_ms"],
+            ]
 
 
 def csv_cell(text: str) -> str:

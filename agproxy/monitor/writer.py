@@ -34,8 +34,7 @@ from agproxy.monitor.metrics import Metrics
 from agproxy.monitor.record import COLUMNS, RequestRecord
 
 log = logging.getLogger("agproxy.monitor")
-INSERT = (f"INSERT INTO request_logs ({', '.join(COLUMNS)}) "
-          f"VALUES ({', '.join('?' * len(COLUMNS))})")
+INSERT = f"INSERT INTO request_logs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 QUEUE_LIMIT = 50_000
 # What a record weighs without its bodies (the object, its strings, the attempts list):
 # tracemalloc measured about 950 bytes for one with a single attempt.
@@ -123,8 +122,9 @@ class MonitorWriter:
 
     def _publish(self, record: RequestRecord) -> None:
         settings = self.settings()
-        summary = record.row(0, (settings.api_key, settings.admin_password,
-                                 settings.zai_api_key), bodies=False)
+        summary = record.row(
+            0, (settings.api_key, settings.admin_password, settings.zai_api_key), bodies=False
+        )
         del summary["request_body"], summary["response_body"]
         summary["attempts"] = record.attempts
         for queue in self.watchers:
@@ -153,8 +153,9 @@ class MonitorWriter:
         if self.engine.dialect.name != "sqlite" or not self.engine.url.database:
             return None
         if self._fast is None:
-            self._fast = sqlite3.connect(self.engine.url.database, isolation_level=None,
-                                         check_same_thread=False)
+            self._fast = sqlite3.connect(
+                self.engine.url.database, isolation_level=None, check_same_thread=False
+            )
             self._fast.execute("PRAGMA synchronous=NORMAL")
             self._fast.execute("PRAGMA busy_timeout=0")
             # No checkpoint (copying the WAL into the database, with an fsync) on the
@@ -189,8 +190,9 @@ class MonitorWriter:
         """Write through the engine, waiting for the lock (on a worker thread); also the
         path for databases other than SQLite."""
         with self.engine.begin() as conn:
-            conn.execute(sa.insert(request_logs), [dict(zip(COLUMNS, row, strict=True))
-                                                   for row in rows])
+            conn.execute(
+                sa.insert(request_logs), [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+            )
 
     def close(self) -> None:
         if self._fast is not None:
@@ -203,11 +205,13 @@ class MonitorWriter:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(request_logs).where(request_logs.c.started_at < cutoff))
             keep_from = conn.execute(
-                sa.select(request_logs.c.started_at).order_by(request_logs.c.started_at.desc())
-                .offset(settings.monitor_max_rows).limit(1)).scalar()
+                sa.select(request_logs.c.started_at)
+                .order_by(request_logs.c.started_at.desc())
+                .offset(settings.monitor_max_rows)
+                .limit(1)
+            ).scalar()
             if keep_from is not None:
-                conn.execute(sa.delete(request_logs)
-                             .where(request_logs.c.started_at <= keep_from))
+                conn.execute(sa.delete(request_logs).where(request_logs.c.started_at <= keep_from))
 
     async def flush(self) -> None:
         while self.queue:
@@ -234,8 +238,11 @@ class MonitorWriter:
         cap = self.settings().monitor_queue_max_bytes // 4
         batch: list[RequestRecord] = []
         held = 0
-        while self.queue and len(batch) < BATCH and (
-                not batch or held + self.queue[0].queued_bytes <= cap):
+        while (
+            self.queue
+            and len(batch) < BATCH
+            and (not batch or held + self.queue[0].queued_bytes <= cap)
+        ):
             record = self.queue.popleft()
             if self._bodied and self._bodied[0] is record:
                 self._bodied.popleft()  # out of the queue: no longer there to shed
@@ -289,8 +296,12 @@ def _weigh(record: RequestRecord) -> int:
     after the queue had shed their bodies."""
     record.request_body = _settled(record.request_body)
     record.response_body = _settled(record.response_body)
-    return (RECORD_BYTES + len(record.error or "") + len(record.request_body or b"")
-            + len(record.response_body or b""))
+    return (
+        RECORD_BYTES
+        + len(record.error or "")
+        + len(record.request_body or b"")
+        + len(record.response_body or b"")
+    )
 
 
 def _settled(capture: bytes | bytearray | None) -> bytes | None:

@@ -50,8 +50,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self._header_timeout,
-                                                      self._headers_too_slow)
+            self._header_timer = self.loop.call_later(self._header_timeout, self._headers_too_slow)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -66,9 +65,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_header_timer()
         cycle = self.cycle
         task: asyncio.Task[None] | None = getattr(cycle, "agproxy_task", None)
-        if (cycle is not None and task is not None and not task.done()
-                and not cycle.response_started and not cycle.more_body
-                and zone_of(cycle.scope["path"]) is Zone.AI):
+        if (
+            cycle is not None
+            and task is not None
+            and not task.done()
+            and not cycle.response_started
+            and not cycle.more_body
+            and zone_of(cycle.scope["path"]) is Zone.AI
+        ):
             cycle.scope[HUNG_UP] = True  # type: ignore[literal-required]
             task.cancel()
         super().connection_lost(exc)
@@ -92,8 +96,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
         if len(self.headers) >= self._max_count:
-            self._refuse(431, f"too many request headers: the limit is {self._max_count} "
-                              "(setting max_header_count)")
+            self._refuse(
+                431,
+                f"too many request headers: the limit is {self._max_count} "
+                "(setting max_header_count)",
+            )
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -103,8 +110,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _count(self, size: int) -> None:
         self._header_bytes += size
         if self._header_bytes > self._max_bytes:
-            self._refuse(431, f"request headers too large: the limit is {self._max_bytes} "
-                              "bytes (setting max_header_bytes)")
+            self._refuse(
+                431,
+                f"request headers too large: the limit is {self._max_bytes} "
+                "bytes (setting max_header_bytes)",
+            )
 
     def _refuse(self, status: int, message: str) -> None:
         self._refusal = (status, message.encode())
@@ -120,20 +130,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing():
-            self._write_and_close(408, b"request headers not received in time "
-                                       b"(setting header_timeout_seconds)")
+            self._write_and_close(
+                408, b"request headers not received in time (setting header_timeout_seconds)"
+            )
 
     def _write_and_close(self, status: int, body: bytes) -> None:
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, reason, len(body), body))
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason, len(body), body)
+        )
         self.transport.close()
 
 
 def limited_protocol(settings: Callable[[], Settings]) -> type[HttpToolsProtocol]:
     """The protocol class for one listener, reading its limits from `settings` as each
     connection opens (a changed setting applies to the next connection)."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,),
-                {"settings": staticmethod(settings)})
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {"settings": staticmethod(settings)},
+    )

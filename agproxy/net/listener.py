@@ -59,8 +59,7 @@ class Listener:
         return self.host, self.port
 
 
-def serve_socket(app: ASGIApp, sock: socket.socket, settings: Callable[[], Settings]
-                 ) -> Listener:
+def serve_socket(app: ASGIApp, sock: socket.socket, settings: Callable[[], Settings]) -> Listener:
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,

@@ -72,7 +72,7 @@ class _Tries:
 
     model: str
     session: str | None
-    tried: set[str] = field(default_factory=set)      # not to be asked again
+    tried: set[str] = field(default_factory=set)  # not to be asked again
     refreshed: set[str] = field(default_factory=set)  # token refreshed after a 401
     second_chance: list[Account] = field(default_factory=list)  # failed for this request once
     again: Account | None = None  # ask this one next, whatever the scheduler would pick
@@ -89,9 +89,13 @@ class Policy:
     """`clock` (wall time, as quota reset times are) and `sleep` (the backoff waits) are
     handed in, so tests run every outcome in milliseconds without sleeping."""
 
-    def __init__(self, scheduler: Scheduler, accounts: AccountService,
-                 clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        accounts: AccountService,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         self.scheduler = scheduler
         self.accounts = accounts
         self.clock = clock
@@ -115,8 +119,9 @@ class Policy:
         account.status, account.status_reason = Status.FORBIDDEN, reason
         self.scheduler.pool.drop(account.id)
         try:
-            await asyncio.to_thread(self.accounts.store.set_status, account.id,
-                                    Status.FORBIDDEN, reason)
+            await asyncio.to_thread(
+                self.accounts.store.set_status, account.id, Status.FORBIDDEN, reason
+            )
         except Exception:  # the request goes on; the store catches up at the next reload
             log.exception("could not record %s as forbidden", account.email)
 
@@ -157,8 +162,9 @@ class Policy:
                 tries.second_chance.append(account)
             tries.tried.add(account.id)
         elif error.kind is Failure.RATE_LIMITED:
-            self.scheduler.cooldowns.set(account.id, model,
-                                         self._cooldown_for(account, model, error))
+            self.scheduler.cooldowns.set(
+                account.id, model, self._cooldown_for(account, model, error)
+            )
             tries.tried.add(account.id)
         elif error.kind is Failure.AUTH_EXPIRED and account.id not in tries.refreshed:
             tries.refreshed.add(account.id)
@@ -179,8 +185,9 @@ class Policy:
         else:
             raise error  # 400 and the like: the request is at fault, not the account
 
-    async def run(self, model: str, session: str | None,
-                  call: Callable[[Attempt], Awaitable[T]]) -> T:
+    async def run(
+        self, model: str, session: str | None, call: Callable[[Attempt], Awaitable[T]]
+    ) -> T:
         tries = _Tries(model, session)
         for number in range(self.scheduler.settings().retry_max_attempts):
             account = await self._next_account(tries)
@@ -196,10 +203,8 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 tries.last_error = error
-                note_attempt(account.email, f"{error.status} {error.kind.value}", model,
-                             account.id)
-                log.info("attempt %d on %s for %s: %s", number + 1, account.email, model,
-                         error)
+                note_attempt(account.email, f"{error.status} {error.kind.value}", model, account.id)
+                log.info("attempt %d on %s for %s: %s", number + 1, account.email, model, error)
                 await self._failed(tries, account, error)
                 continue
             self.scheduler.succeeded(account, session)

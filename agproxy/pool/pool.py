@@ -31,7 +31,8 @@ class Pool:
             old = known.get(account.id)
             # Keep a token refreshed in memory that the store has not caught up with.
             if old is not None and (old.access_token_expires_at or 0) > (
-                    account.access_token_expires_at or 0):
+                account.access_token_expires_at or 0
+            ):
                 account.access_token = old.access_token
                 account.access_token_expires_at = old.access_token_expires_at
             fresh.append(account)

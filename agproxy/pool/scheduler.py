@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agproxy.accounts.store import Account
 from agproxy.config import Settings
@@ -41,8 +42,13 @@ class Cooldowns:
 
     def remaining(self, account_id: str, model: str) -> float:
         now = self.clock()
-        left = max(self.until.get((account_id, model), 0.0),
-                   self.until.get((account_id, ANY_MODEL), 0.0)) - now
+        left = (
+            max(
+                self.until.get((account_id, model), 0.0),
+                self.until.get((account_id, ANY_MODEL), 0.0),
+            )
+            - now
+        )
         return left if left > 0 else 0.0
 
     def clear(self, account_id: str | None = None) -> None:
@@ -57,15 +63,20 @@ class Cooldowns:
         for key in [k for k, v in self.until.items() if v <= now]:
             del self.until[key]
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[dict[str, Any]]:
         now = self.clock()
-        return [{"account_id": a, "model": None if m == ANY_MODEL else m,
-                 "seconds_left": round(v - now, 1)}
-                for (a, m), v in self.until.items() if v > now]
+        return [
+            {
+                "account_id": a,
+                "model": None if m == ANY_MODEL else m,
+                "seconds_left": round(v - now, 1),
+            }
+            for (a, m), v in self.until.items()
+            if v > now
+        ]
 
 
-def has_quota_for(account: Account, model: str,
-                  clock: Callable[[], float] = time.time) -> bool:
+def has_quota_for(account: Account, model: str, clock: Callable[[], float] = time.time) -> bool:
     """True when the account lists the model with quota left (or its reset has passed)."""
     for quota in account.quotas:
         if quota.model == model:
@@ -102,9 +113,13 @@ class Scheduler:
     """`clock` (monotonic) times cooldowns and sessions, `wall_clock` compares with quota
     reset times and stamps last use; both are handed in so tests can move time at will."""
 
-    def __init__(self, pool: Pool, settings: Callable[[], Settings],
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Callable[[], Settings],
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.clock = clock
@@ -117,9 +132,12 @@ class Scheduler:
     def serving(self, model: str) -> list[Account]:
         """Accounts with quota for `model`, less those quota protection keeps back."""
         floor = self.settings().quota_protection_percent / 100
-        return [a for a in self.pool.accounts
-                if has_quota_for(a, model, self.wall_clock)
-                and not (floor and is_protected(a, model, floor))]
+        return [
+            a
+            for a in self.pool.accounts
+            if has_quota_for(a, model, self.wall_clock)
+            and not (floor and is_protected(a, model, floor))
+        ]
 
     def has_free(self, model: str) -> bool:
         """Could an account serve `model` right now (quota and no cooldown)?"""
@@ -170,15 +188,18 @@ class Scheduler:
         waits = [self.cooldowns.remaining(a.id, model) for a in serving]
         if waits and all(waits):
             soonest = min(waits)
-            return NoAccount(f"all accounts are rate limited for {model}; retry in "
-                             f"{soonest:.0f}s", retry_after=soonest)
+            return NoAccount(
+                f"all accounts are rate limited for {model}; retry in {soonest:.0f}s",
+                retry_after=soonest,
+            )
         if tried:
             return NoAccount(f"every account able to serve {model} failed for this request")
         percent = self.settings().quota_protection_percent
-        if percent and any(has_quota_for(a, model, self.wall_clock)
-                           for a in self.pool.accounts):
-            return NoAccount(f"every account with quota for {model} is below "
-                             f"quota_protection_percent ({percent:g}%), kept for your own use")
+        if percent and any(has_quota_for(a, model, self.wall_clock) for a in self.pool.accounts):
+            return NoAccount(
+                f"every account with quota for {model} is below "
+                f"quota_protection_percent ({percent:g}%), kept for your own use"
+            )
         return NoAccount(f"no account has quota for {model}")
 
     # -- sticky sessions ---------------------------------------------------------

@@ -18,21 +18,58 @@ from agproxy.router.models import clean, resolve
 # Defaults (reference MAPPING §2.1): well-known ids of other vendors → a Gemini/Claude
 # model the backend serves.
 BUILTIN: dict[str, str] = {
-    **dict.fromkeys(["claude-sonnet-4-6", "claude-sonnet-4-5", "claude-3-5-sonnet-20241022",
-                     "claude-3-5-sonnet-20240620", "claude-haiku-4", "claude-3-haiku-20240307",
-                     "claude-haiku-4-5-20251001"], "claude-sonnet-4-6"),
-    **dict.fromkeys(["claude-sonnet-4-6-thinking", "claude-sonnet-4-5-thinking",
-                     "claude-sonnet-4-5-20250929"], "claude-sonnet-4-6-thinking"),
-    **dict.fromkeys(["claude-opus-4", "claude-opus-4-5-thinking", "claude-opus-4-5-20251101",
-                     "claude-opus-4-6", "claude-opus-4-6-thinking", "claude-opus-4.6",
-                     "claude-opus-4.6-thinking", "claude-opus-4-6-20260201"],
-                    "claude-opus-4-6-thinking"),
-    **dict.fromkeys(["gpt-4", "gpt-4-turbo", "gpt-4-turbo-preview", "gpt-4-0125-preview",
-                     "gpt-4-1106-preview", "gpt-4-0613", "gpt-4o", "gpt-4o-2024-05-13",
-                     "gpt-4o-2024-08-06", "gpt-4o-mini", "gpt-4o-mini-2024-07-18",
-                     "gpt-3.5-turbo", "gpt-3.5-turbo-16k", "gpt-3.5-turbo-0125",
-                     "gpt-3.5-turbo-1106", "gpt-3.5-turbo-0613", "gemini-2.5-flash-lite",
-                     "internal-background-task"], "gemini-2.5-flash"),
+    **dict.fromkeys(
+        [
+            "claude-sonnet-4-6",
+            "claude-sonnet-4-5",
+            "claude-3-5-sonnet-20241022",
+            "claude-3-5-sonnet-20240620",
+            "claude-haiku-4",
+            "claude-3-haiku-20240307",
+            "claude-haiku-4-5-20251001",
+        ],
+        "claude-sonnet-4-6",
+    ),
+    **dict.fromkeys(
+        ["claude-sonnet-4-6-thinking", "claude-sonnet-4-5-thinking", "claude-sonnet-4-5-20250929"],
+        "claude-sonnet-4-6-thinking",
+    ),
+    **dict.fromkeys(
+        [
+            "claude-opus-4",
+            "claude-opus-4-5-thinking",
+            "claude-opus-4-5-20251101",
+            "claude-opus-4-6",
+            "claude-opus-4-6-thinking",
+            "claude-opus-4.6",
+            "claude-opus-4.6-thinking",
+            "claude-opus-4-6-20260201",
+        ],
+        "claude-opus-4-6-thinking",
+    ),
+    **dict.fromkeys(
+        [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-4-turbo-preview",
+            "gpt-4-0125-preview",
+            "gpt-4-1106-preview",
+            "gpt-4-0613",
+            "gpt-4o",
+            "gpt-4o-2024-05-13",
+            "gpt-4o-2024-08-06",
+            "gpt-4o-mini",
+            "gpt-4o-mini-2024-07-18",
+            "gpt-3.5-turbo",
+            "gpt-3.5-turbo-16k",
+            "gpt-3.5-turbo-0125",
+            "gpt-3.5-turbo-1106",
+            "gpt-3.5-turbo-0613",
+            "gemini-2.5-flash-lite",
+            "internal-background-task",
+        ],
+        "gemini-2.5-flash",
+    ),
     **dict.fromkeys(["gemini-3-pro-high", "gemini-3.1-pro-high"], "gemini-pro-agent"),
     "gemini-3-pro": "gemini-3-pro-preview",
     "gemini-3.1-pro": "gemini-3.1-pro-preview",
@@ -70,9 +107,9 @@ class Trace:
     """How a requested id was routed, for the console's "test a model" and the CLI."""
 
     requested: str
-    model: str | None   # what serves it; None when nothing fits
-    rule: str | None    # the user's rule key, or the built-in table's key
-    source: str         # rule | builtin | served | family | claude-family | none
+    model: str | None  # what serves it; None when nothing fits
+    rule: str | None  # the user's rule key, or the built-in table's key
+    source: str  # rule | builtin | served | family | claude-family | none
 
 
 def trace(requested: str, rules: Mapping[str, str], served: tuple[str, ...]) -> Trace:

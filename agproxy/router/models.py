@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-FAMILY_WORDS = ("image", "lite", "flash", "pro", "claude", "opus", "sonnet", "haiku",
-                "thinking")
+FAMILY_WORDS = ("image", "lite", "flash", "pro", "claude", "opus", "sonnet", "haiku", "thinking")
 
 
 def clean(model: str) -> str:

@@ -20,7 +20,7 @@ def host_name(header: bytes) -> str:
     """The name part of a Host header, lower case, without port or IPv6 brackets."""
     text = header.decode("latin-1").strip().lower()
     if text.startswith("["):
-        return text[1:text.find("]")] if "]" in text else text
+        return text[1 : text.find("]")] if "]" in text else text
     name, _, _ = text.partition(":")
     return name.rstrip(".")
 

@@ -9,8 +9,10 @@ from starlette.types import Scope
 
 _KEY_HEADERS = (b"x-api-key", b"x-goog-api-key")
 
-SEVERAL_KEYS = ("the request carries several different credentials (Authorization, x-api-key, "
-                "x-goog-api-key, ?key=); send exactly one")
+SEVERAL_KEYS = (
+    "the request carries several different credentials (Authorization, x-api-key, "
+    "x-goog-api-key, ?key=); send exactly one"
+)
 
 
 class SeveralKeys(Exception):
@@ -39,8 +41,7 @@ def presented_key(scope: Scope, allow_query: bool) -> bytes | None:
         found = _one(found, value)
     if allow_query and scope.get("query_string"):
         # latin-1 both ways: any byte sequence (?key=%FF) stays bytes, never an encode error.
-        for name, value in parse_qsl(scope["query_string"].decode("latin-1"),
-                                     encoding="latin-1"):
+        for name, value in parse_qsl(scope["query_string"].decode("latin-1"), encoding="latin-1"):
             if name == "key":
                 found = _one(found, value.encode("latin-1"))
     return found

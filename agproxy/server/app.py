@@ -57,9 +57,16 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1beta/models/{target}", gemini.call_model, methods=["POST"]),
         Route("/v1/models/{target}", gemini.call_model, methods=["POST"]),
         # Admin API and console
-        Mount("/api", routes=(admin_proxy.routes + admin_accounts.routes
-                              + admin_monitor.routes + admin_dashboard.routes
-                              + console_login.routes)),
+        Mount(
+            "/api",
+            routes=(
+                admin_proxy.routes
+                + admin_accounts.routes
+                + admin_monitor.routes
+                + admin_dashboard.routes
+                + console_login.routes
+            ),
+        ),
         Route("/metrics", admin_metrics.metrics, methods=["GET"]),
         Route("/auth/callback", admin_accounts.auth_callback, methods=["GET"]),
         Route("/auth/ticket", console_login.exchange, methods=["POST"]),
@@ -80,8 +87,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Middleware(AuthMiddleware, gateway=gateway),
         Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
-    app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers=HANDLERS)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS)
     app.state.gateway = gateway
     app.state.logins = {}
     app.state.console_tickets = {}

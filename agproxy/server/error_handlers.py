@@ -64,34 +64,55 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     if now - last >= UNHANDLED_LOG_EVERY:
         _unhandled[kind] = (now, 0)
         frames = traceback.extract_tb(exc.__traceback__)[-3:]
-        where = " < ".join(f"{PurePath(f.filename).name}:{f.lineno} {f.name}"
-                           for f in reversed(frames))
+        where = " < ".join(
+            f"{PurePath(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames)
+        )
         gateway = getattr(request.app.state, "gateway", None)
         secrets = (gateway.settings.api_key, gateway.settings.admin_password) if gateway else ()
         detail = redact(" ".join(str(exc).split())[:200], secrets)
         more = f" (and {unlogged} more since the last line)" if unlogged else ""
-        log.error("unhandled %s on %s %s: %s [at %s]%s", kind, request.method,
-                  request.url.path, detail, where, more)
+        log.error(
+            "unhandled %s on %s %s: %s [at %s]%s",
+            kind,
+            request.method,
+            request.url.path,
+            detail,
+            where,
+            more,
+        )
     else:
         _unhandled[kind] = (last, unlogged + 1)
     with contextlib.suppress(AttributeError):  # a few built-in exceptions take no attributes
         exc.agproxy_logged = True  # type: ignore[attr-defined]
     # The connection is closed after this answer (uvicorn sees the error re-raised): the
     # client must know, or its next request on the kept-alive connection fails.
-    return error_response(protocol_of(request.url.path), 500,
-                          f"internal error in agproxy: {kind}; see the gateway log",
-                          headers={"Connection": "close"})
+    return error_response(
+        protocol_of(request.url.path),
+        500,
+        f"internal error in agproxy: {kind}; see the gateway log",
+        headers={"Connection": "close"},
+    )
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower():
-        log.warning("the database is locked by another program; answered %s %s with 503",
-                    request.method, request.url.path)
-        return error_response(protocol_of(request.url.path), 503,
-                              "the database is locked by another program (a backup, a sqlite3 "
-                              "shell?); try again in a few seconds", headers={"Retry-After": "5"})
+        log.warning(
+            "the database is locked by another program; answered %s %s with 503",
+            request.method,
+            request.url.path,
+        )
+        return error_response(
+            protocol_of(request.url.path),
+            503,
+            "the database is locked by another program (a backup, a sqlite3 "
+            "shell?); try again in a few seconds",
+            headers={"Retry-After": "5"},
+        )
     return await unexpected_error(request, exc)
 
 
-HANDLERS = {HTTPException: http_error, OperationalError: database_error,
-            Exception: unexpected_error}
+HANDLERS = {
+    HTTPException: http_error,
+    OperationalError: database_error,
+    Exception: unexpected_error,
+}

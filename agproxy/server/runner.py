@@ -118,8 +118,10 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
     shown_host = "127.0.0.1" if host == "0.0.0.0" else host
     echo(f"agproxy {__version__} listening on {host}:{port}")
     echo(f"  console:  http://{shown_host}:{port}/")
-    echo(f"  OpenAI:   http://{shown_host}:{port}/v1   "
-         f"Anthropic / Gemini: http://{shown_host}:{port}")
+    echo(
+        f"  OpenAI:   http://{shown_host}:{port}/v1   "
+        f"Anthropic / Gemini: http://{shown_host}:{port}"
+    )
     echo(f"  data dir: {gateway.store.directory}")
     if settings.auto_start:
         try:
@@ -131,10 +133,12 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
 
     _tune_gc()
-    background = [asyncio.create_task(_watch_config(gateway.store)),
-                  asyncio.create_task(_watch_accounts(gateway)),
-                  asyncio.create_task(_refresh_quotas_periodically(gateway)),
-                  asyncio.create_task(_flush_last_used(gateway))]
+    background = [
+        asyncio.create_task(_watch_config(gateway.store)),
+        asyncio.create_task(_watch_accounts(gateway)),
+        asyncio.create_task(_refresh_quotas_periodically(gateway)),
+        asyncio.create_task(_flush_last_used(gateway)),
+    ]
     if gateway.monitor is not None:
         background.append(asyncio.create_task(gateway.monitor.run()))
     await stop.wait()
@@ -159,9 +163,11 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     try:
         lock_fd = hold_serve_lock(store.directory)
     except AlreadyServing as exc:
-        echo(f"error: another agproxy is already serving the data directory {store.directory} "
-             f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
-             "end its process), or give this one its own AGPROXY_DATA_DIR")
+        echo(
+            f"error: another agproxy is already serving the data directory {store.directory} "
+            f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
+            "end its process), or give this one its own AGPROXY_DATA_DIR"
+        )
         return 1
     describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
     engine = open_database(store.directory / DATABASE_FILE)
@@ -170,8 +176,16 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
     scheduler = Scheduler(pool, lambda: store.settings)
     zai = ZaiClient(lambda: store.settings, lambda: accounts.client.session)
-    gateway = Gateway(store, engine, pool, accounts, scheduler, Policy(scheduler, accounts), zai,
-                      MonitorWriter(engine, lambda: store.settings))
+    gateway = Gateway(
+        store,
+        engine,
+        pool,
+        accounts,
+        scheduler,
+        Policy(scheduler, accounts),
+        zai,
+        MonitorWriter(engine, lambda: store.settings),
+    )
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo, lock_fd))

@@ -43,8 +43,9 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return [as_dict(block, f"{where}[{j}]") for j, block in enumerate(content)]
 
 
-def tool_result_text(content: Any, where: str = "tool_result.content"
-                     ) -> tuple[str, list[dict[str, Any]]]:
+def tool_result_text(
+    content: Any, where: str = "tool_result.content"
+) -> tuple[str, list[dict[str, Any]]]:
     if content is None or isinstance(content, str):
         return content or "", []
     texts, images = [], []
@@ -62,11 +63,17 @@ def _media(block: dict[str, Any], where: str) -> dict[str, Any]:
     source = opt_dict(block, "source", where)
     data = opt_str(source, "data", f"{where}.source")
     if source.get("type") == "base64" and data:
-        return {"inlineData": {
-            "mimeType": opt_str(source, "media_type", f"{where}.source") or "image/png",
-            "data": data}}
-    raise BadRequest(f"{where}: {str(block.get('type'))[:20]} blocks need a base64 source "
-                     "here (URL sources are fetched by the gateway first)", f"{where}.source")
+        return {
+            "inlineData": {
+                "mimeType": opt_str(source, "media_type", f"{where}.source") or "image/png",
+                "data": data,
+            }
+        }
+    raise BadRequest(
+        f"{where}: {str(block.get('type'))[:20]} blocks need a base64 source "
+        "here (URL sources are fetched by the gateway first)",
+        f"{where}.source",
+    )
 
 
 def _system_texts(system: Any) -> list[str]:
@@ -105,30 +112,44 @@ class _Turn:
         if kind == "tool_use" and role == "assistant":
             tool_id = text(block, "id", where)
             self.names[tool_id] = text(block, "name", where)
-            call: dict[str, Any] = {"name": self.names[tool_id],
-                                    "args": opt_dict(block, "input", where)}
+            call: dict[str, Any] = {
+                "name": self.names[tool_id],
+                "args": opt_dict(block, "input", where),
+            }
             if tool_id:
                 call["id"] = tool_id
-            return [{"functionCall": call, "thoughtSignature": self.signatures.get(tool_id)
-                     or self.last_signature or SKIP_SIGNATURE}]
+            return [
+                {
+                    "functionCall": call,
+                    "thoughtSignature": self.signatures.get(tool_id)
+                    or self.last_signature
+                    or SKIP_SIGNATURE,
+                }
+            ]
         if kind == "tool_result":
             tool_id = text(block, "tool_use_id", where)
             result, images = tool_result_text(block.get("content"), f"{where}.content")
             if not result:
-                result = ("Tool execution failed with no output." if block.get("is_error")
-                          else "Command executed successfully.")
+                result = (
+                    "Tool execution failed with no output."
+                    if block.get("is_error")
+                    else "Command executed successfully."
+                )
             elif block.get("is_error"):
                 result = f"Error: {result}"
-            response: dict[str, Any] = {"name": self.names.get(tool_id, tool_id),
-                                        "response": {"result": result}}
+            response: dict[str, Any] = {
+                "name": self.names.get(tool_id, tool_id),
+                "response": {"result": result},
+            }
             if tool_id:
                 response["id"] = tool_id
             return [{"functionResponse": response}, *images]
         return []  # redacted_thinking, server tool blocks: nothing the upstream can take
 
 
-def messages_to_gemini(body: dict[str, Any], model: str,
-                       signatures: Mapping[str, str] | None = None) -> dict[str, Any]:
+def messages_to_gemini(
+    body: dict[str, Any], model: str, signatures: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The inner Gemini request for an Anthropic Messages body. `signatures` maps tool_use
     ids to the thought signatures seen when they were produced."""
     messages = body.get("messages")
@@ -143,15 +164,20 @@ def messages_to_gemini(body: dict[str, Any], model: str,
         role = message.get("role")
         blocks = _blocks(message.get("content"), f"{where}.content")
         if role == "system":  # Claude Code 2.x sends some of these inside messages
-            system_texts += [text(b, "text", f"{where}.content[{j}]")
-                             for j, b in enumerate(blocks) if b.get("type") == "text"]
+            system_texts += [
+                text(b, "text", f"{where}.content[{j}]")
+                for j, b in enumerate(blocks)
+                if b.get("type") == "text"
+            ]
             continue
         if role not in ("user", "assistant"):
-            raise BadRequest(f"{where}.role: unexpected role {str(role)[:40]!r}",
-                             f"{where}.role")
+            raise BadRequest(f"{where}.role: unexpected role {str(role)[:40]!r}", f"{where}.role")
         turn = _Turn(names, signatures or {})
-        parts = [part for j, block in enumerate(blocks)
-                 for part in turn.parts(block, role, f"{where}.content[{j}]")]
+        parts = [
+            part
+            for j, block in enumerate(blocks)
+            for part in turn.parts(block, role, f"{where}.content[{j}]")
+        ]
         if parts:
             gemini_role = "model" if role == "assistant" else "user"
             if contents and contents[-1]["role"] == gemini_role:
@@ -163,13 +189,14 @@ def messages_to_gemini(body: dict[str, Any], model: str,
         contents.insert(0, {"role": "user", "parts": [{"text": " "}]})
     request: dict[str, Any] = {"contents": contents}
     if system_texts:
-        request["systemInstruction"] = {"role": "user",
-                                        "parts": [{"text": "\n\n".join(system_texts)}]}
+        request["systemInstruction"] = {
+            "role": "user",
+            "parts": [{"text": "\n\n".join(system_texts)}],
+        }
     declarations = _declarations(opt_list(body, "tools", ""))
     if declarations:
         request["tools"] = [{"functionDeclarations": declarations}]
-        request["toolConfig"] = {"functionCallingConfig": _calling_config(
-            body.get("tool_choice"))}
+        request["toolConfig"] = {"functionCallingConfig": _calling_config(body.get("tool_choice"))}
     request["generationConfig"] = _generation(body)
     return request
 
@@ -201,7 +228,8 @@ def _calling_config(choice: Any) -> dict[str, Any]:
     choice = as_dict(choice, "tool_choice") if choice is not None else {}
     kind = opt_str(choice, "type", "tool_choice")
     mode = {"auto": "AUTO", "any": "ANY", "tool": "ANY", "none": "NONE"}.get(
-        kind or "", "VALIDATED")
+        kind or "", "VALIDATED"
+    )
     config: dict[str, Any] = {"mode": mode}
     if kind == "tool" and (name := opt_str(choice, "name", "tool_choice")):
         config["allowedFunctionNames"] = [name]
@@ -226,13 +254,13 @@ def _generation(body: dict[str, Any]) -> dict[str, Any]:
     if thinking.get("type") in ("enabled", "adaptive"):
         budget = thinking.get("budget_tokens") or thinking.get("budgetTokens") or ADAPTIVE_BUDGET
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise BadRequest("thinking.budget_tokens: a positive integer is required",
-                             "thinking.budget_tokens")
+            raise BadRequest(
+                "thinking.budget_tokens: a positive integer is required", "thinking.budget_tokens"
+            )
         config["thinkingConfig"] = {"includeThoughts": True, "thinkingBudget": budget}
         if config["maxOutputTokens"] <= budget:
             config["maxOutputTokens"] = min(budget + 8192, MAX_OUTPUT)
-            config["thinkingConfig"]["thinkingBudget"] = min(budget,
-                                                             config["maxOutputTokens"] - 1)
+            config["thinkingConfig"]["thinkingBudget"] = min(budget, config["maxOutputTokens"] - 1)
     return config
 
 
@@ -264,24 +292,42 @@ class MessageStream:
         self.open: _Block | None = None
         self.started = False
         self.stop_reason: str | None = None
-        self.usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
-                      "cache_creation_input_tokens": 0}
+        self.usage = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        }
         self.signatures: dict[str, str] = {}
         self.pending_signature: str | None = None
 
     def _usage(self, meta: dict[str, Any]) -> None:
         cached = int(meta.get("cachedContentTokenCount") or 0)
-        self.usage = {"input_tokens": int(meta.get("promptTokenCount") or 0) - cached,
-                      "output_tokens": int(meta.get("candidatesTokenCount") or 0)
-                      + int(meta.get("thoughtsTokenCount") or 0),
-                      "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}
+        self.usage = {
+            "input_tokens": int(meta.get("promptTokenCount") or 0) - cached,
+            "output_tokens": int(meta.get("candidatesTokenCount") or 0)
+            + int(meta.get("thoughtsTokenCount") or 0),
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0,
+        }
 
     def _start(self) -> list[dict[str, Any]]:
         self.started = True
-        return [{"type": "message_start", "message": {
-            "id": self.id, "type": "message", "role": "assistant", "content": [],
-            "model": self.model, "stop_reason": None, "stop_sequence": None,
-            "usage": dict(self.usage)}}]
+        return [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": self.id,
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": self.model,
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": dict(self.usage),
+                },
+            }
+        ]
 
     def _close(self) -> list[dict[str, Any]]:
         block, self.open = self.open, None
@@ -291,8 +337,13 @@ class MessageStream:
         if block.kind == "thinking":
             signature = block.signature or self.pending_signature or ""
             block.signature, self.pending_signature = signature, None
-            events.append({"type": "content_block_delta", "index": block.index,
-                           "delta": {"type": "signature_delta", "signature": signature}})
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": block.index,
+                    "delta": {"type": "signature_delta", "signature": signature},
+                }
+            )
         events.append({"type": "content_block_stop", "index": block.index})
         return events
 
@@ -301,8 +352,7 @@ class MessageStream:
         block = _Block(kind, len(self.blocks))
         self.blocks.append(block)
         self.open = block
-        events.append({"type": "content_block_start", "index": block.index,
-                       "content_block": start})
+        events.append({"type": "content_block_start", "index": block.index, "content_block": start})
         return block, events
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -314,49 +364,23 @@ class MessageStream:
                 out += self._part(part)
             if candidate.get("finishReason"):
                 reason = candidate["finishReason"]
-                self.stop_reason = "tool_use" if any(
-                    b.kind == "tool_use" for b in self.blocks) else STOP_REASON.get(
-                        reason, "end_turn")
+                self.stop_reason = (
+                    "tool_use"
+                    if any(b.kind == "tool_use" for b in self.blocks)
+                    else STOP_REASON.get(reason, "end_turn")
+                )
         return out
 
     def _part(self, part: dict[str, Any]) -> list[dict[str, Any]]:
         signature = part.get("thoughtSignature") or part.get("thought_signature")
         out: list[dict[str, Any]] = []
         if "functionCall" in part:
-            call = part["functionCall"]
-            ident = tool_id(call)
-            if signature or self.pending_signature:
-                self.signatures[ident] = signature or self.pending_signature or ""
-            block, out = self._open("tool_use", {"type": "tool_use", "id": ident,
-                                                 "name": call.get("name", ""), "input": {}})
-            block.data = {"id": ident, "name": call.get("name", ""),
-                          "input": call.get("args") or {}}
-            out.append({"type": "content_block_delta", "index": block.index, "delta": {
-                "type": "input_json_delta",
-                "partial_json": orjson.dumps(call.get("args") or {}).decode()}})
-            out += self._close()
-            return out
+            return self._tool_call(part["functionCall"], signature)
         text = part.get("text")
         if part.get("thought"):
-            if self.open is None or self.open.kind != "thinking":
-                _, out = self._open("thinking", {"type": "thinking", "thinking": "",
-                                                 "signature": ""})
-            assert self.open is not None
-            if signature:
-                self.open.signature = signature
-            if text:
-                self.open.text.append(text)
-                out.append({"type": "content_block_delta", "index": self.open.index,
-                            "delta": {"type": "thinking_delta", "thinking": text}})
-            return out
+            return self._thought(text, signature)
         if signature and not text:
-            # A signature on an empty part seals the thinking just before it.
-            if self.open is not None and self.open.kind == "thinking":
-                self.open.signature = signature
-            elif self.blocks and self.blocks[-1].kind == "thinking":
-                self.blocks[-1].signature = self.blocks[-1].signature or signature
-            else:
-                self.pending_signature = signature
+            self._seal(signature)  # a signature on an empty part seals the thinking before
             return out
         if "inlineData" in part:
             data = part["inlineData"]
@@ -366,19 +390,82 @@ class MessageStream:
                 _, out = self._open("text", {"type": "text", "text": ""})
             assert self.open is not None
             self.open.text.append(text)
-            out.append({"type": "content_block_delta", "index": self.open.index,
-                        "delta": {"type": "text_delta", "text": text}})
+            out.append(
+                {
+                    "type": "content_block_delta",
+                    "index": self.open.index,
+                    "delta": {"type": "text_delta", "text": text},
+                }
+            )
         return out
+
+    def _tool_call(self, call: dict[str, Any], signature: str | None) -> list[dict[str, Any]]:
+        ident = tool_id(call)
+        if signature or self.pending_signature:
+            self.signatures[ident] = signature or self.pending_signature or ""
+        block, out = self._open(
+            "tool_use",
+            {"type": "tool_use", "id": ident, "name": call.get("name", ""), "input": {}},
+        )
+        block.data = {
+            "id": ident,
+            "name": call.get("name", ""),
+            "input": call.get("args") or {},
+        }
+        out.append(
+            {
+                "type": "content_block_delta",
+                "index": block.index,
+                "delta": {
+                    "type": "input_json_delta",
+                    "partial_json": orjson.dumps(call.get("args") or {}).decode(),
+                },
+            }
+        )
+        out += self._close()
+        return out
+
+    def _thought(self, text: str | None, signature: str | None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.open is None or self.open.kind != "thinking":
+            _, out = self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+        assert self.open is not None
+        if signature:
+            self.open.signature = signature
+        if text:
+            self.open.text.append(text)
+            out.append(
+                {
+                    "type": "content_block_delta",
+                    "index": self.open.index,
+                    "delta": {"type": "thinking_delta", "thinking": text},
+                }
+            )
+        return out
+
+    def _seal(self, signature: str) -> None:
+        if self.open is not None and self.open.kind == "thinking":
+            self.open.signature = signature
+        elif self.blocks and self.blocks[-1].kind == "thinking":
+            self.blocks[-1].signature = self.blocks[-1].signature or signature
+        else:
+            self.pending_signature = signature
 
     def finish(self) -> list[dict[str, Any]]:
         out = [] if self.started else self._start()
         out += self._close()
-        out.append({"type": "message_delta", "delta": {
-            "stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": self.usage["output_tokens"],
-                      "input_tokens": self.usage["input_tokens"],
-                      "cache_read_input_tokens": self.usage["cache_read_input_tokens"],
-                      "cache_creation_input_tokens": 0}})
+        out.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
+                "usage": {
+                    "output_tokens": self.usage["output_tokens"],
+                    "input_tokens": self.usage["input_tokens"],
+                    "cache_read_input_tokens": self.usage["cache_read_input_tokens"],
+                    "cache_creation_input_tokens": 0,
+                },
+            }
+        )
         out.append({"type": "message_stop"})
         return out
 
@@ -388,10 +475,22 @@ class MessageStream:
             if block.kind == "text":
                 content.append({"type": "text", "text": "".join(block.text)})
             elif block.kind == "thinking":
-                content.append({"type": "thinking", "thinking": "".join(block.text),
-                                "signature": block.signature or ""})
+                content.append(
+                    {
+                        "type": "thinking",
+                        "thinking": "".join(block.text),
+                        "signature": block.signature or "",
+                    }
+                )
             else:
                 content.append({"type": "tool_use", **block.data})
-        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-                "content": content, "stop_reason": self.stop_reason or "end_turn",
-                "stop_sequence": None, "usage": self.usage}
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": content,
+            "stop_reason": self.stop_reason or "end_turn",
+            "stop_sequence": None,
+            "usage": self.usage,
+        }

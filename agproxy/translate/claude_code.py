@@ -11,13 +11,18 @@ from agproxy.translate.anthropic import tool_result_text
 from agproxy.translate.fields import BadRequest
 
 WARMUP = "Warmup"
-RECOVERY_NOTE = ("[System Recovery] Your previous output contained an invalid signature. "
-                 "Please regenerate the response without the corrupted signature block.")
+RECOVERY_NOTE = (
+    "[System Recovery] Your previous output contained an invalid signature. "
+    "Please regenerate the response without the corrupted signature block."
+)
 SIGNATURE_ERROR = re.compile(
     r"signature|thinking\.thinking|thinking block|failed to deseriali[sz]e"
-    r"|found [`'\"]?text[`'\"]?|must be [`'\"]?thinking", re.IGNORECASE)
+    r"|found [`'\"]?text[`'\"]?|must be [`'\"]?thinking",
+    re.IGNORECASE,
+)
 PROMPT_TOO_LONG = re.compile(
-    r"too long|exceeds the maximum|context (length|window)|input token count", re.IGNORECASE)
+    r"too long|exceeds the maximum|context (length|window)|input token count", re.IGNORECASE
+)
 
 
 def is_warmup(body: dict[str, Any]) -> bool:
@@ -47,9 +52,12 @@ def is_warmup(body: dict[str, Any]) -> bool:
 
 def warmup_answer() -> dict[str, Any]:
     """The Gemini event for the local `OK` a warm-up ping gets."""
-    return {"candidates": [{"content": {"role": "model", "parts": [{"text": "OK"}]},
-                            "finishReason": "STOP"}],
-            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}}
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": "OK"}]}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1},
+    }
 
 
 def is_signature_error(message: str) -> bool:

@@ -29,12 +29,19 @@ def derive_session_id(account_id: str) -> str:
     return str(h - (1 << 64) if h >= 1 << 63 else h)
 
 
-def wrap(request: dict[str, Any], model: str, project: str, account_id: str,
-         request_type: str = "agent") -> dict[str, Any]:
+def wrap(
+    request: dict[str, Any], model: str, project: str, account_id: str, request_type: str = "agent"
+) -> dict[str, Any]:
     inner = dict(request)
     inner.setdefault("sessionId", derive_session_id(account_id))
-    return {"project": project, "model": model, "userAgent": "antigravity",
-            "requestType": request_type, "requestId": request_id(), "request": inner}
+    return {
+        "project": project,
+        "model": model,
+        "userAgent": "antigravity",
+        "requestType": request_type,
+        "requestId": request_id(),
+        "request": inner,
+    }
 
 
 def conversation_key(contents: Any) -> str | None:
@@ -46,8 +53,11 @@ def conversation_key(contents: Any) -> str | None:
         if not isinstance(content, dict) or content.get("role", "user") != "user":
             continue
         parts = content.get("parts")
-        texts = [p["text"] for p in parts if isinstance(p, dict)
-                 and isinstance(p.get("text"), str)] if isinstance(parts, list) else []
+        texts = (
+            [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+            if isinstance(parts, list)
+            else []
+        )
         text = " ".join(texts).strip()
         if len(text) > 10:
             return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]

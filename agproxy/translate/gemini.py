@@ -25,25 +25,36 @@ def _sign_function_calls(contents: Any) -> Any:
             continue
         parts = content.get("parts")
         if not isinstance(parts, list) or not any(
-                isinstance(p, dict) and "functionCall" in p and not (
-                    p.get("thoughtSignature") or p.get("thought_signature")) for p in parts):
+            isinstance(p, dict)
+            and "functionCall" in p
+            and not (p.get("thoughtSignature") or p.get("thought_signature"))
+            for p in parts
+        ):
             continue
         if out is contents:
             out = list(contents)
-        out[i] = {**content, "parts": [
-            {**p, "thoughtSignature": SKIP_SIGNATURE}
-            if isinstance(p, dict) and "functionCall" in p
-            and not (p.get("thoughtSignature") or p.get("thought_signature")) else p
-            for p in parts]}
+        out[i] = {
+            **content,
+            "parts": [
+                {**p, "thoughtSignature": SKIP_SIGNATURE}
+                if isinstance(p, dict)
+                and "functionCall" in p
+                and not (p.get("thoughtSignature") or p.get("thought_signature"))
+                else p
+                for p in parts
+            ],
+        }
     return out
 
 
 def _with_roles(contents: Any) -> Any:
     if not isinstance(contents, list) or all(
-            not isinstance(c, dict) or c.get("role") for c in contents):
+        not isinstance(c, dict) or c.get("role") for c in contents
+    ):
         return contents
-    return [{**c, "role": "user"} if isinstance(c, dict) and not c.get("role") else c
-            for c in contents]
+    return [
+        {**c, "role": "user"} if isinstance(c, dict) and not c.get("role") else c for c in contents
+    ]
 
 
 def check_contents(contents: Any, where: str = "contents") -> list[dict[str, Any]]:
@@ -80,14 +91,14 @@ def count_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     if not contents:
         inner = opt_dict(body, "generateContentRequest", "")
         contents, where = inner.get("contents"), "generateContentRequest.contents"
-    request = {"model": f"models/{model}", "contents": _with_roles(
-        check_contents(contents, where))}
+    request = {"model": f"models/{model}", "contents": _with_roles(check_contents(contents, where))}
     return {"request": request}
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
     """Offline estimate when no account can count: about four characters a token."""
     import orjson
+
     return max(1, len(orjson.dumps(body.get("contents") or [])) // 4)
 
 
@@ -108,10 +119,13 @@ def repair_tool_turns(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if content.get("role") != "user":
             continue
         before = out[i - 1] if i and out[i - 1].get("role") == "model" else None
-        calls = [(p["functionCall"]["id"], p["functionCall"].get("name", ""))
-                 for p in (before or {}).get("parts", [])
-                 if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)
-                 and p["functionCall"].get("id")]
+        calls = [
+            (p["functionCall"]["id"], p["functionCall"].get("name", ""))
+            for p in (before or {}).get("parts", [])
+            if isinstance(p, dict)
+            and isinstance(p.get("functionCall"), dict)
+            and p["functionCall"].get("id")
+        ]
         call_ids = {call_id for call_id, _ in calls}
         responses: dict[str, dict[str, Any]] = {}
         others: list[Any] = []
@@ -122,16 +136,28 @@ def repair_tool_turns(contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 responses.setdefault(response["id"], part)
             elif isinstance(response, dict) and response.get("id"):
                 orphans = True
-                others.append({"text": f"[result of tool {response.get('name', '')} "
-                                       f"({response['id']})]: "
-                                       f"{_result_of(response.get('response'))}"})
+                others.append(
+                    {
+                        "text": f"[result of tool {response.get('name', '')} "
+                        f"({response['id']})]: "
+                        f"{_result_of(response.get('response'))}"
+                    }
+                )
             else:
                 others.append(part)
         if not calls and not orphans:
             continue  # nothing to pair here
-        answered = [responses.get(call_id) or {"functionResponse": {
-            "name": name, "id": call_id, "response": {"result": INTERRUPTED}}}
-            for call_id, name in calls]
+        answered = [
+            responses.get(call_id)
+            or {
+                "functionResponse": {
+                    "name": name,
+                    "id": call_id,
+                    "response": {"result": INTERRUPTED},
+                }
+            }
+            for call_id, name in calls
+        ]
         content["parts"] = answered + others
     return out
 

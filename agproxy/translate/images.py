@@ -8,10 +8,21 @@ from typing import Any
 from agproxy.translate.fields import BadRequest, opt_str
 
 RATIOS = ("21:9", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "5:4", "4:5", "1:1")
-QUALITY = {"hd": "4K", "4k": "4K", "high": "4K", "medium": "2K", "2k": "2K",
-           "standard": "1K", "1k": "1K", "low": "1K", "auto": None}
-STYLE = {"vivid": ", (vivid colors, dramatic lighting, rich details)",
-         "natural": ", (natural lighting, realistic, photorealistic)"}
+QUALITY = {
+    "hd": "4K",
+    "4k": "4K",
+    "high": "4K",
+    "medium": "2K",
+    "2k": "2K",
+    "standard": "1K",
+    "1k": "1K",
+    "low": "1K",
+    "auto": None,
+}
+STYLE = {
+    "vivid": ", (vivid colors, dramatic lighting, rich details)",
+    "natural": ", (natural lighting, realistic, photorealistic)",
+}
 DEFAULT_MODEL = "gemini-3.1-flash-image"
 
 
@@ -58,8 +69,10 @@ def image_request(body: dict[str, Any]) -> tuple[dict[str, Any], int]:
     text = prompt + STYLE.get(opt_str(body, "style", "") or "vivid", "")
     if quality == "hd":
         text += ", (high quality, highly detailed, 4k resolution, hdr)"
-    request = {"contents": [{"role": "user", "parts": [{"text": text}]}],
-               "generationConfig": {"candidateCount": 1, "imageConfig": config}}
+    request = {
+        "contents": [{"role": "user", "parts": [{"text": text}]}],
+        "generationConfig": {"candidateCount": 1, "imageConfig": config},
+    }
     return request, n
 
 
@@ -70,6 +83,5 @@ def images_of(response: dict[str, Any]) -> list[dict[str, str]]:
         for part in (candidate.get("content") or {}).get("parts") or []:
             data = part.get("inlineData")
             if isinstance(data, dict) and data.get("data"):
-                found.append({"mimeType": data.get("mimeType", "image/png"),
-                              "data": data["data"]})
+                found.append({"mimeType": data.get("mimeType", "image/png"), "data": data["data"]})
     return found

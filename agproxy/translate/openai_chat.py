@@ -31,9 +31,15 @@ from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
 from agproxy.translate.schema import clean_schema
 
 EFFORT_BUDGET = {"minimal": 512, "low": 2048, "medium": 8192, "high": 24576}
-FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
-          "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
-          "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}
+FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+}
 
 
 # -- request ----------------------------------------------------------------------
@@ -58,8 +64,7 @@ def _image_part(url: str, where: str) -> dict[str, Any]:
         return {"inlineData": {"mimeType": mime, "data": data}}
     if url.startswith(("http://", "https://")):
         # The front end fetches http(s) images into data URLs before translating.
-        raise BadRequest(f"{where}: this image URL was not fetched; send it as a data: URL",
-                         where)
+        raise BadRequest(f"{where}: this image URL was not fetched; send it as a data: URL", where)
     raise BadRequest(f"{where}: unsupported image URL {url[:40]!r}", where)
 
 
@@ -80,8 +85,10 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             if not isinstance(url, str):
-                raise BadRequest(f"{where}[{i}].image_url.url is required (a string)",
-                                 f"{where}[{i}].image_url.url")
+                raise BadRequest(
+                    f"{where}[{i}].image_url.url is required (a string)",
+                    f"{where}[{i}].image_url.url",
+                )
             parts.append(_image_part(url, f"{where}[{i}]"))
     return parts
 
@@ -137,8 +144,9 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, list[str]
             fn, where = opt_dict(tool, "function", where), f"{where}.function"
         name = opt_str(fn, "name", where)
         if not name:
-            raise BadRequest(f"{where}.name is required: function tools need a name",
-                             f"{where}.name")
+            raise BadRequest(
+                f"{where}.name is required: function tools need a name", f"{where}.name"
+            )
         declaration: dict[str, Any] = {"name": name}
         if description := opt_str(fn, "description", where):
             declaration["description"] = description
@@ -161,8 +169,7 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     if choice == "required":
         return {"functionCallingConfig": {"mode": "ANY"}}
     if isinstance(choice, dict):
-        name = opt_str(opt_dict(choice, "function", "tool_choice"), "name",
-                       "tool_choice.function")
+        name = opt_str(opt_dict(choice, "function", "tool_choice"), "name", "tool_choice.function")
         config: dict[str, Any] = {"mode": "ANY"}
         if name:
             config["allowedFunctionNames"] = [name]
@@ -176,8 +183,10 @@ def thinking_budget(body: dict[str, Any], model: str) -> int | None:
         if effort == "none":
             return 0
         if effort not in EFFORT_BUDGET:
-            raise BadRequest(f"reasoning_effort must be one of none, "
-                             f"{', '.join(EFFORT_BUDGET)}", "reasoning_effort")
+            raise BadRequest(
+                f"reasoning_effort must be one of none, {', '.join(EFFORT_BUDGET)}",
+                "reasoning_effort",
+            )
         return EFFORT_BUDGET[effort]
     if "thinking" in model:
         return EFFORT_BUDGET["high"]
@@ -204,13 +213,16 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         elif role == "user":
             contents.append({"role": "user", "parts": _user_parts(content, f"{where}.content")})
         elif role == "assistant":
-            contents.append({"role": "model",
-                             "parts": _assistant_parts(message, where, call_names)})
+            contents.append(
+                {"role": "model", "parts": _assistant_parts(message, where, call_names)}
+            )
         elif role in ("tool", "function"):
             call_id = text(message, "tool_call_id", where)
             name = call_names.get(call_id) or opt_str(message, "name", where) or "unknown"
-            response: dict[str, Any] = {"name": name, "response": {
-                "result": _text_of(content, f"{where}.content")}}
+            response: dict[str, Any] = {
+                "name": name,
+                "response": {"result": _text_of(content, f"{where}.content")},
+            }
             if call_id:
                 response["id"] = call_id
             contents.append({"role": "user", "parts": [{"functionResponse": response}]})
@@ -231,8 +243,9 @@ def chat_to_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
     return request
 
 
-def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, str]
-                     ) -> list[dict[str, Any]]:
+def _assistant_parts(
+    message: dict[str, Any], where: str, call_names: dict[str, str]
+) -> list[dict[str, Any]]:
     """An assistant turn's text and tool calls (remembering each call's name by its id, for
     the tool results that follow).
 
@@ -250,7 +263,9 @@ def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, 
         ident = text(call, "id", at)
         call_names[ident] = name
         function_call: dict[str, Any] = {
-            "name": name, "args": _arguments(fn.get("arguments"), f"{at}.function.arguments")}
+            "name": name,
+            "args": _arguments(fn.get("arguments"), f"{at}.function.arguments"),
+        }
         if ident:
             function_call["id"] = ident
         parts.append({"functionCall": function_call, "thoughtSignature": SKIP_SIGNATURE})
@@ -259,18 +274,22 @@ def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, 
 
 def _generation_config(body: dict[str, Any], model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for src, dst, kind in (("temperature", "temperature", (int, float)),
-                           ("top_p", "topP", (int, float)), ("seed", "seed", int),
-                           ("presence_penalty", "presencePenalty", (int, float)),
-                           ("frequency_penalty", "frequencyPenalty", (int, float))):
+    for src, dst, kind in (
+        ("temperature", "temperature", (int, float)),
+        ("top_p", "topP", (int, float)),
+        ("seed", "seed", int),
+        ("presence_penalty", "presencePenalty", (int, float)),
+        ("frequency_penalty", "frequencyPenalty", (int, float)),
+    ):
         value = body.get(src)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, kind):
             raise BadRequest(f"{src} must be a number", src)
         config[dst] = value
-    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else (
-        "max_tokens")
+    key = (
+        "max_completion_tokens" if body.get("max_completion_tokens") is not None else ("max_tokens")
+    )
     max_tokens = body.get(key)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -352,14 +371,19 @@ class ChatStream:
         self.usage: dict[str, Any] | None = None
         self._role_sent: set[int] = set()
 
-    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None
-               ) -> dict[str, Any]:
+    def _chunk(
+        self, index: int, delta: dict[str, Any], finish: str | None = None
+    ) -> dict[str, Any]:
         if index not in self._role_sent:
             delta = {"role": "assistant", **delta}
             self._role_sent.add(index)
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+        }
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         chunks = []
@@ -371,11 +395,17 @@ class ChatStream:
             for part in (candidate.get("content") or {}).get("parts") or []:
                 if "functionCall" in part:
                     call = part["functionCall"]
-                    entry = {"id": call_id(call), "type": "function", "function": {
-                        "name": call.get("name", ""),
-                        "arguments": orjson.dumps(call.get("args") or {}).decode()}}
-                    chunks.append(self._chunk(index, {"tool_calls": [
-                        {"index": len(choice.calls), **entry}]}))
+                    entry = {
+                        "id": call_id(call),
+                        "type": "function",
+                        "function": {
+                            "name": call.get("name", ""),
+                            "arguments": orjson.dumps(call.get("args") or {}).decode(),
+                        },
+                    }
+                    chunks.append(
+                        self._chunk(index, {"tool_calls": [{"index": len(choice.calls), **entry}]})
+                    )
                     choice.calls.append(entry)
                 elif isinstance(part.get("text"), str) and part["text"]:
                     if part.get("thought"):
@@ -398,23 +428,37 @@ class ChatStream:
     def usage_chunk(self) -> dict[str, Any] | None:
         if not self.include_usage:
             return None
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": self.usage or {
-                    "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
 
     def collect(self) -> dict[str, Any]:
         choices = []
         for index in sorted(self.choices) or [0]:
             choice = self.choices.get(index, _Choice())
-            message: dict[str, Any] = {"role": "assistant",
-                                       "content": "".join(choice.text) or None}
+            message: dict[str, Any] = {"role": "assistant", "content": "".join(choice.text) or None}
             if choice.reasoning:
                 message["reasoning_content"] = "".join(choice.reasoning)
             if choice.calls:
                 message["tool_calls"] = choice.calls
-            choices.append({"index": index, "message": message,
-                            "finish_reason": choice.finish or "stop", "logprobs": None})
-        return {"id": self.id, "object": "chat.completion", "created": self.created,
-                "model": self.model, "choices": choices,
-                "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0,
-                                        "total_tokens": 0}}
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "finish_reason": choice.finish or "stop",
+                    "logprobs": None,
+                }
+            )
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": self.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }

@@ -74,12 +74,20 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]]:
         elif kind == "function":
             name = opt_str(tool, "name", where)
             if not name:
-                raise BadRequest(f"{where}.name is required: function tools need a name",
-                                 f"{where}.name")
+                raise BadRequest(
+                    f"{where}.name is required: function tools need a name", f"{where}.name"
+                )
             parameters = opt_dict(tool, "parameters", where)
-            out.append({"type": "function", "function": {
-                "name": name, "description": text(tool, "description", where),
-                "parameters": parameters or {"type": "object", "properties": {}}}})
+            out.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "description": text(tool, "description", where),
+                        "parameters": parameters or {"type": "object", "properties": {}},
+                    },
+                }
+            )
         else:
             log.info("dropping tool of type %r: no upstream equivalent", str(kind)[:40])
     return out
@@ -87,7 +95,7 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]]:
 
 def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
     if choice is None or choice in ("auto", "none", "required"):
-        return choice
+        return str(choice) if choice else None
     if isinstance(choice, dict) and choice.get("type") == "function":
         name = opt_str(choice, "name", "tool_choice")
         return {"type": "function", "function": {"name": name}}
@@ -100,16 +108,24 @@ def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = opt_dict(opt_dict(body, "text", ""), "format", "text")
     kind = fmt.get("type")
     if kind == "json_schema":
-        return {"type": "json_schema", "json_schema": {
-            "name": opt_str(fmt, "name", "text.format") or "output",
-            "schema": opt_dict(fmt, "schema", "text.format")}}
+        return {
+            "type": "json_schema",
+            "json_schema": {
+                "name": opt_str(fmt, "name", "text.format") or "output",
+                "schema": opt_dict(fmt, "schema", "text.format"),
+            },
+        }
     if kind == "json_object":
         return {"type": "json_object"}
     return None
 
 
-def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]],
-          pending_calls: list[dict[str, Any]]) -> None:
+def _item(
+    item: dict[str, Any],
+    where: str,
+    messages: list[dict[str, Any]],
+    pending_calls: list[dict[str, Any]],
+) -> None:
     """One input item as chat messages (function calls wait in `pending_calls` to be
     sent as one assistant message)."""
     kind = item.get("type", "message")
@@ -117,26 +133,31 @@ def _item(item: dict[str, Any], where: str, messages: list[dict[str, Any]],
         arguments = item.get("arguments")
         if arguments is not None and not isinstance(arguments, str | dict):
             raise wrong(f"{where}.arguments", "a JSON string")
-        pending_calls.append({"id": opt_str(item, "call_id", where), "type": "function",
-                              "function": {"name": text(item, "name", where),
-                                           "arguments": arguments or "{}"}})
+        pending_calls.append(
+            {
+                "id": opt_str(item, "call_id", where),
+                "type": "function",
+                "function": {"name": text(item, "name", where), "arguments": arguments or "{}"},
+            }
+        )
         return
     if pending_calls:
-        messages.append({"role": "assistant", "content": None,
-                         "tool_calls": list(pending_calls)})
+        messages.append({"role": "assistant", "content": None, "tool_calls": list(pending_calls)})
         pending_calls.clear()
     if kind == "function_call_output":
         output = item.get("output")
-        messages.append({"role": "tool", "tool_call_id": opt_str(item, "call_id", where),
-                         "content": output if isinstance(output, str)
-                         else orjson.dumps(output).decode()})
+        messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": opt_str(item, "call_id", where),
+                "content": output if isinstance(output, str) else orjson.dumps(output).decode(),
+            }
+        )
     elif kind == "message":
         role = item.get("role", "user")
         if role not in ("user", "assistant", "system", "developer"):
-            raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}",
-                             f"{where}.role")
-        messages.append({"role": role, "content": _parts(item.get("content"),
-                                                         f"{where}.content")})
+            raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}", f"{where}.role")
+        messages.append({"role": role, "content": _parts(item.get("content"), f"{where}.content")})
     elif kind != "reasoning":  # our own earlier reasoning summaries: nothing to send back
         log.info("dropping input item of type %r", str(kind)[:40])
 
@@ -172,8 +193,10 @@ def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     effort = opt_str(opt_dict(body, "reasoning", ""), "effort", "reasoning")
     if effort is not None:
         if effort not in ("none", *EFFORT_BUDGET):
-            raise BadRequest(f"reasoning.effort must be one of none, "
-                             f"{', '.join(EFFORT_BUDGET)}", "reasoning.effort")
+            raise BadRequest(
+                f"reasoning.effort must be one of none, {', '.join(EFFORT_BUDGET)}",
+                "reasoning.effort",
+            )
         chat["reasoning_effort"] = effort
     if fmt := _response_format(body):
         chat["response_format"] = fmt
@@ -208,12 +231,22 @@ class ResponsesStream:
 
     def response(self, status: str = "completed") -> dict[str, Any]:
         body: dict[str, Any] = {
-            "id": self.id, "object": "response", "created_at": self.created_at,
-            "status": status, "model": self.model, "output": [i.item for i in self.items],
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "error": None, "incomplete_details": None, "instructions": None,
-            "metadata": {}, "temperature": None, "top_p": None, "text": {
-                "format": {"type": "text"}},
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "model": self.model,
+            "output": [i.item for i in self.items],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": None,
+            "metadata": {},
+            "temperature": None,
+            "top_p": None,
+            "text": {"format": {"type": "text"}},
             "usage": self.usage,
         }
         if status == "incomplete":
@@ -222,8 +255,10 @@ class ResponsesStream:
 
     def start(self) -> list[dict[str, Any]]:
         started = self.response("in_progress")
-        return [self._event("response.created", response=started),
-                self._event("response.in_progress", response=started)]
+        return [
+            self._event("response.created", response=started),
+            self._event("response.in_progress", response=started),
+        ]
 
     def _close_text(self) -> list[dict[str, Any]]:
         events = []
@@ -236,32 +271,54 @@ class ResponsesStream:
             if item["type"] == "message":
                 part = {"type": "output_text", "text": text, "annotations": []}
                 item["content"] = [part]
-                events += [self._event("response.output_text.done", item_id=item["id"],
-                                       output_index=open_item.index, content_index=0,
-                                       text=text),
-                           self._event("response.content_part.done", item_id=item["id"],
-                                       output_index=open_item.index, content_index=0,
-                                       part=part)]
+                events += [
+                    self._event(
+                        "response.output_text.done",
+                        item_id=item["id"],
+                        output_index=open_item.index,
+                        content_index=0,
+                        text=text,
+                    ),
+                    self._event(
+                        "response.content_part.done",
+                        item_id=item["id"],
+                        output_index=open_item.index,
+                        content_index=0,
+                        part=part,
+                    ),
+                ]
             else:
                 summary = {"type": "summary_text", "text": text}
                 item["summary"] = [summary]
-                events += [self._event("response.reasoning_summary_text.done",
-                                       item_id=item["id"], output_index=open_item.index,
-                                       summary_index=0, text=text),
-                           self._event("response.reasoning_summary_part.done",
-                                       item_id=item["id"], output_index=open_item.index,
-                                       summary_index=0, part=summary)]
+                events += [
+                    self._event(
+                        "response.reasoning_summary_text.done",
+                        item_id=item["id"],
+                        output_index=open_item.index,
+                        summary_index=0,
+                        text=text,
+                    ),
+                    self._event(
+                        "response.reasoning_summary_part.done",
+                        item_id=item["id"],
+                        output_index=open_item.index,
+                        summary_index=0,
+                        part=summary,
+                    ),
+                ]
             item["status"] = "completed"
-            events.append(self._event("response.output_item.done",
-                                      output_index=open_item.index, item=item))
+            events.append(
+                self._event("response.output_item.done", output_index=open_item.index, item=item)
+            )
             setattr(self, attr, None)
         return events
 
     def _open(self, item: dict[str, Any]) -> tuple[_Item, list[dict[str, Any]]]:
         entry = _Item(item, len(self.items))
         self.items.append(entry)
-        return entry, [self._event("response.output_item.added", output_index=entry.index,
-                                   item=dict(item))]
+        return entry, [
+            self._event("response.output_item.added", output_index=entry.index, item=dict(item))
+        ]
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -271,31 +328,18 @@ class ResponsesStream:
             output = int(meta.get("candidatesTokenCount") or 0)
             thoughts = int(meta.get("thoughtsTokenCount") or 0)
             self.usage = {
-                "input_tokens": prompt, "output_tokens": output + thoughts,
+                "input_tokens": prompt,
+                "output_tokens": output + thoughts,
                 "total_tokens": int(meta.get("totalTokenCount") or prompt + output + thoughts),
-                "input_tokens_details": {"cached_tokens": int(
-                    meta.get("cachedContentTokenCount") or 0)},
-                "output_tokens_details": {"reasoning_tokens": thoughts}}
+                "input_tokens_details": {
+                    "cached_tokens": int(meta.get("cachedContentTokenCount") or 0)
+                },
+                "output_tokens_details": {"reasoning_tokens": thoughts},
+            }
         for candidate in (event.get("candidates") or [])[:1]:
             for part in (candidate.get("content") or {}).get("parts") or []:
                 if "functionCall" in part:
-                    out += self._close_text()
-                    call = part["functionCall"]
-                    arguments = orjson.dumps(call.get("args") or {}).decode()
-                    item = {"type": "function_call", "id": _uid("fc"),
-                            "call_id": call_id(call), "name": call.get("name", ""),
-                            "arguments": "", "status": "in_progress"}
-                    entry, added = self._open(item)
-                    out += added
-                    out.append(self._event("response.function_call_arguments.delta",
-                                           item_id=item["id"], output_index=entry.index,
-                                           delta=arguments))
-                    out.append(self._event("response.function_call_arguments.done",
-                                           item_id=item["id"], output_index=entry.index,
-                                           arguments=arguments))
-                    item.update(arguments=arguments, status="completed")
-                    out.append(self._event("response.output_item.done",
-                                           output_index=entry.index, item=item))
+                    out += self._function_call(part["functionCall"])
                 elif isinstance(part.get("text"), str) and part["text"]:
                     out += self._text(part["text"], bool(part.get("thought")))
             reason = candidate.get("finishReason")
@@ -305,41 +349,107 @@ class ResponsesStream:
                 self.incomplete = "content_filter"
         return out
 
+    def _function_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        out = self._close_text()
+        arguments = orjson.dumps(call.get("args") or {}).decode()
+        item = {
+            "type": "function_call",
+            "id": _uid("fc"),
+            "call_id": call_id(call),
+            "name": call.get("name", ""),
+            "arguments": "",
+            "status": "in_progress",
+        }
+        entry, added = self._open(item)
+        out += added
+        out.append(
+            self._event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=entry.index,
+                delta=arguments,
+            )
+        )
+        out.append(
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=entry.index,
+                arguments=arguments,
+            )
+        )
+        item.update(arguments=arguments, status="completed")
+        out.append(self._event("response.output_item.done", output_index=entry.index, item=item))
+        return out
+
     def _text(self, text: str, thought: bool) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         attr = "_open_reasoning" if thought else "_open_text"
         entry: _Item | None = getattr(self, attr)
         if entry is None:
-            if not thought and self._open_reasoning is not None:
-                out += self._close_text()
-            if thought:
-                item = {"type": "reasoning", "id": _uid("rs"), "summary": []}
-            else:
-                item = {"type": "message", "id": _uid("msg"), "status": "in_progress",
-                        "role": "assistant", "content": []}
-            entry, added = self._open(item)
-            setattr(self, attr, entry)
-            out += added
-            if thought:
-                out.append(self._event("response.reasoning_summary_part.added",
-                                       item_id=item["id"], output_index=entry.index,
-                                       summary_index=0,
-                                       part={"type": "summary_text", "text": ""}))
-            else:
-                out.append(self._event("response.content_part.added", item_id=item["id"],
-                                       output_index=entry.index, content_index=0,
-                                       part={"type": "output_text", "text": "",
-                                             "annotations": []}))
+            entry, out = self._open_text_item(attr, thought)
         entry.text.append(text)
         if thought:
-            out.append(self._event("response.reasoning_summary_text.delta",
-                                   item_id=entry.item["id"], output_index=entry.index,
-                                   summary_index=0, delta=text))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=entry.item["id"],
+                    output_index=entry.index,
+                    summary_index=0,
+                    delta=text,
+                )
+            )
         else:
-            out.append(self._event("response.output_text.delta", item_id=entry.item["id"],
-                                   output_index=entry.index, content_index=0, delta=text,
-                                   logprobs=[]))
+            out.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=entry.item["id"],
+                    output_index=entry.index,
+                    content_index=0,
+                    delta=text,
+                    logprobs=[],
+                )
+            )
         return out
+
+    def _open_text_item(self, attr: str, thought: bool) -> tuple[_Item, list[dict[str, Any]]]:
+        out: list[dict[str, Any]] = []
+        if not thought and self._open_reasoning is not None:
+            out += self._close_text()
+        if thought:
+            item = {"type": "reasoning", "id": _uid("rs"), "summary": []}
+        else:
+            item = {
+                "type": "message",
+                "id": _uid("msg"),
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            }
+        entry, added = self._open(item)
+        setattr(self, attr, entry)
+        out += added
+        if thought:
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    item_id=item["id"],
+                    output_index=entry.index,
+                    summary_index=0,
+                    part={"type": "summary_text", "text": ""},
+                )
+            )
+        else:
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=entry.index,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": []},
+                )
+            )
+        return entry, out
 
     def finish(self) -> list[dict[str, Any]]:
         out = self._close_text()

@@ -9,10 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 KEEP = frozenset({"type", "description", "properties", "required", "items", "enum", "title"})
-CONSTRAINTS = {"minLength": "minLen", "maxLength": "maxLen", "pattern": "pattern",
-               "minimum": "min", "maximum": "max", "multipleOf": "multipleOf",
-               "exclusiveMinimum": "exclMin", "exclusiveMaximum": "exclMax",
-               "minItems": "minItems", "maxItems": "maxItems", "format": "format"}
+CONSTRAINTS = {
+    "minLength": "minLen",
+    "maxLength": "maxLen",
+    "pattern": "pattern",
+    "minimum": "min",
+    "maximum": "max",
+    "multipleOf": "multipleOf",
+    "exclusiveMinimum": "exclMin",
+    "exclusiveMaximum": "exclMax",
+    "minItems": "minItems",
+    "maxItems": "maxItems",
+    "format": "format",
+}
 MAX_DEPTH = 12
 
 
@@ -73,8 +82,7 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
         nullable = nullable or len(real_types) < len(types)
         types = real_types[0] if real_types else None
     if types is None:
-        types = ("object" if "properties" in node else "array" if "items" in node
-                 else "string")
+        types = "object" if "properties" in node else "array" if "items" in node else "string"
     notes = [f"{label}: {node[key]}" for key, label in CONSTRAINTS.items() if key in node]
     if notes:
         description = (description + f" [Constraint: {', '.join(notes)}]").strip()
@@ -90,10 +98,14 @@ def _clean(node: Any, defs: dict[str, Any], upper: bool, depth: int) -> dict[str
         out["enum"] = ["null" if v is None else str(v) for v in node["enum"]]
     if out["type"].lower() == "object":
         props = node.get("properties") if isinstance(node.get("properties"), dict) else {}
-        out["properties"] = {name: _clean(sub, defs, upper, depth + 1)
-                             for name, sub in props.items() if isinstance(sub, dict)}
-        required = [r for r in _list(node, "required")
-                    if isinstance(r, str) and r in out["properties"]]
+        out["properties"] = {
+            name: _clean(sub, defs, upper, depth + 1)
+            for name, sub in props.items()
+            if isinstance(sub, dict)
+        }
+        required = [
+            r for r in _list(node, "required") if isinstance(r, str) and r in out["properties"]
+        ]
         if required:
             out["required"] = list(dict.fromkeys(required))
     elif out["type"].lower() == "array" and isinstance(node.get("items"), dict):
@@ -118,5 +130,8 @@ def _merge_all_of(node: dict[str, Any], defs: dict[str, Any], depth: int) -> dic
 
 def _richness(branch: dict[str, Any]) -> int:
     kind = branch.get("type")
-    return {"object": 3, "array": 2, "null": 0}.get(str(kind), 1) if kind else (
-        3 if "properties" in branch else 1)
+    return (
+        {"object": 3, "array": 2, "null": 0}.get(str(kind), 1)
+        if kind
+        else (3 if "properties" in branch else 1)
+    )

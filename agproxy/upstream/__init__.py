@@ -6,5 +6,4 @@ from agproxy.upstream.base import Upstream, open_stream
 from agproxy.upstream.cloudcode import CloudCodeClient, Credentials
 from agproxy.upstream.errors import Failure, UpstreamError
 
-__all__ = ["CloudCodeClient", "Credentials", "Failure", "Upstream", "UpstreamError",
-           "open_stream"]
+__all__ = ["CloudCodeClient", "Credentials", "Failure", "Upstream", "UpstreamError", "open_stream"]

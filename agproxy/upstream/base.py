@@ -16,12 +16,14 @@ from agproxy.upstream.errors import Failure, UpstreamError
 
 
 class Upstream(Protocol):
-    async def generate(self, body: Any, creds: Credentials,
-                       extra_headers: dict[str, str] | None = None) -> Any:
+    async def generate(
+        self, body: Any, creds: Credentials, extra_headers: dict[str, str] | None = None
+    ) -> Any:
         """One non-streamed call; the response JSON, or UpstreamError (classified)."""
 
-    def stream(self, body: Any, creds: Credentials,
-               extra_headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    def stream(
+        self, body: Any, creds: Credentials, extra_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[Any]:
         """A streamed call: each event's JSON; UpstreamError before or during the stream."""
 
     async def close(self) -> None:
@@ -39,8 +41,9 @@ async def open_stream(events: AsyncIterator[Any], whole: bool) -> tuple[Any, Asy
     try:
         first = await anext(events)
     except StopAsyncIteration:
-        raise UpstreamError(Failure.TRANSPORT, 502,
-                            "the upstream answered with an empty stream") from None
+        raise UpstreamError(
+            Failure.TRANSPORT, 502, "the upstream answered with an empty stream"
+        ) from None
     if not whole:
         return first, events
     rest = [event async for event in events]

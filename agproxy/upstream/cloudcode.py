@@ -64,11 +64,14 @@ class CloudCodeClient:
         # Created on first use, inside the running loop; one pooled keep-alive client.
         if self._session is None or self._session.closed:
             # Streams stay open for minutes: the pool must not cap concurrent requests.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0,
-                                             keepalive_timeout=90, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=90, ttl_dns_cache=300
+            )
             self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode(),
-                auto_decompress=True)
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+            )
         return self._session
 
     async def close(self) -> None:
@@ -76,8 +79,9 @@ class CloudCodeClient:
             await self._session.close()
 
     # -- headers ---------------------------------------------------------
-    def headers(self, creds: Credentials, quota_style: bool = False,
-                extra: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(
+        self, creds: Credentials, quota_style: bool = False, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         settings = self.settings()
         if quota_style:
             agent = f"vscode/1.X.X (Antigravity/{settings.upstream_client_version})"
@@ -103,28 +107,44 @@ class CloudCodeClient:
         return [base + suffix for base in self.settings().upstream_base_urls]
 
     # -- plain JSON calls ------------------------------------------------
-    async def call(self, method: str, body: Any, creds: Credentials, *, quota_style: bool = False,
-                   timeout: aiohttp.ClientTimeout = SHORT_TIMEOUT,
-                   extra_headers: dict[str, str] | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        body: Any,
+        creds: Credentials,
+        *,
+        quota_style: bool = False,
+        timeout: aiohttp.ClientTimeout = SHORT_TIMEOUT,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Any:
         """POST `body` to `<base>:<method>` with fallback; the parsed JSON, or UpstreamError."""
         headers = self.headers(creds, quota_style, extra_headers)
         return await self._json_with_fallback(
-            "POST", self._urls(method, None), headers, creds, timeout, orjson.dumps(body))
+            "POST", self._urls(method, None), headers, creds, timeout, orjson.dumps(body)
+        )
 
     async def get(self, path: str, creds: Credentials) -> Any:
         """GET `<base>/<path>` (long-running operations) with fallback."""
         urls = [f"{base}/{path}" for base in self.settings().upstream_base_urls]
         return await self._json_with_fallback(
-            "GET", urls, self.headers(creds, quota_style=True), creds, SHORT_TIMEOUT, None)
+            "GET", urls, self.headers(creds, quota_style=True), creds, SHORT_TIMEOUT, None
+        )
 
-    async def _json_with_fallback(self, method: str, urls: list[str], headers: dict[str, str],
-                                  creds: Credentials, timeout: aiohttp.ClientTimeout,
-                                  data: bytes | None) -> Any:
+    async def _json_with_fallback(
+        self,
+        method: str,
+        urls: list[str],
+        headers: dict[str, str],
+        creds: Credentials,
+        timeout: aiohttp.ClientTimeout,
+        data: bytes | None,
+    ) -> Any:
         last: UpstreamError | None = None
         for url in urls:
             try:
-                async with self.session.request(method, url, data=data, headers=headers,
-                                                timeout=timeout, proxy=creds.proxy) as response:
+                async with self.session.request(
+                    method, url, data=data, headers=headers, timeout=timeout, proxy=creds.proxy
+                ) as response:
                     raw = await response.read()
                     if response.status < 300:
                         return orjson.loads(raw) if raw else {}
@@ -136,15 +156,24 @@ class CloudCodeClient:
         assert last is not None
         raise last
 
-    async def generate(self, body: Any, creds: Credentials,
-                       extra_headers: dict[str, str] | None = None) -> Any:
+    async def generate(
+        self, body: Any, creds: Credentials, extra_headers: dict[str, str] | None = None
+    ) -> Any:
         """`generateContent` (not streamed): the unwrapped Gemini response."""
-        return _unwrap(await self.call("generateContent", body, creds, timeout=GENERATE_TIMEOUT,
-                                       extra_headers=extra_headers))
+        return _unwrap(
+            await self.call(
+                "generateContent",
+                body,
+                creds,
+                timeout=GENERATE_TIMEOUT,
+                extra_headers=extra_headers,
+            )
+        )
 
     # -- streaming -------------------------------------------------------
-    async def stream(self, body: Any, creds: Credentials,
-                     extra_headers: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    async def stream(
+        self, body: Any, creds: Credentials, extra_headers: dict[str, str] | None = None
+    ) -> AsyncIterator[Any]:
         """`streamGenerateContent?alt=sse`: yields each event's (unwrapped) JSON.
 
         Raises UpstreamError before the first event when every base failed. Closing the
@@ -155,8 +184,9 @@ class CloudCodeClient:
         last: UpstreamError | None = None
         for url in self._urls("streamGenerateContent", "alt=sse"):
             try:
-                response = await self.session.post(url, data=data, headers=headers,
-                                                   timeout=GENERATE_TIMEOUT, proxy=creds.proxy)
+                response = await self.session.post(
+                    url, data=data, headers=headers, timeout=GENERATE_TIMEOUT, proxy=creds.proxy
+                )
             except (TimeoutError, aiohttp.ClientError) as exc:
                 last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
                 continue
@@ -173,8 +203,9 @@ class CloudCodeClient:
                         for event in decoder.feed(chunk):
                             yield _unwrap(event)
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise _transport(url, f"the answer broke off mid-stream: {describe(exc)}",
-                                     exc) from exc
+                    raise _transport(
+                        url, f"the answer broke off mid-stream: {describe(exc)}", exc
+                    ) from exc
                 for event in decoder.flush():
                     yield _unwrap(event)
                 return

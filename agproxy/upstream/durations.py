@@ -7,11 +7,20 @@ from typing import Any
 
 _TOKEN = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_DELAY_KEYS = ("retryDelay", "retry_delay", "quotaResetDelay", "quota_reset_delay",
-               "retryAfter", "retry_after")
+_DELAY_KEYS = (
+    "retryDelay",
+    "retry_delay",
+    "quotaResetDelay",
+    "quota_reset_delay",
+    "retryAfter",
+    "retry_after",
+)
 _TEXT_PATTERNS = (
-    re.compile(r"(?:quota will reset after|reset after|retry after|try again in)\s+"
-               r"((?:\d+(?:\.\d+)?(?:ms|h|m|s)\s*)+)", re.I),
+    re.compile(
+        r"(?:quota will reset after|reset after|retry after|try again in)\s+"
+        r"((?:\d+(?:\.\d+)?(?:ms|h|m|s)\s*)+)",
+        re.I,
+    ),
 )
 
 
@@ -22,7 +31,7 @@ def parse_duration(text: str) -> float | None:
         return None
     pos, total = 0, 0.0
     for match in _TOKEN.finditer(text):
-        if text[pos:match.start()].strip():
+        if text[pos : match.start()].strip():
             return None
         total += float(match.group(1)) * _UNIT[match.group(2)]
         pos = match.end()

@@ -14,13 +14,13 @@ from agproxy.upstream.durations import find_retry_delay
 
 
 class Failure(StrEnum):
-    RATE_LIMITED = "rate_limited"      # 429: cool the account down, try another
-    CAPACITY = "capacity"              # 429 MODEL_CAPACITY_EXHAUSTED, 500/503/529: transient
-    AUTH_EXPIRED = "auth_expired"      # 401: refresh the token once, retry
-    FORBIDDEN = "forbidden"            # 403: the account may not use this
-    NOT_FOUND = "not_found"            # 404: this account/endpoint does not serve the model
+    RATE_LIMITED = "rate_limited"  # 429: cool the account down, try another
+    CAPACITY = "capacity"  # 429 MODEL_CAPACITY_EXHAUSTED, 500/503/529: transient
+    AUTH_EXPIRED = "auth_expired"  # 401: refresh the token once, retry
+    FORBIDDEN = "forbidden"  # 403: the account may not use this
+    NOT_FOUND = "not_found"  # 404: this account/endpoint does not serve the model
     INVALID_REQUEST = "invalid_request"  # 400: the request is bad, not the account
-    TRANSPORT = "transport"            # connection failed or timed out
+    TRANSPORT = "transport"  # connection failed or timed out
     OTHER = "other"
 
 

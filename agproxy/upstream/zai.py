@@ -16,8 +16,7 @@ import orjson
 from agproxy.config import Settings
 from agproxy.upstream.errors import describe
 
-FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta",
-                     "user-agent")
+FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta", "user-agent")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
 
 
@@ -59,13 +58,15 @@ class ZaiResponse:
 
 
 class ZaiClient:
-    def __init__(self, settings: Callable[[], Settings],
-                 session: Callable[[], aiohttp.ClientSession]) -> None:
+    def __init__(
+        self, settings: Callable[[], Settings], session: Callable[[], aiohttp.ClientSession]
+    ) -> None:
         self.settings = settings
         self._session = session
 
-    async def forward(self, path: str, body: dict[str, Any],
-                      client_headers: dict[str, str]) -> ZaiResponse:
+    async def forward(
+        self, path: str, body: dict[str, Any], client_headers: dict[str, str]
+    ) -> ZaiResponse:
         """POST the body to z.ai's `path` (/v1/messages or /v1/messages/count_tokens)."""
         settings = self.settings()
         if not settings.zai_api_key:
@@ -79,9 +80,13 @@ class ZaiClient:
         headers["authorization"] = f"Bearer {settings.zai_api_key}"
         url = settings.zai_base_url.rstrip("/") + path
         try:
-            response = await self._session().post(url, data=orjson.dumps(payload),
-                                                  headers=headers, timeout=TIMEOUT,
-                                                  proxy=settings.upstream_proxy)
+            response = await self._session().post(
+                url,
+                data=orjson.dumps(payload),
+                headers=headers,
+                timeout=TIMEOUT,
+                proxy=settings.upstream_proxy,
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ZaiUnavailable(f"z.ai request failed: {describe(exc)}") from exc
 
@@ -90,6 +95,9 @@ class ZaiClient:
                 async for chunk in response.content.iter_any():
                     yield chunk
 
-        return ZaiResponse(response.status,
-                           response.headers.get("Content-Type", "application/json"),
-                           body_bytes(), payload.get("model"))
+        return ZaiResponse(
+            response.status,
+            response.headers.get("Content-Type", "application/json"),
+            body_bytes(),
+            payload.get("model"),
+        )

@@ -43,8 +43,18 @@ from ._state import (
     State,
 )
 
-__all__ = ["CLIENT_ID", "CLIENT_SECRET", "FALLBACK_PROJECT", "FakeAccount", "FakeGoogle", "Fault",
-           "RecordedRequest", "count_tokens", "format_duration", "parse_duration"]
+__all__ = [
+    "CLIENT_ID",
+    "CLIENT_SECRET",
+    "FALLBACK_PROJECT",
+    "FakeAccount",
+    "FakeGoogle",
+    "Fault",
+    "RecordedRequest",
+    "count_tokens",
+    "format_duration",
+    "parse_duration",
+]
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -70,21 +80,27 @@ def build_app(state: State) -> Starlette:
 
     async def not_found(request: Request) -> Response:
         record(state, request, None, None, "unknown")
-        return json_response(google_error(404, f"The requested URL {request.url.path} was not "
-                                               "found on this server."), 404)
+        return json_response(
+            google_error(
+                404, f"The requested URL {request.url.path} was not found on this server."
+            ),
+            404,
+        )
 
-    return Starlette(routes=[
-        Route("/token", oauth.token, methods=["POST"]),
-        Route("/oauth2/v2/userinfo", oauth.userinfo, methods=["GET"]),
-        Route("/o/oauth2/v2/auth", oauth.authorize, methods=["GET"]),
-        Route("/v1internal:{method}", cloudcode.rpc, methods=["POST"]),
-        Route("/v1internal/operations/{op}", cloudcode.operation, methods=["GET"]),
-        # More bases on the same fake (see FakeGoogle.v1internal_at), for endpoint fallback.
-        Route("/{base}/v1internal:{method}", cloudcode.rpc, methods=["POST"]),
-        Route("/{base}/v1internal/operations/{op}", cloudcode.operation, methods=["GET"]),
-        Route("/__fake__/health", health, methods=["GET"]),
-        Route("/{path:path}", not_found, methods=ALL_METHODS),
-    ])
+    return Starlette(
+        routes=[
+            Route("/token", oauth.token, methods=["POST"]),
+            Route("/oauth2/v2/userinfo", oauth.userinfo, methods=["GET"]),
+            Route("/o/oauth2/v2/auth", oauth.authorize, methods=["GET"]),
+            Route("/v1internal:{method}", cloudcode.rpc, methods=["POST"]),
+            Route("/v1internal/operations/{op}", cloudcode.operation, methods=["GET"]),
+            # More bases on the same fake (see FakeGoogle.v1internal_at), for endpoint fallback.
+            Route("/{base}/v1internal:{method}", cloudcode.rpc, methods=["POST"]),
+            Route("/{base}/v1internal/operations/{op}", cloudcode.operation, methods=["GET"]),
+            Route("/__fake__/health", health, methods=["GET"]),
+            Route("/{path:path}", not_found, methods=ALL_METHODS),
+        ]
+    )
 
 
 class FakeGoogle(State):
@@ -130,11 +146,19 @@ class FakeGoogle(State):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(build_app(self), log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            build_app(self),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
         server = self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve([sock])),
-                                        name=f"fake-google-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve([sock])),
+            name=f"fake-google-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -163,18 +187,33 @@ class FakeGoogle(State):
         self.stop()
 
     # -- accounts and tokens ------------------------------------------------------------
-    def add_account(self, email: str = "a@example.com",
-                    refresh_token: str | None = None, project: str | None = "proj-a",
-                    tier: str = "free-tier", paid_tier: tuple[str, str] | None = None,
-                    models: dict[str, dict[str, Any]] | None = None,
-                    access_token_ttl: int = 3599, name: str | None = None,
-                    ineligible_tiers: list[dict[str, str]] | None = None) -> FakeAccount:
+    def add_account(
+        self,
+        email: str = "a@example.com",
+        refresh_token: str | None = None,
+        project: str | None = "proj-a",
+        tier: str = "free-tier",
+        paid_tier: tuple[str, str] | None = None,
+        models: dict[str, dict[str, Any]] | None = None,
+        access_token_ttl: int = 3599,
+        name: str | None = None,
+        ineligible_tiers: list[dict[str, str]] | None = None,
+    ) -> FakeAccount:
         """A Google account the fake knows. project=None: loadCodeAssist names none, and
         onboardUser gives "onboarded-<n>" (unless onboard_fails). models: name ->
         {"remainingFraction": float | None, "resetTime": str, ...extra listing fields};
         default: four models at 1.0, resetting in an hour."""
-        return self.create_account(email, refresh_token, project, tier, paid_tier, models,
-                                   access_token_ttl, name, ineligible_tiers)
+        return self.create_account(
+            email,
+            refresh_token,
+            project,
+            tier,
+            paid_tier,
+            models,
+            access_token_ttl,
+            name,
+            ineligible_tiers,
+        )
 
     def account(self, email: str) -> FakeAccount:
         with self.lock:
@@ -198,21 +237,32 @@ class FakeGoogle(State):
                 if email is None or owner == email:
                     self.access[token] = (owner, 0.0)
 
-    def set_quota(self, email: str, model: str, remaining_fraction: float | None,
-                  reset_time: str | None = None) -> None:
+    def set_quota(
+        self,
+        email: str,
+        model: str,
+        remaining_fraction: float | None,
+        reset_time: str | None = None,
+    ) -> None:
         with self.lock:
             spec = self.accounts[email].models.setdefault(model, {"resetTime": ""})
             spec["remainingFraction"] = remaining_fraction
             if reset_time is not None:
                 spec["resetTime"] = reset_time
 
-    def issue_code(self, email: str, redirect_uri: str | None = None,
-                   code_challenge: str | None = None, challenge_method: str = "S256",
-                   offline: bool = True) -> str:
+    def issue_code(
+        self,
+        email: str,
+        redirect_uri: str | None = None,
+        code_challenge: str | None = None,
+        challenge_method: str = "S256",
+        offline: bool = True,
+    ) -> str:
         """An authorization code for `email`, as if the user had consented. redirect_uri
         None accepts any at the exchange; with code_challenge the exchange needs PKCE."""
-        return self.store_code(email, CodeGrant(redirect_uri, code_challenge,
-                                                   challenge_method, offline))
+        return self.store_code(
+            email, CodeGrant(redirect_uri, code_challenge, challenge_method, offline)
+        )
 
     def token_refresh_count(self, refresh_token: str) -> int:
         """refresh_token grant requests carrying this token (whatever they were answered)."""
@@ -220,9 +270,15 @@ class FakeGoogle(State):
             return self.refreshes[refresh_token]
 
     # -- faults, scripts, log ------------------------------------------------------------
-    def inject(self, fault: Fault, email: str | None = None,
-               model: str | None = None, method: str | None = None, times: int = 1,
-               contains: str | None = None) -> None:
+    def inject(
+        self,
+        fault: Fault,
+        email: str | None = None,
+        model: str | None = None,
+        method: str | None = None,
+        times: int = 1,
+        contains: str | None = None,
+    ) -> None:
         """Queue `fault` for the next `times` matching calls (None = any). method is a
         v1internal method ("streamGenerateContent", "fetchAvailableModels", ...),
         "operations", or an OAuth endpoint ("token", "userinfo", "authorize"); method=None
@@ -230,19 +286,26 @@ class FakeGoogle(State):
         text (a fault that follows one request, whichever account serves it)."""
         self.queue_fault(fault, email, model, method, times, contains)
 
-    def script(self, model: str | None = None, email: str | None = None,
-               parts: list[dict[str, Any]] | None = None, finish_reason: str | None = "STOP",
-               usage: dict[str, Any] | None = None, times: int = 1,
-               chunks: list[list[dict[str, Any]]] | None = None,
-               raw: list[dict[str, Any]] | None = None) -> None:
+    def script(
+        self,
+        model: str | None = None,
+        email: str | None = None,
+        parts: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = "STOP",
+        usage: dict[str, Any] | None = None,
+        times: int = 1,
+        chunks: list[list[dict[str, Any]]] | None = None,
+        raw: list[dict[str, Any]] | None = None,
+    ) -> None:
         """The next `times` matching generate calls answer these Gemini `parts` (one SSE
         event per part; `chunks` groups parts per event instead). usage None: computed.
         `raw`: inner `response` objects sent as the events verbatim (merged when not
         streamed) — for promptFeedback, groundingMetadata and other shapes."""
         if parts is None and chunks is None and raw is None:
             raise ValueError("script needs parts, chunks or raw")
-        self.add_script(Script(list(parts or []), finish_reason, usage, chunks, raw),
-                        email, model, times)
+        self.add_script(
+            Script(list(parts or []), finish_reason, usage, chunks, raw), email, model, times
+        )
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -252,8 +315,11 @@ class FakeGoogle(State):
     def calls(self, rpc: str | None = None, email: str | None = None) -> list[RecordedRequest]:
         """Recorded requests of one kind ("streamGenerateContent", "token", ...) and/or
         account."""
-        return [r for r in self.recorded() if (rpc is None or r.rpc == rpc)
-                and (email is None or r.account_email == email)]
+        return [
+            r
+            for r in self.recorded()
+            if (rpc is None or r.rpc == rpc) and (email is None or r.account_email == email)
+        ]
 
     def reset(self) -> None:
         """Forget faults, scripts and recorded requests and restore the switches

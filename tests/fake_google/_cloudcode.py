@@ -19,13 +19,21 @@ from ._http import Refusal, apply_fault, bearer, json_response, parse_json, reco
 from ._state import FakeAccount, Operation, State
 from ._validate import bad, check_contents, check_envelope, check_metadata, get, reject_unknown
 
-WWW_AUTHENTICATE = {"www-authenticate": 'Bearer realm="https://accounts.google.com/", '
-                                        'error="invalid_token"'}
-TIER_NAMES = {"free-tier": "Gemini Code Assist for individuals",
-              "standard-tier": "Gemini Code Assist", "legacy-tier": "Gemini Code Assist"}
-DISPLAY_NAMES = {"gemini-3-flash": "Gemini 3 Flash", "gemini-3-pro-high": "Gemini 3 Pro (High)",
-                 "gemini-3-pro-low": "Gemini 3 Pro (Low)", "claude-sonnet-4-6": "Claude Sonnet 4.6",
-                 "gemini-3.1-flash-image": "Gemini 3.1 Flash Image"}
+WWW_AUTHENTICATE = {
+    "www-authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+}
+TIER_NAMES = {
+    "free-tier": "Gemini Code Assist for individuals",
+    "standard-tier": "Gemini Code Assist",
+    "legacy-tier": "Gemini Code Assist",
+}
+DISPLAY_NAMES = {
+    "gemini-3-flash": "Gemini 3 Flash",
+    "gemini-3-pro-high": "Gemini 3 Pro (High)",
+    "gemini-3-pro-low": "Gemini 3 Pro (Low)",
+    "claude-sonnet-4-6": "Claude Sonnet 4.6",
+    "gemini-3.1-flash-image": "Gemini 3.1 Flash Image",
+}
 UNLISTED_MODEL = "chat_20706"  # listed without quotaInfo: clients must skip it
 
 
@@ -54,10 +62,13 @@ class CloudCode:
     def __init__(self, state: State) -> None:
         self.state = state
         self.methods: dict[str, Handler] = {
-            "loadCodeAssist": self.load_code_assist, "onboardUser": self.onboard_user,
+            "loadCodeAssist": self.load_code_assist,
+            "onboardUser": self.onboard_user,
             "fetchAvailableModels": self.fetch_available_models,
-            "retrieveUserQuotaSummary": self.quota_summary, "countTokens": self.count_tokens,
-            "generateContent": self.generate, "streamGenerateContent": self.generate,
+            "retrieveUserQuotaSummary": self.quota_summary,
+            "countTokens": self.count_tokens,
+            "generateContent": self.generate,
+            "streamGenerateContent": self.generate,
         }
 
     async def rpc(self, request: Request) -> Response:
@@ -99,13 +110,24 @@ class CloudCode:
     def _check_user_project(self, request: Request, account: FakeAccount) -> None:
         project = request.headers.get("x-goog-user-project")
         if project and not self.state.project_allowed(account, project):
-            raise Refusal.google(403, (
-                f"Caller does not have required permission to use project {project}. Grant the "
-                "caller the roles/serviceusage.serviceUsageConsumer role, or a custom role with "
-                "the serviceusage.services.use permission, and then retry."),
-                [error_info("USER_PROJECT_DENIED", {"consumer": f"projects/{project}",
-                                                    "service": "cloudcode-pa.googleapis.com"},
-                            domain="googleapis.com")])
+            raise Refusal.google(
+                403,
+                (
+                    f"Caller does not have required permission to use project {project}. Grant the "
+                    "caller the roles/serviceusage.serviceUsageConsumer role, or a custom role with "
+                    "the serviceusage.services.use permission, and then retry."
+                ),
+                [
+                    error_info(
+                        "USER_PROJECT_DENIED",
+                        {
+                            "consumer": f"projects/{project}",
+                            "service": "cloudcode-pa.googleapis.com",
+                        },
+                        domain="googleapis.com",
+                    )
+                ],
+            )
 
     # -- project discovery -------------------------------------------------------------
     def _allowed_tiers(self, account: FakeAccount) -> list[dict[str, Any]]:
@@ -152,14 +174,25 @@ class CloudCode:
         with self.state.lock:
             op.polls += 1
             if self.state.onboard_fails:
-                return {"name": op.name, "done": True, "error": {
-                    "code": 9, "message": "Onboarding failed: this account is not eligible "
-                                          "for Gemini Code Assist."}}
+                return {
+                    "name": op.name,
+                    "done": True,
+                    "error": {
+                        "code": 9,
+                        "message": "Onboarding failed: this account is not eligible "
+                        "for Gemini Code Assist.",
+                    },
+                }
             account.project, account.tier, account.onboarded = op.project, op.tier_id, True
-        return {"name": op.name, "done": True, "response": {
-            "@type": "type.googleapis.com/google.internal.cloud.code.v1internal."
-                     "OnboardUserResponse",
-            "cloudaicompanionProject": {"id": op.project, "name": op.project}}}
+        return {
+            "name": op.name,
+            "done": True,
+            "response": {
+                "@type": "type.googleapis.com/google.internal.cloud.code.v1internal."
+                "OnboardUserResponse",
+                "cloudaicompanionProject": {"id": op.project, "name": op.project},
+            },
+        }
 
     # -- quota ---------------------------------------------------------------------------
     def _check_project_field(self, call: Call) -> None:
@@ -174,8 +207,11 @@ class CloudCode:
         with self.state.lock:
             models = {name: _model_entry(name, spec) for name, spec in call.account.models.items()}
             deprecated = dict(self.state.deprecated_model_ids)
-        models[UNLISTED_MODEL] = {"displayName": "Chat", "maxTokens": 1048576,
-                                  "maxOutputTokens": 65536}
+        models[UNLISTED_MODEL] = {
+            "displayName": "Chat",
+            "maxTokens": 1048576,
+            "maxOutputTokens": 65536,
+        }
         return json_response({"models": models, "deprecatedModelIds": deprecated})
 
     async def quota_summary(self, call: Call) -> Response:
@@ -184,13 +220,33 @@ class CloudCode:
         now = time.time()
 
         def bucket(bucket_id: str, window: str, seconds: int) -> dict[str, Any]:
-            return {"bucketId": bucket_id, "window": window, "remainingFraction": 1.0,
-                    "resetTime": rfc3339(now + seconds)}
-        return json_response({"groups": [
-            {"displayName": "Gemini Models", "buckets": [
-                bucket("gemini-5h", "5h", 5 * 3600), bucket("gemini-weekly", "weekly", 7 * 86400)]},
-            {"displayName": "Claude and GPT models", "buckets": [
-                bucket("3p-5h", "5h", 5 * 3600), bucket("3p-weekly", "weekly", 7 * 86400)]}]})
+            return {
+                "bucketId": bucket_id,
+                "window": window,
+                "remainingFraction": 1.0,
+                "resetTime": rfc3339(now + seconds),
+            }
+
+        return json_response(
+            {
+                "groups": [
+                    {
+                        "displayName": "Gemini Models",
+                        "buckets": [
+                            bucket("gemini-5h", "5h", 5 * 3600),
+                            bucket("gemini-weekly", "weekly", 7 * 86400),
+                        ],
+                    },
+                    {
+                        "displayName": "Claude and GPT models",
+                        "buckets": [
+                            bucket("3p-5h", "5h", 5 * 3600),
+                            bucket("3p-weekly", "weekly", 7 * 86400),
+                        ],
+                    },
+                ]
+            }
+        )
 
     # -- generation ----------------------------------------------------------------------
     async def count_tokens(self, call: Call) -> Response:
@@ -208,8 +264,11 @@ class CloudCode:
         stream_fault = await call.checkpoint(model)
         self._check_quota(call.account, model)
         reply = build_reply(self.state.take_script(call.account.email, model), model, request)
-        issued = {p.get("thoughtSignature") for c in reply.whole().get("candidates") or []
-                  for p in (c.get("content") or {}).get("parts") or []}
+        issued = {
+            p.get("thoughtSignature")
+            for c in reply.whole().get("candidates") or []
+            for p in (c.get("content") or {}).get("parts") or []
+        }
         with self.state.lock:
             self.state.issued_signatures |= {sig for sig in issued if sig}
         trace_id = secrets.token_hex(8)
@@ -226,8 +285,13 @@ class CloudCode:
         def left() -> None:
             self.state.record_disconnect(email, model)
 
-        return EventStream(events, sse, headers, stream_fault,  # type: ignore[return-value]
-                           on_disconnect=left)
+        return EventStream(
+            events,
+            sse,
+            headers,
+            stream_fault,  # type: ignore[return-value]
+            on_disconnect=left,
+        )
 
     def _check_quota(self, account: FakeAccount, model: str) -> None:
         """An exhausted model (remainingFraction 0 or absent) answers 429 until resetTime."""
@@ -245,14 +309,18 @@ class CloudCode:
             pass
         fault = Fault.rate_limited(
             retry_delay=None if delay is None else f"{round(delay, 3):g}s",
-            quota_reset_delay=None if delay is None else format_duration(delay))
+            quota_reset_delay=None if delay is None else format_duration(delay),
+        )
         raise Refusal(429, fault.body(model))
 
 
 def _tier(tier_id: str) -> dict[str, Any]:
-    return {"id": tier_id, "name": TIER_NAMES.get(tier_id, tier_id),
-            "description": f"{TIER_NAMES.get(tier_id, tier_id)} (fake)",
-            "userDefinedCloudaicompanionProject": tier_id == "standard-tier"}
+    return {
+        "id": tier_id,
+        "name": TIER_NAMES.get(tier_id, tier_id),
+        "description": f"{TIER_NAMES.get(tier_id, tier_id)} (fake)",
+        "userDefinedCloudaicompanionProject": tier_id == "standard-tier",
+    }
 
 
 def _model_entry(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -261,10 +329,15 @@ def _model_entry(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         quota["remainingFraction"] = spec["remainingFraction"]
     quota["resetTime"] = spec.get("resetTime", "")
     entry: dict[str, Any] = {
-        "displayName": DISPLAY_NAMES.get(name, name), "quotaInfo": quota,
+        "displayName": DISPLAY_NAMES.get(name, name),
+        "quotaInfo": quota,
         "maxTokens": 200000 if name.startswith("claude") else 1048576,
-        "maxOutputTokens": 65536, "supportsThinking": "-image" not in name,
-        "thinkingBudget": 24576, "supportsImages": True, "recommended": True,
-        "supportedMimeTypes": {"image/png": True, "image/jpeg": True, "application/pdf": True}}
+        "maxOutputTokens": 65536,
+        "supportsThinking": "-image" not in name,
+        "thinkingBudget": 24576,
+        "supportsImages": True,
+        "recommended": True,
+        "supportedMimeTypes": {"image/png": True, "image/jpeg": True, "application/pdf": True},
+    }
     entry.update({k: v for k, v in spec.items() if k not in ("remainingFraction", "resetTime")})
     return entry

@@ -13,30 +13,50 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 DOMAIN = "cloudcode-pa.googleapis.com"
 STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-    404: "NOT_FOUND", 409: "ABORTED", 412: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
-    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    529: "UNAVAILABLE",
 }
 # How the OAuth token endpoint spells a failure of the same HTTP status.
-OAUTH_ERRORS = {400: "invalid_request", 401: "invalid_client", 403: "access_denied",
-                404: "not_found", 429: "rate_limit_exceeded"}
+OAUTH_ERRORS = {
+    400: "invalid_request",
+    401: "invalid_client",
+    403: "access_denied",
+    404: "not_found",
+    429: "rate_limit_exceeded",
+}
 STREAM_KINDS = frozenset({"cut_stream", "stall", "empty_stream"})
 BODY_KINDS = frozenset({"cut_body"})  # generateContent only
 
 
-def google_error(code: int, message: str, details: list[dict[str, Any]] | None = None,
-                 status: str | None = None) -> dict[str, Any]:
+def google_error(
+    code: int, message: str, details: list[dict[str, Any]] | None = None, status: str | None = None
+) -> dict[str, Any]:
     """The Google RPC error body: {"error": {code, message, status, details?}}."""
-    error: dict[str, Any] = {"code": code, "message": message,
-                             "status": status or STATUS_NAMES.get(code, "UNKNOWN")}
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "status": status or STATUS_NAMES.get(code, "UNKNOWN"),
+    }
     if details:
         error["details"] = details
     return {"error": error}
 
 
-def error_info(reason: str, metadata: dict[str, str] | None = None,
-               domain: str = DOMAIN) -> dict[str, Any]:
+def error_info(
+    reason: str, metadata: dict[str, str] | None = None, domain: str = DOMAIN
+) -> dict[str, Any]:
     detail: dict[str, Any] = {"@type": ERROR_INFO, "reason": reason, "domain": domain}
     if metadata:
         detail["metadata"] = metadata
@@ -116,23 +136,36 @@ class Fault:
 
     def oauth_body(self) -> dict[str, str]:
         """The same failure as the OAuth token endpoint words it."""
-        error = OAUTH_ERRORS.get(self.status,
-                                 "internal_failure" if self.status >= 500 else "invalid_request")
+        error = OAUTH_ERRORS.get(
+            self.status, "internal_failure" if self.status >= 500 else "invalid_request"
+        )
         return {"error": error, "error_description": self.message}
 
     # -- error answers -----------------------------------------------------------
     @classmethod
-    def error(cls, status: int, message: str, details: list[dict[str, Any]] | None = None,
-              headers: dict[str, str] | None = None, status_name: str | None = None) -> Fault:
+    def error(
+        cls,
+        status: int,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        status_name: str | None = None,
+    ) -> Fault:
         """Any Google RPC error: `status` HTTP code, `message`, optional details."""
         body = google_error(status, message, details, status_name)
-        return cls("error", status, message=message, headers=dict(headers or {}),
-                   build=lambda _model: body)
+        return cls(
+            "error", status, message=message, headers=dict(headers or {}), build=lambda _model: body
+        )
 
     @classmethod
-    def rate_limited(cls, retry_delay: str | None = None, quota_reset_delay: str | None = None,
-                     reason: str = "QUOTA_EXHAUSTED", message: str | None = None,
-                     model: str | None = None) -> Fault:
+    def rate_limited(
+        cls,
+        retry_delay: str | None = None,
+        quota_reset_delay: str | None = None,
+        reason: str = "QUOTA_EXHAUSTED",
+        message: str | None = None,
+        model: str | None = None,
+    ) -> Fault:
         """429 RESOURCE_EXHAUSTED. ErrorInfo always comes first (metadata: model of the
         request unless `model` is given, quotaResetDelay and quotaResetTimeStamp when
         `quota_reset_delay` is given); RetryInfo only when `retry_delay` is given."""
@@ -151,31 +184,45 @@ class Fault:
             details = [error_info(reason, metadata)]
             if retry_delay:
                 details.append({"@type": RETRY_INFO, "retryDelay": retry_delay})
-            return google_error(429, message or _rate_limit_message(reason, named, reset_seconds),
-                                details)
+            return google_error(
+                429, message or _rate_limit_message(reason, named, reset_seconds), details
+            )
 
-        return cls("error", 429, message=message or _rate_limit_message(reason, model,
-                                                                        reset_seconds),
-                   build=build)
+        return cls(
+            "error",
+            429,
+            message=message or _rate_limit_message(reason, model, reset_seconds),
+            build=build,
+        )
 
     @classmethod
     def unauthenticated(cls, reason: str = "ACCESS_TOKEN_TYPE_UNSUPPORTED") -> Fault:
         """401 UNAUTHENTICATED, as for a bad access token."""
-        return cls("error", 401, message=UNAUTHENTICATED_MESSAGE,
-                   headers={"www-authenticate": 'Bearer realm="https://accounts.google.com/", '
-                                                'error="invalid_token"'},
-                   build=lambda _model: unauthenticated_body(reason))
+        return cls(
+            "error",
+            401,
+            message=UNAUTHENTICATED_MESSAGE,
+            headers={
+                "www-authenticate": 'Bearer realm="https://accounts.google.com/", '
+                'error="invalid_token"'
+            },
+            build=lambda _model: unauthenticated_body(reason),
+        )
 
     @classmethod
-    def forbidden(cls, validation: bool = False, reason: str | None = None,
-                  message: str | None = None) -> Fault:
+    def forbidden(
+        cls, validation: bool = False, reason: str | None = None, message: str | None = None
+    ) -> Fault:
         """403 PERMISSION_DENIED; validation=True: reason VALIDATION_REQUIRED with a
         `validation_url` in the ErrorInfo metadata (the account must be verified)."""
         if validation:
             details = [error_info("VALIDATION_REQUIRED", {"validation_url": VALIDATION_URL})]
             return cls.error(403, message or "Verify your account to continue.", details)
-        return cls.error(403, message or "The caller does not have permission",
-                         [error_info(reason)] if reason else None)
+        return cls.error(
+            403,
+            message or "The caller does not have permission",
+            [error_info(reason)] if reason else None,
+        )
 
     @classmethod
     def not_found(cls, message: str = "Requested entity was not found.") -> Fault:
@@ -225,19 +272,23 @@ class Fault:
 UNAUTHENTICATED_MESSAGE = (
     "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
     "cookie or other valid authentication credential. See "
-    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
 MISSING_CREDENTIALS_MESSAGE = (
     "Request is missing required authentication credential. Expected OAuth 2 access token, "
     "login cookie or other valid authentication credential. See "
-    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
+    "https://developers.google.com/identity/sign-in/web/devconsole-project."
+)
 VALIDATION_URL = "https://accounts.google.com/signin/continue?sarp=1&scc=1&plt=fake-validation"
 
 
 def unauthenticated_body(reason: str) -> dict[str, Any]:
-    message = (MISSING_CREDENTIALS_MESSAGE if reason == "CREDENTIALS_MISSING"
-               else UNAUTHENTICATED_MESSAGE)
-    return google_error(401, message, [error_info(reason, {"service": DOMAIN},
-                                                  domain="googleapis.com")])
+    message = (
+        MISSING_CREDENTIALS_MESSAGE if reason == "CREDENTIALS_MISSING" else UNAUTHENTICATED_MESSAGE
+    )
+    return google_error(
+        401, message, [error_info(reason, {"service": DOMAIN}, domain="googleapis.com")]
+    )
 
 
 def _rate_limit_message(reason: str, model: str | None, reset_seconds: float | None) -> str:
@@ -246,6 +297,8 @@ def _rate_limit_message(reason: str, model: str | None, reset_seconds: float | N
     if reason == "RATE_LIMIT_EXCEEDED":
         return "Resource has been exhausted (e.g. check quota)."
     if reset_seconds is not None:
-        return ("You have exhausted your capacity on this model. Your quota will reset after "
-                f"{format_duration(reset_seconds, whole=True)}.")
+        return (
+            "You have exhausted your capacity on this model. Your quota will reset after "
+            f"{format_duration(reset_seconds, whole=True)}."
+        )
     return "You have exhausted your capacity on this model."

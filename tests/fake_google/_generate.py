@@ -15,8 +15,10 @@ from ._state import Script
 from ._validate import get
 
 # A 1×1 transparent PNG: the "generated image" of image models.
-PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
-           "60e6kgAAAABJRU5ErkJggg==")
+PNG_1X1 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"
+    "60e6kgAAAABJRU5ErkJggg=="
+)
 FAKE_SIGNATURE = "RmFrZVRob3VnaHRTaWduYXR1cmU="  # base64 of "FakeThoughtSignature"
 
 
@@ -76,8 +78,8 @@ def _describe(part: dict[str, Any]) -> str:
 @dataclass
 class Reply:
     model: str
-    parts: list[dict[str, Any]]          # the whole reply (non-streamed)
-    chunks: list[list[dict[str, Any]]]   # the same parts as streamed, one list per event
+    parts: list[dict[str, Any]]  # the whole reply (non-streamed)
+    chunks: list[list[dict[str, Any]]]  # the same parts as streamed, one list per event
     finish_reason: str | None
     usage: dict[str, Any]
     raw: list[dict[str, Any]] | None = None
@@ -109,8 +111,12 @@ class Reply:
         if self.finish_reason:
             candidate["finishReason"] = self.finish_reason
         candidate["index"] = 0
-        return {"candidates": [candidate], "usageMetadata": self.usage,
-                "modelVersion": self.model, "responseId": self.response_id}
+        return {
+            "candidates": [candidate],
+            "usageMetadata": self.usage,
+            "modelVersion": self.model,
+            "responseId": self.response_id,
+        }
 
 
 def merge_events(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,20 +140,29 @@ def build_reply(script: Script | None, model: str, request: dict[str, Any]) -> R
     if script is not None:
         chunks = script.chunks or [[p] for p in script.parts]
         parts = script.parts or [p for chunk in chunks for p in chunk]
-        return Reply(model, copy.deepcopy(parts), copy.deepcopy(chunks), script.finish_reason,
-                     script.usage or usage_for(contents, parts), copy.deepcopy(script.raw),
-                     _response_id())
+        return Reply(
+            model,
+            copy.deepcopy(parts),
+            copy.deepcopy(chunks),
+            script.finish_reason,
+            script.usage or usage_for(contents, parts),
+            copy.deepcopy(script.raw),
+            _response_id(),
+        )
     text = last_user_text(contents)
     thinking = get(get(request, "generationConfig"), "thinkingConfig")
     head: list[list[dict[str, Any]]] = []
     if get(thinking, "includeThoughts"):
-        head = [[{"text": f"Thinking about: {text}", "thought": True}],
-                [{"text": "", "thought": True, "thoughtSignature": FAKE_SIGNATURE}]]
+        head = [
+            [{"text": f"Thinking about: {text}", "thought": True}],
+            [{"text": "", "thought": True, "thoughtSignature": FAKE_SIGNATURE}],
+        ]
     answer = f"echo: {text}"
     half = len(text) // 2
     pieces = [p for p in ("echo: ", text[:half], text[half:]) if p]
-    tail = ([[{"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}]]
-            if "-image" in model else [])
+    tail = (
+        [[{"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}]] if "-image" in model else []
+    )
     parts = [p for chunk in head for p in chunk] + [{"text": answer}] + [t[0] for t in tail]
     chunks = head + [[{"text": piece}] for piece in pieces] + tail
     return Reply(model, parts, chunks, "STOP", usage_for(contents, parts), None, _response_id())
@@ -166,8 +181,14 @@ class EventStream:
     """An ASGI response sending events as SSE (`data: ...\\n\\n`) or as a JSON array, with
     the stream faults applied."""
 
-    def __init__(self, events: list[dict[str, Any]], sse: bool, headers: dict[str, str],
-                 fault: Fault | None, on_disconnect: Any = None) -> None:
+    def __init__(
+        self,
+        events: list[dict[str, Any]],
+        sse: bool,
+        headers: dict[str, str],
+        fault: Fault | None,
+        on_disconnect: Any = None,
+    ) -> None:
         self.on_disconnect = on_disconnect  # called when the client leaves mid-stream
         if fault is not None and fault.kind == "cut_stream":
             for event in events:
@@ -180,7 +201,8 @@ class EventStream:
         self.fault = fault
         media = "text/event-stream" if sse else "application/json; charset=UTF-8"
         self.headers = [(b"content-type", media.encode())] + [
-            (k.encode(), v.encode()) for k, v in headers.items()]
+            (k.encode(), v.encode()) for k, v in headers.items()
+        ]
 
     def _frame(self, i: int, event: dict[str, Any]) -> bytes:
         if self.sse:
@@ -189,6 +211,7 @@ class EventStream:
 
     async def _client_left(self, receive: Any, seconds: float) -> bool:
         """Wait `seconds`, or until the client disconnects (then report it: True)."""
+
         async def disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
@@ -209,8 +232,9 @@ class EventStream:
             for i, event in enumerate(self.events):
                 if cut_at is not None and i >= cut_at:
                     break
-                await send({"type": "http.response.body", "body": self._frame(i, event),
-                            "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": self._frame(i, event), "more_body": True}
+                )
                 stalled = i == 0 and fault is not None and fault.kind == "stall"
                 if stalled and await self._client_left(receive, fault.seconds):  # type: ignore[union-attr]
                     return
@@ -228,9 +252,10 @@ class CutBody:
 
     def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         raw = dumps(body).encode()
-        self.half = raw[:len(raw) // 2]
+        self.half = raw[: len(raw) // 2]
         self.headers = [(b"content-type", b"application/json; charset=UTF-8")] + [
-            (k.encode(), v.encode()) for k, v in headers.items()]
+            (k.encode(), v.encode()) for k, v in headers.items()
+        ]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})

@@ -24,8 +24,13 @@ class Refusal(Exception):
         self.headers = headers or {}
 
     @classmethod
-    def google(cls, code: int, message: str, details: list[dict[str, Any]] | None = None,
-               headers: dict[str, str] | None = None) -> Refusal:
+    def google(
+        cls,
+        code: int,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Refusal:
         return cls(code, google_error(code, message, details), headers)
 
     def response(self) -> Response:
@@ -36,10 +41,10 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    return Response(dumps(body), status, headers=headers,
-                    media_type="application/json; charset=UTF-8")
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        dumps(body), status, headers=headers, media_type="application/json; charset=UTF-8"
+    )
 
 
 def bearer(request: Request) -> str | None:
@@ -48,10 +53,18 @@ def bearer(request: Request) -> str | None:
 
 
 def record(state: State, request: Request, body: Any, email: str | None, rpc: str) -> None:
-    state.record(RecordedRequest(
-        method=request.method, path=request.url.path, query=dict(request.query_params),
-        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
-        account_email=email, at=time.monotonic(), rpc=rpc))
+    state.record(
+        RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            account_email=email,
+            at=time.monotonic(),
+            rpc=rpc,
+        )
+    )
 
 
 def parse_json(raw: bytes) -> tuple[Any, bool]:
@@ -72,5 +85,6 @@ async def apply_fault(fault: Fault | None, model: str | None = None, oauth: bool
     if fault.kind == "slow":
         await asyncio.sleep(fault.seconds)
     elif fault.kind == "error":
-        raise Refusal(fault.status, fault.oauth_body() if oauth else fault.body(model),
-                      fault.headers)
+        raise Refusal(
+            fault.status, fault.oauth_body() if oauth else fault.body(model), fault.headers
+        )

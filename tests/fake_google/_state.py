@@ -17,8 +17,12 @@ from ._faults import Fault, rfc3339
 CLIENT_ID = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
 CLIENT_SECRET = "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"
 FALLBACK_PROJECT = "bamboo-precept-lgxtn"  # works for everyone (UPSTREAM.md §4.2)
-DEFAULT_MODELS = ("gemini-3-flash", "gemini-3-pro-high", "claude-sonnet-4-6",
-                  "gemini-3.1-flash-image")
+DEFAULT_MODELS = (
+    "gemini-3-flash",
+    "gemini-3-pro-high",
+    "claude-sonnet-4-6",
+    "gemini-3.1-flash-image",
+)
 OAUTH_METHODS = frozenset({"token", "userinfo", "authorize"})
 
 
@@ -51,14 +55,14 @@ class FakeAccount:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    method: str                 # HTTP method
-    path: str                   # e.g. "/v1internal:streamGenerateContent"
+    method: str  # HTTP method
+    path: str  # e.g. "/v1internal:streamGenerateContent"
     query: dict[str, str]
-    headers: dict[str, str]     # lower-cased names
-    body: Any                   # parsed JSON, form dict, raw text when unparsable, or None
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, form dict, raw text when unparsable, or None
     account_email: str | None
-    at: float                   # time.monotonic()
-    rpc: str = ""               # "generateContent", "operations", "token", "userinfo", ...
+    at: float  # time.monotonic()
+    rpc: str = ""  # "generateContent", "operations", "token", "userinfo", ...
 
 
 @dataclass
@@ -84,10 +88,10 @@ class _Queued:
 
 @dataclass
 class CodeGrant:
-    redirect_uri: str | None = None    # None: any redirect_uri is accepted
+    redirect_uri: str | None = None  # None: any redirect_uri is accepted
     code_challenge: str | None = None
     challenge_method: str = "S256"
-    offline: bool = True               # access_type=offline and prompt=consent
+    offline: bool = True  # access_type=offline and prompt=consent
     used: bool = False
 
 
@@ -106,10 +110,10 @@ class State:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
-        self.accounts: dict[str, FakeAccount] = {}      # email -> account
+        self.accounts: dict[str, FakeAccount] = {}  # email -> account
         self.access: dict[str, tuple[str, float]] = {}  # access token -> (email, expires_at)
-        self.oauth_codes: dict[str, str] = {}           # code -> email (tests may write)
-        self.code_grants: dict[str, CodeGrant] = {}     # codes issued by the authorize page
+        self.oauth_codes: dict[str, str] = {}  # code -> email (tests may write)
+        self.code_grants: dict[str, CodeGrant] = {}  # codes issued by the authorize page
         self.operations: dict[str, Operation] = {}
         self.refreshes: Counter[str] = Counter()
         self._faults: list[_Queued] = []
@@ -121,14 +125,14 @@ class State:
 
     def set_defaults(self) -> None:
         """Switches a test may flip; reset() puts them back."""
-        self.consent_email: str | None = None   # None: the most recently added account
-        self.consent_error: str | None = None   # e.g. "access_denied": the user said no
+        self.consent_email: str | None = None  # None: the most recently added account
+        self.consent_error: str | None = None  # e.g. "access_denied": the user said no
         self.onboard_fails = False
-        self.enforce_quota = True               # remainingFraction 0/None answers 429
-        self.check_project = True               # foreign projects answer 403
-        self.check_thought_signatures = True    # gemini-3 function calls need signatures
-        self.check_claude_signatures = True     # claude thinking must carry an issued signature
-        self.check_tool_pairing = True          # claude tool calls need their results
+        self.enforce_quota = True  # remainingFraction 0/None answers 429
+        self.check_project = True  # foreign projects answer 403
+        self.check_thought_signatures = True  # gemini-3 function calls need signatures
+        self.check_claude_signatures = True  # claude thinking must carry an issued signature
+        self.check_tool_pairing = True  # claude tool calls need their results
         self.oauth_clients: dict[str, str] | None = {CLIENT_ID: CLIENT_SECRET}  # None: any
         self.deprecated_model_ids: dict[str, dict[str, str]] = {}
 
@@ -136,11 +140,18 @@ class State:
         return next(self._ids)
 
     # -- accounts and tokens -------------------------------------------------------
-    def create_account(self, email: str, refresh_token: str | None, project: str | None,
-                       tier: str, paid_tier: tuple[str, str] | None,
-                       models: dict[str, dict[str, Any]] | None, access_token_ttl: int,
-                       name: str | None, ineligible_tiers: list[dict[str, str]] | None
-                       ) -> FakeAccount:
+    def create_account(
+        self,
+        email: str,
+        refresh_token: str | None,
+        project: str | None,
+        tier: str,
+        paid_tier: tuple[str, str] | None,
+        models: dict[str, dict[str, Any]] | None,
+        access_token_ttl: int,
+        name: str | None,
+        ineligible_tiers: list[dict[str, str]] | None,
+    ) -> FakeAccount:
         if models is None:
             reset = rfc3339(time.time() + 3600)
             models = {m: {"remainingFraction": 1.0, "resetTime": reset} for m in DEFAULT_MODELS}
@@ -149,11 +160,17 @@ class State:
             if email in self.accounts:
                 raise ValueError(f"account {email} already exists")
             account = FakeAccount(
-                email=email, refresh_token=refresh_token or f"1//fake-{secrets.token_urlsafe(24)}",
-                project=project, tier=tier, paid_tier=paid_tier,
+                email=email,
+                refresh_token=refresh_token or f"1//fake-{secrets.token_urlsafe(24)}",
+                project=project,
+                tier=tier,
+                paid_tier=paid_tier,
                 models={k: dict(v) for k, v in models.items()},
-                access_token_ttl=access_token_ttl, user_id=str(10**20 + self.next_id()),
-                name=name or f"{local} Tester", ineligible_tiers=list(ineligible_tiers or []))
+                access_token_ttl=access_token_ttl,
+                user_id=str(10**20 + self.next_id()),
+                name=name or f"{local} Tester",
+                ineligible_tiers=list(ineligible_tiers or []),
+            )
             self.accounts[email] = account
             return account
 
@@ -175,8 +192,9 @@ class State:
 
     def account_by_refresh_token(self, refresh_token: str | None) -> FakeAccount | None:
         with self.lock:
-            return next((a for a in self.accounts.values()
-                         if a.refresh_token == refresh_token), None)
+            return next(
+                (a for a in self.accounts.values() if a.refresh_token == refresh_token), None
+            )
 
     def issue_access_token(self, account: FakeAccount) -> str:
         token = f"ya29.fake-{secrets.token_urlsafe(32)}"
@@ -199,13 +217,21 @@ class State:
             return self.accounts[email], ""
 
     # -- faults and scripts --------------------------------------------------------
-    def queue_fault(self, fault: Fault, email: str | None, model: str | None, method: str | None,
-               times: int, contains: str | None = None) -> None:
+    def queue_fault(
+        self,
+        fault: Fault,
+        email: str | None,
+        model: str | None,
+        method: str | None,
+        times: int,
+        contains: str | None = None,
+    ) -> None:
         with self.lock:
             self._faults.append(_Queued(fault, email, model, method, times, contains))
 
-    def take_fault(self, method: str, email: str | None, model: str | None,
-                   body: Any = None) -> Fault | None:
+    def take_fault(
+        self, method: str, email: str | None, model: str | None, body: Any = None
+    ) -> Fault | None:
         """The oldest fault matching this call, consumed once. method=None faults match
         v1internal calls only; OAuth endpoints need an explicit method. `body`: the call's
         parsed JSON, for faults that match on its text."""
@@ -233,8 +259,7 @@ class State:
         with self.lock:
             return sum(q.times for q in self._faults)
 
-    def add_script(self, script: Script, email: str | None, model: str | None,
-                   times: int) -> None:
+    def add_script(self, script: Script, email: str | None, model: str | None, times: int) -> None:
         with self.lock:
             self._scripts.append(_Queued(script, email, model, None, times))
 
@@ -272,6 +297,8 @@ class State:
 
 
 def _matches(queued: _Queued, method: str | None, email: str | None, model: str | None) -> bool:
-    return ((queued.method is None or queued.method == method)
-            and (queued.email is None or queued.email == email)
-            and (queued.model is None or queued.model == model))
+    return (
+        (queued.method is None or queued.method == method)
+        and (queued.email is None or queued.email == email)
+        and (queued.model is None or queued.model == model)
+    )

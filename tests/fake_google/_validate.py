@@ -11,22 +11,62 @@ from typing import Any
 from ._http import Refusal
 from ._state import FakeAccount, State
 
-ENVELOPE_FIELDS = frozenset({"project", "model", "request", "userAgent", "requestType",
-                             "requestId", "enabledCreditTypes", "userPromptId"})
+ENVELOPE_FIELDS = frozenset(
+    {
+        "project",
+        "model",
+        "request",
+        "userAgent",
+        "requestType",
+        "requestId",
+        "enabledCreditTypes",
+        "userPromptId",
+    }
+)
 METADATA_ENUMS = {
-    "ideType": ("IdeType", {"IDE_UNSPECIFIED", "VSCODE", "INTELLIJ", "VSCODE_CLOUD_WORKSTATION",
-                            "INTELLIJ_CLOUD_WORKSTATION", "CLOUD_SHELL", "ANTIGRAVITY"}),
-    "platform": ("Platform", {"PLATFORM_UNSPECIFIED", "DARWIN_AMD64", "DARWIN_ARM64",
-                              "LINUX_AMD64", "LINUX_ARM64", "WINDOWS_AMD64"}),
-    "pluginType": ("PluginType", {"PLUGIN_UNSPECIFIED", "CLOUD_CODE", "GEMINI",
-                                  "AIPLUGIN_INTELLIJ", "AIPLUGIN_STUDIO"}),
+    "ideType": (
+        "IdeType",
+        {
+            "IDE_UNSPECIFIED",
+            "VSCODE",
+            "INTELLIJ",
+            "VSCODE_CLOUD_WORKSTATION",
+            "INTELLIJ_CLOUD_WORKSTATION",
+            "CLOUD_SHELL",
+            "ANTIGRAVITY",
+        },
+    ),
+    "platform": (
+        "Platform",
+        {
+            "PLATFORM_UNSPECIFIED",
+            "DARWIN_AMD64",
+            "DARWIN_ARM64",
+            "LINUX_AMD64",
+            "LINUX_ARM64",
+            "WINDOWS_AMD64",
+        },
+    ),
+    "pluginType": (
+        "PluginType",
+        {"PLUGIN_UNSPECIFIED", "CLOUD_CODE", "GEMINI", "AIPLUGIN_INTELLIJ", "AIPLUGIN_STUDIO"},
+    ),
 }
-METADATA_FIELDS = frozenset({*METADATA_ENUMS, "ideVersion", "pluginVersion", "updateChannel",
-                             "duetProject", "ideName"})
-PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
-             "executableCode", "codeExecutionResult")
-PART_FIELDS = frozenset({*PART_DATA, "thought", "thoughtSignature", "videoMetadata",
-                         "partMetadata", "mediaResolution"})
+METADATA_FIELDS = frozenset(
+    {*METADATA_ENUMS, "ideVersion", "pluginVersion", "updateChannel", "duetProject", "ideName"}
+)
+PART_DATA = (
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+)
+PART_FIELDS = frozenset(
+    {*PART_DATA, "thought", "thoughtSignature", "videoMetadata", "partMetadata", "mediaResolution"}
+)
 
 
 def bad(message: str) -> Refusal:
@@ -54,8 +94,9 @@ def reject_unknown(obj: dict[str, Any], allowed: Iterable[str], where: str = "")
     for key in obj:
         if camel(key) not in allowed:
             at = f" at '{where}'" if where else ""
-            raise bad(f'Invalid JSON payload received. Unknown name "{key}"{at}: '
-                      "Cannot find field.")
+            raise bad(
+                f'Invalid JSON payload received. Unknown name "{key}"{at}: Cannot find field.'
+            )
 
 
 def check_metadata(body: dict[str, Any]) -> None:
@@ -68,8 +109,10 @@ def check_metadata(body: dict[str, Any]) -> None:
     for name, (enum, values) in METADATA_ENUMS.items():
         value = get(metadata, name)
         if value is not None and value not in values:
-            raise bad(f"Invalid value at 'metadata.{snake(name)}' (type.googleapis.com/google."
-                      f"internal.cloud.code.v1internal.ClientMetadata.{enum}), \"{value}\"")
+            raise bad(
+                f"Invalid value at 'metadata.{snake(name)}' (type.googleapis.com/google."
+                f'internal.cloud.code.v1internal.ClientMetadata.{enum}), "{value}"'
+            )
 
 
 # -- contents ----------------------------------------------------------------------
@@ -88,11 +131,14 @@ def check_contents(contents: Any, where: str, alternate: bool) -> list[dict[str,
         if role not in ("user", "model"):
             raise bad(f"Please use a valid role: user, model. ({at}.role is {role!r})")
         if alternate and i == 0 and role != "user":
-            raise bad(f'Please ensure that the first content has role "user" ({at}.role is '
-                      f'"{role}").')
+            raise bad(
+                f'Please ensure that the first content has role "user" ({at}.role is "{role}").'
+            )
         if alternate and role == previous:
-            raise bad("Please ensure that multiturn requests alternate between user and "
-                      f'model: {at} repeats role "{role}".')
+            raise bad(
+                "Please ensure that multiturn requests alternate between user and "
+                f'model: {at} repeats role "{role}".'
+            )
         previous = role
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
@@ -110,13 +156,16 @@ def _check_part(part: Any, at: str) -> None:
     if not present:
         raise bad(f"* {at}.data: required oneof field 'data' must have one initialized field")
     if len(present) > 1:
-        raise bad(f"Invalid JSON payload received. Oneof field 'data' is already set. Cannot "
-                  f"set '{present[1]}' at '{at}'")
+        raise bad(
+            f"Invalid JSON payload received. Oneof field 'data' is already set. Cannot "
+            f"set '{present[1]}' at '{at}'"
+        )
 
 
 # -- the generate envelope -----------------------------------------------------------
-def check_envelope(state: State, account: FakeAccount, body: dict[str, Any]
-                   ) -> tuple[str, dict[str, Any]]:
+def check_envelope(
+    state: State, account: FakeAccount, body: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
     """(model, inner request) of a valid generate envelope."""
     reject_unknown(body, ENVELOPE_FIELDS)
     project = body.get("project")
@@ -147,13 +196,23 @@ def check_envelope(state: State, account: FakeAccount, body: dict[str, Any]
 
 
 def project_denied(project: str) -> Refusal:
-    return Refusal.google(403, f"Permission 'cloudaicompanion.companions.generateChat' denied on "
-                               f"resource '//cloudresourcemanager.googleapis.com/projects/"
-                               f"{project}' (or it may not exist).",
-                          [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                            "reason": "IAM_PERMISSION_DENIED", "domain": "iam.googleapis.com",
-                            "metadata": {"permission": "cloudaicompanion.companions.generateChat",
-                                         "resource": f"projects/{project}"}}])
+    return Refusal.google(
+        403,
+        f"Permission 'cloudaicompanion.companions.generateChat' denied on "
+        f"resource '//cloudresourcemanager.googleapis.com/projects/"
+        f"{project}' (or it may not exist).",
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "IAM_PERMISSION_DENIED",
+                "domain": "iam.googleapis.com",
+                "metadata": {
+                    "permission": "cloudaicompanion.companions.generateChat",
+                    "resource": f"projects/{project}",
+                },
+            }
+        ],
+    )
 
 
 def _integer(value: Any, at: str) -> int | None:
@@ -177,15 +236,30 @@ def _check_generation_config(config: Any, model: str) -> None:
     if budget is not None and level is not None:
         raise bad("You can only set only one of thinking budget and thinking level.")
     if level is not None and not model.startswith("claude"):
-        raise bad(f"thinkingLevel is not supported for model {model} on this endpoint; "
-                  "use thinkingBudget.")
+        raise bad(
+            f"thinkingLevel is not supported for model {model} on this endpoint; "
+            "use thinkingBudget."
+        )
     if max_out is not None and budget is not None and max_out <= budget:
-        raise bad(f"maxOutputTokens ({max_out}) must be greater than "
-                  f"thinkingConfig.thinkingBudget ({budget}).")
+        raise bad(
+            f"maxOutputTokens ({max_out}) must be greater than "
+            f"thinkingConfig.thinkingBudget ({budget})."
+        )
 
 
-SCHEMA_FIELDS = frozenset({"type", "description", "properties", "required", "items", "enum",
-                           "title", "format", "nullable"})
+SCHEMA_FIELDS = frozenset(
+    {
+        "type",
+        "description",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "title",
+        "format",
+        "nullable",
+    }
+)
 SCHEMA_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object"})
 
 
@@ -195,12 +269,16 @@ def _check_schema(node: Any, at: str, depth: int = 0) -> None:
         raise bad(f"Invalid value at '{at}': expected an object")
     for key in node:
         if key not in SCHEMA_FIELDS:
-            raise bad(f"Invalid JSON payload received. Unknown name \"{key}\" at '{at}': "
-                      "Cannot find field.")
+            raise bad(
+                f"Invalid JSON payload received. Unknown name \"{key}\" at '{at}': "
+                "Cannot find field."
+            )
     kind = node.get("type")
     if kind is not None and (not isinstance(kind, str) or kind.lower() not in SCHEMA_TYPES):
-        raise bad(f"Invalid value at '{at}.type' (type.googleapis.com/google.ai."
-                  f"generativelanguage.v1beta.Type), {kind!r}")
+        raise bad(
+            f"Invalid value at '{at}.type' (type.googleapis.com/google.ai."
+            f"generativelanguage.v1beta.Type), {kind!r}"
+        )
     props = node.get("properties")
     if props is not None:
         if not isinstance(props, dict):
@@ -220,15 +298,20 @@ def _check_tools(tools: Any) -> None:
     for i, tool in enumerate(tools):
         declarations = get(tool, "functionDeclarations")
         if declarations is not None and not isinstance(declarations, list):
-            raise bad(f"Invalid value at 'request.tools[{i}].function_declarations': "
-                      "expected a list")
+            raise bad(
+                f"Invalid value at 'request.tools[{i}].function_declarations': expected a list"
+            )
         for j, declaration in enumerate(declarations or []):
             if get(declaration, "parameters") is not None:
-                _check_schema(get(declaration, "parameters"),
-                              f"request.tools[{i}].function_declarations[{j}].parameters")
+                _check_schema(
+                    get(declaration, "parameters"),
+                    f"request.tools[{i}].function_declarations[{j}].parameters",
+                )
     declares = any(get(t, "functionDeclarations") for t in tools)
-    searches = any(get(t, "googleSearch") is not None or get(t, "googleSearchRetrieval")
-                   is not None for t in tools)
+    searches = any(
+        get(t, "googleSearch") is not None or get(t, "googleSearchRetrieval") is not None
+        for t in tools
+    )
     if declares and searches:
         raise bad("Multiple tools are supported only when they are all search tools.")
 
@@ -257,8 +340,9 @@ def _check_thought_signatures(contents: list[dict[str, Any]]) -> None:
     (the sentinel `skip_thought_signature_validator` counts as one)."""
     start = 0
     for i, content in enumerate(contents):
-        if content["role"] == "user" and any(get(p, "functionResponse") is None
-                                             for p in content["parts"]):
+        if content["role"] == "user" and any(
+            get(p, "functionResponse") is None for p in content["parts"]
+        ):
             start = i + 1
     for i in range(start, len(contents)):
         if contents[i]["role"] != "model":
@@ -268,19 +352,24 @@ def _check_thought_signatures(contents: list[dict[str, Any]]) -> None:
             if call is None:
                 continue
             if not get(part, "thoughtSignature"):
-                raise bad("Function call is missing a thought_signature in functionCall parts. "
-                          "This is required for tools to work correctly, and missing "
-                          "thought_signature may lead to degraded model performance. "
-                          f"Additional data, function call `{get(call, 'name')}` , position "
-                          f"request.contents[{i}].parts[{j}]. Please refer to "
-                          "https://ai.google.dev/gemini-api/docs/thought-signatures for more "
-                          "details.")
+                raise bad(
+                    "Function call is missing a thought_signature in functionCall parts. "
+                    "This is required for tools to work correctly, and missing "
+                    "thought_signature may lead to degraded model performance. "
+                    f"Additional data, function call `{get(call, 'name')}` , position "
+                    f"request.contents[{i}].parts[{j}]. Please refer to "
+                    "https://ai.google.dev/gemini-api/docs/thought-signatures for more "
+                    "details."
+                )
             break  # only the first call of a step carries the signature
 
 
 def _ids(content: dict[str, Any], kind: str) -> list[tuple[int, str]]:
-    return [(j, str(get(get(p, kind), "id"))) for j, p in enumerate(content["parts"])
-            if get(p, kind) is not None and get(get(p, kind), "id")]
+    return [
+        (j, str(get(get(p, kind), "id")))
+        for j, p in enumerate(content["parts"])
+        if get(p, kind) is not None and get(get(p, kind), "id")
+    ]
 
 
 def _check_tool_pairing(contents: list[dict[str, Any]]) -> None:
@@ -289,18 +378,24 @@ def _check_tool_pairing(contents: list[dict[str, Any]]) -> None:
     for i, content in enumerate(contents):
         if content["role"] == "model" and i + 1 < len(contents):
             answered = {call_id for _, call_id in _ids(contents[i + 1], "functionResponse")}
-            missing = [call_id for _, call_id in _ids(content, "functionCall")
-                       if call_id not in answered]
+            missing = [
+                call_id for _, call_id in _ids(content, "functionCall") if call_id not in answered
+            ]
             if missing:
-                raise bad(f"messages.{i}: `tool_use` ids were found without `tool_result` "
-                          f"blocks immediately after: {', '.join(missing)}. Each `tool_use` "
-                          "block must have a corresponding `tool_result` block in the next "
-                          "message.")
+                raise bad(
+                    f"messages.{i}: `tool_use` ids were found without `tool_result` "
+                    f"blocks immediately after: {', '.join(missing)}. Each `tool_use` "
+                    "block must have a corresponding `tool_result` block in the next "
+                    "message."
+                )
         if content["role"] == "user":
-            asked = ({call_id for _, call_id in _ids(contents[i - 1], "functionCall")}
-                     if i else set())
+            asked = (
+                {call_id for _, call_id in _ids(contents[i - 1], "functionCall")} if i else set()
+            )
             for j, call_id in _ids(content, "functionResponse"):
                 if call_id not in asked:
-                    raise bad(f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
-                              f"`tool_result` blocks: {call_id}. Each `tool_result` block must "
-                              "have a corresponding `tool_use` block in the previous message.")
+                    raise bad(
+                        f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {call_id}. Each `tool_result` block must "
+                        "have a corresponding `tool_use` block in the previous message."
+                    )
