@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Engine
@@ -24,6 +24,7 @@ from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 from agproxy.pool import Pool
+from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.router.mapping import route
@@ -32,6 +33,9 @@ from agproxy.upstream.zai import ZaiClient
 log = logging.getLogger("agproxy.service")
 
 NO_ACCOUNTS = "no available accounts, please add an account first"
+Provider = Literal["google", "zai"]
+GOOGLE: Provider = "google"
+ZAI: Provider = "zai"
 # How long a moved-away listener keeps serving so the start response still gets out.
 MOVE_GRACE_SECONDS = 0.5
 
@@ -52,6 +56,7 @@ class Gateway:
     scheduler: Scheduler
     policy: Policy
     zai: ZaiClient
+    zai_keys: KeyRing
     monitor: MonitorWriter | None = None
     app: ASGIApp | None = None
     running: bool = False
@@ -80,20 +85,22 @@ class Gateway:
         """The model that serves `requested`: mapping rules, then the pool's catalog."""
         return route(requested, self.settings.model_mapping, self.catalog())
 
-    def use_zai(self, requested: str) -> bool:
-        """Does this Anthropic request go to z.ai, by the dispatch mode?"""
+    def plan(self, requested: str, rotate: bool = True) -> tuple[Provider, ...]:
+        """The providers that may answer an Anthropic request for `requested`, in the
+        order they are asked: each after the one before has no account or key left (all
+        cooling down, refused, or failed for this request). `rotate`: this request takes
+        its turn in `pooled` mode (a token count does not)."""
         settings = self.settings
         if not settings.zai_can_serve:
-            return False
-        mode = settings.zai_dispatch_mode
-        if mode == "exclusive":
-            return True
+            return (GOOGLE,)
         model = self.route_model(requested)
-        if mode == "fallback":
-            return model is None or not self.scheduler.has_free(model)
+        if settings.zai_dispatch_mode == "exclusive" or model is None:
+            return (ZAI,)
+        if settings.zai_dispatch_mode == "fallback":
+            return (GOOGLE, ZAI) if self.scheduler.has_free(model) else (ZAI, GOOGLE)
         # pooled: z.ai is one more slot in the rotation
-        self._zai_turn += 1
-        return model is None or self._zai_turn % (len(self.pool) + 1) == 0
+        self._zai_turn += rotate
+        return (ZAI, GOOGLE) if self._zai_turn % (len(self.pool) + 1) == 0 else (GOOGLE, ZAI)
 
     @property
     def lan_exposed(self) -> bool:

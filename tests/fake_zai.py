@@ -31,10 +31,18 @@ STREAM = (
 )
 
 
+def zai_error(status: int, kind: str, message: str) -> bytes:
+    """An error body as z.ai (the Anthropic API's shape) sends it."""
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
 class FakeZai:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        # Fault injection: the next requests are answered with these (status, body,
+        # headers), one each, before the normal answers resume.
+        self.faults: list[tuple[int, bytes, dict[str, str]]] = []
         app = Starlette(
             routes=[
                 Route("/api/anthropic/v1/messages", self.messages, methods=["POST"]),
@@ -58,6 +66,16 @@ class FakeZai:
     def stop(self) -> None:
         self._server.should_exit = True
 
+    def inject(
+        self, status: int, body: bytes, headers: dict[str, str] | None = None, times: int = 1
+    ) -> None:
+        with self._lock:
+            self.faults.extend([(status, body, headers or {})] * times)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
     def _record(self, request: Request, body: Any) -> Response | None:
         with self._lock:
             self.requests.append(
@@ -67,6 +85,11 @@ class FakeZai:
                     "headers": {k.lower(): v for k, v in request.headers.items()},
                 }
             )
+        with self._lock:
+            fault = self.faults.pop(0) if self.faults else None
+        if fault is not None:
+            status, raw, headers = fault
+            return Response(raw, status, headers=headers, media_type="application/json")
         if request.headers.get("x-api-key") != KEY:
             return Response(
                 b'{"type":"error","error":{"type":"authentication_error",'

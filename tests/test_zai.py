@@ -9,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 from fake_google import Fault
-from fake_zai import KEY, STREAM, FakeZai
+from fake_zai import KEY, STREAM, FakeZai, zai_error
 
 from conftest import add_accounts, google_env
 
@@ -135,10 +135,17 @@ def test_fallback_only_when_google_cannot_serve(
     gw, acct = _with_google(gateway_factory, fake_google, zai, "fallback")
     assert "x-agproxy-provider" not in ask(gw).headers  # Google serves
     fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=acct.email, times=5)
-    limited = ask(gw)  # the one account gets 429 during this request: cooled down
-    assert limited.status_code == 429
+    # The one account gets a 429 during this request and cools down: the same request
+    # fails over to z.ai, and the client never sees the 429.
     rescued = ask(gw)
     assert rescued.status_code == 200 and rescued.headers["x-agproxy-provider"] == "zai"
+    record = gw.admin("GET", "/api/logs").json()["logs"][0]
+    assert [a["outcome"] for a in record["attempts"]] == ["429 rate_limited", "ok"]
+    assert record["attempts"][1]["account"] == "z.ai" and record["provider"] == "zai"
+    # While the account cools down, z.ai serves at once (Google is not asked).
+    google_calls = len(fake_google.calls("streamGenerateContent", email=acct.email))
+    assert ask(gw).headers["x-agproxy-provider"] == "zai"
+    assert len(fake_google.calls("streamGenerateContent", email=acct.email)) == google_calls
 
 
 def test_off_never_uses_zai(gateway_factory: Any, fake_google: Any, zai: FakeZai) -> None:
@@ -146,3 +153,83 @@ def test_off_never_uses_zai(gateway_factory: Any, fake_google: Any, zai: FakeZai
     before = len(zai.requests)
     assert all("x-agproxy-provider" not in ask(gw).headers for _ in range(3))
     assert len(zai.requests) == before
+
+
+# -- z.ai under the same resilience policy as the Google pool ------------------------------
+
+
+@pytest.fixture
+def exclusive(gateway_factory: Any, zai: FakeZai) -> Iterator[Any]:
+    zai.reset()
+    yield gateway_factory(**zai_env(zai, "exclusive"))
+    zai.reset()
+
+
+def test_a_zai_5xx_is_retried_and_the_monitor_shows_each_attempt(
+    exclusive: Any, zai: FakeZai
+) -> None:
+    zai.inject(529, zai_error(529, "overloaded_error", "Overloaded"))
+    before = len(zai.requests)
+    client = anthropic.Anthropic(
+        api_key=exclusive.api_key, base_url=exclusive.base_url, max_retries=0
+    )
+    answer = client.messages.create(
+        model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert answer.content[0].text == "z.ai answered as glm-4.7"
+    assert len(zai.requests) - before == 2
+    [record] = exclusive.admin("GET", "/api/logs").json()["logs"]
+    assert [(a["account"], a["outcome"]) for a in record["attempts"]] == [
+        ("z.ai", "529 capacity"),
+        ("z.ai", "ok"),
+    ]
+    # Failing on every attempt: the client gets the upstream's failure, not a 429.
+    zai.inject(503, zai_error(503, "api_error", "down"), times=10)
+    with pytest.raises(anthropic.InternalServerError) as failed:
+        client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert failed.value.status_code == 503 and "down" in str(failed.value)
+
+
+def test_a_bad_request_is_zais_answer_as_it_is(exclusive: Any, zai: FakeZai) -> None:
+    body = zai_error(400, "invalid_request_error", "max_tokens: must be positive")
+    zai.inject(400, body)
+    before = len(zai.requests)
+    response = ask(exclusive)
+    assert (response.status_code, response.content) == (400, body)
+    assert len(zai.requests) - before == 1  # the request's fault: not retried
+
+
+def test_a_rate_limited_key_cools_down_and_the_client_is_told_when(
+    exclusive: Any, zai: FakeZai
+) -> None:
+    zai.inject(429, zai_error(429, "rate_limit_error", "slow down"), {"retry-after": "40"})
+    first = ask(exclusive)
+    assert first.status_code == 429 and 35 <= int(first.headers["retry-after"]) <= 40
+    assert first.json()["type"] == "error"
+    before = len(zai.requests)
+    again = ask(exclusive)  # the key is cooling down: z.ai is not asked
+    assert again.status_code == 429 and "z.ai" in again.json()["error"]["message"]
+    assert len(zai.requests) == before
+
+
+def test_pooled_fails_over_to_google_when_zai_refuses_its_key(
+    gateway_factory: Any, fake_google: Any, zai: FakeZai
+) -> None:
+    zai.reset()
+    gw, acct = _with_google(gateway_factory, fake_google, zai, "pooled")
+    zai.inject(401, zai_error(401, "authentication_error", "invalid x-api-key"), times=5)
+    served = [ask(gw) for _ in range(4)]  # z.ai's turn comes in the first two
+    assert all(r.status_code == 200 for r in served)
+    assert all("x-agproxy-provider" not in r.headers for r in served)  # Google answered all
+    refused = [r for r in gw.admin("GET", "/api/logs").json()["logs"] if len(r["attempts"]) == 2]
+    assert [(a["account"], a["outcome"]) for a in refused[0]["attempts"]] == [
+        ("z.ai", "401 auth_expired"),
+        (
+            acct.email[0] + "***" + acct.email.split("@")[0][-1] + "@" + acct.email.split("@")[1],
+            "ok",
+        ),
+    ]
+    assert len(refused) == 1  # the refused key is set aside: z.ai's next turn skips it
+    zai.reset()

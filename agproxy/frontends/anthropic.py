@@ -22,7 +22,7 @@ from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
 from agproxy.router.mapping import close_matches
-from agproxy.service import Gateway
+from agproxy.service import ZAI, Gateway
 from agproxy.translate.anthropic import MessageStream, messages_to_gemini
 from agproxy.translate.claude_code import (
     PROMPT_TOO_LONG,
@@ -116,8 +116,23 @@ async def messages(request: Request) -> Response:
         return raw
     if gateway.settings.intercept_warmup and is_warmup(raw):
         return _warmup(raw)
-    if gateway.use_zai(str(raw["model"])):
-        return await zai.forward(request, "/v1/messages", raw)
+    failure: Exhausted | None = None
+    for provider in gateway.plan(str(raw["model"])):
+        try:
+            if provider == ZAI:
+                return await zai.forward(request, "/v1/messages", raw)
+            return await _from_google(request, gateway, raw)
+        except Exhausted as exc:
+            failure = exc  # no account or key left at this provider: ask the next one
+        except UpstreamError as error:
+            return _refused(error)
+    assert failure is not None
+    return exhausted(ANTHROPIC, failure)
+
+
+async def _from_google(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Response:
+    """The request translated for the Google pool and answered through it. Raises
+    Exhausted and UpstreamError (what happens then is the caller's choice)."""
     background = gateway.settings.background_model
     if background and is_background_task(raw):
         raw = {**raw, "model": background, "thinking": None}
@@ -138,23 +153,12 @@ async def messages(request: Request) -> Response:
     translator = MessageStream(str(body["model"]))
     session = user_id or conversation_key(inner["contents"])
     headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
-    try:
-        first, events = await _call(gateway, body, model, inner, session)
-        if body.get("stream") is True:
-            return event_stream(
-                relay(
-                    _MessageFrames(translator, signatures),
-                    first,
-                    events,
-                    gateway.settings.stream_ping_seconds,
-                ),
-                headers,
-            )
-        await collect(translator.feed, first, events)
-    except Exhausted as failure:
-        return exhausted(ANTHROPIC, failure)
-    except UpstreamError as error:
-        return _refused(error)
+    first, events = await _call(gateway, body, model, inner, session)
+    if body.get("stream") is True:
+        frames = _MessageFrames(translator, signatures)
+        every = gateway.settings.stream_ping_seconds
+        return event_stream(relay(frames, first, events, every), headers)
+    await collect(translator.feed, first, events)
     translator.finish()
     signatures.remember(translator.signatures)
     _note_usage(translator)
@@ -287,11 +291,11 @@ async def count_tokens(request: Request) -> Response:
     raw = await _body(request)
     if isinstance(raw, Response):
         return raw
-    if gateway.settings.zai_can_serve and (
-        gateway.settings.zai_dispatch_mode == "exclusive"
-        or gateway.route_model(str(raw["model"])) is None
-    ):
-        return await zai.forward(request, "/v1/messages/count_tokens", raw)
+    if gateway.plan(str(raw["model"]), rotate=False) == (ZAI,):
+        try:
+            return await zai.forward(request, "/v1/messages/count_tokens", raw)
+        except (Exhausted, UpstreamError):
+            return _estimate(raw, str(raw["model"]))
     parsed = await _body_and_model(request, raw)
     if isinstance(parsed, Response):
         return parsed
@@ -310,8 +314,17 @@ async def count_tokens(request: Request) -> Response:
     try:
         result = await gateway.policy.run(model, None, attempt)
     except (Exhausted, UpstreamError):
-        return JSONResponse(
-            {"input_tokens": estimate_tokens(inner)}, headers={"x-agproxy-estimate": "true"}
-        )
+        return _estimate(body, model)
     total = int((result.get("response") or result).get("totalTokens", 0))
     return JSONResponse({"input_tokens": total})
+
+
+def _estimate(body: dict[str, Any], model: str) -> Response:
+    """About four characters a token, when no upstream can count (a header says so)."""
+    try:
+        inner = messages_to_gemini({**body, "max_tokens": 1}, model)
+    except BadRequest as exc:
+        return _error(400, exc.message)
+    return JSONResponse(
+        {"input_tokens": estimate_tokens(inner)}, headers={"x-agproxy-estimate": "true"}
+    )

@@ -1,5 +1,6 @@
 """z.ai as the Anthropic front end's second provider: the request forwarded as it is,
-the answer streamed back byte for byte while the monitor reads its token counts."""
+through the key ring (retries, cooldowns, the monitor's attempts), and the answer streamed
+back byte for byte while the monitor reads its token counts."""
 
 from __future__ import annotations
 
@@ -11,21 +12,26 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.monitor import note, note_tokens
-from agproxy.protocols import Protocol, error_response
+from agproxy.pool.keyring import KeyAttempt
 from agproxy.service import Gateway
-from agproxy.upstream.zai import ZaiUnavailable
+from agproxy.upstream.zai import ZaiResponse, zai_model
 
 USAGE_SCAN_LIMIT = 1 << 20  # bytes of a z.ai answer read for its token counts
 
 
 async def forward(request: Request, path: str, body: dict[str, Any]) -> Response:
-    """The Anthropic request as z.ai's: forwarded as it is, answered byte for byte."""
+    """The Anthropic request as z.ai's: forwarded as it is, answered byte for byte.
+    Raises Exhausted when no key is left (the caller may fail over to Google), and
+    UpstreamError for a refusal of the request's own."""
     gateway: Gateway = request.app.state.gateway
     headers = {k.lower(): v for k, v in request.headers.items()}
-    try:
-        answer = await gateway.zai.forward(path, body, headers)
-    except ZaiUnavailable as exc:
-        return error_response(Protocol.ANTHROPIC, 502, exc.message)
+    settings = gateway.settings
+
+    async def attempt(a: KeyAttempt) -> ZaiResponse:
+        return await gateway.zai.forward(path, body, headers, a.key)
+
+    model = zai_model(str(body.get("model") or ""), settings)
+    answer = await gateway.zai_keys.run(model, settings.retry_max_attempts, attempt)
     note(routed_model=answer.model)
     return StreamingResponse(
         _tap_usage(answer.body),

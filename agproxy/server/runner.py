@@ -19,6 +19,7 @@ from agproxy.db import open_database
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError
 from agproxy.pool import Pool
+from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.server.app import build_app
@@ -184,6 +185,11 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
         scheduler,
         Policy(scheduler, accounts),
         zai,
+        KeyRing(
+            "z.ai",
+            lambda: [store.settings.zai_api_key or ""],
+            lambda: store.settings.default_cooldown_seconds,
+        ),
         MonitorWriter(engine, lambda: store.settings),
     )
     build_app(gateway)

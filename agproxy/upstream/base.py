@@ -1,9 +1,14 @@
-"""The seam between the request pipeline and an upstream: what frontends/pipeline.py
-drives through the retry policy.
+"""The seams between the request pipeline and the upstreams.
 
-Cloud Code Assist (`CloudCodeClient`) implements it. z.ai does not yet: its requests are
-passed through byte for byte by frontends/zai.py, outside the policy; making it (and
-other key-based providers) implement this surface is the open part of issue 12.
+Each provider is two parts: a wire client that raises `UpstreamError` already classified
+(the same `Failure` kinds whatever the backend), and the credentials it rotates under one
+resilience policy, with the same retries, cooldowns, failover and monitor attempts:
+- the Google pool: `CloudCodeClient` (the `Upstream` surface below, speaking the Gemini
+  pivot) driven by pool/policy.py over the accounts;
+- z.ai: `ZaiClient.forward` (Anthropic requests passed through as they are) driven by
+  pool/keyring.py over its keys.
+A front end asks the providers in the order `Gateway.plan` gives, moving to the next when
+one raises `Exhausted` (no account or key left).
 """
 
 from __future__ import annotations

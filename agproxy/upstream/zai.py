@@ -1,7 +1,8 @@
 """z.ai: an Anthropic-compatible provider, forwarded as it is (no translation).
 
 The client's body goes through with `cache_control` keys removed and the model id
-mapped to a GLM model; the answer (JSON or SSE) streams back byte for byte.
+mapped to a GLM model; the answer (JSON or SSE) streams back byte for byte. Which key
+asks, and what a refusal means, is the key ring's business (pool/keyring.py).
 """
 
 from __future__ import annotations
@@ -14,16 +15,11 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
-from agproxy.upstream.errors import describe
+from agproxy.upstream.errors import Failure, UpstreamError, classify, describe
 
 FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta", "user-agent")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
-
-
-class ZaiUnavailable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+ERROR_BODY_LIMIT = 1 << 20  # bytes of an error answer read to classify it
 
 
 def strip_cache_control(node: Any) -> Any:
@@ -65,19 +61,21 @@ class ZaiClient:
         self._session = session
 
     async def forward(
-        self, path: str, body: dict[str, Any], client_headers: dict[str, str]
+        self, path: str, body: dict[str, Any], client_headers: dict[str, str], key: str
     ) -> ZaiResponse:
-        """POST the body to z.ai's `path` (/v1/messages or /v1/messages/count_tokens)."""
+        """POST the body to z.ai's `path` (/v1/messages or /v1/messages/count_tokens) with
+        `key`. A refusal that concerns the key or z.ai (429, 401, 403, 404, 5xx, a
+        connection that fails) is an UpstreamError, classified as a Google one is, so the
+        key ring decides what follows; z.ai's answer to a bad request is passed on as it is
+        (its body is already the Anthropic error the client expects)."""
         settings = self.settings()
-        if not settings.zai_api_key:
-            raise ZaiUnavailable("z.ai api key is not set (zai_api_key)")
         payload = strip_cache_control(body)
         if isinstance(payload.get("model"), str):
             payload["model"] = zai_model(payload["model"], settings)
         headers = {k: v for k, v in client_headers.items() if k in FORWARDED_HEADERS}
         headers.setdefault("content-type", "application/json")
-        headers["x-api-key"] = settings.zai_api_key
-        headers["authorization"] = f"Bearer {settings.zai_api_key}"
+        headers["x-api-key"] = key
+        headers["authorization"] = f"Bearer {key}"
         url = settings.zai_base_url.rstrip("/") + path
         try:
             response = await self._session().post(
@@ -88,16 +86,32 @@ class ZaiClient:
                 proxy=settings.upstream_proxy,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise ZaiUnavailable(f"z.ai request failed: {describe(exc)}") from exc
+            raise UpstreamError(
+                Failure.TRANSPORT, 502, f"z.ai request failed: {describe(exc)}"
+            ) from exc
+        content_type = response.headers.get("Content-Type", "application/json")
+        model = payload.get("model")
+        if response.status < 400:
+            return ZaiResponse(response.status, content_type, _relay(response), model)
+        async with response:
+            try:
+                raw = await response.content.read(ERROR_BODY_LIMIT)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise UpstreamError(
+                    Failure.TRANSPORT, 502, f"z.ai answer failed: {describe(exc)}"
+                ) from exc
+        error = classify(response.status, raw, response.headers.get("Retry-After"))
+        if error.kind in (Failure.INVALID_REQUEST, Failure.OTHER):
+            return ZaiResponse(response.status, content_type, _replay(raw), model)
+        error.message = f"z.ai: {error.message}"
+        raise error
 
-        async def body_bytes() -> AsyncIterator[bytes]:
-            async with response:
-                async for chunk in response.content.iter_any():
-                    yield chunk
 
-        return ZaiResponse(
-            response.status,
-            response.headers.get("Content-Type", "application/json"),
-            body_bytes(),
-            payload.get("model"),
-        )
+async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async with response:
+        async for chunk in response.content.iter_any():
+            yield chunk
+
+
+async def _replay(raw: bytes) -> AsyncIterator[bytes]:
+    yield raw
