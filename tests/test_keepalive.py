@@ -110,3 +110,126 @@ def test_without_pings_the_same_client_gives_up(gateway_factory: Any, fake_googl
             messages=[{"role": "user", "content": "think slowly"}],
         )
         list(stream)
+    with pytest.raises(openai.APITimeoutError):  # and a non-streamed call
+        client.chat.completions.create(
+            model="gemini-3-flash", messages=[{"role": "user", "content": "think slowly"}]
+        )
+
+
+# -- before the answer starts: non-streamed calls, and streams slow to begin ---------------
+
+
+@pytest.fixture
+def slow(gateway_factory: Any, fake_google: Any) -> tuple[Gateway, Any]:
+    """The upstream says nothing for SILENCE seconds before it answers at all."""
+    from fake_google import Fault
+
+    gateway, accounts = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_STREAM_PING_SECONDS="0.3"
+    )
+    fake_google.inject(Fault.slow(2.0), email=accounts[0].email, times=20)
+    return gateway, accounts[0]
+
+
+def test_non_streamed_calls_survive_a_silent_upstream(slow: tuple[Gateway, Any]) -> None:
+    gw, _ = slow
+    openai_client = openai.OpenAI(
+        api_key=gw.api_key, base_url=gw.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
+    chat = openai_client.chat.completions.create(
+        model="gemini-3-flash", messages=[{"role": "user", "content": "think slowly"}]
+    )
+    assert chat.choices[0].message.content == "echo: think slowly"
+    response = openai_client.responses.create(model="gemini-3-flash", input="think slowly")
+    assert response.output_text == "echo: think slowly"
+    message = anthropic.Anthropic(
+        api_key=gw.api_key,
+        base_url=gw.base_url,
+        timeout=anthropic.Timeout(30.0, read=1.5),
+        max_retries=0,
+    ).messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "think slowly"}],
+    )
+    assert message.content[0].text == "echo: think slowly"  # type: ignore[union-attr]
+    gemini = genai.Client(
+        api_key=gw.api_key, http_options=types.HttpOptions(base_url=gw.base_url, timeout=1500)
+    )
+    answer = gemini.models.generate_content(model="gemini-3-flash", contents="think slowly")
+    assert answer.text == "echo: think slowly"
+    # The whitespace came first: the body is still one JSON document.
+    raw = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert raw.content.startswith(b"\n") and raw.json()["object"] == "chat.completion"
+
+
+def test_streams_slow_to_begin_survive(slow: tuple[Gateway, Any]) -> None:
+    gw, _ = slow
+    client = openai.OpenAI(
+        api_key=gw.api_key, base_url=gw.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
+    stream = client.chat.completions.create(
+        model="gemini-3-flash", stream=True, messages=[{"role": "user", "content": "think slowly"}]
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == (
+        "echo: think slowly"
+    )
+    with anthropic.Anthropic(
+        api_key=gw.api_key,
+        base_url=gw.base_url,
+        timeout=anthropic.Timeout(30.0, read=1.5),
+        max_retries=0,
+    ).messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "think slowly"}],
+    ) as s:
+        assert s.get_final_text() == "echo: think slowly"
+    gemini = genai.Client(
+        api_key=gw.api_key, http_options=types.HttpOptions(base_url=gw.base_url, timeout=1500)
+    )
+    chunks = gemini.models.generate_content_stream(model="gemini-3-flash", contents="think slowly")
+    assert "".join(c.text or "" for c in chunks) == "echo: think slowly"
+
+
+def test_a_failure_after_the_headers_is_the_protocols_error_in_the_body(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    from fake_google import Fault
+
+    gw, [acct] = gateway_with(gateway_factory, fake_google, 1, AGPROXY_STREAM_PING_SECONDS="0.3")
+    refusal = Fault.error(400, "Request contains an invalid argument.").late(1.0)
+    fake_google.inject(refusal, email=acct.email, times=2)
+    late = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=PATIENCE,
+    )
+    assert late.status_code == 200  # the headers had to go out before the refusal came
+    assert late.content.startswith(b"\n")
+    assert "invalid argument" in late.json()["error"]["message"]
+    # The monitor records what happened, not the 200 the headers said.
+    record = gw.admin("GET", "/api/logs").json()["logs"][0]
+    assert record["status"] == 400 and "invalid argument" in record["error"]
+    # A stream: the SDK raises the error event.
+    client = openai.OpenAI(
+        api_key=gw.api_key, base_url=gw.base_url + "/v1", timeout=PATIENCE, max_retries=0
+    )
+    with pytest.raises(openai.APIError, match="invalid argument"):
+        list(
+            client.chat.completions.create(
+                model="gemini-3-flash", stream=True, messages=[{"role": "user", "content": "hi"}]
+            )
+        )
+    # A quick refusal is still an honest status.
+    fake_google.inject(Fault.error(400, "Request contains an invalid argument."), email=acct.email)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gemini-3-flash", messages=[{"role": "user", "content": "hi"}]
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import httpx
@@ -63,30 +64,8 @@ def run_checks(base: str, api_key: str, admin_secret: str, emit: Callable[[Check
         )
         return False
     status = admin.json()
-    if not status["running"]:
-        report(
-            Check(
-                False,
-                "proxy service is stopped",
-                "`agproxy start` (it prints why it cannot start), or Start in the console",
-            )
-        )
-    else:
-        report(
-            Check(True, f"proxy service running with {status['active_accounts']} active accounts")
-        )
-
-    if health.status_code == 200 and health.json() == {"status": "ok"}:
-        report(Check(True, 'GET /healthz → {"status":"ok"}'))
-    elif status["running"]:
-        report(
-            Check(
-                False,
-                f"GET /healthz answered HTTP {health.status_code}: {health.text[:200]}",
-                "see the message above",
-            )
-        )
-
+    for check in _service_checks(status, health):
+        report(check)
     if not status["running"]:
         return False
     for check in _key_checks(client, api_key):
@@ -94,6 +73,26 @@ def run_checks(base: str, api_key: str, admin_secret: str, emit: Callable[[Check
     for check in _real_requests(client, api_key):
         report(check)
     return healthy
+
+
+def _service_checks(status: dict[str, Any], health: httpx.Response) -> Iterator[Check]:
+    """Is the proxy service running, and does /healthz answer as the seed shows?"""
+    if not status["running"]:
+        yield Check(
+            False,
+            "proxy service is stopped",
+            "`agproxy start` (it prints why it cannot start), or Start in the console",
+        )
+    else:
+        yield Check(True, f"proxy service running with {status['active_accounts']} active accounts")
+    if health.status_code == 200 and health.json() == {"status": "ok"}:
+        yield Check(True, 'GET /healthz → {"status":"ok"}')
+    elif status["running"]:
+        yield Check(
+            False,
+            f"GET /healthz answered HTTP {health.status_code}: {health.text[:200]}",
+            "see the message above",
+        )
 
 
 def _key_checks(client: httpx.Client, api_key: str) -> Iterator[Check]:

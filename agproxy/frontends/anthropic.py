@@ -15,9 +15,10 @@ from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends import zai
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.frontends.failures import upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
-from agproxy.frontends.pipeline import collect, event_stream, relay, stream_generate
+from agproxy.frontends.keepalive import ANTHROPIC_SSE, JSON_WAIT
+from agproxy.frontends.pipeline import collect, event_stream, relay, respond, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
@@ -116,6 +117,14 @@ async def messages(request: Request) -> Response:
         return raw
     if gateway.settings.intercept_warmup and is_warmup(raw):
         return _warmup(raw)
+    waiting = ANTHROPIC_SSE if raw.get("stream") is True else JSON_WAIT
+    every = gateway.settings.stream_ping_seconds
+    return respond(ANTHROPIC, _answer(request, gateway, raw), every, waiting, _refused)
+
+
+async def _answer(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Response:
+    """The providers asked in the gateway's order, each after the one before has no
+    account or key left; the last one's Exhausted is raised."""
     failure: Exhausted | None = None
     for provider in gateway.plan(str(raw["model"])):
         try:
@@ -123,11 +132,9 @@ async def messages(request: Request) -> Response:
                 return await zai.forward(request, "/v1/messages", raw)
             return await _from_google(request, gateway, raw)
         except Exhausted as exc:
-            failure = exc  # no account or key left at this provider: ask the next one
-        except UpstreamError as error:
-            return _refused(error)
+            failure = exc
     assert failure is not None
-    return exhausted(ANTHROPIC, failure)
+    raise failure
 
 
 async def _from_google(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Response:

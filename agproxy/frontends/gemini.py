@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.failures import exhausted, upstream_failure
-from agproxy.frontends.keepalive import BLANK_LINE, WHITESPACE
-from agproxy.frontends.pipeline import event_stream, relay, stream_generate
+from agproxy.frontends.failures import upstream_failure
+from agproxy.frontends.keepalive import BLANK_LINE, GEMINI_SSE, JSON_WAIT, WHITESPACE
+from agproxy.frontends.pipeline import event_stream, relay, respond, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
@@ -129,14 +129,12 @@ async def _generate(
             wrap(inner, a.model, a.creds.project or "", a.account.id), a.creds
         )
 
-    try:
+    async def answer() -> Response:
         result = await gateway.policy.run(model, session, attempt)
-    except Exhausted as failure:
-        return exhausted(GOOGLE, failure)
-    except UpstreamError as error:
-        return upstream_failure(GOOGLE, error)
-    _note_usage(result)
-    return JSONResponse(result, headers=headers)
+        _note_usage(result)
+        return JSONResponse(result, headers=headers)
+
+    return respond(GOOGLE, answer(), gateway.settings.stream_ping_seconds)
 
 
 def _note_usage(event: Any) -> None:
@@ -157,19 +155,17 @@ async def _stream(
     headers: dict[str, str],
     sse: bool,
 ) -> Response:
-    try:
+    every = gateway.settings.stream_ping_seconds
+
+    async def answer() -> Response:
         # Retried only before the first byte: after it, a failure ends the stream.
         first, events = await stream_generate(gateway, model, session, lambda: inner, whole=False)
-    except Exhausted as failure:
-        return exhausted(GOOGLE, failure)
-    except UpstreamError as error:
-        return upstream_failure(GOOGLE, error)
-    every = gateway.settings.stream_ping_seconds
-    if sse:
-        return event_stream(relay(_SSEFrames(), first, events, every), headers)
-    return StreamingResponse(
-        relay(_ArrayFrames(), first, events, every), media_type="application/json", headers=headers
-    )
+        if sse:
+            return event_stream(relay(_SSEFrames(), first, events, every), headers)
+        frames = relay(_ArrayFrames(), first, events, every)
+        return StreamingResponse(frames, media_type="application/json", headers=headers)
+
+    return respond(GOOGLE, answer(), every, GEMINI_SSE if sse else JSON_WAIT)
 
 
 def _stream_error(error: UpstreamError) -> bytes:

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
-from agproxy.frontends.keepalive import SSE_COMMENT
-from agproxy.frontends.pipeline import collect, event_stream, relay, stream_generate
+from agproxy.frontends.keepalive import JSON_WAIT, OPENAI_SSE, SSE_COMMENT
+from agproxy.frontends.pipeline import collect, event_stream, relay, respond, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_body
@@ -121,21 +121,21 @@ async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Res
     headers = {"x-agproxy-model": model}
     stream = body.get("stream") is True
     translator = ChatStream(requested, include_usage=bool(options.get("include_usage")))
-    try:
+    every = settings.stream_ping_seconds
+
+    async def answer() -> Response:
         first, events = await stream_generate(
             gateway, model, session, lambda: inner, whole=not stream
         )
         if stream:
             frames = _ChatFrames(translator, legacy)
-            return event_stream(relay(frames, first, events, settings.stream_ping_seconds), headers)
+            return event_stream(relay(frames, first, events, every), headers)
         await collect(translator.feed, first, events)
-    except Exhausted as failure:
-        return exhausted(OPENAI, failure)
-    except UpstreamError as error:
-        return upstream_failure(OPENAI, error)
-    result = translator.collect()
-    _note_chat_usage(translator)
-    return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
+        result = translator.collect()
+        _note_chat_usage(translator)
+        return JSONResponse(as_text_completion(result) if legacy else result, headers=headers)
+
+    return respond(OPENAI, answer(), every, OPENAI_SSE if stream else JSON_WAIT)
 
 
 def _note_chat_usage(translator: ChatStream) -> None:
@@ -235,24 +235,22 @@ async def responses(request: Request) -> Response:
     translator = ResponsesStream(str(body["model"]))
     headers = {"x-agproxy-model": model}
     stream = body.get("stream") is True
-    try:
+    every = settings.stream_ping_seconds
+
+    async def answer() -> Response:
         first, events = await stream_generate(
             gateway, model, conversation_key(inner["contents"]), lambda: inner, whole=not stream
         )
         if stream:
-            return event_stream(
-                relay(_ResponsesFrames(translator), first, events, settings.stream_ping_seconds),
-                headers,
-            )
+            frames = _ResponsesFrames(translator)
+            return event_stream(relay(frames, first, events, every), headers)
         await collect(translator.feed, first, events)
-    except Exhausted as failure:
-        return exhausted(OPENAI, failure)
-    except UpstreamError as error:
-        return upstream_failure(OPENAI, error)
-    translator.finish()
-    _note_responses_usage(translator)
-    status = "incomplete" if translator.incomplete else "completed"
-    return JSONResponse(translator.response(status), headers=headers)
+        translator.finish()
+        _note_responses_usage(translator)
+        status = "incomplete" if translator.incomplete else "completed"
+        return JSONResponse(translator.response(status), headers=headers)
+
+    return respond(OPENAI, answer(), every, OPENAI_SSE if stream else JSON_WAIT)
 
 
 def _note_responses_usage(translator: ResponsesStream) -> None:

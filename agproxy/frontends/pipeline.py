@@ -8,13 +8,15 @@ and its `Frames`: how upstream events become the bytes its clients read.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from agproxy.frontends.keepalive import pinged
-from agproxy.pool.policy import Attempt
+from agproxy.frontends.failures import exhausted, upstream_failure
+from agproxy.frontends.keepalive import JSON_WAIT, Waiting, patiently, pinged
+from agproxy.pool.policy import Attempt, Exhausted
+from agproxy.protocols import Protocol as ClientProtocol
 from agproxy.service import Gateway
 from agproxy.translate.envelope import wrap
 from agproxy.upstream import Upstream, UpstreamError, open_stream
@@ -91,3 +93,30 @@ def event_stream(body: AsyncIterator[bytes], headers: dict[str, str]) -> Streami
     return StreamingResponse(
         body, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
     )
+
+
+def respond(
+    protocol: ClientProtocol,
+    work: Awaitable[Response],
+    every: float,
+    waiting: Waiting = JSON_WAIT,
+    refused: Callable[[UpstreamError], Response] | None = None,
+) -> Response:
+    """The answer `work` builds, the client kept waiting with keep-alives while it is not
+    ready (see keepalive.patiently). A request that failed upstream gets the protocol's
+    error: `exhausted` when no account was left, else `refused` (by default the upstream's
+    error as it is)."""
+    return patiently(protocol, _answered(protocol, work, refused), every, waiting)
+
+
+async def _answered(
+    protocol: ClientProtocol,
+    work: Awaitable[Response],
+    refused: Callable[[UpstreamError], Response] | None,
+) -> Response:
+    try:
+        return await work
+    except Exhausted as failure:
+        return exhausted(protocol, failure)
+    except UpstreamError as error:
+        return refused(error) if refused else upstream_failure(protocol, error)

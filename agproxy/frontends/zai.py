@@ -32,7 +32,7 @@ async def forward(request: Request, path: str, body: dict[str, Any]) -> Response
 
     model = zai_model(str(body.get("model") or ""), settings)
     answer = await gateway.zai_keys.run(model, settings.retry_max_attempts, attempt)
-    note(routed_model=answer.model)
+    note(routed_model=answer.model, provider="zai")
     return StreamingResponse(
         _tap_usage(answer.body),
         status_code=answer.status,

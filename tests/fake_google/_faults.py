@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -244,6 +244,11 @@ class Fault:
     def slow(cls, seconds: float) -> Fault:
         """Wait `seconds`, then answer normally."""
         return cls("slow", seconds=seconds)
+
+    def late(self, seconds: float) -> Fault:
+        """This error fault, answered after `seconds` of silence."""
+        assert self.kind == "error"
+        return replace(self, seconds=seconds)
 
     @classmethod
     def cut_stream(cls, after_events: int = 1) -> Fault:

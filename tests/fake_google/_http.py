@@ -85,6 +85,7 @@ async def apply_fault(fault: Fault | None, model: str | None = None, oauth: bool
     if fault.kind == "slow":
         await asyncio.sleep(fault.seconds)
     elif fault.kind == "error":
+        await asyncio.sleep(fault.seconds)  # an error that comes late (Fault.late)
         raise Refusal(
             fault.status, fault.oauth_body() if oauth else fault.body(model), fault.headers
         )
