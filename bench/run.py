@@ -39,6 +39,7 @@ CHAT_BODY = {
     "model": MODEL,
     "messages": [{"role": "user", "content": "Hello, please introduce yourself"}],
 }
+MESSAGES_BODY = {**CHAT_BODY, "max_tokens": 256}
 DIRECT_BODY = {
     "project": "bench-project",
     "model": MODEL,
@@ -262,6 +263,32 @@ def main() -> None:
                     n if conc > 1 else n // 3,
                     "sse",
                     client_body={**CHAT_BODY, "stream": True},
+                )
+            )
+        messages_url = f"http://127.0.0.1:{gw_port}/v1/messages"
+        for conc in (1, 16):
+            rows.append(
+                scenario(
+                    "anthropic messages",
+                    messages_url,
+                    upstream_stream,
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                    client_body=MESSAGES_BODY,
+                    direct_flags=("sse",),
+                )
+            )
+            rows.append(
+                scenario(
+                    "anthropic messages stream",
+                    messages_url,
+                    upstream_stream,
+                    gateway,
+                    conc,
+                    n if conc > 1 else n // 3,
+                    "sse",
+                    client_body={**MESSAGES_BODY, "stream": True},
                 )
             )
     finally:

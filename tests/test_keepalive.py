@@ -5,6 +5,8 @@ official SDK must parse the whole answer all the same."""
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import anthropic
@@ -114,6 +116,10 @@ def test_without_pings_the_same_client_gives_up(gateway_factory: Any, fake_googl
         client.chat.completions.create(
             model="gemini-3-flash", messages=[{"role": "user", "content": "think slowly"}]
         )
+    # The gateway saw both clients leave (499), and the calls they waited for ended too.
+    time.sleep(SILENCE)
+    records = gateway.admin("GET", "/api/logs").json()["logs"][:2]
+    assert [r["status"] for r in records] == [499, 499]
 
 
 # -- before the answer starts: non-streamed calls, and streams slow to begin ---------------
@@ -233,3 +239,32 @@ def test_a_failure_after_the_headers_is_the_protocols_error_in_the_body(
         client.chat.completions.create(
             model="gemini-3-flash", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_a_client_that_leaves_while_kept_waiting_ends_the_call(
+    slow: tuple[Gateway, Any],
+) -> None:
+    gw, _ = slow
+    body = b'{"model":"gemini-3-flash","messages":[{"role":"user","content":"hi"}]}'
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {gw.api_key}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        seen = b""
+        while b"\r\n\r\n1\r\n\n" not in seen:  # the headers, then the first filler (chunked)
+            seen += sock.recv(4096)
+        assert seen.startswith(b"HTTP/1.1 200") and b"content-length" not in seen.lower()
+    time.sleep(2.5)  # past the upstream's silence: had the call gone on, it would be done
+    record = gw.admin("GET", "/api/logs").json()["logs"][0]
+    assert record["status"] == 499 and record["output_tokens"] is None
+    ok = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}", "Content-Type": "application/json"},
+        content=body,
+        timeout=30,
+    )
+    assert ok.json()["choices"][0]["message"]["content"] == "echo: hi"

@@ -28,9 +28,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from agproxy.monitor import note
+from agproxy.net.connection import HUNG_UP
 from agproxy.protocols import Protocol, error_response
 
 log = logging.getLogger("agproxy.keepalive")
+FIRST = asyncio.FIRST_COMPLETED
 
 SSE_COMMENT = b": keep-alive\n\n"
 BLANK_LINE = b"\r\n"
@@ -125,40 +127,100 @@ class _Patient(Response):
         self.protocol, self.work, self.every, self.waiting = protocol, work, every, waiting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.ensure_future(self.work)
+        # The work runs in this task; only a timer waits beside it, so a quick answer (the
+        # most common by far) costs no extra task.
+        filler = _Filler(scope, receive, send, self.raw_headers, self.waiting, self.every)
+        timer = asyncio.get_running_loop().call_later(self.every, filler.begin)
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.every)
-            if done:
-                await task.result()(scope, receive, send)
-                return
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            while not done:
-                await send({"type": "http.response.body", "body": self.waiting.filler,
-                            "more_body": True})  # fmt: skip
-                done, _ = await asyncio.wait({task}, timeout=self.every)
-            await self._late(task, send)
-        finally:
-            if not task.done():
-                task.cancel()  # the client left: so does the call it was waiting for
-                with anyio.CancelScope(shield=True):
-                    await asyncio.wait({task})
-
-    async def _late(self, task: asyncio.Future[Response], send: Send) -> None:
-        """The answer after the headers went out: its body, or its error in the body."""
-        try:
-            response = task.result()
+            response = await self.work
         except Exception:
+            if not filler.began:
+                raise
             log.exception("a patient answer failed after its headers were sent")
             response = error_response(self.protocol, 500, "internal error in the gateway")
+        finally:
+            timer.cancel()
+            with anyio.CancelScope(shield=True):  # even when the client left
+                await filler.stop()
+        if filler.began:
+            await self._late(response, send)
+        else:
+            await response(scope, receive, send)
+
+    async def _late(self, response: Response, send: Send) -> None:
+        """The answer after the headers went out: its body, or its error in the body."""
         if response.status_code >= 400:
             body = bytes(response.body)
             note(status=response.status_code, error=body.decode("utf-8", "replace")[:2000])
             await send({"type": "http.response.body", "body": self.waiting.late_error(body)})
             return
         if isinstance(response, StreamingResponse):
-            async for chunk in response.body_iterator:
-                data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            chunks = response.body_iterator
+            try:
+                async for chunk in chunks:
+                    data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+            finally:
+                if isinstance(chunks, AsyncGenerator):
+                    await chunks.aclose()  # the upstream stream closes with it
             await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.body", "body": bytes(response.body)})
+
+
+class _Filler:
+    """Once begun: the headers, then the filler every `every` seconds until stopped; a
+    client that leaves meanwhile cancels the task that waits for the answer (and the
+    upstream call with it), as a hang-up before the headers does (net/connection.py).
+    Stopping waits for a send under way to finish: a send is never cut in two."""
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        waiting: Waiting,
+        every: float,
+    ) -> None:
+        self.scope, self.receive, self.send = scope, receive, send
+        self.headers, self.filler, self.every = headers, waiting.filler, every
+        self.owner = asyncio.current_task()
+        self.task: asyncio.Task[None] | None = None
+        self.stopping: asyncio.Future[None] | None = None
+
+    @property
+    def began(self) -> bool:
+        return self.task is not None
+
+    def begin(self) -> None:
+        self.stopping = asyncio.get_running_loop().create_future()
+        self.task = asyncio.ensure_future(self._run(self.stopping))
+
+    async def _run(self, stopping: asyncio.Future[None]) -> None:
+        gone = asyncio.ensure_future(self._disconnect())
+        try:
+            await self.send({"type": "http.response.start", "status": 200, "headers": self.headers})
+            while not stopping.done():
+                await self.send({"type": "http.response.body", "body": self.filler,
+                                 "more_body": True})  # fmt: skip
+                await asyncio.wait({stopping, gone}, timeout=self.every, return_when=FIRST)
+                if gone.done() and self.owner is not None and not stopping.done():
+                    self.scope[HUNG_UP] = True
+                    self.owner.cancel()
+                    return
+        finally:
+            gone.cancel()
+
+    async def _disconnect(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def stop(self) -> None:
+        if self.task is None or self.stopping is None:
+            return
+        if not self.stopping.done():
+            self.stopping.set_result(None)
+        await asyncio.wait({self.task})
+        if not self.task.cancelled() and self.task.exception() is not None:
+            log.debug("keep-alive sender ended: %r", self.task.exception())
