@@ -6,7 +6,7 @@ upstream's `response` is unwrapped and passed back, streams event by event.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from starlette.requests import Request
@@ -109,19 +109,22 @@ async def call_model(request: Request) -> Response:
     headers = {"x-agproxy-model": model}
     inner = translate.prepare_request(body)
     session = conversation_key(contents)
+    call = _Call(gateway, model, inner, session, headers)
     if method == "generateContent":
-        return await _generate(gateway, model, inner, session, headers)
-    sse = request.query_params.get("alt") == "sse"
-    return await _stream(gateway, model, inner, session, headers, sse)
+        return await _generate(call)
+    return await _stream(call, sse=request.query_params.get("alt") == "sse")
 
 
-async def _generate(
-    gateway: Gateway,
-    model: str,
-    inner: dict[str, Any],
-    session: str | None,
-    headers: dict[str, str],
-) -> Response:
+class _Call(NamedTuple):
+    gateway: Gateway
+    model: str
+    inner: dict[str, Any]  # the Gemini request, for the pool's upstream
+    session: str | None
+    headers: dict[str, str]
+
+
+async def _generate(call: _Call) -> Response:
+    gateway, model, inner, session, headers = call
     client = gateway.accounts.client
 
     async def attempt(a: Attempt) -> Any:
@@ -147,14 +150,8 @@ def _note_usage(event: Any) -> None:
         )
 
 
-async def _stream(
-    gateway: Gateway,
-    model: str,
-    inner: dict[str, Any],
-    session: str | None,
-    headers: dict[str, str],
-    sse: bool,
-) -> Response:
+async def _stream(call: _Call, sse: bool) -> Response:
+    gateway, model, inner, session, headers = call
     every = gateway.settings.stream_ping_seconds
 
     async def answer() -> Response:

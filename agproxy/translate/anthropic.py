@@ -390,13 +390,7 @@ class MessageStream:
                 _, out = self._open("text", {"type": "text", "text": ""})
             assert self.open is not None
             self.open.text.append(text)
-            out.append(
-                {
-                    "type": "content_block_delta",
-                    "index": self.open.index,
-                    "delta": {"type": "text_delta", "text": text},
-                }
-            )
+            out.append(_delta(self.open.index, {"type": "text_delta", "text": text}))
         return out
 
     def _tool_call(self, call: dict[str, Any], signature: str | None) -> list[dict[str, Any]]:
@@ -412,16 +406,8 @@ class MessageStream:
             "name": call.get("name", ""),
             "input": call.get("args") or {},
         }
-        out.append(
-            {
-                "type": "content_block_delta",
-                "index": block.index,
-                "delta": {
-                    "type": "input_json_delta",
-                    "partial_json": orjson.dumps(call.get("args") or {}).decode(),
-                },
-            }
-        )
+        arguments = orjson.dumps(call.get("args") or {}).decode()
+        out.append(_delta(block.index, {"type": "input_json_delta", "partial_json": arguments}))
         out += self._close()
         return out
 
@@ -434,13 +420,7 @@ class MessageStream:
             self.open.signature = signature
         if text:
             self.open.text.append(text)
-            out.append(
-                {
-                    "type": "content_block_delta",
-                    "index": self.open.index,
-                    "delta": {"type": "thinking_delta", "thinking": text},
-                }
-            )
+            out.append(_delta(self.open.index, {"type": "thinking_delta", "thinking": text}))
         return out
 
     def _seal(self, signature: str) -> None:
@@ -494,3 +474,7 @@ class MessageStream:
             "stop_sequence": None,
             "usage": self.usage,
         }
+
+
+def _delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": delta}

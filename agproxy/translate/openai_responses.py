@@ -210,6 +210,44 @@ class _Item:
     text: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _TextKind:
+    """A text item's events: the answer's message, or the reasoning summary."""
+
+    field: str  # where the item keeps its parts
+    index: str  # how its events number the part
+    part_type: str
+    delta: str
+    text_done: str
+    part_added: str
+    part_done: str
+
+    def part(self, text: str) -> dict[str, Any]:
+        if self is MESSAGE:
+            return {"type": self.part_type, "text": text, "annotations": []}
+        return {"type": self.part_type, "text": text}
+
+
+MESSAGE = _TextKind(
+    "content",
+    "content_index",
+    "output_text",
+    "response.output_text.delta",
+    "response.output_text.done",
+    "response.content_part.added",
+    "response.content_part.done",
+)
+REASONING = _TextKind(
+    "summary",
+    "summary_index",
+    "summary_text",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_summary_text.done",
+    "response.reasoning_summary_part.added",
+    "response.reasoning_summary_part.done",
+)
+
+
 class ResponsesStream:
     """Gemini events in, Responses API events out; `response()` is the final object."""
 
@@ -268,44 +306,14 @@ class ResponsesStream:
                 continue
             text = "".join(open_item.text)
             item = open_item.item
-            if item["type"] == "message":
-                part = {"type": "output_text", "text": text, "annotations": []}
-                item["content"] = [part]
-                events += [
-                    self._event(
-                        "response.output_text.done",
-                        item_id=item["id"],
-                        output_index=open_item.index,
-                        content_index=0,
-                        text=text,
-                    ),
-                    self._event(
-                        "response.content_part.done",
-                        item_id=item["id"],
-                        output_index=open_item.index,
-                        content_index=0,
-                        part=part,
-                    ),
-                ]
-            else:
-                summary = {"type": "summary_text", "text": text}
-                item["summary"] = [summary]
-                events += [
-                    self._event(
-                        "response.reasoning_summary_text.done",
-                        item_id=item["id"],
-                        output_index=open_item.index,
-                        summary_index=0,
-                        text=text,
-                    ),
-                    self._event(
-                        "response.reasoning_summary_part.done",
-                        item_id=item["id"],
-                        output_index=open_item.index,
-                        summary_index=0,
-                        part=summary,
-                    ),
-                ]
+            kind = MESSAGE if item["type"] == "message" else REASONING
+            part = kind.part(text)
+            item[kind.field] = [part]
+            where = {"item_id": item["id"], "output_index": open_item.index, kind.index: 0}
+            events += [
+                self._event(kind.text_done, **where, text=text),
+                self._event(kind.part_done, **where, part=part),
+            ]
             item["status"] = "completed"
             events.append(
                 self._event("response.output_item.done", output_index=open_item.index, item=item)
@@ -362,21 +370,10 @@ class ResponsesStream:
         }
         entry, added = self._open(item)
         out += added
+        where = {"item_id": item["id"], "output_index": entry.index}
+        out.append(self._event("response.function_call_arguments.delta", **where, delta=arguments))
         out.append(
-            self._event(
-                "response.function_call_arguments.delta",
-                item_id=item["id"],
-                output_index=entry.index,
-                delta=arguments,
-            )
-        )
-        out.append(
-            self._event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=entry.index,
-                arguments=arguments,
-            )
+            self._event("response.function_call_arguments.done", **where, arguments=arguments)
         )
         item.update(arguments=arguments, status="completed")
         out.append(self._event("response.output_item.done", output_index=entry.index, item=item))
@@ -389,27 +386,12 @@ class ResponsesStream:
         if entry is None:
             entry, out = self._open_text_item(attr, thought)
         entry.text.append(text)
+        kind = REASONING if thought else MESSAGE
+        where = {"item_id": entry.item["id"], "output_index": entry.index, kind.index: 0}
         if thought:
-            out.append(
-                self._event(
-                    "response.reasoning_summary_text.delta",
-                    item_id=entry.item["id"],
-                    output_index=entry.index,
-                    summary_index=0,
-                    delta=text,
-                )
-            )
+            out.append(self._event(kind.delta, **where, delta=text))
         else:
-            out.append(
-                self._event(
-                    "response.output_text.delta",
-                    item_id=entry.item["id"],
-                    output_index=entry.index,
-                    content_index=0,
-                    delta=text,
-                    logprobs=[],
-                )
-            )
+            out.append(self._event(kind.delta, **where, delta=text, logprobs=[]))
         return out
 
     def _open_text_item(self, attr: str, thought: bool) -> tuple[_Item, list[dict[str, Any]]]:
@@ -429,26 +411,9 @@ class ResponsesStream:
         entry, added = self._open(item)
         setattr(self, attr, entry)
         out += added
-        if thought:
-            out.append(
-                self._event(
-                    "response.reasoning_summary_part.added",
-                    item_id=item["id"],
-                    output_index=entry.index,
-                    summary_index=0,
-                    part={"type": "summary_text", "text": ""},
-                )
-            )
-        else:
-            out.append(
-                self._event(
-                    "response.content_part.added",
-                    item_id=item["id"],
-                    output_index=entry.index,
-                    content_index=0,
-                    part={"type": "output_text", "text": "", "annotations": []},
-                )
-            )
+        kind = REASONING if thought else MESSAGE
+        where = {"item_id": item["id"], "output_index": entry.index, kind.index: 0}
+        out.append(self._event(kind.part_added, **where, part=kind.part("")))
         return entry, out
 
     def finish(self) -> list[dict[str, Any]]:
