@@ -253,8 +253,11 @@ def test_a_403_marks_the_account_forbidden_and_moves_on(own_pool: Any, fake_goog
     assert len(upstream_calls(fake_google)) == 7  # the refused request went elsewhere
     listed = pool.accounts_json()
     assert listed[bad]["state"] == "forbidden"
-    assert listed[bad]["status_reason"] == "Forbidden (403): Verify your account to continue."
+    reason = "Forbidden (403): Verify your account to continue."
+    assert listed[bad]["status_reason"] == reason  # `agproxy accounts list` and the admin API
     assert [listed[e]["state"] for e in pool.emails if e != bad] == ["enabled", "enabled"]
+    shown = {a["email"]: a for a in pool.gw.admin("GET", "/api/accounts").json()["accounts"]}
+    assert (shown[bad]["state"], shown[bad]["status_reason"]) == ("forbidden", reason)
     assert pool.active() == 2
 
 
