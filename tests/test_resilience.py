@@ -1,11 +1,13 @@
 """The resilience policy end to end (issue 4, "Resilience tests"): a real `agproxy serve` with
 a pool of accounts on the fake Google upstream, faults injected per account, and the fake's
-request log as the witness of which account was asked, when, and how often."""
+request log as the witness of which account was asked, when, and how often. Also quota
+protection, and what `agproxy status` shows of the traffic and the cooling accounts."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -467,3 +469,53 @@ def test_repeated_rate_limits_without_timing_back_off_longer(
     fake_google.inject(Fault.rate_limited(), email=fake_account.email)
     assert pool.ask("again").status_code == 429
     assert 0 < cooldown() <= 1
+
+
+# -- quota protection --------------------------------------------------------------------------
+def test_quota_protection_keeps_low_accounts_for_their_owner(
+    make_pool: Any, fake_google: Any
+) -> None:
+    reset = "2099-01-01T00:00:00Z"
+    low = fake_google.add_account(
+        email=f"low-{uuid.uuid4().hex[:6]}@example.com",
+        models={MODEL: {"remainingFraction": 0.05, "resetTime": reset}},
+    )
+    high = fake_google.add_account(
+        email=f"high-{uuid.uuid4().hex[:6]}@example.com",
+        models={MODEL: {"remainingFraction": 0.6, "resetTime": reset}},
+    )
+    pool = make_pool(
+        accounts=[low, high],
+        config={"quota_protection_percent": 10, "scheduling_mode": "round_robin"},
+    )
+    for i in range(4):
+        assert pool.ask(f"protected {i}").status_code == 200
+    assert {c.account_email for c in upstream_calls(fake_google)} == {high.email}
+    [flash] = [
+        q for q in pool.gw.admin("GET", "/api/dashboard").json()["quota"] if q["model"] == MODEL
+    ]
+    assert (flash["accounts"], flash["protected"]) == (2, 1)
+
+    # With every account below the line the client is told why, in its protocol's shape.
+    fake_google.account(high.email).models[MODEL]["remainingFraction"] = 0.02
+    assert pool.gw.admin("POST", "/api/accounts/quota").status_code == 200
+    refused = pool.ask("one more")
+    assert refused.status_code == 503
+    assert "below quota_protection_percent (10%)" in refused.json()["error"]["message"]
+
+
+# -- what `agproxy status` shows ---------------------------------------------------------------
+def test_cli_status_shows_traffic_and_cooling_accounts(make_pool: Any, fake_google: Any) -> None:
+    pool = make_pool(2, config={"scheduling_mode": "round_robin"})
+    # The last hour's traffic on this gateway is this test's own.
+    assert pool.gw.admin("POST", "/api/logs/clear").status_code == 200
+    limited = pool.emails[0]
+    fake_google.inject(Fault.rate_limited(retry_delay="600s"), email=limited, times=3)
+    for i in range(3):
+        assert pool.ask(f"status {i}").status_code == 200
+    out = pool.gw.cli("status").stdout
+    assert "proxy service: running" in out
+    assert "last hour:     3 requests, 0 errors" in out
+    assert re.search(
+        rf"! {re.escape(limited)}: cooling down for gemini-3-flash, 9m\d\ds left", out
+    ), out
