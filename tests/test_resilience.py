@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -109,9 +109,9 @@ def make_pool(gateway: Gateway, fake_google: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def pool(make_pool: Any) -> Pool:
+def pool(make_pool: Callable[..., Pool]) -> Pool:
     """Three accounts, default scheduling (balance)."""
-    return make_pool(3)  # type: ignore[no-any-return]
+    return make_pool(3)
 
 
 def turn(role: str, text: str) -> dict[str, Any]:
