@@ -211,12 +211,13 @@ def google_env(fake: Any) -> dict[str, str]:
 
 
 def add_to(gw: Gateway, *accounts: Any, start: bool = True) -> dict[str, Any]:
-    """Add the fake Google's `accounts` to `gw` with `agproxy accounts add`, as a user
-    would, then start the proxy service (start=False: leave it as it is). Returns the
-    service status the start answered ({} when not started)."""
+    """Add the fake Google's `accounts` to `gw` through the admin API (as the console
+    does; `agproxy accounts add` has its own tests, and a process per account would cost
+    half a second each), then start the proxy service (start=False: leave it as it is).
+    Returns the service status the start answered ({} when not started)."""
     for acct in accounts:
-        added = gw.cli("accounts", "add", "--refresh-token", acct.refresh_token)
-        assert added.returncode == 0, added.stdout + added.stderr
+        added = gw.admin("POST", "/api/accounts", json={"refresh_token": acct.refresh_token})
+        assert added.status_code == 201, added.text
     if not start:
         return {}
     started = gw.admin("POST", "/api/proxy/start")

@@ -590,32 +590,15 @@ class InProcess:
     add a route and read the log records."""
 
     def __init__(self, data_dir: pathlib.Path) -> None:
-        from agproxy.accounts import build_account_service
         from agproxy.config import ConfigStore
-        from agproxy.db import open_database
-        from agproxy.pool import Pool
-        from agproxy.pool.policy import Policy
-        from agproxy.pool.scheduler import Scheduler
         from agproxy.server.app import build_app
-        from agproxy.service import Gateway as Service
-        from agproxy.upstream.zai import ZaiClient
+        from agproxy.server.runner import assemble
 
         data_dir.mkdir(parents=True, exist_ok=True)
         store = ConfigStore(data_dir, environ={})
         store.load()
-        engine = open_database(data_dir / "agproxy.db")
-        accounts = build_account_service(lambda: store.settings, engine)
-        pool = Pool(accounts.store)
-        scheduler = Scheduler(pool, lambda: store.settings)
-        self.service = Service(
-            store,
-            engine,
-            pool,
-            accounts,
-            scheduler,
-            Policy(scheduler, accounts),
-            ZaiClient(lambda: store.settings, lambda: accounts.client.session),
-        )
+        self.service = assemble(store)
+        self.service.monitor = None  # nothing here reads the monitor
         self.service.running = True  # the AI routes answer without `agproxy start`
         self.app = build_app(self.service)
         self.loop = asyncio.new_event_loop()

@@ -171,27 +171,33 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
         )
         return 1
     describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
+    gateway = assemble(store)
+    build_app(gateway)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(gateway, echo, lock_fd))
+
+
+def assemble(store: ConfigStore) -> Gateway:
+    """The gateway's parts wired together on the data directory's database (and its
+    monitor), not yet listening."""
     engine = open_database(store.directory / DATABASE_FILE)
     accounts = build_account_service(lambda: store.settings, engine)
     pool = Pool(accounts.store)
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
     scheduler = Scheduler(pool, lambda: store.settings)
-    zai = ZaiClient(lambda: store.settings, lambda: accounts.client.session)
-    gateway = Gateway(
+    zai_keys = KeyRing(
+        "z.ai",
+        lambda: [store.settings.zai_api_key or ""],
+        lambda: store.settings.default_cooldown_seconds,
+    )
+    return Gateway(
         store,
         engine,
         pool,
         accounts,
         scheduler,
         Policy(scheduler, accounts),
-        zai,
-        KeyRing(
-            "z.ai",
-            lambda: [store.settings.zai_api_key or ""],
-            lambda: store.settings.default_cooldown_seconds,
-        ),
+        ZaiClient(lambda: store.settings, lambda: accounts.client.session),
+        zai_keys,
         MonitorWriter(engine, lambda: store.settings),
     )
-    build_app(gateway)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(gateway, echo, lock_fd))
