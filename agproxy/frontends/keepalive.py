@@ -140,8 +140,9 @@ class _Patient(Response):
             response = error_response(self.protocol, 500, "internal error in the gateway")
         finally:
             timer.cancel()
-            with anyio.CancelScope(shield=True):  # even when the client left
-                await filler.stop()
+            if filler.began:
+                with anyio.CancelScope(shield=True):  # even when the client left
+                    await filler.stop()
         if filler.began:
             await self._late(response, send)
         else:
