@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -61,6 +62,17 @@ RANGES: dict[str, tuple[float, float]] = {
     "monitor_queue_max_bytes": (1024 * 1024, 4 * 1024**3),
 }
 DICT_KEYS = frozenset({"model_mapping", "zai_models", "zai_model_mapping"})
+# Settings written as JSON in the environment and on the command line.
+JSON_KEYS = DICT_KEYS | {
+    "prompt_rewrites",
+    "backoff_steps",
+    "error_rules",
+    "answer_error_patterns",
+}
+ErrorAction = Literal["retry_other_account", "cooldown", "return_to_client", "disable_account"]
+# Sentences the backend sends as a model's answer (200 OK) when it means an error.
+OUTDATED_CLIENT = "This version of Antigravity is no longer supported"
+RETIRED_MODEL = "is no longer available. Please switch to"
 DEFAULT_UPSTREAM_BASE_URLS = (
     "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
     "https://daily-cloudcode-pa.googleapis.com/v1internal",
@@ -121,6 +133,25 @@ def generate_api_key() -> str:
     return "sk-" + secrets.token_hex(16)
 
 
+class PromptRewrite(BaseModel):
+    """Find → replace on system and instruction text, before the upstream sees it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    find: str = Field(min_length=1, max_length=4000)
+    replace: str = Field(default="", max_length=4000)
+
+
+class ErrorRule(BaseModel):
+    """An upstream error (its status, and a substring of its body) and what it means."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: int = Field(ge=100, le=599)
+    contains: str = Field(default="", max_length=1000)
+    action: ErrorAction
+
+
 class Settings(BaseModel):
     """Every setting with its default. Field names are the config keys."""
 
@@ -167,6 +198,10 @@ class Settings(BaseModel):
     stream_ping_seconds: float = 10.0
     pinned_models: tuple[str, ...] = ()
     hidden_models: tuple[str, ...] = ()
+    prompt_rewrites: tuple[PromptRewrite, ...] = ()
+    backoff_steps: tuple[float, ...] = (1, 5, 30, 120)
+    error_rules: tuple[ErrorRule, ...] = ()
+    answer_error_patterns: tuple[str, ...] = (OUTDATED_CLIENT, RETIRED_MODEL)
 
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"
@@ -271,6 +306,32 @@ class Settings(BaseModel):
         """List keys may come as one comma-separated string (environment, CLI)."""
         if isinstance(v, str):
             v = [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("prompt_rewrites", "error_rules")
+    @classmethod
+    def _at_most_100(cls, v: tuple[Any, ...], info: ValidationInfo) -> tuple[Any, ...]:
+        if len(v) > 100:
+            raise ValueError(f"{info.field_name} holds at most 100 rules")
+        return v
+
+    @field_validator("backoff_steps")
+    @classmethod
+    def _steps(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not 1 <= len(v) <= 20 or any(not 0 < step <= 10_000 for step in v):
+            raise ValueError(
+                "backoff_steps must be 1 to 20 multiples of default_cooldown_seconds, "
+                "each above 0 and at most 10000 (e.g. [1, 5, 30, 120])"
+            )
+        return v
+
+    @field_validator("answer_error_patterns")
+    @classmethod
+    def _patterns(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) > 100 or any(not 4 <= len(p) <= 500 for p in v):
+            raise ValueError(
+                "answer_error_patterns holds at most 100 phrases of 4 to 500 characters"
+            )
         return v
 
     @field_validator("retry_max_attempts")
@@ -401,13 +462,11 @@ def _coerce_env(key: str, raw: str) -> Any:
         if lowered in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"{env_var(key)}={raw!r} is not a boolean (use true or false)", key)
-    if key in DICT_KEYS:
+    if key in JSON_KEYS:
         try:
             return json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{env_var(key)} must be a JSON object of model rules: {exc}", key
-            ) from exc
+            raise ConfigError(f"{env_var(key)} must be JSON: {exc}", key) from exc
     return raw  # pydantic converts numeric strings and the URL list itself
 
 
@@ -603,7 +662,7 @@ def parse_cli_value(key: str, raw: str) -> Any:
     annotation = Settings.model_fields[key].annotation
     if annotation is bool:
         return _coerce_env(key, raw)
-    if annotation in (int, float) or key in DICT_KEYS:
+    if annotation in (int, float) or key in JSON_KEYS:
         try:
             return json.loads(raw)
         except json.JSONDecodeError:

@@ -299,3 +299,30 @@ def test_a_rejected_session_returns_to_the_login_form(page: Page, gateway_factor
     page.fill("#login-password", "another-pass-42")
     page.click("#login-submit")
     expect(page.locator("#page-title")).to_have_text("Statistics")  # back where it was
+
+
+def test_prompt_rewrites_editor_and_tester(page: Page, gateway_factory: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    gw = gateway_factory(AGPROXY_ADMIN_PASSWORD=PASSWORD)
+    login(page, gw)
+    page.click("a[data-page=mapping]")
+    page.fill(".rewrite-row .rewrite-find", "Anthropic's official CLI")
+    page.fill(".rewrite-row .rewrite-replace", "a coding assistant")
+    page.fill("#rewrite-sample", "You are Claude Code, Anthropic's official CLI for Claude.")
+    page.click("#btn-rewrite-test")  # tested before it is saved
+    expect(page.locator("#rewrite-result")).to_have_text(
+        "You are Claude Code, a coding assistant for Claude."
+    )
+    expect(page.locator("#rewrite-matched")).to_have_text("1 rewrite(s) applied")
+    assert gw.admin("GET", "/api/config").json()["config"]["prompt_rewrites"] == []
+    page.click("#btn-rewrite-save")
+    expect(page.locator("#toast")).to_have_text("Rewrites saved")
+    saved = gw.admin("GET", "/api/config").json()["config"]["prompt_rewrites"]
+    assert saved == [{"find": "Anthropic's official CLI", "replace": "a coding assistant"}]
+    page.locator("#rewrites-card").screenshot(path=str(ARTIFACTS / "console-rewrites.png"))
+    page.screenshot(path=str(ARTIFACTS / "console-mapping-page.png"), full_page=True)
+    # A rule the settings refuse (an empty find is skipped; a too long one is refused).
+    page.fill(".rewrite-row .rewrite-find", "x" * 5000)
+    page.click("#btn-rewrite-save")
+    expect(page.locator("#rewrite-error")).to_contain_text("4000")
+    assert gw.admin("GET", "/api/config").json()["config"]["prompt_rewrites"] == saved

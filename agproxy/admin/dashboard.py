@@ -1,4 +1,5 @@
-"""Admin API for the console's Dashboard and Model mapping pages."""
+"""Admin API for the console's Dashboard and Model mapping pages (and the prompt
+rewrites tester beside the mapping)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,10 +16,12 @@ from starlette.routing import Route
 from agproxy.accounts.store import Account
 from agproxy.admin.monitor import settled
 from agproxy.admin.proxy import admin_error, read_json_object
+from agproxy.config import Settings
 from agproxy.frontends.common import JSONResponse
 from agproxy.monitor import stats
 from agproxy.router.mapping import BUILTIN, trace
 from agproxy.service import Gateway
+from agproxy.translate.rewrites import rewrite
 
 
 def _attention(accounts: list[Account], gateway: Gateway) -> list[dict[str, Any]]:
@@ -157,6 +161,28 @@ async def trace_model(request: Request) -> Response:
     )
 
 
+async def test_rewrites(request: Request) -> Response:
+    """The console's tester: `text` as the upstream would see it after `rules` (the saved
+    prompt_rewrites when none are given), and which rules changed it."""
+    gateway: Gateway = request.app.state.gateway
+    body = await read_json_object(request)
+    if isinstance(body, Response):
+        return body
+    text = body.get("text")
+    if not isinstance(text, str) or len(text) > 200_000:
+        return admin_error(400, "text must be a string of at most 200000 characters", "text")
+    try:
+        rules = (
+            gateway.settings.prompt_rewrites
+            if body.get("rules") is None
+            else Settings(prompt_rewrites=body["rules"]).prompt_rewrites
+        )
+    except ValidationError as exc:
+        return admin_error(400, f"rules: {exc.errors()[0]['msg']}", "rules")
+    matched = [i for i, rule in enumerate(rules) if rule.find in text]
+    return JSONResponse({"text": rewrite(text, rules), "matched": matched})
+
+
 async def models(request: Request) -> Response:
     """What the mapping page shows beside the rules: the models served now and the
     built-in table that applies when no rule matches."""
@@ -174,4 +200,5 @@ routes = [
     Route("/models", models, methods=["GET"]),
     Route("/dashboard", dashboard, methods=["GET"]),
     Route("/models/trace", trace_model, methods=["GET", "POST"]),
+    Route("/prompt-rewrites/test", test_rewrites, methods=["POST"]),
 ]

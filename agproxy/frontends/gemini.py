@@ -24,6 +24,7 @@ from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
 from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.fields import BadRequest, check_nesting
+from agproxy.translate.rewrites import rewrite_system
 from agproxy.upstream import UpstreamError
 
 GOOGLE = Protocol.GOOGLE
@@ -126,6 +127,7 @@ class _Call(NamedTuple):
 async def _generate(call: _Call) -> Response:
     gateway, model, inner, session, headers = call
     client = gateway.accounts.client
+    inner = rewrite_system(inner, gateway.settings.prompt_rewrites)
 
     async def attempt(a: Attempt) -> Any:
         return await client.generate(

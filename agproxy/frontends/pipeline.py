@@ -19,6 +19,7 @@ from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol as ClientProtocol
 from agproxy.service import Gateway
 from agproxy.translate.envelope import wrap
+from agproxy.translate.rewrites import rewrite_system
 from agproxy.upstream import Upstream, UpstreamError, open_stream
 
 
@@ -48,9 +49,11 @@ async def stream_generate(
     end may change it between policy runs). `whole`: the client wants one answer, so the
     whole stream is read inside the attempt and a break mid-way is retried."""
     client: Upstream = gateway.accounts.client
+    rules = gateway.settings.prompt_rewrites
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        events = client.stream(wrap(inner(), a.model, a.creds.project or "", a.account.id), a.creds)
+        request = rewrite_system(inner(), rules)
+        events = client.stream(wrap(request, a.model, a.creds.project or "", a.account.id), a.creds)
         return await open_stream(events, whole=whole)
 
     return await gateway.policy.run(model, session, attempt)

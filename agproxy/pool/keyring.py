@@ -64,10 +64,12 @@ class KeyRing:
         default_cooldown: Callable[[], float],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        steps: Callable[[], Sequence[float]] = lambda: BACKOFF_STEPS,
     ) -> None:
         self.name = name
         self.keys = keys
         self.default_cooldown = default_cooldown
+        self.steps = steps
         self.sleep = sleep
         self.cooldowns = Cooldowns(clock=clock)
         self.strikes: dict[tuple[int, str], int] = {}
@@ -121,7 +123,8 @@ class KeyRing:
         elif error.kind is Failure.RATE_LIMITED:
             strikes = self.strikes.get((index, model), 0)
             self.strikes[(index, model)] = strikes + 1
-            step = BACKOFF_STEPS[min(strikes, len(BACKOFF_STEPS) - 1)]
+            steps = self.steps()
+            step = steps[min(strikes, len(steps) - 1)]
             delay = error.retry_after if error.retry_after is not None else None
             self.cooldowns.set(key, model, max(delay or self.default_cooldown() * step, 1.0))
         elif error.kind in (Failure.AUTH_EXPIRED, Failure.FORBIDDEN):

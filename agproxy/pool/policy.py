@@ -35,9 +35,12 @@ from typing import TypeVar
 from agproxy.accounts import AccountService, Status
 from agproxy.accounts.store import Account
 from agproxy.accounts.tokens import TokenError
+from agproxy.config import Settings
 from agproxy.monitor import note_attempt
 from agproxy.pool.scheduler import NoAccount, Scheduler
+from agproxy.translate.envelope import wrap
 from agproxy.upstream import Credentials, Failure, UpstreamError
+from agproxy.upstream.errors import is_bare_429
 
 log = logging.getLogger("agproxy.policy")
 T = TypeVar("T")
@@ -46,6 +49,29 @@ NOT_FOUND_COOLDOWN = 30.0
 TRANSIENT_BACKOFF = 0.25
 # Failures of this request, not of the account that served it: nothing cools down.
 REQUEST_FAILURES = frozenset({Failure.CAPACITY, Failure.TRANSPORT})
+# Bare 429s (no reason, no delay) are refused content when the accounts that sent them
+# served other requests this recently (seconds), or when a probe this small succeeds.
+CONTENT_EVIDENCE = 120.0
+PROBE_REQUEST = {
+    "contents": [{"role": "user", "parts": [{"text": "Say OK."}]}],
+    "generationConfig": {"maxOutputTokens": 8},
+}
+PROBE_TIMEOUT = 15.0
+
+
+def content_blocked_message(accounts: int) -> str:
+    where = (
+        f"{accounts} accounts that are serving other requests"
+        if accounts > 1
+        else "an account that answers other requests"
+    )
+    return (
+        "content refused upstream: Google answered this request with a 429 that names no "
+        f"quota and no reset time, from {where}. It is the request's content, not a rate "
+        "limit, and sending it again will fail the same way. Change the system prompt, or "
+        "defuse the sentence that triggers it with a prompt_rewrites rule (see the README: "
+        "Content refused with a 429)."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +103,14 @@ class _Tries:
     second_chance: list[Account] = field(default_factory=list)  # failed for this request once
     again: Account | None = None  # ask this one next, whatever the scheduler would pick
     last_error: UpstreamError | None = None
+    # Bare 429s (no reason, no delay) not yet judged: rate limit or refused content?
+    bare: list[tuple[Account, UpstreamError]] = field(default_factory=list)
 
 
 # A 429 that names no delay and no quota reset: each repeat without a success between
-# waits longer (default_cooldown_seconds × these), so an exhausted account with no known
-# reset is not asked every minute for hours.
-BACKOFF_STEPS = (1, 5, 30, 120)
+# waits longer (default_cooldown_seconds × the setting backoff_steps, by default these),
+# so an exhausted account with no known reset is not asked every minute for hours.
+BACKOFF_STEPS = Settings().backoff_steps
 
 
 class Policy:
@@ -111,8 +139,40 @@ class Policy:
                 return min(quota.reset_at - now, 3600.0)
         strikes = self.strikes.get((account.id, model), 0)
         self.strikes[(account.id, model)] = strikes + 1
-        step = BACKOFF_STEPS[min(strikes, len(BACKOFF_STEPS) - 1)]
-        return self.scheduler.settings().default_cooldown_seconds * step
+        settings = self.scheduler.settings()
+        steps = settings.backoff_steps
+        return settings.default_cooldown_seconds * steps[min(strikes, len(steps) - 1)]
+
+    def _cool(self, account: Account, model: str, error: UpstreamError) -> None:
+        self.scheduler.cooldowns.set(account.id, model, self._cooldown_for(account, model, error))
+
+    async def _judge_bare(self, tries: _Tries) -> None:
+        """Bare 429s from every account asked so far: refused content (raised as
+        CONTENT_BLOCKED, nothing cools) when each of those accounts served another request
+        in the last CONTENT_EVIDENCE seconds, or a tiny probe on the last one succeeds;
+        otherwise they are rate limits, and the accounts cool down as any 429 does."""
+        accounts = [a for a, _ in tries.bare]
+        healthy = len(accounts) >= 2 and all(
+            self.scheduler.served_recently(a.id, CONTENT_EVIDENCE) for a in accounts
+        )
+        if healthy or await self._probe(accounts[-1], tries.model):
+            note_attempt(accounts[-1].email, "content_blocked", tries.model, accounts[-1].id)
+            raise UpstreamError(
+                Failure.CONTENT_BLOCKED, 400, content_blocked_message(len(accounts))
+            )
+        for account, error in tries.bare:
+            self._cool(account, tries.model, error)
+        tries.bare.clear()
+
+    async def _probe(self, account: Account, model: str) -> bool:
+        """One tiny generate call on `account`: does it serve `model` right now?"""
+        try:
+            creds = await self.accounts.credentials(account, margin=120.0)
+            envelope = wrap(PROBE_REQUEST, model, creds.project or "", account.id)
+            await asyncio.wait_for(self.accounts.client.generate(envelope, creds), PROBE_TIMEOUT)
+        except (UpstreamError, TokenError, TimeoutError):
+            return False
+        return True
 
     async def _mark_forbidden(self, account: Account, error: UpstreamError) -> None:
         reason = f"Forbidden (403): {error.message}"[:800]
@@ -133,6 +193,8 @@ class Policy:
         try:
             pick = self.scheduler.pick(tries.model, tries.session, tries.tried)
         except NoAccount as exc:
+            if tries.bare:  # nobody left to compare with: judge what there is
+                await self._judge_bare(tries)
             retry = self._second_chance(tries)
             if retry is None:
                 raise Exhausted(tries.last_error, exc) from exc
@@ -161,10 +223,13 @@ class Policy:
             if account.id not in tries.tried:
                 tries.second_chance.append(account)
             tries.tried.add(account.id)
+        elif is_bare_429(error):
+            tries.tried.add(account.id)
+            tries.bare.append((account, error))
+            if len(tries.bare) >= 2:
+                await self._judge_bare(tries)
         elif error.kind is Failure.RATE_LIMITED:
-            self.scheduler.cooldowns.set(
-                account.id, model, self._cooldown_for(account, model, error)
-            )
+            self._cool(account, model, error)
             tries.tried.add(account.id)
         elif error.kind is Failure.AUTH_EXPIRED and account.id not in tries.refreshed:
             tries.refreshed.add(account.id)
@@ -203,10 +268,13 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 tries.last_error = error
-                note_attempt(account.email, f"{error.status} {error.kind.value}", model, account.id)
+                outcome = "429 bare" if is_bare_429(error) else f"{error.status} {error.kind.value}"
+                note_attempt(account.email, outcome, model, account.id)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model, error)
                 await self._failed(tries, account, error)
                 continue
+            for limited, why in tries.bare:  # another account served the same request
+                self._cool(limited, model, why)
             self.scheduler.succeeded(account, session)
             if self.strikes:
                 self.strikes.pop((account.id, model), None)

@@ -127,6 +127,7 @@ class Scheduler:
         self.cooldowns = Cooldowns(clock=clock)
         self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.last_used: dict[str, float] = {}
+        self.last_ok: dict[str, float] = {}  # account id → monotonic time of its last success
         self._turn = 0
 
     def serving(self, model: str) -> list[Account]:
@@ -215,8 +216,14 @@ class Scheduler:
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
 
+    def served_recently(self, account_id: str, within: float) -> bool:
+        """Did the account answer a request successfully in the last `within` seconds?"""
+        at = self.last_ok.get(account_id)
+        return at is not None and self.clock() - at <= within
+
     def succeeded(self, account: Account, session: str | None) -> None:
         self.last_used[account.id] = self.wall_clock()
+        self.last_ok[account.id] = self.clock()
         if session and self.settings().scheduling_mode != "round_robin":
             self._bind(session, account.id)
 

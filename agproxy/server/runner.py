@@ -189,6 +189,7 @@ def assemble(store: ConfigStore) -> Gateway:
         "z.ai",
         lambda: [store.settings.zai_api_key or ""],
         lambda: store.settings.default_cooldown_seconds,
+        steps=lambda: store.settings.backoff_steps,
     )
     return Gateway(
         store,

@@ -21,6 +21,9 @@ class Failure(StrEnum):
     NOT_FOUND = "not_found"  # 404: this account/endpoint does not serve the model
     INVALID_REQUEST = "invalid_request"  # 400: the request is bad, not the account
     TRANSPORT = "transport"  # connection failed or timed out
+    # A bare 429 that follows the request's content, not the account (pool/policy.py
+    # decides): returned to the client as a 400, nothing cools down.
+    CONTENT_BLOCKED = "content_blocked"
     OTHER = "other"
 
 
@@ -92,6 +95,17 @@ def classify(status: int, raw: bytes, retry_after_header: str | None = None) -> 
     else:
         kind = Failure.OTHER
     return UpstreamError(kind, status, message, reason, retry_after, body, validation_url)
+
+
+def is_bare_429(error: UpstreamError) -> bool:
+    """A 429 that names no quota reason and no delay: what Google sends when it refuses a
+    request's content as well as when an account is briefly limited."""
+    return (
+        error.status == 429
+        and error.kind is Failure.RATE_LIMITED
+        and error.reason is None
+        and error.retry_after is None
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -286,6 +286,11 @@ class FakeGoogle(State):
         text (a fault that follows one request, whichever account serves it)."""
         self.queue_fault(fault, email, model, method, times, contains)
 
+    def block_content(self, phrase: str) -> None:
+        """Generate calls whose system instruction holds `phrase` get a bare 429."""
+        with self.lock:
+            self.content_triggers.append(phrase)
+
     def script(
         self,
         model: str | None = None,

@@ -262,6 +262,7 @@ class CloudCode:
     async def generate(self, call: Call) -> Response:
         model, request = check_envelope(self.state, call.account, call.body)
         stream_fault = await call.checkpoint(model)
+        self._check_content(request)
         self._check_quota(call.account, model)
         reply = build_reply(self.state.take_script(call.account.email, model), model, request)
         issued = {
@@ -292,6 +293,18 @@ class CloudCode:
             stream_fault,  # type: ignore[return-value]
             on_disconnect=left,
         )
+
+    def _check_content(self, request: dict[str, Any]) -> None:
+        """A system instruction holding a content trigger: the bare 429 Google sends."""
+        with self.state.lock:
+            triggers = list(self.state.content_triggers)
+        if not triggers:
+            return
+        system = request.get("systemInstruction")
+        parts = system.get("parts") if isinstance(system, dict) else None
+        said = " ".join(str(p.get("text", "")) for p in parts or [] if isinstance(p, dict))
+        if any(trigger in said for trigger in triggers):
+            raise Refusal.google(429, "Resource has been exhausted (e.g. check quota).")
 
     def _check_quota(self, account: FakeAccount, model: str) -> None:
         """An exhausted model (remainingFraction 0 or absent) answers 429 until resetTime."""

@@ -133,6 +133,10 @@ class State:
         self.check_thought_signatures = True  # gemini-3 function calls need signatures
         self.check_claude_signatures = True  # claude thinking must carry an issued signature
         self.check_tool_pairing = True  # claude tool calls need their results
+        # Phrases that make any generate call whose system instruction holds them answer
+        # a bare 429 (no reason, no retry info), whichever account asks: Google refusing
+        # content with a 429, as it does for some identity lines.
+        self.content_triggers: list[str] = []
         self.oauth_clients: dict[str, str] | None = {CLIENT_ID: CLIENT_SECRET}  # None: any
         self.deprecated_model_ids: dict[str, dict[str, str]] = {}
 

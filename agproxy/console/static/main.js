@@ -9,6 +9,7 @@ import { mappingPage } from "./mapping.js";
 import { monitorPage } from "./monitor.js";
 import { route, setPages } from "./nav.js";
 import { proxyPage } from "./proxy.js";
+import { rewritesCard } from "./rewrites.js";
 import { setStatus, startPolling, toggleService } from "./status.js";
 import { statsPage } from "./stats.js";
 import { store } from "./store.js";
@@ -17,7 +18,7 @@ import { zaiCard } from "./zai.js";
 // Keyed by the name in the address (#/proxy) and in the section's id (page-proxy).
 const PAGES = { dashboard: dashboardPage, proxy: proxyPage, accounts: accountsPage, monitor: monitorPage,
   stats: statsPage, mapping: mappingPage };
-const PARTS = [...Object.values(PAGES), zaiCard];
+const PARTS = [...Object.values(PAGES), zaiCard, rewritesCard];
 
 async function loadAll() {
   let status, key;
