@@ -230,3 +230,24 @@ def test_model_mapping_page_reorders_tests_and_saves(
         )
     finally:
         gw.stop()
+
+
+def test_a_retired_model_error_offers_its_successor_as_a_mapping(
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
+    gw, _ = gateway_with(gateway_factory, fake_google, 1, AGPROXY_ADMIN_PASSWORD=PASSWORD)
+    retired = "gemini-3-flash is no longer available. Please switch to gemini-3-pro-high."
+    fake_google.script(model="gemini-3-flash", parts=[{"text": retired}], times=5)
+    assert ask(gw, text="old model").status_code == 404
+    login(page, gw)
+    page.click("a[data-page=monitor]")
+    page.locator(".log-row .code", has_text="404").click()
+    offer = page.locator("#detail-successor button")
+    expect(offer).to_have_text("Map gemini-3-flash → gemini-3-pro-high")
+    page.locator("#mon-detail").screenshot(path=str(ARTIFACTS / "console-successor.png"))
+    offer.click()
+    expect(page.locator("#toast")).to_have_text("Mapped gemini-3-flash → gemini-3-pro-high")
+    mapping = gw.admin("GET", "/api/config").json()["config"]["model_mapping"]
+    assert mapping == {"gemini-3-flash": "gemini-3-pro-high"}
+    answer = ask(gw, text="mapped now")  # the rule routes the old id to its successor
+    assert answer.status_code == 200 and answer.headers["x-agproxy-model"] == "gemini-3-pro-high"

@@ -52,6 +52,10 @@ def exhausted(protocol: Protocol, failure: Exhausted) -> Response:
             503,
             f"no account can serve this request; the last one was refused: {error.message}",
         )
+    if error is not None and error.kind is Failure.NOT_FOUND:
+        # No account serves the model (a retired one names its successor): a 404, not a
+        # 429 for the short cooldowns the 404s set.
+        return upstream_failure(protocol, error)
     if no_account is not None and no_account.retry_after is not None:
         seconds = max(1, math.ceil(no_account.retry_after))
         message = no_account.message

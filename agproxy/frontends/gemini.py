@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import upstream_failure
 from agproxy.frontends.keepalive import BLANK_LINE, GEMINI_SSE, JSON_WAIT, WHITESPACE
-from agproxy.frontends.pipeline import event_stream, relay, respond, stream_generate
+from agproxy.frontends.pipeline import answer_check, event_stream, relay, respond, stream_generate
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
@@ -26,6 +26,7 @@ from agproxy.translate.envelope import conversation_key, wrap
 from agproxy.translate.fields import BadRequest, check_nesting
 from agproxy.translate.rewrites import rewrite_system
 from agproxy.upstream import UpstreamError
+from agproxy.upstream.errors import answer_text
 
 GOOGLE = Protocol.GOOGLE
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
@@ -128,11 +129,15 @@ async def _generate(call: _Call) -> Response:
     gateway, model, inner, session, headers = call
     client = gateway.accounts.client
     inner = rewrite_system(inner, gateway.settings.prompt_rewrites)
+    check = answer_check(gateway)
 
     async def attempt(a: Attempt) -> Any:
-        return await client.generate(
+        result = await client.generate(
             wrap(inner, a.model, a.creds.project or "", a.account.id), a.creds
         )
+        if check is not None and (error := check(answer_text(result))) is not None:
+            raise error
+        return result
 
     async def answer() -> Response:
         result = await gateway.policy.run(model, session, attempt)

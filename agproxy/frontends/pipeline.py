@@ -21,6 +21,8 @@ from agproxy.service import Gateway
 from agproxy.translate.envelope import wrap
 from agproxy.translate.rewrites import rewrite_system
 from agproxy.upstream import Upstream, UpstreamError, open_stream
+from agproxy.upstream.base import Check
+from agproxy.upstream.errors import error_in_answer
 
 
 class Frames(Protocol):
@@ -50,13 +52,22 @@ async def stream_generate(
     whole stream is read inside the attempt and a break mid-way is retried."""
     client: Upstream = gateway.accounts.client
     rules = gateway.settings.prompt_rewrites
+    check = answer_check(gateway)
 
     async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
         request = rewrite_system(inner(), rules)
         events = client.stream(wrap(request, a.model, a.creds.project or "", a.account.id), a.creds)
-        return await open_stream(events, whole=whole)
+        return await open_stream(events, whole=whole, check=check)
 
     return await gateway.policy.run(model, session, attempt)
+
+
+def answer_check(gateway: Gateway) -> Check | None:
+    """The test that tells an error the backend sent as an answer (answer_error_patterns)."""
+    patterns = gateway.settings.answer_error_patterns
+    if not patterns:
+        return None
+    return lambda text: error_in_answer(text, patterns)
 
 
 async def collect(feed: Callable[[Any], object], first: Any, events: AsyncIterator[Any]) -> None:

@@ -40,7 +40,7 @@ from agproxy.monitor import note_attempt
 from agproxy.pool.scheduler import NoAccount, Scheduler
 from agproxy.translate.envelope import wrap
 from agproxy.upstream import Credentials, Failure, UpstreamError
-from agproxy.upstream.errors import is_bare_429
+from agproxy.upstream.errors import ANSWER_WAS_ERROR, is_bare_429
 
 log = logging.getLogger("agproxy.policy")
 T = TypeVar("T")
@@ -113,6 +113,15 @@ class _Tries:
 BACKOFF_STEPS = Settings().backoff_steps
 
 
+def _outcome(error: UpstreamError) -> str:
+    """An attempt's failure as the monitor lists it."""
+    if is_bare_429(error):
+        return "429 bare"
+    if error.reason == ANSWER_WAS_ERROR:
+        return f"200 answer_was_error ({error.kind.value})"
+    return f"{error.status} {error.kind.value}"
+
+
 class Policy:
     """`clock` (wall time, as quota reset times are) and `sleep` (the backoff waits) are
     handed in, so tests run every outcome in milliseconds without sleeping."""
@@ -129,6 +138,9 @@ class Policy:
         self.clock = clock
         self.sleep = sleep
         self.strikes: dict[tuple[str, str], int] = {}
+        # model → (when, the 404): while 404s keep accounts away from a model, a request
+        # that finds none left is told why, not that the pool is rate limited.
+        self.not_found: dict[str, tuple[float, UpstreamError]] = {}
 
     def _cooldown_for(self, account: Account, model: str, error: UpstreamError) -> float:
         if error.retry_after is not None:
@@ -197,12 +209,20 @@ class Policy:
                 await self._judge_bare(tries)
             retry = self._second_chance(tries)
             if retry is None:
-                raise Exhausted(tries.last_error, exc) from exc
+                raise Exhausted(tries.last_error or self._gone(tries.model), exc) from exc
             await self.sleep(TRANSIENT_BACKOFF * (0.5 + random.random()))
             return retry
         if pick.wait:
             await self.sleep(pick.wait)
         return pick.account
+
+    def _gone(self, model: str) -> UpstreamError | None:
+        """The 404 that sent the pool's accounts away from `model`, while it holds."""
+        seen = self.not_found.get(model)
+        if seen is None or self.clock() - seen[0] > NOT_FOUND_COOLDOWN:
+            self.not_found.pop(model, None)
+            return None
+        return seen[1]
 
     def _second_chance(self, tries: _Tries) -> Account | None:
         """An account that failed this request for a reason of the request's own (a 5xx, a
@@ -246,6 +266,7 @@ class Policy:
             tries.tried.add(account.id)
         elif error.kind is Failure.NOT_FOUND:
             self.scheduler.cooldowns.set(account.id, model, NOT_FOUND_COOLDOWN)
+            self.not_found[model] = (self.clock(), error)
             tries.tried.add(account.id)
         else:
             raise error  # 400 and the like: the request is at fault, not the account
@@ -268,7 +289,7 @@ class Policy:
                 result = await call(Attempt(account, creds, model, number))
             except UpstreamError as error:
                 tries.last_error = error
-                outcome = "429 bare" if is_bare_429(error) else f"{error.status} {error.kind.value}"
+                outcome = _outcome(error)
                 note_attempt(account.email, outcome, model, account.id)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model, error)
                 await self._failed(tries, account, error)

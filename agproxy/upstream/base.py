@@ -13,11 +13,11 @@ one raises `Exhausted` (no account or key left).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from agproxy.upstream.cloudcode import Credentials
-from agproxy.upstream.errors import Failure, UpstreamError
+from agproxy.upstream.errors import Failure, UpstreamError, answer_text
 
 
 class Upstream(Protocol):
@@ -35,13 +35,20 @@ class Upstream(Protocol):
         """Release pooled connections."""
 
 
-async def open_stream(events: AsyncIterator[Any], whole: bool) -> tuple[Any, AsyncIterator[Any]]:
+Check = Callable[[str], UpstreamError | None]
+
+
+async def open_stream(
+    events: AsyncIterator[Any], whole: bool, check: Check | None = None
+) -> tuple[Any, AsyncIterator[Any]]:
     """The first event of a streamed call and the rest, for a retry policy's attempt.
 
     An answer that ends before its first event is an UpstreamError, so the attempt is
     retried (nothing reached the client yet). `whole` (the client asked for one JSON
     answer, not a stream): the rest is read here too, so a stream that breaks mid-way
     fails this attempt and is retried, instead of failing after the policy let go.
+    `check` reads the answer's text (the first event's, or the whole answer's) and names
+    an error the backend sent as an answer, which then fails the attempt as any error.
     """
     try:
         first = await anext(events)
@@ -50,8 +57,15 @@ async def open_stream(events: AsyncIterator[Any], whole: bool) -> tuple[Any, Asy
             Failure.TRANSPORT, 502, "the upstream answered with an empty stream"
         ) from None
     if not whole:
+        if check is not None and (error := check(answer_text(first))) is not None:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise error
         return first, events
     rest = [event async for event in events]
+    if check is not None:
+        error = check("".join(answer_text(event) for event in (first, *rest)))
+        if error is not None:
+            raise error
     return first, _replay(rest)
 
 

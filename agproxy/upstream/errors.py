@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -24,6 +26,9 @@ class Failure(StrEnum):
     # A bare 429 that follows the request's content, not the account (pool/policy.py
     # decides): returned to the client as a 400, nothing cools down.
     CONTENT_BLOCKED = "content_blocked"
+    # The backend refuses this client's version: every account will, so it is returned at
+    # once, naming the settings to change.
+    OUTDATED_CLIENT = "outdated_client"
     OTHER = "other"
 
 
@@ -105,6 +110,54 @@ def is_bare_429(error: UpstreamError) -> bool:
         and error.kind is Failure.RATE_LIMITED
         and error.reason is None
         and error.retry_after is None
+    )
+
+
+ANSWER_WAS_ERROR = "ANSWER_WAS_ERROR"  # reason of an error the backend sent as an answer
+_RETIRED = re.compile(
+    r"([\w.\-]+) is no longer available\. Please switch to ([\w.\-]*[\w\-])", re.IGNORECASE
+)
+
+
+def answer_text(event: Any, limit: int = 4000) -> str:
+    """The answer's text in a Gemini response (enveloped or not), up to `limit` chars."""
+    body = event.get("response", event) if isinstance(event, dict) else None
+    candidates = body.get("candidates") if isinstance(body, dict) else None
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        return ""
+    parts = (candidates[0].get("content") or {}).get("parts")
+    texts = [
+        p["text"] for p in parts or [] if isinstance(p, dict) and isinstance(p.get("text"), str)
+    ]
+    return "".join(texts)[:limit]
+
+
+def error_in_answer(text: str, patterns: Sequence[str]) -> UpstreamError | None:
+    """An answer (200 OK) whose text is one of the backend's error sentences, as the
+    failure it is; None for a real answer."""
+    lowered = text.lower()
+    found = next((p for p in patterns if p.lower() in lowered), None)
+    if found is None:
+        return None
+    said = " ".join(text.split())[:300]
+    retired = _RETIRED.search(text)
+    if retired:
+        old, new = retired.groups()
+        message = (
+            f"model {old} is no longer available upstream; it suggests {new}. Map {old} to "
+            f"{new} (model_mapping) or ask for {new}. Upstream said: {said}"
+        )
+        return UpstreamError(
+            Failure.NOT_FOUND, 404, message, ANSWER_WAS_ERROR, body={"successor": new}
+        )
+    if "no longer supported" in lowered:
+        message = (
+            "the upstream refuses this client version; set upstream_client_version (and "
+            f"upstream_user_agent) to the current Antigravity release. Upstream said: {said}"
+        )
+        return UpstreamError(Failure.OUTDATED_CLIENT, 502, message, ANSWER_WAS_ERROR)
+    return UpstreamError(
+        Failure.CAPACITY, 502, f"the upstream answered with an error: {said}", ANSWER_WAS_ERROR
     )
 
 

@@ -100,6 +100,26 @@ async function follow() {
   }
 }
 
+// A retired model's error names the successor the upstream suggested: one click maps it.
+const RETIRED = /model (\S+) is no longer available upstream; it suggests ([\w.-]*[\w-])/;
+
+function offerSuccessor(error) {
+  const found = RETIRED.exec(error);
+  const box = $("detail-successor");
+  box.hidden = !found;
+  if (!found) return;
+  const [, old, successor] = found;
+  box.replaceChildren(el("button", { class: "btn primary small", type: "button", onclick: async () => {
+    const rules = { ...(store.config.config.model_mapping || {}), [old]: successor };
+    try {
+      store.config = await api("PUT", "/config", { model_mapping: rules });
+      toast(`Mapped ${old} → ${successor}`);
+    } catch (err) {
+      toast(err.message);
+    }
+  } }, `Map ${old} → ${successor}`));
+}
+
 async function showDetail(id) {
   const log = await api("GET", "/logs/" + encodeURIComponent(id));
   for (const tr of document.querySelectorAll(".log-row")) tr.classList.toggle("selected", tr.dataset.id === id);
@@ -117,6 +137,7 @@ async function showDetail(id) {
     : [el("li", { class: "muted" }, "No upstream call (answered by the gateway).")]));
   $("detail-error-box").hidden = !log.error;
   $("detail-error").textContent = log.error || "";
+  offerSuccessor(log.error || "");
   const off = "Not captured: turn on “capture bodies” above (monitor_capture_bodies).";
   $("detail-request").textContent = log.request_body ?? off;
   $("detail-response").textContent = log.response_body ?? off;
