@@ -123,6 +123,7 @@ def test_a_wrong_socks_password_is_a_clear_502_and_no_password_is_shown(
     assert fake_google.calls("streamGenerateContent") == []
     seen = [
         gw.cli("accounts", "list").stdout,
+        gw.cli("accounts", "list", "--json").stdout,
         gw.cli("config", "get").stdout,
         gw.admin("GET", "/api/accounts").text,
         gw.admin("GET", "/api/config").text,
@@ -132,6 +133,7 @@ def test_a_wrong_socks_password_is_a_clear_502_and_no_password_is_shown(
     assert config["upstream_proxy"] == "socks5://bob:••••@10.0.0.9:1080"
     gw.stop()
     seen.append("".join(gw.output))
+    assert "socks5h://alice:••••@" in seen[1]  # shown, masked
     assert "socks5h://alice:••••@" in seen[-1]  # the change is logged, masked
     for text in seen:
         assert PASSWORD not in text and global_password not in text
