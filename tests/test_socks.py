@@ -20,7 +20,7 @@ from test_upstream import access_token, envelope, run_client
 
 from agproxy.upstream import CloudCodeClient, Credentials, Failure, UpstreamError
 from agproxy.upstream.sessions import Sessions
-from conftest import Gateway, add_to, free_port, google_env, spawn
+from conftest import Gateway, add_to, agproxy_env, free_port, google_env, run_cli, spawn
 
 PASSWORD = "s0cks-pass-" + uuid.uuid4().hex[:8]
 
@@ -137,6 +137,24 @@ def test_a_wrong_socks_password_is_a_clear_502_and_no_password_is_shown(
     assert "socks5h://alice:••••@" in seen[-1]  # the change is logged, masked
     for text in seen:
         assert PASSWORD not in text and global_password not in text
+
+
+def test_the_global_socks_proxy_carries_adding_an_account(tmp_path: Any, fake_google: Any) -> None:
+    """`accounts add` (token, userinfo, project, quota) goes through `upstream_proxy`."""
+    acct = fake_google.add_account(email=f"glob-{uuid.uuid4().hex[:6]}@example.com")
+    with SocksServer(login=("carol", PASSWORD)) as socks:
+        env = agproxy_env(
+            tmp_path,
+            **google_env(fake_google),
+            AGPROXY_UPSTREAM_PROXY=socks.url("socks5", "carol", PASSWORD),
+        )
+        added = run_cli(tmp_path, "accounts", "add", "--refresh-token", acct.refresh_token, env=env)
+    assert added.returncode == 0, added.stderr
+    assert f"added {acct.email}" in added.stdout
+    fake = Connect("127.0.0.1", fake_port(fake_google), "ipv4")
+    assert socks.connects and set(socks.connects) == {fake}
+    assert {ok for *_, ok in socks.logins} == {True}
+    assert {"token", "userinfo"} <= {r.rpc for r in fake_google.calls()}
 
 
 # -- the Cloud Code client and the sessions --------------------------------------------------
