@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -92,14 +92,22 @@ def _default_user_agent() -> str:
     return f"Antigravity/{CLIENT_VERSION} ({platform}) Chrome/132.0.6834.160 Electron/39.2.3"
 
 
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
 def normalize_proxy(url: str) -> str:
-    """An outbound proxy URL: http(s) only (a bare host:port gets http://), with a host
+    """An outbound proxy URL: http(s) or SOCKS5 (a bare host:port gets http://), with a host
     that can be a proxy (a dotted name, an address, localhost) and a valid port."""
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"{mask_url(url)!r}: only http:// and https:// proxies are supported")
+    scheme, _, rest = url.partition("://")
+    url = f"{scheme.lower()}://{rest}"
+    if scheme.lower() not in PROXY_SCHEMES:
+        raise ValueError(
+            f"{mask_url(url)!r}: only http://, https://, socks5:// and socks5h:// proxies "
+            "are supported"
+        )
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -113,7 +121,25 @@ def normalize_proxy(url: str) -> str:
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{mask_url(url)!r}: a proxy URL has no path or query")
+    if parts.scheme.startswith("socks"):
+        _check_socks(url, port)
     return url
+
+
+def _check_socks(url: str, port: int | None) -> None:
+    """What a SOCKS5 connection can carry: a port (no default is assumed) and, for a
+    login (RFC 1929), a user and a password of 1 to 255 ASCII characters each."""
+    if not port:
+        raise ValueError(f"{mask_url(url)!r}: write a SOCKS proxy as socks5://host:port")
+    parts = urlsplit(url)
+    if parts.username is None:
+        return
+    login = (unquote(parts.username), unquote(parts.password or ""))
+    if not all(0 < len(part) <= 255 and part.isascii() for part in login):
+        raise ValueError(
+            f"{mask_url(url)!r}: a SOCKS5 login needs a user and a password, "
+            "each 1 to 255 ASCII characters"
+        )
 
 
 def mask_url(url: str | None) -> str | None:

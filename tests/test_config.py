@@ -236,6 +236,39 @@ def test_upstream_urls_comma_separated_are_split(store: ConfigStore) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("socks5://127.0.0.1:1080", "socks5://127.0.0.1:1080"),
+        ("SOCKS5H://proxy.example:1080", "socks5h://proxy.example:1080"),
+        ("socks5h://alice:s%40cret@10.0.0.2:1080", "socks5h://alice:s%40cret@10.0.0.2:1080"),
+        ("http://127.0.0.1:3128", "http://127.0.0.1:3128"),
+        ("127.0.0.1:3128", "http://127.0.0.1:3128"),
+    ],
+)
+def test_upstream_proxy_accepts_http_and_socks5(store: ConfigStore, given: str, kept: str) -> None:
+    assert store.update({"upstream_proxy": given}).upstream_proxy == kept
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ("socks4://127.0.0.1:1080", "only http://, https://, socks5:// and socks5h://"),
+        ("ftp://127.0.0.1:21", "only http://, https://, socks5:// and socks5h://"),
+        ("socks5://proxy.example", "write a SOCKS proxy as socks5://host:port"),
+        ("socks5://alice@127.0.0.1:1080", "needs a user and a password"),
+        ("socks5://älice:pw-secret@127.0.0.1:1080", "ASCII"),
+        ("socks5h://alice:pw-secret@127.0.0.1:99999", "port"),
+    ],
+)
+def test_other_proxy_schemes_are_refused_clearly(store: ConfigStore, bad: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        store.update({"upstream_proxy": bad})
+    assert info.value.key == "upstream_proxy"
+    assert says in info.value.message
+    assert "pw-secret" not in info.value.message  # the refusal shows the URL masked
+
+
 def test_none_returns_key_to_default(store: ConfigStore) -> None:
     store.update({"port": 9000})
     assert json.loads(store.path.read_text())["port"] == 9000

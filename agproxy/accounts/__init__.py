@@ -24,7 +24,7 @@ def build_account_service(
     """Wire the store, the upstream client, OAuth and the token manager together."""
     store = AccountStore(engine)
     client = CloudCodeClient(settings)
-    oauth = GoogleOAuth(settings, lambda: client.session)
+    oauth = GoogleOAuth(settings, client.sessions)
     tokens = TokenManager(oauth, store, on_relogin=on_relogin)
     service = AccountService(store, client, oauth, tokens)
     tokens.proxy_for = service.proxy_for

@@ -16,6 +16,8 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
+from agproxy.upstream.errors import TRANSPORT_ERRORS
+from agproxy.upstream.sessions import Sessions
 
 CLIENT_ID = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
 CLIENT_SECRET = "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"
@@ -61,11 +63,9 @@ class PKCE:
 
 
 class GoogleOAuth:
-    def __init__(
-        self, settings: Callable[[], Settings], session: Callable[[], aiohttp.ClientSession]
-    ) -> None:
+    def __init__(self, settings: Callable[[], Settings], sessions: Sessions) -> None:
         self._settings = settings
-        self._session = session
+        self._sessions = sessions
 
     def _user_agent(self) -> str:
         return f"vscode/1.X.X (Antigravity/{self._settings().upstream_client_version})"
@@ -89,16 +89,17 @@ class GoogleOAuth:
         form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
         url = self._settings().oauth_token_url
         try:
-            async with self._session().post(
-                url,
-                data=form,
-                timeout=TIMEOUT,
-                proxy=proxy,
-                headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            with self._sessions.lease(proxy) as way:
+                async with way.session.post(
+                    url,
+                    data=form,
+                    timeout=TIMEOUT,
+                    proxy=way.proxy,
+                    headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+        except TRANSPORT_ERRORS as exc:
             raise OAuthError(
                 "transient",
                 f"token endpoint unreachable: {type(exc).__name__}"
@@ -149,18 +150,19 @@ class GoogleOAuth:
 
     async def userinfo(self, access_token: str, proxy: str | None = None) -> dict[str, Any]:
         try:
-            async with self._session().get(
-                self._settings().oauth_userinfo_url,
-                timeout=TIMEOUT,
-                proxy=proxy,
-                headers={
-                    "Authorization": f"Bearer {access_token}",
-                    "User-Agent": self._user_agent(),
-                },
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            with self._sessions.lease(proxy) as way:
+                async with way.session.get(
+                    self._settings().oauth_userinfo_url,
+                    timeout=TIMEOUT,
+                    proxy=way.proxy,
+                    headers={
+                        "Authorization": f"Bearer {access_token}",
+                        "User-Agent": self._user_agent(),
+                    },
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+        except TRANSPORT_ERRORS as exc:
             raise OAuthError("transient", f"userinfo unreachable: {type(exc).__name__}") from exc
         if status != 200:
             kind = "transient" if status >= 500 else "rejected"

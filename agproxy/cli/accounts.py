@@ -284,8 +284,9 @@ def disable(id_or_email: str) -> None:
 @click.argument("id_or_email")
 @click.argument("url")
 def set_proxy(id_or_email: str, url: str) -> None:
-    """Send this account's upstream traffic through an HTTP(S) proxy (URL `none` clears it;
-    without one the global `upstream_proxy` setting applies)."""
+    """Send this account's upstream traffic through a proxy: http://, https://, socks5://
+    (names resolved here) or socks5h:// (resolved by the proxy), with an optional
+    user:password@. URL `none` clears it; without one the global `upstream_proxy` applies."""
     from agproxy.config import mask_url, normalize_proxy
 
     try:

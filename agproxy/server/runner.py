@@ -198,7 +198,7 @@ def assemble(store: ConfigStore) -> Gateway:
         accounts,
         scheduler,
         Policy(scheduler, accounts),
-        ZaiClient(lambda: store.settings, lambda: accounts.client.session),
+        ZaiClient(lambda: store.settings, accounts.client.sessions),
         zai_keys,
         MonitorWriter(engine, lambda: store.settings),
     )

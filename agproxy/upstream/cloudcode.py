@@ -18,7 +18,14 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
-from agproxy.upstream.errors import Failure, UpstreamError, classify, describe
+from agproxy.upstream.errors import (
+    TRANSPORT_ERRORS,
+    Failure,
+    UpstreamError,
+    classify,
+    describe,
+)
+from agproxy.upstream.sessions import Sessions
 from agproxy.upstream.sse import SSEDecoder
 
 log = logging.getLogger("agproxy.upstream")
@@ -28,6 +35,7 @@ FALLBACK_STATUSES = frozenset({408, 404}) | frozenset(range(500, 600))
 # call is 20 s to connect and 300 s of upstream silence. Fewer timers per request, too.
 GENERATE_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
 SHORT_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=10)
+CALL_ERRORS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, orjson.JSONDecodeError)
 PLACEHOLDER_PROJECTS = frozenset({"", "test-project", "project-id"})
 SESSION_ID = str(uuid.uuid4())  # x-vscode-sessionid: one per process, like the IDE
 
@@ -50,33 +58,17 @@ class Credentials:
 
     access_token: str
     project: str | None = None
-    proxy: str | None = None  # outbound HTTP(S) proxy URL for this account
+    proxy: str | None = None  # outbound HTTP(S) or SOCKS5 proxy URL for this account
 
 
 class CloudCodeClient:
     def __init__(self, settings: Callable[[], Settings]) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self.sessions = Sessions()
         self._machine_id = machine_id()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running loop; one pooled keep-alive client.
-        if self._session is None or self._session.closed:
-            # Streams stay open for minutes: the pool must not cap concurrent requests.
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=0, keepalive_timeout=90, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda o: orjson.dumps(o).decode(),
-                auto_decompress=True,
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self.sessions.close()
 
     # -- headers ---------------------------------------------------------
     def headers(
@@ -140,19 +132,20 @@ class CloudCodeClient:
         data: bytes | None,
     ) -> Any:
         last: UpstreamError | None = None
-        for url in urls:
-            try:
-                async with self.session.request(
-                    method, url, data=data, headers=headers, timeout=timeout, proxy=creds.proxy
-                ) as response:
-                    raw = await response.read()
-                    if response.status < 300:
-                        return orjson.loads(raw) if raw else {}
-                    last = classify(response.status, raw, response.headers.get("Retry-After"))
-                    if response.status not in FALLBACK_STATUSES:
-                        raise last
-            except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-                last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
+        with self.sessions.lease(creds.proxy) as way:
+            for url in urls:
+                try:
+                    async with way.session.request(
+                        method, url, data=data, headers=headers, timeout=timeout, proxy=way.proxy
+                    ) as response:
+                        raw = await response.read()
+                        if response.status < 300:
+                            return orjson.loads(raw) if raw else {}
+                        last = classify(response.status, raw, response.headers.get("Retry-After"))
+                        if response.status not in FALLBACK_STATUSES:
+                            raise last
+                except CALL_ERRORS as exc:
+                    last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
         assert last is not None
         raise last
 
@@ -182,33 +175,34 @@ class CloudCodeClient:
         data = orjson.dumps(body)
         headers = self.headers(creds, extra=extra_headers)
         last: UpstreamError | None = None
-        for url in self._urls("streamGenerateContent", "alt=sse"):
-            try:
-                response = await self.session.post(
-                    url, data=data, headers=headers, timeout=GENERATE_TIMEOUT, proxy=creds.proxy
-                )
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
-                continue
-            async with response:
-                if response.status >= 300:
-                    raw = await response.read()
-                    last = classify(response.status, raw, response.headers.get("Retry-After"))
-                    if response.status in FALLBACK_STATUSES:
-                        continue
-                    raise last
-                decoder = SSEDecoder()
+        with self.sessions.lease(creds.proxy) as way:
+            for url in self._urls("streamGenerateContent", "alt=sse"):
                 try:
-                    async for chunk in response.content.iter_any():
-                        for event in decoder.feed(chunk):
-                            yield _unwrap(event)
-                except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise _transport(
-                        url, f"the answer broke off mid-stream: {describe(exc)}", exc
-                    ) from exc
-                for event in decoder.flush():
-                    yield _unwrap(event)
-                return
+                    response = await way.session.post(
+                        url, data=data, headers=headers, timeout=GENERATE_TIMEOUT, proxy=way.proxy
+                    )
+                except TRANSPORT_ERRORS as exc:
+                    last = _transport(url, f"the upstream call failed: {describe(exc)}", exc)
+                    continue
+                async with response:
+                    if response.status >= 300:
+                        raw = await response.read()
+                        last = classify(response.status, raw, response.headers.get("Retry-After"))
+                        if response.status in FALLBACK_STATUSES:
+                            continue
+                        raise last
+                    decoder = SSEDecoder()
+                    try:
+                        async for chunk in response.content.iter_any():
+                            for event in decoder.feed(chunk):
+                                yield _unwrap(event)
+                    except TRANSPORT_ERRORS as exc:
+                        raise _transport(
+                            url, f"the answer broke off mid-stream: {describe(exc)}", exc
+                        ) from exc
+                    for event in decoder.flush():
+                        yield _unwrap(event)
+                    return
         assert last is not None
         raise last
 

@@ -10,9 +10,20 @@ from enum import StrEnum
 from typing import Any
 
 import aiohttp
+import aiohttp_socks
 import orjson
 
 from agproxy.upstream.durations import find_retry_delay
+
+# What a failed connection raises: aiohttp's errors, and aiohttp-socks' own (a SOCKS proxy
+# that refuses the login or the destination raises no aiohttp error).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    aiohttp.ClientError,
+    aiohttp_socks.ProxyError,
+    aiohttp_socks.ProxyConnectionError,
+    aiohttp_socks.ProxyTimeoutError,
+)
 
 
 class Failure(StrEnum):
@@ -167,6 +178,9 @@ def describe(exc: BaseException) -> str:
     own messages carry it: "Cannot connect to host 10.0.0.5:8443 ...")."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    socks = _describe_socks(exc)
+    if socks:
+        return socks
     if isinstance(exc, aiohttp.ClientSSLError):
         return "the TLS handshake failed"
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
@@ -184,6 +198,21 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     return type(exc).__name__
+
+
+def _describe_socks(exc: BaseException) -> str | None:
+    """aiohttp-socks' errors. A refusal's text is python-socks' fixed wording for the
+    SOCKS reply ("Username and password authentication failure", "Host unreachable"); a
+    connection error's names the proxy's address, so only its errno is kept."""
+    if isinstance(exc, aiohttp_socks.ProxyTimeoutError):
+        return "the SOCKS proxy timed out"
+    if isinstance(exc, aiohttp_socks.ProxyConnectionError):
+        cause = exc.__cause__
+        errno = cause.errno if isinstance(cause, OSError) else None
+        return "could not connect to the proxy" + (f" ({os.strerror(errno)})" if errno else "")
+    if isinstance(exc, aiohttp_socks.ProxyError):
+        return f"the SOCKS proxy refused: {exc}"
+    return None
 
 
 def _with_errno(text: str, exc: aiohttp.ClientConnectorError) -> str:

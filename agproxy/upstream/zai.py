@@ -15,7 +15,14 @@ import aiohttp
 import orjson
 
 from agproxy.config import Settings
-from agproxy.upstream.errors import Failure, UpstreamError, classify, describe
+from agproxy.upstream.errors import (
+    TRANSPORT_ERRORS,
+    Failure,
+    UpstreamError,
+    classify,
+    describe,
+)
+from agproxy.upstream.sessions import Lease, Sessions
 
 FORWARDED_HEADERS = ("content-type", "accept", "anthropic-version", "anthropic-beta", "user-agent")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=20, sock_read=300)
@@ -54,11 +61,9 @@ class ZaiResponse:
 
 
 class ZaiClient:
-    def __init__(
-        self, settings: Callable[[], Settings], session: Callable[[], aiohttp.ClientSession]
-    ) -> None:
+    def __init__(self, settings: Callable[[], Settings], sessions: Sessions) -> None:
         self.settings = settings
-        self._session = session
+        self._sessions = sessions
 
     async def forward(
         self, path: str, body: dict[str, Any], client_headers: dict[str, str], key: str
@@ -77,29 +82,24 @@ class ZaiClient:
         headers["x-api-key"] = key
         headers["authorization"] = f"Bearer {key}"
         url = settings.zai_base_url.rstrip("/") + path
+        way = self._sessions.lease(settings.upstream_proxy)
         try:
-            response = await self._session().post(
-                url,
-                data=orjson.dumps(payload),
-                headers=headers,
-                timeout=TIMEOUT,
-                proxy=settings.upstream_proxy,
+            response = await way.session.post(
+                url, data=orjson.dumps(payload), headers=headers, timeout=TIMEOUT, proxy=way.proxy
             )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamError(
-                Failure.TRANSPORT, 502, f"z.ai request failed: {describe(exc)}"
-            ) from exc
+        except BaseException as exc:  # a cancelled call releases the session too
+            way.release()
+            if isinstance(exc, TRANSPORT_ERRORS):
+                raise UpstreamError(
+                    Failure.TRANSPORT, 502, f"z.ai request failed: {describe(exc)}"
+                ) from exc
+            raise
         content_type = response.headers.get("Content-Type", "application/json")
         model = payload.get("model")
         if response.status < 400:
-            return ZaiResponse(response.status, content_type, _relay(response), model)
-        async with response:
-            try:
-                raw = await response.content.read(ERROR_BODY_LIMIT)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise UpstreamError(
-                    Failure.TRANSPORT, 502, f"z.ai answer failed: {describe(exc)}"
-                ) from exc
+            return ZaiResponse(response.status, content_type, _relay(response, way), model)
+        with way:
+            raw = await _error_body(response)
         error = classify(response.status, raw, response.headers.get("Retry-After"))
         if error.kind in (Failure.INVALID_REQUEST, Failure.OTHER):
             return ZaiResponse(response.status, content_type, _replay(raw), model)
@@ -107,10 +107,21 @@ class ZaiClient:
         raise error
 
 
-async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
     async with response:
-        async for chunk in response.content.iter_any():
-            yield chunk
+        try:
+            return await response.content.read(ERROR_BODY_LIMIT)
+        except TRANSPORT_ERRORS as exc:
+            raise UpstreamError(
+                Failure.TRANSPORT, 502, f"z.ai answer failed: {describe(exc)}"
+            ) from exc
+
+
+async def _relay(response: aiohttp.ClientResponse, way: Lease) -> AsyncIterator[bytes]:
+    with way:
+        async with response:
+            async for chunk in response.content.iter_any():
+                yield chunk
 
 
 async def _replay(raw: bytes) -> AsyncIterator[bytes]:
