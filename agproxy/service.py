@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from agproxy.accounts import AccountService
+from agproxy.accounts import AccountService, Status
+from agproxy.accounts.store import Account
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
 from agproxy.monitor.writer import MonitorWriter
@@ -33,6 +34,8 @@ from agproxy.upstream.zai import ZaiClient
 log = logging.getLogger("agproxy.service")
 
 NO_ACCOUNTS = "no available accounts, please add an account first"
+# States a reset by hand clears (the backend's refusals); needs_relogin needs a sign-in.
+RESETTABLE = frozenset({Status.FORBIDDEN})
 Provider = Literal["google", "zai"]
 GOOGLE: Provider = "google"
 ZAI: Provider = "zai"
@@ -101,6 +104,27 @@ class Gateway:
         # pooled: z.ai is one more slot in the rotation
         self._zai_turn += rotate
         return (ZAI, GOOGLE) if self._zai_turn % (len(self.pool) + 1) == 0 else (GOOGLE, ZAI)
+
+    async def reset_account(self, account: Account, model: str | None = None) -> dict[str, Any]:
+        """Forget what the pool learned about an account: its cooldowns (for `model`, or
+        all), its backoff, and (for all models) a refusal state it may be in; an account
+        that needs a new sign-in keeps needing it."""
+        cleared = self.scheduler.cooldowns.clear(account.id, model)
+        for key in [k for k in self.policy.strikes if k[0] == account.id]:
+            if model is None or key[1] == model:
+                del self.policy.strikes[key]
+        restored = model is None and account.status in RESETTABLE
+        if restored:
+            await asyncio.to_thread(self.accounts.store.set_status, account.id, Status.OK)
+            await asyncio.to_thread(self.pool.load)
+        log.info(
+            "account %s reset by hand (%s): %d cooldowns cleared%s",
+            account.email,
+            model or "every model",
+            cleared,
+            f", {account.status.value} → ok" if restored else "",
+        )
+        return {"cooldowns_cleared": cleared, "status": "ok" if restored else account.status.value}
 
     @property
     def lan_exposed(self) -> bool:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from agproxy.config import mask_url
-from agproxy.db.tables import account_quotas, accounts, revisions
+from agproxy.db.tables import account_cooldowns, account_quotas, accounts, revisions
 
 
 class Status(StrEnum):
@@ -52,6 +52,7 @@ class Account:
     created_at: float = 0.0
     last_used_at: float | None = None
     proxy_url: str | None = None
+    status_url: str | None = None  # the link that goes with the state (verify the account)
     oauth_client: str | None = None
     quotas: list[ModelQuota] = field(default_factory=list)
     quota_fetched_at: float | None = None
@@ -275,6 +276,24 @@ class AccountStore:
         with self.engine.begin() as conn:
             self._replace_quotas(conn, account_id, quotas, time.time())
             self._bump(conn)  # the catalog may change
+
+    # -- cooldowns -----------------------------------------------------------
+    def save_cooldowns(self, rows: list[tuple[str, str, float]]) -> None:
+        """Replace the stored cooldowns with these (account id, model or "*", until)."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(account_cooldowns))
+            if rows:
+                conn.execute(
+                    sa.insert(account_cooldowns),
+                    [{"account_id": a, "model": m, "until": u} for a, m, u in rows],
+                )
+
+    def load_cooldowns(self, now: float) -> list[tuple[str, str, float]]:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(account_cooldowns).where(account_cooldowns.c.until > now)
+            ).all()
+        return [(r.account_id, r.model, r.until) for r in found]
 
     def touch_used(self, used: dict[str, float]) -> None:
         """Record last-used times in one batch (called off the request path)."""

@@ -140,6 +140,22 @@ async def _set_enabled(request: Request, enabled: bool) -> Response:
     return JSONResponse({"account": fresh.public() if fresh else None})
 
 
+async def reset_account(request: Request) -> Response:
+    """POST {"model": M?}: clear the account's cooldowns (for M, or all) and, for all
+    models, a refusal state (see Gateway.reset_account)."""
+    account = await _find(request)
+    if isinstance(account, Response):
+        return account
+    body = await read_json_object(request)
+    if isinstance(body, Response):
+        return body
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        return admin_error(400, "model must be a model id, or absent for every model", "model")
+    done = await _gateway(request).reset_account(account, model.strip() if model else None)
+    return JSONResponse({"account_id": account.id, **done})
+
+
 async def enable_account(request: Request) -> Response:
     return await _set_enabled(request, True)
 
@@ -284,6 +300,7 @@ routes = [
     Route("/accounts/{id}", remove_account, methods=["DELETE"]),
     Route("/accounts/{id}", update_account, methods=["PUT"]),
     Route("/accounts/{id}/enable", enable_account, methods=["POST"]),
+    Route("/accounts/{id}/reset", reset_account, methods=["POST"]),
     Route("/accounts/{id}/disable", disable_account, methods=["POST"]),
     Route("/accounts/{id}/quota", refresh_quota, methods=["POST"]),
 ]

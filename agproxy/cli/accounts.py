@@ -29,7 +29,7 @@ from agproxy.accounts.service import (
     summarize,
 )
 from agproxy.accounts.store import Account, AccountStore
-from agproxy.cli.client import load_settings
+from agproxy.cli.client import AdminClient, load_settings
 from agproxy.datadir import DATABASE_FILE, atomic_write
 from agproxy.db import open_database
 
@@ -408,3 +408,44 @@ def login(no_browser: bool, manual: bool, timeout: int) -> None:
         f"{outcome} {account.email} (project {account.project_id or '-'}, "
         f"tier {account.tier or '-'}, {len(account.quotas)} models with quota)"
     )
+
+
+@accounts.command()
+@click.argument("id_or_email")
+@click.option("--model", help="Clear the cooldown for this model only.")
+def reset(id_or_email: str, model: str | None) -> None:
+    """Clear an account's cooldowns (all models, or --model) and, for all models, a
+    forbidden state, so that it is asked again at once. Through the running gateway when
+    there is one (its cooldowns live in memory), else in the data directory."""
+    with _account_store() as store:
+        account = _find(store, id_or_email)
+    client = AdminClient.from_data_dir()
+    try:
+        done = client.call_ok("POST", f"/api/accounts/{account.id}/reset", {"model": model})
+    except click.ClickException as exc:
+        if "no gateway answers" not in exc.message:
+            raise
+        done = _reset_offline(account, model)
+    what = f"for {model}" if model else "for every model"
+    status = f"; state {done['status']}" if done.get("status") else ""
+    click.echo(f"{account.email}: {done['cooldowns_cleared']} cooldowns cleared {what}{status}")
+
+
+def _reset_offline(account: Account, model: str | None) -> dict[str, object]:
+    """No gateway runs: the saved cooldowns are cleared in the database."""
+    from agproxy.accounts.store import Status
+
+    with _account_store() as store:
+        now = time.time()
+        kept = [
+            row
+            for row in store.load_cooldowns(now)
+            if row[0] != account.id or (model is not None and row[1] != model)
+        ]
+        cleared = len(store.load_cooldowns(now)) - len(kept)
+        store.save_cooldowns(kept)
+        status = account.status
+        if model is None and status is Status.FORBIDDEN:
+            store.set_status(account.id, Status.OK)
+            status = Status.OK
+    return {"cooldowns_cleared": cleared, "status": status.value}

@@ -114,12 +114,27 @@ def m005_request_log_user_agent(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN user_agent VARCHAR(200)")
 
 
+def m007_cooldowns_and_status_links(conn: Connection) -> None:
+    # Cooldowns outlive a restart: until when (wall clock) an account should not be asked
+    # for a model ("*": any model).
+    sa.Table(
+        "account_cooldowns",
+        sa.MetaData(),
+        sa.Column("account_id", sa.String(36), primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("until", sa.Float, nullable=False),
+    ).create(conn)
+    # The link that goes with an account's state (Google's "verify your account" page).
+    conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN status_url VARCHAR(1000)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_accounts,
     m002_proxy_limits_revisions,
     m003_request_logs,
     m004_request_log_account_id,
     m005_request_log_user_agent,
+    m007_cooldowns_and_status_links,
 ]
 
 _applied = sa.Table(

@@ -24,6 +24,15 @@ accounts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float),
     sa.Column("proxy_url", sa.String(500)),
+    sa.Column("status_url", sa.String(1000)),
+)
+
+account_cooldowns = sa.Table(
+    "account_cooldowns",
+    metadata,
+    sa.Column("account_id", sa.String(36), primary_key=True),
+    sa.Column("model", sa.String(200), primary_key=True),  # "*": every model
+    sa.Column("until", sa.Float, nullable=False),  # wall clock
 )
 
 account_quotas = sa.Table(

@@ -35,10 +35,12 @@ class Cooldowns:
 
     until: dict[tuple[str, str], float] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic  # handed in, so tests need not sleep
+    revision: int = 0  # moves on every change: what the saver compares
 
     def set(self, account_id: str, model: str | None, seconds: float) -> None:
         key = (account_id, model or ANY_MODEL)
         self.until[key] = max(self.until.get(key, 0.0), self.clock() + seconds)
+        self.revision += 1
 
     def remaining(self, account_id: str, model: str) -> float:
         now = self.clock()
@@ -51,12 +53,30 @@ class Cooldowns:
         )
         return left if left > 0 else 0.0
 
-    def clear(self, account_id: str | None = None) -> None:
-        if account_id is None:
-            self.until.clear()
-        else:
-            for key in [k for k in self.until if k[0] == account_id]:
-                del self.until[key]
+    def clear(self, account_id: str | None = None, model: str | None = None) -> int:
+        """Forget cooldowns (all, an account's, or an account's for one model); how many."""
+        keys = [
+            k
+            for k in self.until
+            if (account_id is None or k[0] == account_id) and (model is None or k[1] == model)
+        ]
+        for key in keys:
+            del self.until[key]
+        self.revision += 1
+        return len(keys)
+
+    def export(self, wall_now: float) -> list[tuple[str, str, float]]:
+        """The running cooldowns as (account id, model or "*", until on the wall clock)."""
+        now = self.clock()
+        return [(a, m, wall_now + (u - now)) for (a, m), u in self.until.items() if u > now]
+
+    def restore(self, rows: list[tuple[str, str, float]], wall_now: float) -> None:
+        """Cooldowns saved by `export` (in an earlier process), those still running."""
+        now = self.clock()
+        for account_id, model, until in rows:
+            if until > wall_now:
+                key = (account_id, model)
+                self.until[key] = max(self.until.get(key, 0.0), now + (until - wall_now))
 
     def prune(self) -> None:
         now = self.clock()

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 
 import uvloop
@@ -30,6 +31,7 @@ log = logging.getLogger("agproxy.server")
 CONFIG_POLL_SECONDS = 1.0
 ACCOUNTS_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 10.0
+COOLDOWN_SAVE_SECONDS = 1.0
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -70,6 +72,29 @@ async def _flush_last_used(gateway: Gateway) -> None:
                 await asyncio.to_thread(gateway.accounts.store.touch_used, used)
             except Exception:
                 log.exception("could not save last-used times")
+
+
+async def _save_cooldowns(gateway: Gateway) -> None:
+    """Cooldowns live in memory on the request path and are saved when they change, so
+    that a restart does not send requests straight back to a rate-limited account."""
+    saved = -1
+    while True:
+        await asyncio.sleep(COOLDOWN_SAVE_SECONDS)
+        saved = await _save_cooldowns_once(gateway, saved)
+
+
+async def _save_cooldowns_once(gateway: Gateway, saved: int) -> int:
+    cooldowns = gateway.scheduler.cooldowns
+    revision = cooldowns.revision
+    if revision == saved:
+        return saved
+    try:
+        rows = cooldowns.export(time.time())
+        await asyncio.to_thread(gateway.accounts.store.save_cooldowns, rows)
+    except Exception:  # a locked database: next tick
+        log.exception("could not save cooldowns")
+        return saved
+    return revision
 
 
 async def _refresh_quotas_periodically(gateway: Gateway) -> None:
@@ -124,6 +149,8 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         f"Anthropic / Gemini: http://{shown_host}:{port}"
     )
     echo(f"  data dir: {gateway.store.directory}")
+    restored = gateway.accounts.store.load_cooldowns(time.time())
+    gateway.scheduler.cooldowns.restore(restored, time.time())
     if settings.auto_start:
         try:
             status = await gateway.start(persist=False)
@@ -139,6 +166,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         asyncio.create_task(_watch_accounts(gateway)),
         asyncio.create_task(_refresh_quotas_periodically(gateway)),
         asyncio.create_task(_flush_last_used(gateway)),
+        asyncio.create_task(_save_cooldowns(gateway)),
     ]
     if gateway.monitor is not None:
         background.append(asyncio.create_task(gateway.monitor.run()))
@@ -149,6 +177,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
     used = gateway.scheduler.take_last_used()
     if used:
         gateway.accounts.store.touch_used(used)
+    await _save_cooldowns_once(gateway, -1)
     await gateway.shutdown()
     echo("stopped")
     return 0

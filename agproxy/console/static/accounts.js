@@ -19,11 +19,14 @@ function accountCard(a) {
     onclick: () => accountAction(a, "quota") }, "Refresh quota");
   const remove = el("button", { class: "btn small danger", type: "button", "data-action": "remove",
     onclick: () => accountAction(a, "remove") }, "Delete");
+  const reset = el("button", { class: "btn small", type: "button", "data-action": "reset",
+    title: "Clear its cooldowns and a forbidden state: it is asked again at once",
+    onclick: () => accountAction(a, "reset") }, "Reset");
   const card = el("div", { class: "account", "data-email": a.email },
     el("div", { class: "account-head" }, el("span", { class: "account-email" }, a.email),
       el("span", { class: "state " + a.state }, a.state.replace("_", " ")),
       el("span", { class: "muted" }, a.tier || "tier unknown")),
-    el("div", { class: "account-actions" }, toggle, quota, remove),
+    el("div", { class: "account-actions" }, toggle, quota, reset, remove),
     el("div", { class: "account-meta" }, `project ${a.project_id || "–"} · last used ${ago(a.last_used_at)} · quota fetched ${ago(a.quota_fetched_at)}`));
   if (a.status_reason) card.append(el("div", { class: "reason" }, a.status_reason));
   if (a.quotas.length) card.append(el("div", { class: "quotas" }, ...a.quotas.map(quotaBar)));
@@ -48,10 +51,13 @@ async function accountAction(account, action) {
     } else if (action === "quota") {
       const result = await api("POST", `/accounts/${account.id}/quota`);
       if (result.errors[account.id]) throw new Error(result.errors[account.id]);
+    } else if (action === "reset") {
+      const done = await api("POST", `/accounts/${account.id}/reset`, {});
+      toast(`${account.email}: reset, ${done.cooldowns_cleared} cooldown(s) cleared`);
     } else {
       await api("POST", `/accounts/${account.id}/${action}`);
     }
-    toast(`${account.email}: ${action === "quota" ? "quota refreshed" : action + "d"}`);
+    if (action !== "reset") toast(`${account.email}: ${action === "quota" ? "quota refreshed" : action + "d"}`);
   } catch (err) {
     toast(err.message);
   }

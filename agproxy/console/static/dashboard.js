@@ -2,7 +2,7 @@
 // countdowns, the last hour's traffic and quota, refreshed every few seconds.
 import { api } from "./api.js";
 import { barChart, hbars } from "./charts.js";
-import { $, el } from "./dom.js";
+import { $, el, toast } from "./dom.js";
 import { clock, compact, duration, num, until } from "./format.js";
 
 const dashboard = { timer: null, ticker: null, deadlines: [] };
@@ -18,7 +18,21 @@ function attentionItem(item) {
   } else if (item.reason) {
     node.append(el("div", { class: "reason" }, item.reason));
   }
+  if (item.state !== "needs_relogin") {  // a new sign-in is the only cure for that one
+    node.append(el("button", { class: "btn small reset", type: "button", "data-action": "reset",
+      title: "Clear the cooldown now (every model, and a forbidden state)", onclick: () => reset(item) }, "Reset"));
+  }
   return node;
+}
+
+async function reset(item) {
+  try {
+    const done = await api("POST", `/accounts/${item.account_id}/reset`, {});
+    toast(`${item.email}: ${done.cooldowns_cleared} cooldown(s) cleared`);
+  } catch (err) {
+    toast(err.message);
+  }
+  await loadDashboard();
 }
 
 function tickCountdowns() {
