@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ZAI_ENV, Gateway, add_accounts, google_env, spawn
+from conftest import ZAI_ENV, Gateway, add_accounts, add_to, google_env, spawn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -195,6 +195,50 @@ def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
         page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
     finally:
         gw.stop()
+
+
+def test_accounts_page_and_dashboard_show_both_quota_windows(
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    week_end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2 * 86400))
+    acct = fake_google.add_account(
+        email=f"windows-{uuid.uuid4().hex[:6]}@example.com",
+        windows={
+            "gemini-5h": {"remainingFraction": 0.7},
+            "gemini-weekly": {"remainingFraction": 0.9},
+            "3p-5h": {"remainingFraction": 0.15},
+            "3p-weekly": {"remainingFraction": 0.0, "resetTime": week_end},
+        },
+    )
+    gw = gateway_factory(AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
+    add_to(gw, acct)
+    login(page, gw)
+    page.click("a[data-page=accounts]")
+    card = page.locator(f".account[data-email='{acct.email}']")
+    expect(card.locator(".window")).to_have_count(4)
+    gemini = card.locator(".window-group[data-group=gemini]")
+    expect(gemini.locator(".window-group-name")).to_have_text("Gemini models")
+    expect(gemini.locator(".window[data-bucket=gemini-5h]")).to_contain_text("5-hour")
+    expect(card.locator(".window[data-bucket=gemini-5h]")).to_contain_text("70% resets in 4h")
+    expect(card.locator(".window[data-bucket=gemini-weekly]")).to_contain_text("90%")
+    expect(card.locator(".window[data-bucket='3p-5h']")).to_contain_text("15%")
+    weekly = card.locator(".window[data-bucket='3p-weekly']")
+    expect(card.locator(".window-group[data-group='3p'] .window-group-name")).to_have_text(
+        "Claude and GPT models"
+    )
+    expect(weekly).to_contain_text("weekly")
+    expect(weekly).to_contain_text("0% resets in 47h")
+    expect(weekly).to_contain_text("not scheduled")
+    expect(weekly.locator(".bar.empty")).to_have_count(1)
+    order = card.locator(".window").evaluate_all("nodes => nodes.map((n) => n.dataset.bucket)")
+    assert order == ["gemini-5h", "gemini-weekly", "3p-5h", "3p-weekly"]
+    card.screenshot(path=str(ARTIFACTS / "console-accounts-windows.png"))
+
+    page.click("a[data-page=dashboard]")
+    expect(page.locator(".hbar[data-name=gemini-3-flash]")).to_contain_text("available now")
+    expect(page.locator(".hbar[data-name=claude-sonnet-4-6]")).to_contain_text("recovers in 1d 23h")
+    page.screenshot(path=str(ARTIFACTS / "console-dashboard-recovery.png"), full_page=True)
 
 
 def test_a_port_move_keeps_the_console_signed_in(

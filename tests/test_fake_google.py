@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import json
 import threading
@@ -567,6 +568,44 @@ def test_retrieve_user_quota_summary(fake: FakeGoogle, at: str) -> None:
         "3p-5h",
         "3p-weekly",
     }
+    names = {g["displayName"]: [b["window"] for b in g["buckets"]] for g in groups}
+    assert names == {"Gemini Models": ["5h", "weekly"], "Claude and GPT models": ["5h", "weekly"]}
+    fresh = {b["bucketId"]: b for g in groups for b in g["buckets"]}
+    assert all(b["remainingFraction"] == 1.0 for b in fresh.values())
+    for bucket_id, seconds in {"gemini-5h": 5 * 3600, "3p-weekly": 7 * 86400}.items():
+        reset = calendar.timegm(time.strptime(fresh[bucket_id]["resetTime"], "%Y-%m-%dT%H:%M:%SZ"))
+        assert abs(reset - time.time() - seconds) < 60
+
+
+def test_quota_windows_are_scripted_per_account(fake: FakeGoogle, acct: Any, at: str) -> None:
+    """set_window changes one bucket of one account; an empty bucket (0 or no fraction)
+    answers 429 for its group's models until its reset time, the other group unaffected."""
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7200))
+    fake.set_window(acct.email, "3p-weekly", None, reset)
+    other = fake.add_account(email=email(), windows={"gemini-5h": {"remainingFraction": 0.25}})
+    buckets = {
+        b["bucketId"]: b
+        for g in rpc(fake, at, "retrieveUserQuotaSummary", {}).json()["groups"]
+        for b in g["buckets"]
+    }
+    assert "remainingFraction" not in buckets["3p-weekly"]
+    assert buckets["3p-weekly"]["resetTime"] == reset
+    assert buckets["gemini-5h"]["remainingFraction"] == 1.0
+    theirs = rpc(fake, token(fake, other), "retrieveUserQuotaSummary", {}).json()["groups"]
+    assert {b["bucketId"]: b["remainingFraction"] for g in theirs for b in g["buckets"]} == {
+        "gemini-5h": 0.25,
+        "gemini-weekly": 1.0,
+        "3p-5h": 1.0,
+        "3p-weekly": 1.0,
+    }
+
+    claude = envelope(model="claude-sonnet-4-6")
+    error = google_error(rpc(fake, at, "generateContent", claude), 429)
+    assert 7190 < parse_duration(error["details"][0]["metadata"]["quotaResetDelay"]) <= 7200
+    assert rpc(fake, at, "generateContent", envelope()).status_code == 200  # Gemini serves
+    passed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
+    fake.set_window(acct.email, "3p-weekly", 0.0, passed)
+    assert rpc(fake, at, "generateContent", claude).status_code == 200  # reset passed
 
 
 # -- generation ------------------------------------------------------------------------------

@@ -322,3 +322,41 @@ def test_quota_for_missing_account_is_refused(engine: sa.Engine) -> None:
         conn.execute(
             sa.insert(tables.account_quotas).values(account_id="ghost", model="m", fetched_at=1.0)
         )
+
+
+def test_deleting_account_cascades_quota_windows(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        for aid in ("a1", "a2"):
+            conn.execute(sa.insert(tables.accounts).values(**full_account(aid, f"{aid}@x.com")))
+            conn.execute(
+                sa.insert(tables.account_quota_windows).values(
+                    account_id=aid,
+                    bucket_id="3p-weekly",
+                    model_group="3p",
+                    window_kind="weekly",
+                    remaining_fraction=None,
+                    reset_at=5.0,
+                    fetched_at=2.0,
+                )
+            )
+    with engine.begin() as conn:
+        conn.execute(sa.delete(tables.accounts).where(tables.accounts.c.id == "a1"))
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(tables.account_quota_windows.c.account_id)).all()
+    assert left == [("a2",)]
+
+
+def test_m006_adds_the_windows_table_to_a_database_of_the_release_before(tmp_path: Path) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        assert MIGRATIONS[5].__name__ == "m006_quota_windows"
+        migrate(eng, MIGRATIONS[:5])
+        with eng.begin() as conn:
+            conn.execute(sa.insert(tables.accounts).values(**full_account("a1", "a1@x.com")))
+        assert "account_quota_windows" not in table_names(eng)
+        assert migrate(eng)[:1] == ["m006_quota_windows"]
+        with eng.connect() as conn:
+            assert conn.execute(sa.select(tables.accounts.c.email)).scalar() == "a1@x.com"
+            assert conn.execute(sa.select(tables.account_quota_windows)).all() == []
+    finally:
+        eng.dispose()

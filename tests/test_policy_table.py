@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from agproxy.accounts import Status, build_account_service
 from agproxy.accounts.store import ModelQuota
+from agproxy.accounts.windows import QuotaWindow
 from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.pool import Pool
@@ -98,6 +99,7 @@ class Row:
     revoked: str = ""  # refresh tokens Google refuses (invalid_grant)
     gone: dict[str, Status] = field(default_factory=dict)  # out of the pool afterwards
     advance: float = 0.0  # seconds the clock moves between requests
+    weekly_empty: str = ""  # accounts whose weekly window for MODEL is empty for a day
 
 
 def one(answers: tuple[Fault | str, ...], result: str, tried: str, **kw: Any) -> tuple[Request]:
@@ -243,6 +245,26 @@ ROWS = [
             Request((OK,), "ok", "b", session="s1", cooling_first={"a": 2.5}, cooled={"a": 2.5}),
         ),
     ),
+    Row(
+        "an account whose weekly window is empty is not asked",
+        one((OK,), "ok", "b"),
+        weekly_empty="a",
+    ),
+    Row(
+        "every weekly window empty: no call, 429 until the first weekly reset",
+        one((), "exhausted - no_account retry 86400s", ""),
+        weekly_empty="ab",
+    ),
+    Row(
+        "the weekly reset passes: the account is asked again",
+        (
+            Request((), "exhausted - no_account retry 86400s", ""),
+            Request((OK,), "ok", "a"),
+        ),
+        accounts=1,
+        weekly_empty="a",
+        advance=86400,
+    ),
 ]
 
 
@@ -293,6 +315,7 @@ async def play(row: Row, engine: Engine, fake: Any) -> None:
         google = fake.add_account(email=f"{name}-{uuid.uuid4().hex[:8]}@example.com")
         emails[google.email] = name
         reset = clock.time() + row.quota_reset_in if row.quota_reset_in else None
+        weekly = QuotaWindow("gemini-weekly", "gemini", "weekly", 0.0, clock.time() + 86400)
         accounts.store.upsert(
             google.email,
             google.refresh_token,
@@ -300,6 +323,7 @@ async def play(row: Row, engine: Engine, fake: Any) -> None:
             expires_at=time.time() + 3600,
             project_id="proj-a",
             quotas=[ModelQuota(MODEL, 1.0, reset)],
+            windows=[weekly] if name in row.weekly_empty else [],
         )
         if name in row.revoked:
             fake.revoke(google.refresh_token)

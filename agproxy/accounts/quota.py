@@ -1,28 +1,23 @@
-"""Per-model quota from fetchAvailableModels."""
+"""Per-model quota from fetchAvailableModels; the 5-hour and weekly windows from
+retrieveUserQuotaSummary."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import logging
 from typing import Any
 
 from agproxy.accounts.store import ModelQuota
+from agproxy.accounts.windows import QuotaWindow, parse_summary, parse_time
 from agproxy.upstream import CloudCodeClient, Credentials, Failure, UpstreamError
+
+log = logging.getLogger("agproxy.accounts")
 
 MODEL_PREFIXES = ("gemini", "claude", "gpt", "image", "imagen")
 
 
 class Forbidden(Exception):
     """fetchAvailableModels still answered 403 without a project: the account is refused."""
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def parse_quotas(body: dict[str, Any]) -> list[ModelQuota]:
@@ -42,7 +37,7 @@ def parse_quotas(body: dict[str, Any]) -> list[ModelQuota]:
             ModelQuota(
                 model=name,
                 remaining_fraction=float(fraction) if isinstance(fraction, int | float) else None,
-                reset_at=_timestamp(quota.get("resetTime")),
+                reset_at=parse_time(quota.get("resetTime")),
                 max_output_tokens=int(max_out) if isinstance(max_out, int) else None,
             )
         )
@@ -69,3 +64,21 @@ async def fetch_quotas(client: CloudCodeClient, creds: Credentials) -> list[Mode
         if exc.kind is Failure.FORBIDDEN:
             raise Forbidden(exc.message) from exc
         raise
+
+
+async def fetch_windows(client: CloudCodeClient, creds: Credentials) -> list[QuotaWindow] | None:
+    """retrieveUserQuotaSummary, best effort: any failure yields None (no summary), never
+    an error, so the per-model quota refresh stands on its own."""
+    body: dict[str, Any] = {"project": creds.project} if creds.project else {}
+    try:
+        answer = await client.call("retrieveUserQuotaSummary", body, creds, quota_style=True)
+    except UpstreamError as exc:
+        log.info("no quota summary (%s): %s", exc.status, exc.message)
+        return None
+    except Exception:  # best effort: whatever broke, the quota refresh goes on
+        log.warning("no quota summary", exc_info=True)
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("groups"), list):
+        log.info("no quota summary: the answer has no groups")
+        return None
+    return parse_summary(answer)

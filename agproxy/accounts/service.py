@@ -13,9 +13,10 @@ import orjson
 
 from agproxy.accounts.oauth import PKCE, GoogleOAuth, OAuthError, TokenGrant, display_name
 from agproxy.accounts.project import FALLBACK_PROJECT, discover_project
-from agproxy.accounts.quota import Forbidden, fetch_quotas
+from agproxy.accounts.quota import Forbidden, fetch_quotas, fetch_windows
 from agproxy.accounts.store import Account, AccountStore, ModelQuota, Status, UpsertResult
 from agproxy.accounts.tokens import QUOTA_MARGIN, TokenError, TokenManager
+from agproxy.accounts.windows import QuotaWindow
 from agproxy.upstream import CloudCodeClient, Credentials, Failure, UpstreamError
 
 log = logging.getLogger("agproxy.accounts")
@@ -132,11 +133,12 @@ class AccountService:
         except UpstreamError as exc:
             log.warning("project lookup for %s failed: %s", email, exc.message)
         quotas: list[ModelQuota] | None = None
+        windows: list[QuotaWindow] | None = None
         forbidden: str | None = None
+        creds = Credentials(grant.access_token, project_id, proxy)
         try:
-            quotas = await fetch_quotas(
-                self.client, Credentials(grant.access_token, project_id, proxy)
-            )
+            quotas = await fetch_quotas(self.client, creds)
+            windows = await fetch_windows(self.client, creds)
         except Forbidden as exc:
             forbidden = exc.args[0] if exc.args else "403"
         except UpstreamError as exc:
@@ -151,6 +153,7 @@ class AccountService:
             project_id=project_id,
             tier=tier,
             quotas=quotas,
+            windows=windows,
         )
         if forbidden:
             await asyncio.to_thread(
@@ -223,8 +226,11 @@ class AccountService:
             await asyncio.to_thread(self.store.set_status, account.id, Status.FORBIDDEN, reason)
             account.status, account.status_reason = Status.FORBIDDEN, reason
             return []
+        windows = await fetch_windows(self.client, creds)
         account.quotas = quotas
-        await asyncio.to_thread(self.store.save_quotas, account.id, quotas)
+        if windows is not None:
+            account.windows = windows
+        await asyncio.to_thread(self.store.save_quotas, account.id, quotas, windows)
         if account.status is Status.FORBIDDEN:  # a successful fetch lifts the 403 mark
             await asyncio.to_thread(self.store.set_status, account.id, Status.OK, None)
             account.status, account.status_reason = Status.OK, None

@@ -16,8 +16,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from agproxy.accounts.windows import QuotaWindow
 from agproxy.config import mask_url
-from agproxy.db.tables import account_cooldowns, account_quotas, accounts, revisions
+from agproxy.db.tables import (
+    account_cooldowns,
+    account_quota_windows,
+    account_quotas,
+    accounts,
+    revisions,
+)
 
 
 class Status(StrEnum):
@@ -56,6 +63,7 @@ class Account:
     oauth_client: str | None = None
     quotas: list[ModelQuota] = field(default_factory=list)
     quota_fetched_at: float | None = None
+    windows: list[QuotaWindow] = field(default_factory=list)  # 5-hour and weekly buckets
 
     @property
     def serving(self) -> bool:
@@ -86,6 +94,7 @@ class Account:
                 }
                 for q in self.quotas
             ],
+            "quota_windows": [w.public() for w in self.windows],
         }
 
     @property
@@ -139,8 +148,18 @@ class AccountStore:
             quota_rows = conn.execute(
                 sa.select(account_quotas).order_by(account_quotas.c.model)
             ).all()
+            window_rows = conn.execute(
+                sa.select(account_quota_windows).order_by(account_quota_windows.c.bucket_id)
+            ).all()
         found = [_row_to_account(r) for r in rows]
         by_id = {a.id: a for a in found}
+        for w in window_rows:
+            if w.account_id in by_id:
+                by_id[w.account_id].windows.append(
+                    QuotaWindow(
+                        w.bucket_id, w.model_group, w.window_kind, w.remaining_fraction, w.reset_at
+                    )
+                )
         for q in quota_rows:
             account = by_id.get(q.account_id)
             if account is None:
@@ -173,6 +192,7 @@ class AccountStore:
         project_id: str | None = None,
         tier: str | None = None,
         quotas: list[ModelQuota] | None = None,
+        windows: list[QuotaWindow] | None = None,
     ) -> tuple[Account, UpsertResult]:
         """Add an account, or give a known email its new refresh token (which also
         clears a needs-relogin or forbidden mark: the user signed in again)."""
@@ -205,6 +225,8 @@ class AccountStore:
                 )
             if quotas is not None:
                 self._replace_quotas(conn, account_id, quotas, now)
+            if windows is not None:
+                self._replace_windows(conn, account_id, windows, now)
             if result is not UpsertResult.DUPLICATE:
                 self._bump(conn)
         account = self.get(account_id)
@@ -234,6 +256,11 @@ class AccountStore:
     def remove(self, account_id: str) -> bool:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(account_quotas).where(account_quotas.c.account_id == account_id))
+            conn.execute(
+                sa.delete(account_quota_windows).where(
+                    account_quota_windows.c.account_id == account_id
+                )
+            )
             gone = conn.execute(sa.delete(accounts).where(accounts.c.id == account_id)).rowcount
             if gone:
                 self._bump(conn)
@@ -272,10 +299,17 @@ class AccountStore:
     def set_proxy(self, account_id: str, proxy_url: str | None) -> None:
         self._update(account_id, bump=True, proxy_url=proxy_url)
 
-    def save_quotas(self, account_id: str, quotas: list[ModelQuota]) -> None:
+    def save_quotas(
+        self, account_id: str, quotas: list[ModelQuota], windows: list[QuotaWindow] | None = None
+    ) -> None:
+        """Replace the account's per-model quota, and its windows unless `windows` is None
+        (the summary could not be fetched: the last known windows stay)."""
+        now = time.time()
         with self.engine.begin() as conn:
-            self._replace_quotas(conn, account_id, quotas, time.time())
-            self._bump(conn)  # the catalog may change
+            self._replace_quotas(conn, account_id, quotas, now)
+            if windows is not None:
+                self._replace_windows(conn, account_id, windows, now)
+            self._bump(conn)  # the catalog and the windows the pool schedules by may change
 
     # -- cooldowns -----------------------------------------------------------
     def save_cooldowns(self, rows: list[tuple[str, str, float]]) -> None:
@@ -329,5 +363,28 @@ class AccountStore:
                         "fetched_at": now,
                     }
                     for q in quotas
+                ],
+            )
+
+    @staticmethod
+    def _replace_windows(
+        conn: Connection, account_id: str, windows: list[QuotaWindow], now: float
+    ) -> None:
+        table = account_quota_windows
+        conn.execute(sa.delete(table).where(table.c.account_id == account_id))
+        if windows:
+            conn.execute(
+                sa.insert(table),
+                [
+                    {
+                        "account_id": account_id,
+                        "bucket_id": w.bucket_id,
+                        "model_group": w.group,
+                        "window_kind": w.window,
+                        "remaining_fraction": w.remaining_fraction,
+                        "reset_at": w.reset_at,
+                        "fetched_at": now,
+                    }
+                    for w in windows
                 ],
             )

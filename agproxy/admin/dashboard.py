@@ -108,11 +108,15 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
     for account in accounts:
         states[account.state] += 1
     requests = last_hour["requests"]
+    quota = quota_averages(accounts, gateway.settings.quota_protection_percent / 100)
+    for row in quota:  # when the pool can next serve the model (now, later, unknown)
+        row["recovers_at"] = gateway.scheduler.recovers_at(row["model"])
     return {
         "status": gateway.status(),
         "accounts": {"total": len(accounts), "active": len(gateway.pool), **states},
         "attention": _attention(accounts, gateway),
-        "quota": quota_averages(accounts, gateway.settings.quota_protection_percent / 100),
+        "quota": quota,
+        "now": now,
         "next_up": next_up,
         "last_hour": {
             **last_hour,

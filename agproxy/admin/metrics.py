@@ -9,7 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agproxy.accounts.store import Account
 from agproxy.admin.dashboard import quota_averages
+from agproxy.monitor.metrics import escape_label
 from agproxy.monitor.record import mask_email
 from agproxy.service import Gateway
 
@@ -50,6 +52,7 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
     yield "# TYPE agproxy_quota_remaining_ratio gauge"
     for quota in quota_averages(accounts):
         yield f'agproxy_quota_remaining_ratio{{model="{quota["model"]}"}} {quota["average"]:.4f}'
+    yield from _window_gauges(accounts)
     monitor = gateway.monitor
     if monitor is not None:
         yield "# HELP agproxy_monitor_queue Records waiting to be written."
@@ -61,6 +64,35 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
         )
         yield "# TYPE agproxy_monitor_queue_bytes gauge"
         yield f"agproxy_monitor_queue_bytes {monitor.queue_bytes}"
+
+
+def _window_gauges(accounts: list[Account]) -> Iterable[str]:
+    """Each account's 5-hour and weekly windows per model group (account masked)."""
+    yield (
+        "# HELP agproxy_account_quota_window_remaining Remaining fraction of each account's "
+        "quota window, by model group (gemini; 3p: Claude and GPT) and window (5h, weekly)."
+    )
+    yield "# TYPE agproxy_account_quota_window_remaining gauge"
+    labelled = [
+        (
+            f'account="{escape_label(mask_email(a.email) or a.id)}",'
+            f'group="{escape_label(w.group)}",window="{escape_label(w.window)}"',
+            w,
+        )
+        for a in accounts
+        for w in a.windows
+    ]
+    for labels, w in labelled:
+        yield f"agproxy_account_quota_window_remaining{{{labels}}} {w.remaining_fraction or 0:.4f}"
+    yield (
+        "# HELP agproxy_account_quota_window_reset_timestamp_seconds When each quota "
+        "window resets (Unix time)."
+    )
+    yield "# TYPE agproxy_account_quota_window_reset_timestamp_seconds gauge"
+    for labels, w in labelled:
+        if w.reset_at is not None:
+            name = "agproxy_account_quota_window_reset_timestamp_seconds"
+            yield f"{name}{{{labels}}} {w.reset_at:.0f}"
 
 
 async def metrics(request: Request) -> Response:

@@ -29,6 +29,7 @@ from agproxy.accounts.service import (
     summarize,
 )
 from agproxy.accounts.store import Account, AccountStore
+from agproxy.accounts.windows import GEMINI, QuotaWindow
 from agproxy.cli.client import AdminClient, load_settings
 from agproxy.datadir import DATABASE_FILE, atomic_write
 from agproxy.db import open_database
@@ -91,7 +92,29 @@ def _until(ts: float | None) -> str:
     if seconds <= 0:
         return "now"
     hours, rest = divmod(seconds, 3600)
+    if hours >= 24:
+        return f"{hours // 24}d{hours % 24:02d}h"
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m"
+
+
+def _ordered(windows: list[QuotaWindow]) -> list[QuotaWindow]:
+    """Gemini's windows first, then Claude and GPT's (3p); the 5-hour window first."""
+    return sorted(windows, key=lambda w: (w.group != GEMINI, w.group, w.window != "5h"))
+
+
+def _percent(fraction: float | None) -> str:
+    return "empty" if not fraction or fraction <= 0 else f"{int(fraction * 100)}%"
+
+
+def _windows_text(account: Account) -> str:
+    """`gemini 5h 70% weekly 90%; 3p 5h 100% weekly empty (resets in 2d03h)`."""
+    groups: dict[str, list[str]] = {}
+    for w in _ordered(account.windows):
+        text = f"{w.window} {_percent(w.remaining_fraction)}"
+        if w.empty:
+            text += f" (resets in {_until(w.reset_at)})"
+        groups.setdefault(w.group, []).append(text)
+    return "; ".join(f"{group} {' '.join(texts)}" for group, texts in groups.items()) or "-"
 
 
 def _table(rows: list[list[str]], header: list[str]) -> None:
@@ -173,8 +196,18 @@ def list_(as_json: bool) -> None:
             )
         )
         state = a.state + (f": {a.status_reason[:60]}" if a.status_reason else "")
-        rows.append([a.id[:8], a.email, state, a.tier or "-", quota, _ago(a.last_used_at)])
-    _table(rows, ["ID", "EMAIL", "STATE", "TIER", "QUOTA", "LAST USED"])
+        rows.append(
+            [
+                a.id[:8],
+                a.email,
+                state,
+                a.tier or "-",
+                quota,
+                _windows_text(a),
+                _ago(a.last_used_at),
+            ]
+        )
+    _table(rows, ["ID", "EMAIL", "STATE", "TIER", "QUOTA", "WINDOWS", "LAST USED"])
 
 
 @accounts.command()
@@ -322,6 +355,15 @@ def quota(id_or_email: str | None) -> None:
             pct = "exhausted" if q.remaining_fraction is None else f"{q.remaining_fraction:.0%}"
             rows.append([account.email, q.model, pct, _until(q.reset_at)])
     _table(rows, ["EMAIL", "MODEL", "REMAINING", "RESETS IN"])
+    windows = [
+        [account.email, w.group, w.window, _percent(w.remaining_fraction), _until(w.reset_at)]
+        for account in chosen
+        if not errors.get(account.id)
+        for w in _ordered(account.windows)
+    ]
+    if windows:
+        click.echo()
+        _table(windows, ["EMAIL", "GROUP", "WINDOW", "REMAINING", "RESETS IN"])
     if any(errors.values()):
         sys.exit(1)
 

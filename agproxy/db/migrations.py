@@ -114,6 +114,30 @@ def m005_request_log_user_agent(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN user_agent VARCHAR(200)")
 
 
+def m006_quota_windows(conn: Connection) -> None:
+    # retrieveUserQuotaSummary's buckets: per model group (gemini, 3p = Claude and GPT), a
+    # 5-hour and a weekly window. An empty weekly window keeps the account away from that
+    # group's models until it resets, for days if need be.
+    md = sa.MetaData()
+    sa.Table("accounts", md, sa.Column("id", sa.String(36), primary_key=True))  # FK target
+    sa.Table(
+        "account_quota_windows",
+        md,
+        sa.Column(
+            "account_id",
+            sa.String(36),
+            sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("bucket_id", sa.String(64), primary_key=True),  # gemini-weekly, 3p-5h, …
+        sa.Column("model_group", sa.String(32), nullable=False),  # gemini, 3p
+        sa.Column("window_kind", sa.String(16), nullable=False),  # 5h, weekly
+        sa.Column("remaining_fraction", sa.Float),  # NULL: empty (Google omits it)
+        sa.Column("reset_at", sa.Float),
+        sa.Column("fetched_at", sa.Float, nullable=False),
+    ).create(conn)
+
+
 def m007_cooldowns_and_status_links(conn: Connection) -> None:
     # Cooldowns outlive a restart: until when (wall clock) an account should not be asked
     # for a model ("*": any model).
@@ -134,6 +158,7 @@ MIGRATIONS: list[Migration] = [
     m003_request_logs,
     m004_request_log_account_id,
     m005_request_log_user_agent,
+    m006_quota_windows,
     m007_cooldowns_and_status_links,
 ]
 

@@ -51,6 +51,23 @@ account_quotas = sa.Table(
     sa.Column("max_output_tokens", sa.Integer),
 )
 
+account_quota_windows = sa.Table(
+    "account_quota_windows",
+    metadata,
+    sa.Column(
+        "account_id",
+        sa.String(36),
+        sa.ForeignKey("accounts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("bucket_id", sa.String(64), primary_key=True),
+    sa.Column("model_group", sa.String(32), nullable=False),
+    sa.Column("window_kind", sa.String(16), nullable=False),
+    sa.Column("remaining_fraction", sa.Float),
+    sa.Column("reset_at", sa.Float),
+    sa.Column("fetched_at", sa.Float, nullable=False),
+)
+
 revisions = sa.Table(
     "revisions",
     metadata,

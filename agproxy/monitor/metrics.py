@@ -84,7 +84,7 @@ class Metrics:
         for (protocol, status, model), n in sorted(self.requests.items()):
             yield (
                 f'agproxy_requests_total{{protocol="{protocol}",status="{status}",'
-                f'model="{_escape(model)}"}} {n}'
+                f'model="{escape_label(model)}"}} {n}'
             )
         yield "# HELP agproxy_request_duration_seconds Time to the end of the response."
         yield "# TYPE agproxy_request_duration_seconds histogram"
@@ -99,7 +99,7 @@ class Metrics:
         yield "# HELP agproxy_tokens_total Tokens reported by the upstream, by model and kind."
         yield "# TYPE agproxy_tokens_total counter"
         for (model, kind), n in sorted(self.tokens.items()):
-            yield f'agproxy_tokens_total{{model="{_escape(model)}",kind="{kind}"}} {n}'
+            yield f'agproxy_tokens_total{{model="{escape_label(model)}",kind="{kind}"}} {n}'
         yield "# HELP agproxy_upstream_attempts_total Upstream calls made (retries included)."
         yield "# TYPE agproxy_upstream_attempts_total counter"
         yield f"agproxy_upstream_attempts_total {self.attempts}"
@@ -121,5 +121,5 @@ class Metrics:
         yield f"agproxy_monitor_bodies_dropped_total {self.bodies_dropped}"
 
 
-def _escape(value: str) -> str:
+def escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

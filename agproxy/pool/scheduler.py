@@ -5,13 +5,16 @@ Everything here is in memory and O(pool size); no database on the request path.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from agproxy.accounts.store import Account
+from agproxy.accounts.windows import GROUP_NAMES, model_group, weekly_blocked_until
 from agproxy.config import Settings
 from agproxy.pool.pool import Pool
 
@@ -151,12 +154,15 @@ class Scheduler:
         self._turn = 0
 
     def serving(self, model: str) -> list[Account]:
-        """Accounts with quota for `model`, less those quota protection keeps back."""
+        """Accounts with quota for `model`, less those whose weekly window for the model's
+        group is empty and those quota protection keeps back."""
         floor = self.settings().quota_protection_percent / 100
+        now = self.wall_clock()
         return [
             a
             for a in self.pool.accounts
             if has_quota_for(a, model, self.wall_clock)
+            and weekly_blocked_until(a.windows, model, now) is None
             and not (floor and is_protected(a, model, floor))
         ]
 
@@ -215,6 +221,9 @@ class Scheduler:
             )
         if tried:
             return NoAccount(f"every account able to serve {model} failed for this request")
+        weekly = self._weekly_none(model)
+        if weekly is not None:
+            return weekly
         percent = self.settings().quota_protection_percent
         if percent and any(has_quota_for(a, model, self.wall_clock) for a in self.pool.accounts):
             return NoAccount(
@@ -222,6 +231,52 @@ class Scheduler:
                 f"quota_protection_percent ({percent:g}%), kept for your own use"
             )
         return NoAccount(f"no account has quota for {model}")
+
+    def _weekly_none(self, model: str) -> NoAccount | None:
+        """NoAccount naming the weekly window when it is what keeps every account with
+        quota for `model` away: when the soonest one resets."""
+        now = self.wall_clock()
+        blocked = [
+            until
+            for a in self.pool.accounts
+            if has_quota_for(a, model, self.wall_clock)
+            and (until := weekly_blocked_until(a.windows, model, now)) is not None
+        ]
+        if not blocked:
+            return None
+        group = model_group(model) or ""
+        what = f"the weekly quota window for {GROUP_NAMES.get(group, group)} is empty"
+        soonest = min(blocked)
+        if math.isinf(soonest):
+            return NoAccount(f"{what} on every account with quota for {model}")
+        at = datetime.fromtimestamp(soonest, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return NoAccount(
+            f"{what} on every account with quota for {model}; the first resets at {at} "
+            f"(in {_span(soonest - now)})",
+            retry_after=soonest - now,
+        )
+
+    def recovers_at(self, model: str) -> float | None:
+        """Wall time the pool can next serve `model`: now when an account is free, else the
+        soonest time one becomes schedulable again (a cooldown ending, its quota for the
+        model resetting, its weekly window resetting); None when no known time."""
+        now = self.wall_clock()
+        floor = self.settings().quota_protection_percent / 100
+        soonest = math.inf
+        for account in self.pool.accounts:
+            if not any(q.model == model for q in account.quotas):
+                continue
+            if floor and is_protected(account, model, floor):
+                continue
+            ready = now + self.cooldowns.remaining(account.id, model)
+            if not has_quota_for(account, model, self.wall_clock):
+                reset = next(q.reset_at for q in account.quotas if q.model == model)
+                ready = max(ready, reset if reset is not None else math.inf)
+            weekly = weekly_blocked_until(account.windows, model, now)
+            if weekly is not None:
+                ready = max(ready, weekly)
+            soonest = min(soonest, ready)
+        return None if math.isinf(soonest) else soonest
 
     # -- sticky sessions ---------------------------------------------------------
     def _bound(self, session: str) -> str | None:
@@ -250,3 +305,13 @@ class Scheduler:
     def take_last_used(self) -> dict[str, float]:
         used, self.last_used = self.last_used, {}
         return used
+
+
+def _span(seconds: float) -> str:
+    """3d 4h, 5h 20m, 12m: how long until a reset, for messages."""
+    minutes = max(0, int(seconds // 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m"

@@ -198,11 +198,15 @@ class FakeGoogle(State):
         access_token_ttl: int = 3599,
         name: str | None = None,
         ineligible_tiers: list[dict[str, str]] | None = None,
+        windows: dict[str, dict[str, Any]] | None = None,
     ) -> FakeAccount:
         """A Google account the fake knows. project=None: loadCodeAssist names none, and
         onboardUser gives "onboarded-<n>" (unless onboard_fails). models: name ->
         {"remainingFraction": float | None, "resetTime": str, ...extra listing fields};
-        default: four models at 1.0, resetting in an hour."""
+        default: four models at 1.0, resetting in an hour. windows: quota summary buckets
+        to change (bucket id -> {"remainingFraction", "resetTime"}, see set_window); the
+        others are full, resetting in 5 hours (gemini-5h, 3p-5h) or a week (gemini-weekly,
+        3p-weekly)."""
         return self.create_account(
             email,
             refresh_token,
@@ -213,6 +217,7 @@ class FakeGoogle(State):
             access_token_ttl,
             name,
             ineligible_tiers,
+            windows,
         )
 
     def account(self, email: str) -> FakeAccount:
@@ -246,6 +251,23 @@ class FakeGoogle(State):
     ) -> None:
         with self.lock:
             spec = self.accounts[email].models.setdefault(model, {"resetTime": ""})
+            spec["remainingFraction"] = remaining_fraction
+            if reset_time is not None:
+                spec["resetTime"] = reset_time
+
+    def set_window(
+        self,
+        email: str,
+        bucket_id: str,
+        remaining_fraction: float | None,
+        reset_time: str | None = None,
+    ) -> None:
+        """One retrieveUserQuotaSummary bucket of the account (gemini-5h, gemini-weekly,
+        3p-5h, 3p-weekly). None: the fraction is omitted, which means empty. While a
+        bucket is empty (and enforce_quota is on), its group's models answer 429 until
+        reset_time, as Google does."""
+        with self.lock:
+            spec = self.accounts[email].windows.setdefault(bucket_id, {"resetTime": ""})
             spec["remainingFraction"] = remaining_fraction
             if reset_time is not None:
                 spec["resetTime"] = reset_time

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ._faults import Fault, error_info, format_duration, rfc3339, unauthenticated_body
+from ._faults import Fault, error_info, format_duration, unauthenticated_body
 from ._generate import CutBody, EventStream, build_reply, count_tokens
 from ._http import Refusal, apply_fault, bearer, json_response, parse_json, record
 from ._state import FakeAccount, Operation, State
@@ -35,6 +35,12 @@ DISPLAY_NAMES = {
     "gemini-3.1-flash-image": "Gemini 3.1 Flash Image",
 }
 UNLISTED_MODEL = "chat_20706"  # listed without quotaInfo: clients must skip it
+# retrieveUserQuotaSummary's groups: bucket id prefix -> (group name, the models it meters)
+WINDOW_GROUPS = {
+    "gemini": ("Gemini Models", ("gemini",)),
+    "3p": ("Claude and GPT models", ("claude", "gpt")),
+}
+WINDOW_NAMES = {"5h": "5 hour", "weekly": "Weekly"}
 
 
 @dataclass
@@ -215,35 +221,33 @@ class CloudCode:
         return json_response({"models": models, "deprecatedModelIds": deprecated})
 
     async def quota_summary(self, call: Call) -> Response:
+        """The account's buckets (FakeGoogle.set_window), grouped as Google groups them; an
+        omitted fraction means the window is empty."""
         self._check_project_field(call)
         await call.checkpoint()
-        now = time.time()
-
-        def bucket(bucket_id: str, window: str, seconds: int) -> dict[str, Any]:
-            return {
+        with self.state.lock:
+            windows = {k: dict(v) for k, v in call.account.windows.items()}
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for bucket_id, spec in sorted(windows.items()):
+            prefix, _, window = bucket_id.rpartition("-")
+            bucket: dict[str, Any] = {
                 "bucketId": bucket_id,
                 "window": window,
-                "remainingFraction": 1.0,
-                "resetTime": rfc3339(now + seconds),
+                "displayName": WINDOW_NAMES.get(window, window),
+                "resetTime": spec.get("resetTime", ""),
             }
-
+            if spec.get("remainingFraction") is not None:
+                bucket["remainingFraction"] = spec["remainingFraction"]
+            groups.setdefault(prefix, []).append(bucket)
         return json_response(
             {
                 "groups": [
                     {
-                        "displayName": "Gemini Models",
-                        "buckets": [
-                            bucket("gemini-5h", "5h", 5 * 3600),
-                            bucket("gemini-weekly", "weekly", 7 * 86400),
-                        ],
-                    },
-                    {
-                        "displayName": "Claude and GPT models",
-                        "buckets": [
-                            bucket("3p-5h", "5h", 5 * 3600),
-                            bucket("3p-weekly", "weekly", 7 * 86400),
-                        ],
-                    },
+                        "displayName": WINDOW_GROUPS.get(prefix, (prefix, ()))[0],
+                        "description": f"Usage limits for {prefix} models (fake)",
+                        "buckets": buckets,
+                    }
+                    for prefix, buckets in groups.items()
                 ]
             }
         )
@@ -308,23 +312,49 @@ class CloudCode:
 
     def _check_quota(self, account: FakeAccount, model: str) -> None:
         """An exhausted model (remainingFraction 0 or absent) answers 429 until resetTime."""
+        self._check_windows(account, model)
         with self.state.lock:
             spec = dict(account.models.get(model) or {})
             enforce = self.state.enforce_quota
         fraction = spec.get("remainingFraction")
         if not enforce or (fraction is not None and fraction > 0):
             return
-        delay = None
-        try:
-            reset = datetime.fromisoformat(str(spec.get("resetTime")).replace("Z", "+00:00"))
-            delay = max(0.0, reset.timestamp() - time.time())
-        except ValueError:
-            pass
-        fault = Fault.rate_limited(
-            retry_delay=None if delay is None else f"{round(delay, 3):g}s",
-            quota_reset_delay=None if delay is None else format_duration(delay),
-        )
-        raise Refusal(429, fault.body(model))
+        raise _exhausted(model, spec.get("resetTime"))
+
+    def _check_windows(self, account: FakeAccount, model: str) -> None:
+        """An empty quota summary bucket (5-hour or weekly) of the model's group answers
+        429 until its resetTime, whatever the model's own quota says."""
+        with self.state.lock:
+            windows = {k: dict(v) for k, v in account.windows.items()}
+            enforce = self.state.enforce_quota
+        for bucket_id, spec in windows.items():
+            prefix = bucket_id.rpartition("-")[0]
+            if not model.startswith(WINDOW_GROUPS.get(prefix, ("", ()))[1]):
+                continue
+            fraction = spec.get("remainingFraction")
+            if not enforce or (fraction is not None and fraction > 0):
+                continue
+            reset = _epoch(spec.get("resetTime"))
+            if reset is None or reset > time.time():
+                raise _exhausted(model, spec.get("resetTime"))
+
+
+def _epoch(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _exhausted(model: str, reset_time: Any) -> Refusal:
+    """The 429 of an exhausted quota, naming the delay to its reset when known."""
+    reset = _epoch(reset_time)
+    delay = None if reset is None else max(0.0, reset - time.time())
+    fault = Fault.rate_limited(
+        retry_delay=None if delay is None else f"{round(delay, 3):g}s",
+        quota_reset_delay=None if delay is None else format_duration(delay),
+    )
+    return Refusal(429, fault.body(model))
 
 
 def _tier(tier_id: str) -> dict[str, Any]:

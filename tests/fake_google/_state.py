@@ -24,6 +24,23 @@ DEFAULT_MODELS = (
     "gemini-3.1-flash-image",
 )
 OAUTH_METHODS = frozenset({"token", "userinfo", "authorize"})
+# retrieveUserQuotaSummary's buckets (UPSTREAM.md §5.2): bucket id -> seconds to the reset
+# of a fresh window.
+WINDOW_BUCKETS = {
+    "gemini-5h": 5 * 3600,
+    "gemini-weekly": 7 * 86400,
+    "3p-5h": 5 * 3600,
+    "3p-weekly": 7 * 86400,
+}
+
+
+def default_windows() -> dict[str, dict[str, Any]]:
+    """Every bucket full, resetting 5 hours or a week from now."""
+    now = time.time()
+    return {
+        bucket: {"remainingFraction": 1.0, "resetTime": rfc3339(now + seconds)}
+        for bucket, seconds in WINDOW_BUCKETS.items()
+    }
 
 
 @dataclass
@@ -40,6 +57,8 @@ class FakeAccount:
     user_id: str
     name: str
     ineligible_tiers: list[dict[str, str]] = field(default_factory=list)
+    # bucket id -> {"remainingFraction": float | None, "resetTime": str}
+    windows: dict[str, dict[str, Any]] = field(default_factory=default_windows)
     access_tokens: list[str] = field(default_factory=list)
     revoked: bool = False
     onboarded: bool = False
@@ -155,6 +174,7 @@ class State:
         access_token_ttl: int,
         name: str | None,
         ineligible_tiers: list[dict[str, str]] | None,
+        windows: dict[str, dict[str, Any]] | None = None,
     ) -> FakeAccount:
         if models is None:
             reset = rfc3339(time.time() + 3600)
@@ -175,6 +195,8 @@ class State:
                 name=name or f"{local} Tester",
                 ineligible_tiers=list(ineligible_tiers or []),
             )
+            for bucket, spec in (windows or {}).items():
+                account.windows.setdefault(bucket, {}).update(spec)
             self.accounts[email] = account
             return account
 

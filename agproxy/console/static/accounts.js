@@ -12,6 +12,31 @@ function quotaBar(q) {
     el("div", { class: "quota-top" }, el("span", {}, q.model), el("span", { class: "muted" }, `${pct}% ${until(q.reset_at)}`)), bar);
 }
 
+// The 5-hour and weekly windows, one row per model group (Gemini, then Claude and GPT). An
+// empty weekly window keeps the account away from the group's models until it resets.
+function windowBar(w) {
+  const pct = w.remaining_fraction === null ? 0 : Math.round(w.remaining_fraction * 100);
+  const bar = el("div", { class: "bar" + (pct === 0 ? " empty" : pct < 20 ? " low" : "") }, el("i", { style: `width:${pct}%` }));
+  const name = { "5h": "5-hour", weekly: "weekly" }[w.window] || w.window;
+  const blocked = pct === 0 && w.window === "weekly";
+  return el("div", { class: "quota window", "data-bucket": w.bucket_id, "data-window": w.window },
+    el("div", { class: "quota-top" }, el("span", {}, name),
+      el("span", { class: "muted" }, `${pct}% ${until(w.reset_at)}`,
+        blocked ? el("span", { class: "err-text" }, " · not scheduled") : "")), bar);
+}
+
+function windowBars(windows) {
+  const groups = new Map();
+  const rank = (w) => (w.group === "gemini" ? "0" : "1") + w.group + (w.window === "5h" ? "0" : "1") + w.window;
+  for (const w of [...windows].sort((x, y) => rank(x).localeCompare(rank(y)))) {
+    if (!groups.has(w.group)) groups.set(w.group, { name: w.group_name, windows: [] });
+    groups.get(w.group).windows.push(w);
+  }
+  return el("div", { class: "windows" }, ...[...groups].map(([group, g]) =>
+    el("div", { class: "window-group", "data-group": group },
+      el("span", { class: "window-group-name" }, g.name), ...g.windows.map(windowBar))));
+}
+
 function accountCard(a) {
   const toggle = el("button", { class: "btn small", type: "button", "data-action": a.enabled ? "disable" : "enable",
     onclick: () => accountAction(a, a.enabled ? "disable" : "enable") }, a.enabled ? "Disable" : "Enable");
@@ -29,6 +54,7 @@ function accountCard(a) {
     el("div", { class: "account-actions" }, toggle, quota, reset, remove),
     el("div", { class: "account-meta" }, `project ${a.project_id || "–"} · last used ${ago(a.last_used_at)} · quota fetched ${ago(a.quota_fetched_at)}`));
   if (a.status_reason) card.append(el("div", { class: "reason" }, a.status_reason));
+  if (a.quota_windows.length) card.append(windowBars(a.quota_windows));
   if (a.quotas.length) card.append(el("div", { class: "quotas" }, ...a.quotas.map(quotaBar)));
   return card;
 }

@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { barChart, hbars } from "./charts.js";
 import { $, el, toast } from "./dom.js";
-import { clock, compact, duration, num, until } from "./format.js";
+import { clock, compact, duration, num, span, until } from "./format.js";
 
 const dashboard = { timer: null, ticker: null, deadlines: [] };
 
@@ -33,6 +33,14 @@ async function reset(item) {
     toast(err.message);
   }
   await loadDashboard();
+}
+
+// When the model's pool can serve again: now, after the soonest cooldown or reset (5-hour
+// or weekly) among its accounts, or at no known time.
+function recovery(q, now) {
+  if (q.recovers_at === null) return "no known recovery";
+  const left = q.recovers_at - now;
+  return left < 1 ? "available now" : `recovers in ${span(left)}`;  // the same instant, a moment later
 }
 
 function tickCountdowns() {
@@ -67,7 +75,7 @@ async function loadDashboard() {
 
   hbars($("dash-quota"), board.quota.map((q) => ({
     name: q.model, value: Math.round(q.average * 100),
-    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.protected ? `, ${q.protected} protected` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""}`,
+    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.protected ? `, ${q.protected} protected` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""} · ${recovery(q, board.now)}`,
     cls: q.average === 0 ? "empty" : q.average < 0.2 ? "low" : "",
   })), { format: (v) => v + "%", empty: "" });
   $("dash-quota-empty").hidden = board.quota.length > 0;

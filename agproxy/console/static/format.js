@@ -28,6 +28,15 @@ export function duration(seconds) {
   return `${Math.floor(s / 3600)}h ${pad2(Math.floor((s % 3600) / 60))}m`;
 }
 
+// 3d 4h, 5h 20m, 12m, 40s: a span of time for people, to the unit that matters.
+export function span(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${pad2(m)}m`;
+  return m ? `${m}m` : `${s}s`;
+}
+
 export function until(ts) {
   if (!ts) return "";
   const s = Math.round(ts - Date.now() / 1000);
