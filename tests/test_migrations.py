@@ -256,6 +256,7 @@ def full_account(account_id: str, email: str) -> dict:
         "created_at": 100.0,
         "last_used_at": 200.0,
         "proxy_url": "http://proxy:1",
+        "status_url": "https://accounts.google.com/signin/continue?x=1",
     }
 
 
@@ -351,12 +352,34 @@ def test_m006_adds_the_windows_table_to_a_database_of_the_release_before(tmp_pat
     try:
         assert MIGRATIONS[5].__name__ == "m006_quota_windows"
         migrate(eng, MIGRATIONS[:5])
+        old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
         with eng.begin() as conn:
-            conn.execute(sa.insert(tables.accounts).values(**full_account("a1", "a1@x.com")))
+            conn.execute(sa.insert(tables.accounts).values(**old))
         assert "account_quota_windows" not in table_names(eng)
         assert migrate(eng)[:1] == ["m006_quota_windows"]
         with eng.connect() as conn:
             assert conn.execute(sa.select(tables.accounts.c.email)).scalar() == "a1@x.com"
             assert conn.execute(sa.select(tables.account_quota_windows)).all() == []
+    finally:
+        eng.dispose()
+
+
+def test_m007_keeps_cooldowns_and_status_links_on_a_database_of_the_release_before(
+    tmp_path: Path,
+) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        assert MIGRATIONS[6].__name__ == "m007_cooldowns_and_status_links"
+        migrate(eng, MIGRATIONS[:6])
+        old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
+        with eng.begin() as conn:
+            conn.execute(sa.insert(tables.accounts).values(**old))
+        assert migrate(eng) == ["m007_cooldowns_and_status_links"]
+        with eng.begin() as conn:
+            assert conn.execute(sa.select(tables.accounts.c.status_url)).scalar() is None
+            conn.execute(
+                sa.insert(tables.account_cooldowns).values(account_id="a1", model="*", until=9e9)
+            )
+            assert conn.execute(sa.select(tables.account_cooldowns.c.until)).scalar() == 9e9
     finally:
         eng.dispose()
