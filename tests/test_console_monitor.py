@@ -65,6 +65,24 @@ def test_dashboard_shows_a_cooling_down_account_with_its_time_left(
             "100%"
         )
         page.screenshot(path=str(ARTIFACTS / "console-dashboard.png"), full_page=True)
+
+        # Reset by hand: the cooling account leaves the list and is asked again at once.
+        cooling.locator("button[data-action=reset]").click()
+        expect(page.locator("#toast")).to_contain_text("1 cooldown(s) cleared")
+        expect(cooling).to_have_count(0)
+        board = gw.admin("GET", "/api/dashboard").json()
+        assert [i for i in board["attention"] if i["state"] == "cooling_down"] == []
+        # And from the Accounts page: the account cools again, its card's Reset clears it.
+        fake_google.inject(Fault.rate_limited(retry_delay="300s"), email=accounts[0].email)
+        for i in range(3):
+            assert ask(gw, text=f"again {i}").status_code == 200
+        assert gw.admin("GET", "/api/dashboard").json()["attention"][0]["state"] == "cooling_down"
+        page.click("a[data-page=accounts]")
+        card = page.locator(f".account[data-email='{accounts[0].email}']")
+        card.locator("button[data-action=reset]").click()
+        expect(page.locator("#toast")).to_contain_text("reset, 1 cooldown(s) cleared")
+        board = gw.admin("GET", "/api/dashboard").json()
+        assert [i for i in board["attention"] if i["state"] == "cooling_down"] == []
     finally:
         gw.stop()
 

@@ -143,6 +143,16 @@ ROWS = [
         advance=5000,
     ),
     Row(
+        "backoff_steps is a setting",
+        tuple(
+            Request((BARE_429,), f"exhausted 429 no_account retry {s}s", "a", cooled={"a": s})
+            for s in (20, 30, 30)
+        ),
+        accounts=1,
+        settings={"default_cooldown_seconds": 10, "backoff_steps": [2, 3]},
+        advance=5000,
+    ),
+    Row(
         "a success resets the backoff",
         (
             Request((BARE_429,), "exhausted 429 no_account retry 10s", "a", cooled={"a": 10}),
