@@ -500,6 +500,11 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     err = exc.errors()[0]
     key = str(err["loc"][0]) if err["loc"] else None
     message = err["msg"].removeprefix("Value error, ")
+    inside = "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" for part in err["loc"][1:]
+    )
+    if inside:  # where in a list of rules: error_rules[0].action: …
+        message = f"{key}{inside}: {message}"
     return key, message
 
 

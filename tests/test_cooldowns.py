@@ -135,3 +135,23 @@ def test_backoff_steps_are_checked_on_save(pair: tuple[Gateway, list[Any]]) -> N
         refused = gw.admin("PUT", "/api/config", json={"backoff_steps": wrong})
         assert refused.status_code == 400 and "backoff_steps" in refused.text
     assert gw.admin("GET", "/api/config").json()["config"]["backoff_steps"] == [2, 3]
+
+
+def test_error_rules_are_checked_on_save(pair: tuple[Gateway, list[Any]]) -> None:
+    gw, _ = pair  # what each action does: rows of tests/test_policy_table.py
+    good = [{"status": 429, "contains": "capacity", "action": "retry_other_account"}]
+    saved = gw.admin("PUT", "/api/config", json={"error_rules": good})
+    assert saved.status_code == 200 and saved.json()["config"]["error_rules"] == good
+    for wrong, says in (
+        ([{"status": 429, "action": "explode"}], "action"),
+        ([{"status": 99, "action": "cooldown"}], "status"),
+        ([{"action": "cooldown"}], "status"),
+        ([{"status": 429, "action": "cooldown", "extra": 1}], "extra"),
+        ("not a list", "error_rules"),
+    ):
+        refused = gw.admin("PUT", "/api/config", json={"error_rules": wrong})
+        assert refused.status_code == 400 and says in refused.text, refused.text
+    assert gw.admin("GET", "/api/config").json()["config"]["error_rules"] == good
+    result = gw.cli("config", "set", "error_rules", '[{"status": 503, "action": "cooldown"}]')
+    assert result.returncode == 0, result.stderr
+    assert gw.cli("config", "get", "error_rules").stdout.strip().startswith("[")

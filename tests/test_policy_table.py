@@ -216,6 +216,40 @@ ROWS = [
         "400 is returned at once: the request is at fault, not the account",
         one((Fault.invalid_argument(),), "error 400", "a"),
     ),
+    # The user's error_rules come before the built-in table.
+    Row(
+        "error rule retry_other_account: a 429 moves on and cools nothing",
+        one((Fault.rate_limited(retry_delay="9s"), OK), "ok", "ab"),
+        settings={"error_rules": [{"status": 429, "action": "retry_other_account"}]},
+    ),
+    Row(
+        "error rule cooldown: a 500 whose body matches cools the account",
+        one(
+            (Fault.server_error(500, "Backend PANIC in shard 7"), OK), "ok", "ab", cooled={"a": 10}
+        ),
+        settings={
+            "error_rules": [{"status": 500, "contains": "panic", "action": "cooldown"}],
+            "default_cooldown_seconds": 10,
+        },
+    ),
+    Row(
+        "error rule whose text does not match: the built-in table applies",
+        one((E500, OK), "ok", "ab"),
+        settings={"error_rules": [{"status": 500, "contains": "panic", "action": "cooldown"}]},
+    ),
+    Row(
+        "error rule return_to_client: a 503 is not retried",
+        one((E503,), "error 503", "a"),
+        settings={"error_rules": [{"status": 503, "action": "return_to_client"}]},
+    ),
+    Row(
+        "error rule disable_account: the account leaves the pool, the next serves",
+        one((Fault.invalid_argument("billing account closed"), OK), "ok", "ab"),
+        settings={
+            "error_rules": [{"status": 400, "contains": "billing", "action": "disable_account"}]
+        },
+        gone={"a": Status.FORBIDDEN},
+    ),
     # Balance mode rotates one step per pick through the accounts not yet tried.
     Row(
         "the retry budget caps the attempts",

@@ -28,14 +28,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+import orjson
 
 from agproxy.accounts import AccountService, Status
 from agproxy.accounts.store import Account
 from agproxy.accounts.tokens import TokenError
-from agproxy.config import Settings
+from agproxy.config import ErrorRule, Settings
 from agproxy.monitor import note_attempt
 from agproxy.pool.scheduler import NoAccount, Scheduler
 from agproxy.translate.envelope import wrap
@@ -113,6 +115,21 @@ class _Tries:
 BACKOFF_STEPS = Settings().backoff_steps
 
 
+def rule_for(rules: Sequence[ErrorRule], error: UpstreamError) -> ErrorRule | None:
+    """The first of the user's error_rules that matches: the status, and the substring
+    (case-insensitive) in the upstream's message or error body."""
+    if not rules:
+        return None
+    said = error.message
+    if error.body is not None:
+        said += " " + orjson.dumps(error.body).decode("utf-8", "replace")
+    lowered = said.lower()
+    for rule in rules:
+        if rule.status == error.status and (not rule.contains or rule.contains.lower() in lowered):
+            return rule
+    return None
+
+
 def _outcome(error: UpstreamError) -> str:
     """An attempt's failure as the monitor lists it."""
     if is_bare_429(error):
@@ -187,15 +204,32 @@ class Policy:
         return True
 
     async def _mark_forbidden(self, account: Account, error: UpstreamError) -> None:
-        reason = f"Forbidden (403): {error.message}"[:800]
-        account.status, account.status_reason = Status.FORBIDDEN, reason
+        await self._set_state(account, Status.FORBIDDEN, f"Forbidden (403): {error.message}")
+
+    async def _set_state(self, account: Account, status: Status, reason: str) -> None:
+        """Take the account out of rotation in a state that says why."""
+        reason = reason[:800]
+        account.status, account.status_reason = status, reason
         self.scheduler.pool.drop(account.id)
         try:
-            await asyncio.to_thread(
-                self.accounts.store.set_status, account.id, Status.FORBIDDEN, reason
-            )
+            await asyncio.to_thread(self.accounts.store.set_status, account.id, status, reason)
         except Exception:  # the request goes on; the store catches up at the next reload
-            log.exception("could not record %s as forbidden", account.email)
+            log.exception("could not record %s as %s", account.email, status.value)
+
+    async def _apply_rule(
+        self, tries: _Tries, account: Account, error: UpstreamError, rule: ErrorRule
+    ) -> None:
+        """What the user's error rule says the error means (before the built-in table)."""
+        tries.tried.add(account.id)
+        if rule.action == "return_to_client":
+            raise error
+        if rule.action == "cooldown":
+            self._cool(account, tries.model, error)
+        elif rule.action == "disable_account":
+            said = f" containing {rule.contains!r}" if rule.contains else ""
+            reason = f"disabled by error_rules ({rule.status}{said}): {error.message}"
+            await self._set_state(account, Status.FORBIDDEN, reason)
+        # retry_other_account: the next account is asked, nothing cools
 
     async def _next_account(self, tries: _Tries) -> Account:
         """The account for the next attempt, or Exhausted when none is left."""
@@ -239,7 +273,10 @@ class Policy:
         """What an upstream error means for the account and for the rest of the request;
         raises it when the request itself is at fault."""
         model = tries.model
-        if error.kind in REQUEST_FAILURES:
+        rule = rule_for(self.scheduler.settings().error_rules, error)
+        if rule is not None:
+            await self._apply_rule(tries, account, error, rule)
+        elif error.kind in REQUEST_FAILURES:
             if account.id not in tries.tried:
                 tries.second_chance.append(account)
             tries.tried.add(account.id)

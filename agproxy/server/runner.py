@@ -108,6 +108,20 @@ async def _refresh_quotas_periodically(gateway: Gateway) -> None:
         log.info("quota refreshed for %d accounts (%d failed)", len(errors), len(failed))
 
 
+def _announce(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) -> None:
+    """Where the gateway listens, on the terminal and in the serve lock's description."""
+    host, port = gateway.settings.host, gateway.settings.port
+    describe_serve_lock(lock_fd, f"pid {os.getpid()}, listening on {host}:{port}")
+    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
+    echo(f"agproxy {__version__} listening on {host}:{port}")
+    echo(f"  console:  http://{shown_host}:{port}/")
+    echo(
+        f"  OpenAI:   http://{shown_host}:{port}/v1   "
+        f"Anthropic / Gemini: http://{shown_host}:{port}"
+    )
+    echo(f"  data dir: {gateway.store.directory}")
+
+
 def _tune_gc() -> None:
     """Move start-up objects out of the collector's sight and collect young objects less
     often: each request allocates many short-lived objects, and frequent full passes
@@ -139,16 +153,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
     except BindError as exc:
         echo(exc.message)
         return 1
-    host, port = settings.host, settings.port
-    describe_serve_lock(lock_fd, f"pid {os.getpid()}, listening on {host}:{port}")
-    shown_host = "127.0.0.1" if host == "0.0.0.0" else host
-    echo(f"agproxy {__version__} listening on {host}:{port}")
-    echo(f"  console:  http://{shown_host}:{port}/")
-    echo(
-        f"  OpenAI:   http://{shown_host}:{port}/v1   "
-        f"Anthropic / Gemini: http://{shown_host}:{port}"
-    )
-    echo(f"  data dir: {gateway.store.directory}")
+    _announce(gateway, echo, lock_fd)
     restored = gateway.accounts.store.load_cooldowns(time.time())
     gateway.scheduler.cooldowns.restore(restored, time.time())
     if settings.auto_start:
