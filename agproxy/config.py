@@ -38,7 +38,8 @@ SchedulingMode = Literal["balance", "round_robin", "fixed"]
 CLIENT_VERSION = "4.3.0"
 API_KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 ADMIN_PASSWORD_MIN = 12
-SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key"})
+# alert_webhook_url: a chat webhook's URL is its secret (Slack, Discord put the token in the path).
+SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key", "alert_webhook_url"})
 PASSWORD_KEYS = frozenset({"admin_password"})
 URL_KEYS = frozenset({"upstream_proxy"})
 # Numeric settings and their allowed range (inclusive); a bool is never a number here.
@@ -60,6 +61,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "max_header_count": (10, 10_000),
     # Below a megabyte a burst sheds bodies at once; above 4 GiB it is no bound at all.
     "monitor_queue_max_bytes": (1024 * 1024, 4 * 1024**3),
+    # 0: never; otherwise at least a second apart.
+    "reprobe_minutes": (0, 7 * 24 * 60),
 }
 DICT_KEYS = frozenset({"model_mapping", "zai_models", "zai_model_mapping"})
 # Settings written as JSON in the environment and on the command line.
@@ -228,6 +231,8 @@ class Settings(BaseModel):
     backoff_steps: tuple[float, ...] = (1, 5, 30, 120)
     error_rules: tuple[ErrorRule, ...] = ()
     answer_error_patterns: tuple[str, ...] = (OUTDATED_CLIENT, RETIRED_MODEL)
+    reprobe_minutes: float = 30.0
+    alert_webhook_url: str | None = None
 
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"
@@ -340,6 +345,16 @@ class Settings(BaseModel):
         if len(v) > 100:
             raise ValueError(f"{info.field_name} holds at most 100 rules")
         return v
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("alert_webhook_url must be an http:// or https:// URL")
+        return v.strip()
 
     @field_validator("backoff_steps")
     @classmethod

@@ -35,7 +35,7 @@ log = logging.getLogger("agproxy.service")
 
 NO_ACCOUNTS = "no available accounts, please add an account first"
 # States a reset by hand clears (the backend's refusals); needs_relogin needs a sign-in.
-RESETTABLE = frozenset({Status.FORBIDDEN})
+RESETTABLE = frozenset({Status.FORBIDDEN, Status.NEEDS_VERIFICATION, Status.REFUSED})
 Provider = Literal["google", "zai"]
 GOOGLE: Provider = "google"
 ZAI: Provider = "zai"
@@ -115,8 +115,7 @@ class Gateway:
                 del self.policy.strikes[key]
         restored = model is None and account.status in RESETTABLE
         if restored:
-            await asyncio.to_thread(self.accounts.store.set_status, account.id, Status.OK)
-            await asyncio.to_thread(self.pool.load)
+            await self.back_in_rotation(account, "reset by hand")
         log.info(
             "account %s reset by hand (%s): %d cooldowns cleared%s",
             account.email,
@@ -125,6 +124,13 @@ class Gateway:
             f", {account.status.value} → ok" if restored else "",
         )
         return {"cooldowns_cleared": cleared, "status": "ok" if restored else account.status.value}
+
+    async def back_in_rotation(self, account: Account, why: str) -> None:
+        """An account out of rotation for a refusal serves again (and that is news)."""
+        await asyncio.to_thread(self.accounts.store.set_status, account.id, Status.OK)
+        await asyncio.to_thread(self.pool.load)
+        if self.policy.alerts is not None:
+            self.policy.alerts.account_state(account.id, account.email, "ok", why, None)
 
     @property
     def lan_exposed(self) -> bool:
@@ -249,6 +255,8 @@ class Gateway:
         with contextlib.suppress(FileNotFoundError):
             (self.store.directory / RUNTIME_FILE).unlink()
         await self.accounts.client.close()
+        if self.policy.alerts is not None:
+            await self.policy.alerts.close()  # webhooks under way are given a moment
         if self.monitor is not None:
             await self.monitor.flush()  # nothing recorded is lost on a clean stop
             self.monitor.close()

@@ -370,3 +370,34 @@ def test_prompt_rewrites_editor_and_tester(page: Page, gateway_factory: Any) -> 
     page.click("#btn-rewrite-save")
     expect(page.locator("#rewrite-error")).to_contain_text("4000")
     assert gw.admin("GET", "/api/config").json()["config"]["prompt_rewrites"] == saved
+
+
+def test_an_account_asked_to_verify_shows_its_link(
+    page: Page, gateway_factory: Any, fake_google: Any
+) -> None:
+    from fake_google import Fault
+    from fake_google._faults import VALIDATION_URL
+
+    gw = gateway_factory(
+        AGPROXY_ADMIN_PASSWORD=PASSWORD, AGPROXY_REPROBE_MINUTES="0", **google_env(fake_google)
+    )
+    first, _ = add_accounts(gw, fake_google, 2)
+    fake_google.inject(Fault.forbidden(validation=True), email=first.email)
+    for i in range(3):
+        httpx.post(
+            gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+            headers={"x-goog-api-key": gw.api_key},
+            json={"contents": [{"role": "user", "parts": [{"text": f"hi {i}"}]}]},
+            timeout=30,
+        )
+    login(page, gw)
+    item = page.locator(f".attention-item[data-email='{first.email}']")
+    expect(item).to_have_attribute("data-state", "needs_verification")
+    expect(item.locator(".verify-link")).to_have_attribute("href", VALIDATION_URL)
+    page.click("a[data-page=accounts]")
+    card = page.locator(f".account[data-email='{first.email}']")
+    expect(card.locator(".state")).to_have_text("needs verification")
+    link = card.locator(".verify-link")
+    expect(link).to_have_attribute("href", VALIDATION_URL)
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    card.screenshot(path=str(ARTIFACTS / "console-needs-verification.png"))

@@ -31,6 +31,9 @@ class Status(StrEnum):
     OK = "ok"
     FORBIDDEN = "forbidden"  # the backend refused the account (403)
     NEEDS_RELOGIN = "needs_relogin"  # refresh answered invalid_grant
+    # Google asks the owner to verify the account (403 VALIDATION_REQUIRED, with a link)
+    NEEDS_VERIFICATION = "needs_verification"
+    REFUSED = "refused"  # a terms-of-service refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class Account:
             "enabled": self.enabled,
             "status": self.status.value,
             "status_reason": self.status_reason,
+            "status_url": self.status_url,
             "status_changed_at": self.status_changed_at,
             "project_id": self.project_id,
             "tier": self.tier,
@@ -99,7 +103,7 @@ class Account:
 
     @property
     def state(self) -> str:
-        """One word for lists: enabled, disabled, forbidden, needs_relogin."""
+        """One word for lists: enabled, disabled, or the status (forbidden, …)."""
         if self.status is not Status.OK:
             return self.status.value
         return "enabled" if self.enabled else "disabled"
@@ -269,12 +273,15 @@ class AccountStore:
     def set_enabled(self, account_id: str, enabled: bool) -> None:
         self._update(account_id, bump=True, enabled=enabled)
 
-    def set_status(self, account_id: str, status: Status, reason: str | None = None) -> None:
+    def set_status(
+        self, account_id: str, status: Status, reason: str | None = None, url: str | None = None
+    ) -> None:
         self._update(
             account_id,
             bump=True,
             status=status.value,
             status_reason=(reason or None) and reason[:800],
+            status_url=(url or None) and url[:1000],
             status_changed_at=time.time(),
         )
 

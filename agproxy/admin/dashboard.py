@@ -23,19 +23,22 @@ from agproxy.router.mapping import BUILTIN, trace
 from agproxy.service import Gateway
 from agproxy.translate.rewrites import rewrite
 
+OUT_OF_ROTATION = ("forbidden", "needs_relogin", "needs_verification", "refused")
+
 
 def _attention(accounts: list[Account], gateway: Gateway) -> list[dict[str, Any]]:
     """Accounts that are not serving, or cooling down, with why and for how long."""
     by_id = {a.id: a for a in accounts}
     items: list[dict[str, Any]] = []
     for account in accounts:
-        if account.state in ("forbidden", "needs_relogin"):
+        if account.state in OUT_OF_ROTATION:
             items.append(
                 {
                     "account_id": account.id,
                     "email": account.email,
                     "state": account.state,
                     "reason": account.status_reason,
+                    "link": account.status_url,
                     "since": account.status_changed_at,
                 }
             )

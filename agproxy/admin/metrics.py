@@ -18,6 +18,10 @@ from agproxy.service import Gateway
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+ATTENTION = ("forbidden", "needs_verification", "refused")
+STATES = ("enabled", "disabled", "forbidden", "needs_relogin", "needs_verification", "refused")
+
+
 def _gauges(gateway: Gateway) -> Iterable[str]:
     accounts = gateway.accounts.store.all()
     by_id = {a.id: a for a in accounts}
@@ -27,8 +31,21 @@ def _gauges(gateway: Gateway) -> Iterable[str]:
     yield "# HELP agproxy_accounts Google accounts by state."
     yield "# TYPE agproxy_accounts gauge"
     states = Counter(a.state for a in accounts)
-    for state in ("enabled", "disabled", "forbidden", "needs_relogin"):
+    for state in STATES:
         yield f'agproxy_accounts{{state="{state}"}} {states.get(state, 0)}'
+    yield (
+        "# HELP agproxy_account_attention Accounts out of rotation for a refusal, with "
+        "Google's reason and the link to open (account masked)."
+    )
+    yield "# TYPE agproxy_account_attention gauge"
+    for a in accounts:
+        if a.status.value in ATTENTION:
+            labels = (
+                f'account="{mask_email(a.email)}",state="{a.status.value}",'
+                f'reason="{escape_label((a.status_reason or "")[:200])}",'
+                f'link="{escape_label(a.status_url or "")}"'
+            )
+            yield f"agproxy_account_attention{{{labels}}} 1"
     yield "# HELP agproxy_accounts_serving Accounts in the rotation now."
     yield "# TYPE agproxy_accounts_serving gauge"
     yield f"agproxy_accounts_serving {len(gateway.pool)}"

@@ -208,6 +208,9 @@ def list_(as_json: bool) -> None:
             ]
         )
     _table(rows, ["ID", "EMAIL", "STATE", "TIER", "QUOTA", "WINDOWS", "LAST USED"])
+    for a in found:  # the links the owner must open, whole (a table would cut them)
+        if a.status_url:
+            click.echo(f"{a.email}: {a.state}: open {a.status_url}")
 
 
 @accounts.command()

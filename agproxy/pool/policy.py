@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from agproxy.accounts.store import Account
 from agproxy.accounts.tokens import TokenError
 from agproxy.config import ErrorRule, Settings
 from agproxy.monitor import note_attempt
+from agproxy.monitor.alerts import Alerts
 from agproxy.pool.scheduler import NoAccount, Scheduler
 from agproxy.translate.envelope import wrap
 from agproxy.upstream import Credentials, Failure, UpstreamError
@@ -115,6 +117,15 @@ class _Tries:
 BACKOFF_STEPS = Settings().backoff_steps
 
 
+TOS_REASONS = frozenset({"TOS_VIOLATION", "TERMS_OF_SERVICE_VIOLATION", "ACCOUNT_DISABLED"})
+_LINK = re.compile(r"https://[^\s\"'<>)]+")
+
+
+def _first_link(text: str) -> str | None:
+    found = _LINK.search(text)
+    return found.group(0) if found else None
+
+
 def rule_for(rules: Sequence[ErrorRule], error: UpstreamError) -> ErrorRule | None:
     """The first of the user's error_rules that matches: the status, and the substring
     (case-insensitive) in the upstream's message or error body."""
@@ -149,9 +160,11 @@ class Policy:
         accounts: AccountService,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        alerts: Alerts | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.accounts = accounts
+        self.alerts = alerts
         self.clock = clock
         self.sleep = sleep
         self.strikes: dict[tuple[str, str], int] = {}
@@ -184,7 +197,7 @@ class Policy:
         healthy = len(accounts) >= 2 and all(
             self.scheduler.served_recently(a.id, CONTENT_EVIDENCE) for a in accounts
         )
-        if healthy or await self._probe(accounts[-1], tries.model):
+        if healthy or await self.probe(accounts[-1], tries.model):
             note_attempt(accounts[-1].email, "content_blocked", tries.model, accounts[-1].id)
             raise UpstreamError(
                 Failure.CONTENT_BLOCKED, 400, content_blocked_message(len(accounts))
@@ -193,7 +206,7 @@ class Policy:
             self._cool(account, tries.model, error)
         tries.bare.clear()
 
-    async def _probe(self, account: Account, model: str) -> bool:
+    async def probe(self, account: Account, model: str) -> bool:
         """One tiny generate call on `account`: does it serve `model` right now?"""
         try:
             creds = await self.accounts.credentials(account, margin=120.0)
@@ -204,15 +217,29 @@ class Policy:
         return True
 
     async def _mark_forbidden(self, account: Account, error: UpstreamError) -> None:
-        await self._set_state(account, Status.FORBIDDEN, f"Forbidden (403): {error.message}")
+        """A 403: Google asks the owner to verify the account (a link to open), refuses it
+        under its terms of service, or forbids it for another reason."""
+        lowered = error.message.lower()
+        if error.validation_url or error.reason == "VALIDATION_REQUIRED" or "verify" in lowered:
+            url = error.validation_url or _first_link(error.message)
+            reason = f"Google asks to verify the account: {error.message}"
+            await self._set_state(account, Status.NEEDS_VERIFICATION, reason, url)
+        elif "terms of service" in lowered or error.reason in TOS_REASONS:
+            await self._set_state(account, Status.REFUSED, f"Refused (403): {error.message}")
+        else:
+            await self._set_state(account, Status.FORBIDDEN, f"Forbidden (403): {error.message}")
 
-    async def _set_state(self, account: Account, status: Status, reason: str) -> None:
+    async def _set_state(
+        self, account: Account, status: Status, reason: str, url: str | None = None
+    ) -> None:
         """Take the account out of rotation in a state that says why."""
         reason = reason[:800]
-        account.status, account.status_reason = status, reason
+        account.status, account.status_reason, account.status_url = status, reason, url
         self.scheduler.pool.drop(account.id)
+        if self.alerts is not None:
+            self.alerts.account_state(account.id, account.email, status.value, reason, url)
         try:
-            await asyncio.to_thread(self.accounts.store.set_status, account.id, status, reason)
+            await asyncio.to_thread(self.accounts.store.set_status, account.id, status, reason, url)
         except Exception:  # the request goes on; the store catches up at the next reload
             log.exception("could not record %s as %s", account.email, status.value)
 
@@ -241,6 +268,8 @@ class Policy:
         except NoAccount as exc:
             if tries.bare:  # nobody left to compare with: judge what there is
                 await self._judge_bare(tries)
+            if self.alerts is not None and not self.scheduler.has_free(tries.model):
+                self.alerts.pool_empty(tries.model, exc.message, exc.retry_after)
             retry = self._second_chance(tries)
             if retry is None:
                 raise Exhausted(tries.last_error or self._gone(tries.model), exc) from exc
@@ -334,6 +363,8 @@ class Policy:
             for limited, why in tries.bare:  # another account served the same request
                 self._cool(limited, model, why)
             self.scheduler.succeeded(account, session)
+            if self.alerts is not None:
+                self.alerts.served(model)
             if self.strikes:
                 self.strikes.pop((account.id, model), None)
             note_attempt(account.email, "ok", model, account.id)

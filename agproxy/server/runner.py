@@ -13,10 +13,11 @@ from collections.abc import Callable
 import uvloop
 
 from agproxy import __version__
-from agproxy.accounts import build_account_service
+from agproxy.accounts import Account, Status, build_account_service
 from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, hold_serve_lock
 from agproxy.db import open_database
+from agproxy.monitor.alerts import Alerts
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError
 from agproxy.pool import Pool
@@ -32,6 +33,8 @@ CONFIG_POLL_SECONDS = 1.0
 ACCOUNTS_POLL_SECONDS = 1.0
 LAST_USED_FLUSH_SECONDS = 10.0
 COOLDOWN_SAVE_SECONDS = 1.0
+REPROBE_TICK_SECONDS = 1.0
+REPROBED = frozenset({Status.NEEDS_VERIFICATION, Status.REFUSED})
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -95,6 +98,42 @@ async def _save_cooldowns_once(gateway: Gateway, saved: int) -> int:
         log.exception("could not save cooldowns")
         return saved
     return revision
+
+
+async def _reprobe(gateway: Gateway) -> None:
+    """Accounts Google asked to verify, or refused, are asked again with one tiny call
+    every `reprobe_minutes`, and go back into rotation when it passes."""
+    seen: dict[str, float] = {}  # account id → when it was last probed (or first seen)
+    while True:
+        await asyncio.sleep(REPROBE_TICK_SECONDS)
+        minutes = gateway.settings.reprobe_minutes
+        if minutes <= 0 or not gateway.running:
+            continue
+        try:
+            await _reprobe_due(gateway, seen, minutes * 60)
+        except Exception:  # a locked database: next tick
+            log.exception("could not re-probe accounts")
+
+
+async def _reprobe_due(gateway: Gateway, seen: dict[str, float], every: float) -> None:
+    now = time.monotonic()
+    for account in await asyncio.to_thread(gateway.accounts.store.all):
+        if account.status not in REPROBED or not account.enabled:
+            seen.pop(account.id, None)
+            continue
+        if now - seen.setdefault(account.id, now) < every:
+            continue
+        seen[account.id] = now
+        model = _cheapest_model(account)
+        if await gateway.policy.probe(account, model):
+            log.info("%s passed a probe on %s: back in rotation", account.email, model)
+            await gateway.back_in_rotation(account, f"a probe on {model} passed")
+            seen.pop(account.id, None)
+
+
+def _cheapest_model(account: Account) -> str:
+    names = [q.model for q in account.quotas]
+    return next((m for m in names if "flash" in m), names[0] if names else "gemini-3-flash")
 
 
 async def _refresh_quotas_periodically(gateway: Gateway) -> None:
@@ -172,6 +211,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         asyncio.create_task(_refresh_quotas_periodically(gateway)),
         asyncio.create_task(_flush_last_used(gateway)),
         asyncio.create_task(_save_cooldowns(gateway)),
+        asyncio.create_task(_reprobe(gateway)),
     ]
     if gateway.monitor is not None:
         background.append(asyncio.create_task(gateway.monitor.run()))
@@ -225,14 +265,17 @@ def assemble(store: ConfigStore) -> Gateway:
         lambda: store.settings.default_cooldown_seconds,
         steps=lambda: store.settings.backoff_steps,
     )
-    return Gateway(
+    monitor = MonitorWriter(engine, lambda: store.settings)
+    alerts = Alerts(lambda: store.settings, lambda: gateway.monitor)
+    gateway = Gateway(
         store,
         engine,
         pool,
         accounts,
         scheduler,
-        Policy(scheduler, accounts),
+        Policy(scheduler, accounts, alerts=alerts),
         ZaiClient(lambda: store.settings, accounts.client.sessions),
         zai_keys,
-        MonitorWriter(engine, lambda: store.settings),
+        monitor,
     )
+    return gateway

@@ -37,6 +37,13 @@ function windowBars(windows) {
       el("span", { class: "window-group-name" }, g.name), ...g.windows.map(windowBar))));
 }
 
+// Google's page where the owner verifies the account: only ever an https:// link.
+export function verifyLink(url) {
+  if (!url || !/^https:\/\//.test(url)) return null;
+  return el("a", { class: "verify-link", href: url, target: "_blank", rel: "noopener noreferrer" },
+    "Open Google's verification page ↗");
+}
+
 function accountCard(a) {
   const toggle = el("button", { class: "btn small", type: "button", "data-action": a.enabled ? "disable" : "enable",
     onclick: () => accountAction(a, a.enabled ? "disable" : "enable") }, a.enabled ? "Disable" : "Enable");
@@ -54,6 +61,8 @@ function accountCard(a) {
     el("div", { class: "account-actions" }, toggle, quota, reset, remove),
     el("div", { class: "account-meta" }, `project ${a.project_id || "–"} · last used ${ago(a.last_used_at)} · quota fetched ${ago(a.quota_fetched_at)}`));
   if (a.status_reason) card.append(el("div", { class: "reason" }, a.status_reason));
+  const link = verifyLink(a.status_url);
+  if (link) card.append(link);
   if (a.quota_windows.length) card.append(windowBars(a.quota_windows));
   if (a.quotas.length) card.append(el("div", { class: "quotas" }, ...a.quotas.map(quotaBar)));
   return card;

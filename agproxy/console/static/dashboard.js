@@ -1,5 +1,6 @@
 // agproxy console: the Dashboard: service, accounts needing attention with their
 // countdowns, the last hour's traffic and quota, refreshed every few seconds.
+import { verifyLink } from "./accounts.js";
 import { api } from "./api.js";
 import { barChart, hbars } from "./charts.js";
 import { $, el, toast } from "./dom.js";
@@ -8,7 +9,8 @@ import { clock, compact, duration, num, span, until } from "./format.js";
 const dashboard = { timer: null, ticker: null, deadlines: [] };
 
 function attentionItem(item) {
-  const label = { cooling_down: "cooling down", forbidden: "forbidden", needs_relogin: "re-login needed" }[item.state] || item.state;
+  const label = { cooling_down: "cooling down", forbidden: "forbidden", needs_relogin: "re-login needed",
+    needs_verification: "verify the account", refused: "refused" }[item.state] || item.state;
   const node = el("li", { class: "attention-item", "data-email": item.email, "data-state": item.state },
     el("span", { class: "state " + item.state }, label), el("b", {}, item.email));
   if (item.state === "cooling_down") {
@@ -18,6 +20,8 @@ function attentionItem(item) {
   } else if (item.reason) {
     node.append(el("div", { class: "reason" }, item.reason));
   }
+  const link = verifyLink(item.link);
+  if (link) node.append(link);
   if (item.state !== "needs_relogin") {  // a new sign-in is the only cure for that one
     node.append(el("button", { class: "btn small reset", type: "button", "data-action": "reset",
       title: "Clear the cooldown now (every model, and a forbidden state)", onclick: () => reset(item) }, "Reset"));
