@@ -32,6 +32,10 @@ TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tok
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+# Statistics count requests: the monitor's events (an account changing state) are not.
+REQUESTS = T.c.protocol != "event"
+
+
 def _measures() -> list[Any]:
     return [
         sa.func.count().label("requests"),
@@ -67,7 +71,7 @@ def series(
     column = _bucket_column(bucket, tz_offset)
     query = (
         sa.select(column, *_measures())
-        .where(T.c.started_at >= since)
+        .where(T.c.started_at >= since, REQUESTS)
         .where(T.c.started_at <= until)
         .group_by(column)
     )
@@ -87,7 +91,7 @@ def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
     label = LABELS.get(by, key).label("label")
     query = (
         sa.select(key, label, *_measures())
-        .where(T.c.started_at >= since)
+        .where(T.c.started_at >= since, REQUESTS)
         .group_by(key)
         .order_by(sa.func.count().desc(), key)
     )
@@ -99,7 +103,7 @@ def totals(engine: Engine, since: float) -> dict[str, Any]:
     query = sa.select(
         *_measures(),
         sa.func.count(sa.distinct(GROUPS["account"])).label("accounts"),
-    ).where(T.c.started_at >= since)
+    ).where(T.c.started_at >= since, REQUESTS)
     with engine.connect() as conn:
         row = conn.execute(query).one()
     return {**_measured(row), "accounts": row.accounts}
@@ -112,7 +116,7 @@ def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0) -> I
     label = LABELS["account"].label("account")
     query = (
         sa.select(column, model, account, label, *_measures())
-        .where(T.c.started_at >= since)
+        .where(T.c.started_at >= since, REQUESTS)
         .group_by(column, model, account)
         .order_by(column, model, label)
     )
