@@ -1,8 +1,8 @@
 """What the owner must hear about without watching the console: an account changing
 state (asked to verify, refused, back in rotation) and a model's pool going empty.
 
-Each event becomes a record in the monitor (protocol `event`) and, when
-`alert_webhook_url` is set, one JSON POST to it, retried a few times on failure. The
+An account's change becomes a record in the monitor (protocol `event`); each event,
+when `alert_webhook_url` is set, one JSON POST to it, retried a few times on failure. The
 payload names the account by email and carries the state, Google's reason and link;
 never a token or a key.
 """
@@ -74,8 +74,7 @@ class Alerts:
         last = self.empty.get(model)
         if last is not None and now - last < EMPTY_AGAIN_AFTER:
             return
-        self.empty[model] = now
-        self._record(f"/models/{model}/pool", 503, f"pool empty for {model}: {why}", None, None)
+        self.empty[model] = now  # the monitor has the requests that found it empty already
         self._post(
             {"event": "pool_empty", "model": model, "reason": why, "retry_after": retry_after}
         )
