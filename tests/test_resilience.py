@@ -269,14 +269,15 @@ def test_an_account_still_refused_after_refreshing_is_left_for_another(
 def test_a_403_marks_the_account_forbidden_and_moves_on(make_pool: Any, fake_google: Any) -> None:
     pool = make_pool(3)
     bad = pool.emails[1]
-    fake_google.inject(Fault.forbidden(validation=True), email=bad, times=100)
+    # A plain 403 (one asking to verify the account is test_account_states.py's).
+    fake_google.inject(Fault.forbidden(), email=bad, times=100)
     answers = [pool.ask().status_code for _ in range(6)]
     assert answers == [200] * 6
     assert len(fake_google.calls("generateContent", email=bad)) == 1  # never asked again
     assert len(upstream_calls(fake_google)) == 7  # the refused request went elsewhere
     listed = pool.accounts_json()
     assert listed[bad]["state"] == "forbidden"
-    reason = "Forbidden (403): Verify your account to continue."
+    reason = "Forbidden (403): The caller does not have permission"
     assert listed[bad]["status_reason"] == reason  # `agproxy accounts list` and the admin API
     assert [listed[e]["state"] for e in pool.emails if e != bad] == ["enabled", "enabled"]
     shown = {a["email"]: a for a in pool.gw.admin("GET", "/api/accounts").json()["accounts"]}
