@@ -184,6 +184,12 @@ def test_metrics_need_the_admin_password_and_count_requests(
     assert logs(gw, q="/metrics") == []  # scrapes are not AI requests
 
 
+def accounts_id(gw: Any, email: str) -> str:
+    return next(
+        a["id"] for a in gw.admin("GET", "/api/accounts").json()["accounts"] if a["email"] == email
+    )
+
+
 def test_dashboard_shows_cooldowns_attention_and_the_next_account(
     gateway_factory: Any, fake_google: Any
 ) -> None:
@@ -210,8 +216,14 @@ def test_dashboard_shows_cooldowns_attention_and_the_next_account(
     quota = {q["model"]: q for q in board["quota"]}
     assert quota["gemini-3-flash"]["average"] == 1.0 and quota["gemini-3-flash"]["accounts"] == 2
     hour = board["last_hour"]
-    assert hour["requests"] == len(logs(gw)) == 8
-    assert hour["errors"] == sum(1 for r in logs(gw) if r["status"] >= 400)
+    records = logs(gw)
+    requests = [r for r in records if r["protocol"] != "event"]
+    # The account turning forbidden is in the monitor too, as an event; not a request.
+    assert [r["path"] for r in records if r["protocol"] == "event"] == [
+        f"/accounts/{accounts_id(gw, accounts[2].email)}/state"
+    ]
+    assert hour["requests"] == len(requests) == 8
+    assert hour["errors"] == sum(1 for r in requests if r["status"] >= 400)
     assert sum(p["requests"] for p in hour["series"]) == 8 and len(hour["series"]) == 12
 
 
