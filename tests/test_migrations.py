@@ -374,12 +374,26 @@ def test_m007_keeps_cooldowns_and_status_links_on_a_database_of_the_release_befo
         old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
         with eng.begin() as conn:
             conn.execute(sa.insert(tables.accounts).values(**old))
-        assert migrate(eng) == ["m007_cooldowns_and_status_links"]
+        assert migrate(eng)[:1] == ["m007_cooldowns_and_status_links"]
         with eng.begin() as conn:
             assert conn.execute(sa.select(tables.accounts.c.status_url)).scalar() is None
             conn.execute(
                 sa.insert(tables.account_cooldowns).values(account_id="a1", model="*", until=9e9)
             )
             assert conn.execute(sa.select(tables.account_cooldowns.c.until)).scalar() == 9e9
+    finally:
+        eng.dispose()
+
+
+def test_m008_adds_client_keys_and_the_key_column(tmp_path: Path) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        assert MIGRATIONS[7].__name__ == "m008_client_keys"
+        migrate(eng, MIGRATIONS[:7])
+        assert "client_keys" not in table_names(eng)
+        assert migrate(eng) == ["m008_client_keys"]
+        with eng.connect() as conn:
+            assert conn.execute(sa.select(tables.client_keys)).all() == []
+            assert conn.execute(sa.select(tables.request_logs.c.key_name)).all() == []
     finally:
         eng.dispose()

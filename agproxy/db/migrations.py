@@ -152,6 +152,32 @@ def m007_cooldowns_and_status_links(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE accounts ADD COLUMN status_url VARCHAR(1000)")
 
 
+def m008_client_keys(conn: Connection) -> None:
+    # Keys the owner gives to users and tools, each with its own limits. Only a digest of
+    # the secret is kept (see keys/store.py), and its first characters to tell keys apart.
+    sa.Table(
+        "client_keys",
+        sa.MetaData(),
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False, unique=True),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("models", sa.Text),  # JSON list of id patterns; NULL: every model
+        sa.Column("expires_at", sa.Float),
+        sa.Column("rpm", sa.Integer),
+        sa.Column("tpm", sa.Integer),
+        sa.Column("concurrency", sa.Integer),
+        sa.Column("daily_tokens", sa.Integer),
+        sa.Column("quota_share", sa.Float),
+        sa.Column("enabled", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("rotated_at", sa.Float),
+    ).create(conn)
+    # Which client key a request came with (its name; never the secret).
+    conn.exec_driver_sql("ALTER TABLE request_logs ADD COLUMN key_name VARCHAR(100)")
+    conn.exec_driver_sql("CREATE INDEX ix_request_logs_key_name ON request_logs (key_name)")
+
+
 MIGRATIONS: list[Migration] = [
     m001_accounts,
     m002_proxy_limits_revisions,
@@ -160,6 +186,7 @@ MIGRATIONS: list[Migration] = [
     m005_request_log_user_agent,
     m006_quota_windows,
     m007_cooldowns_and_status_links,
+    m008_client_keys,
 ]
 
 _applied = sa.Table(

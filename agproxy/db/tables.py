@@ -101,4 +101,24 @@ request_logs = sa.Table(
     sa.Column("response_body", sa.Text),
     sa.Column("account_id", sa.String(36)),
     sa.Column("user_agent", sa.String(200)),
+    sa.Column("key_name", sa.String(100)),
+)
+
+client_keys = sa.Table(
+    "client_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("models", sa.Text),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("rpm", sa.Integer),
+    sa.Column("tpm", sa.Integer),
+    sa.Column("concurrency", sa.Integer),
+    sa.Column("daily_tokens", sa.Integer),
+    sa.Column("quota_share", sa.Float),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rotated_at", sa.Float),
 )

@@ -52,6 +52,7 @@ class RequestRecord:
     account: str | None = None
     account_id: str | None = None
     user_agent: str | None = None
+    key_name: str | None = None  # the client key's name (never its secret)
     status: int = 0
     duration_ms: float = 0.0
     ttfb_ms: float | None = None
@@ -108,6 +109,7 @@ class RequestRecord:
             body(self.response_body, self.response_cut),
             text(self.account_id),
             text(self.user_agent),
+            self.key_name,
         )
 
     def row(
@@ -140,6 +142,7 @@ COLUMNS = (
     "response_body",
     "account_id",
     "user_agent",
+    "key_name",
 )
 
 
