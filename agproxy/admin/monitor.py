@@ -194,13 +194,15 @@ def _stats_endpoint(
 
 
 def _summary(gateway: Gateway, request: Request) -> dict[str, Any]:
-    """Totals over the last `hours` (default 24), with the busiest models and accounts."""
+    """Totals over the last `hours` (default 24), with the busiest models, accounts and
+    client keys."""
     since, _ = _window(request, 24)
     return {
         "hours": round((time.time() - since) / 3600, 2),
         **stats.totals(gateway.engine, since),
         "by_model": stats.breakdown(gateway.engine, "model", since),
         "by_account": stats.breakdown(gateway.engine, "account", since),
+        "by_key": stats.breakdown(gateway.engine, "key", since),
         "dropped": gateway.monitor.dropped if gateway.monitor else 0,
     }
 

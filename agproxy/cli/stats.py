@@ -49,10 +49,11 @@ HEADER = ["requests", "errors", "input tok", "output tok", "thinking tok", "avg 
 @click.option("--hours", type=float, default=24, show_default=True, help="How far back to look.")
 @click.option(
     "--by",
-    type=click.Choice(["model", "account", "protocol"]),
+    type=click.Choice(["model", "account", "protocol", "key"]),
     default="model",
     show_default=True,
-    help="Break the totals down by this.",
+    help="Break the totals down by this (key: the client key's name; - is the owner's "
+    "api_key or no key).",
 )
 @click.option(
     "--bucket",
@@ -63,7 +64,7 @@ HEADER = ["requests", "errors", "input tok", "output tok", "thinking tok", "avg 
     "--csv",
     "as_csv",
     is_flag=True,
-    help="Write CSV (bucket × model × account) to stdout; --bucket defaults to hour.",
+    help="Write CSV (bucket × model × account × key) to stdout; --bucket defaults to hour.",
 )
 def stats(hours: float, by: str, bucket: str | None, as_csv: bool) -> None:
     """Requests, errors and tokens the gateway served (from the monitor's records).
@@ -71,6 +72,7 @@ def stats(hours: float, by: str, bucket: str | None, as_csv: bool) -> None:
     \b
       agproxy stats                      totals of the last 24 h by model
       agproxy stats --by account --hours 168
+      agproxy stats --by key             usage per client key
       agproxy stats --bucket day --hours 720
       agproxy stats --csv --bucket day > usage.csv
     """

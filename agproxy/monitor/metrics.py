@@ -2,7 +2,9 @@
 
 Observing a request is a few dictionary updates; it runs whether or not the monitor
 stores records. Label values are bounded: the protocol, the status code, the model
-that served (from the catalog, never the client's free text) and the error class.
+that served (from the catalog, never the client's free text), the error class and the
+client key's name (keys are made by the owner; a request with the owner's api_key or no
+key carries no `key` label, so its series are those of a gateway without client keys).
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class Histogram:
 
 class Metrics:
     def __init__(self) -> None:
-        self.requests: defaultdict[tuple[str, int, str], int] = defaultdict(int)
+        # (protocol, status, model, client key name or "")
+        self.requests: defaultdict[tuple[str, int, str, str], int] = defaultdict(int)
         self.duration: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.ttfb: defaultdict[str, Histogram] = defaultdict(Histogram)
-        self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.tokens: defaultdict[tuple[str, str, str], int] = defaultdict(int)  # model, kind, key
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
         self.attempts = 0
         # Counted by the writer when its queue is full (the database is far behind).
@@ -56,7 +59,8 @@ class Metrics:
 
     def observe(self, record: RequestRecord) -> None:
         model = record.routed_model or "none"
-        self.requests[(record.protocol, record.status, model)] += 1
+        key = record.key_name or ""
+        self.requests[(record.protocol, record.status, model, key)] += 1
         self.duration[record.protocol].observe(record.duration_ms / 1000)
         if record.ttfb_ms is not None:
             self.ttfb[record.protocol].observe(record.ttfb_ms / 1000)
@@ -71,7 +75,7 @@ class Metrics:
             strict=True,
         ):
             if value:
-                self.tokens[(model, kind)] += value
+                self.tokens[(model, kind, key)] += value
         for attempt in record.attempts:
             self.attempts += 1
             outcome = attempt["outcome"]
@@ -79,12 +83,15 @@ class Metrics:
                 self.upstream_errors[outcome.rpartition(" ")[2]] += 1
 
     def lines(self) -> Iterable[str]:
-        yield "# HELP agproxy_requests_total AI requests served, by protocol, status and model."
+        yield (
+            "# HELP agproxy_requests_total AI requests served, by protocol, status, model "
+            "and client key."
+        )
         yield "# TYPE agproxy_requests_total counter"
-        for (protocol, status, model), n in sorted(self.requests.items()):
+        for (protocol, status, model, key), n in sorted(self.requests.items()):
             yield (
                 f'agproxy_requests_total{{protocol="{protocol}",status="{status}",'
-                f'model="{escape_label(model)}"}} {n}'
+                f'model="{escape_label(model)}"{_key_label(key)}}} {n}'
             )
         yield "# HELP agproxy_request_duration_seconds Time to the end of the response."
         yield "# TYPE agproxy_request_duration_seconds histogram"
@@ -96,10 +103,16 @@ class Metrics:
             yield from histogram.lines(
                 "agproxy_time_to_first_byte_seconds", f'protocol="{protocol}"'
             )
-        yield "# HELP agproxy_tokens_total Tokens reported by the upstream, by model and kind."
+        yield (
+            "# HELP agproxy_tokens_total Tokens reported by the upstream, by model, kind and "
+            "client key."
+        )
         yield "# TYPE agproxy_tokens_total counter"
-        for (model, kind), n in sorted(self.tokens.items()):
-            yield f'agproxy_tokens_total{{model="{escape_label(model)}",kind="{kind}"}} {n}'
+        for (model, kind, key), n in sorted(self.tokens.items()):
+            yield (
+                f'agproxy_tokens_total{{model="{escape_label(model)}",kind="{kind}"'
+                f"{_key_label(key)}}} {n}"
+            )
         yield "# HELP agproxy_upstream_attempts_total Upstream calls made (retries included)."
         yield "# TYPE agproxy_upstream_attempts_total counter"
         yield f"agproxy_upstream_attempts_total {self.attempts}"
@@ -119,6 +132,11 @@ class Metrics:
         )
         yield "# TYPE agproxy_monitor_bodies_dropped_total counter"
         yield f"agproxy_monitor_bodies_dropped_total {self.bodies_dropped}"
+
+
+def _key_label(key: str) -> str:
+    """`,key="name"` for a client key; nothing for the owner's api_key (or no key)."""
+    return f',key="{escape_label(key)}"' if key else ""
 
 
 def escape_label(value: str) -> str:

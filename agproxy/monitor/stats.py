@@ -24,6 +24,8 @@ GROUPS = {
     # Grouped by id (masked emails can coincide), shown by masked email.
     "account": sa.func.coalesce(T.c.account_id, T.c.account, "-"),
     "protocol": T.c.protocol,
+    # The client key's name; "-": the owner's api_key, or no key (auth off).
+    "key": sa.func.coalesce(T.c.key_name, "-"),
 }
 LABELS = {"account": sa.func.coalesce(sa.func.max(T.c.account), "-")}
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
@@ -86,7 +88,7 @@ def series(
 
 
 def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
-    """Totals per model, account or protocol since `since`, busiest first."""
+    """Totals per model, account, protocol or client key since `since`, busiest first."""
     key = GROUPS[by].label("key")
     label = LABELS.get(by, key).label("label")
     query = (
@@ -97,6 +99,35 @@ def breakdown(engine: Engine, by: str, since: float) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         return [{by: r.label, **_measured(r)} for r in conn.execute(query)]
+
+
+def usage_by_key(engine: Engine, since: float) -> dict[str, dict[str, int]]:
+    """Requests and input/output tokens per client key name since `since` (requests made
+    with the owner's api_key or no key are not counted)."""
+    query = (
+        sa.select(
+            T.c.key_name,
+            sa.func.count().label("requests"),
+            sa.func.coalesce(sa.func.sum(T.c.input_tokens), 0).label("input_tokens"),
+            sa.func.coalesce(sa.func.sum(T.c.output_tokens), 0).label("output_tokens"),
+        )
+        .where(T.c.started_at >= since, T.c.key_name.is_not(None), REQUESTS)
+        .group_by(T.c.key_name)
+    )
+    with engine.connect() as conn:
+        return {
+            r.key_name: {
+                "requests": r.requests,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+            }
+            for r in conn.execute(query)
+        }
+
+
+def day_and_week_start(now: float, tz_offset: int = 0) -> tuple[int, int]:
+    """When today and this week (from Monday) began, in the caller's local time."""
+    return bucket_start(now, "day", tz_offset), bucket_start(now, "week", tz_offset)
 
 
 def totals(engine: Engine, since: float) -> dict[str, Any]:
@@ -110,21 +141,23 @@ def totals(engine: Engine, since: float) -> dict[str, Any]:
 
 
 def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0) -> Iterator[list[Any]]:
-    """Header, then one row per bucket × model × account, oldest first."""
+    """Header, then one row per bucket × model × account × client key, oldest first."""
     column = _bucket_column(bucket, tz_offset)
     model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account_key")
     label = LABELS["account"].label("account")
+    key = GROUPS["key"].label("key")
     query = (
-        sa.select(column, model, account, label, *_measures())
+        sa.select(column, model, account, label, key, *_measures())
         .where(T.c.started_at >= since, REQUESTS)
-        .group_by(column, model, account)
-        .order_by(column, model, label)
+        .group_by(column, model, account, key)
+        .order_by(column, model, label, key)
     )
     yield [
         "bucket_start",
         "bucket",
         "model",
         "account",
+        "key",
         "requests",
         "errors",
         *TOKEN_COLUMNS,
@@ -140,6 +173,7 @@ def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0) -> I
                 bucket,
                 csv_cell(r.model),
                 csv_cell(r.account),
+                csv_cell(r.key),
                 m["requests"],
                 m["errors"],
                 *(m[c] for c in TOKEN_COLUMNS),
