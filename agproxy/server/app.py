@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from agproxy.admin import accounts as admin_accounts
 from agproxy.admin import console_login
 from agproxy.admin import dashboard as admin_dashboard
+from agproxy.admin import keys as admin_keys
 from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
@@ -62,6 +63,7 @@ def build_app(gateway: Gateway) -> Starlette:
             routes=(
                 admin_proxy.routes
                 + admin_accounts.routes
+                + admin_keys.routes
                 + admin_monitor.routes
                 + admin_dashboard.routes
                 + console_login.routes
