@@ -8,6 +8,7 @@ import csv
 import io
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,9 @@ def plant(data_dir: Path, records: list[RequestRecord]) -> None:
     writer = MonitorWriter(engine, lambda: settings)
     for record in records:
         writer.submit(record)
-    asyncio.run(writer.flush())
+    # In a thread of its own: the browser tests' thread runs Playwright's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, writer.flush()).result()
     engine.dispose()
 
 

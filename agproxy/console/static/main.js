@@ -4,6 +4,7 @@ import { accountsPage } from "./accounts.js";
 import { api, onUnauthorized, session, signIn } from "./api.js";
 import { dashboardPage } from "./dashboard.js";
 import { $, copy } from "./dom.js";
+import { keysPage } from "./keys.js";
 import { carriedLogin, showApp, showLogin } from "./login.js";
 import { mappingPage } from "./mapping.js";
 import { monitorPage } from "./monitor.js";
@@ -16,8 +17,8 @@ import { store } from "./store.js";
 import { zaiCard } from "./zai.js";
 
 // Keyed by the name in the address (#/proxy) and in the section's id (page-proxy).
-const PAGES = { dashboard: dashboardPage, proxy: proxyPage, accounts: accountsPage, monitor: monitorPage,
-  stats: statsPage, mapping: mappingPage };
+const PAGES = { dashboard: dashboardPage, proxy: proxyPage, accounts: accountsPage, keys: keysPage,
+  monitor: monitorPage, stats: statsPage, mapping: mappingPage };
 const PARTS = [...Object.values(PAGES), zaiCard, rewritesCard];
 
 async function loadAll() {

@@ -126,7 +126,7 @@ async function showDetail(id) {
   $("detail-title").textContent = `${log.status} ${log.method} ${log.path}`;
   const fields = [["time", new Date(log.started_at * 1000).toLocaleString()], ["protocol", log.protocol],
     ["requested model", log.requested_model], ["routed model", log.routed_model], ["provider", log.provider],
-    ["account", log.account], ["duration", ms(log.duration_ms)], ["time to first byte", ms(log.ttfb_ms)],
+    ["account", log.account], ["client key", log.key_name], ["duration", ms(log.duration_ms)], ["time to first byte", ms(log.ttfb_ms)],
     ["input tokens", log.input_tokens], ["output tokens", log.output_tokens], ["thinking tokens", log.thinking_tokens],
     ["client", log.client_ip], ["user agent", log.user_agent], ["id", log.id]];
   $("detail-fields").replaceChildren(...fields.filter(([, v]) => v !== null && v !== undefined)

@@ -1,5 +1,5 @@
-// agproxy console: the Statistics page: tokens and requests over a chosen range, by model
-// and by account, and the same as a CSV file.
+// agproxy console: the Statistics page: tokens and requests over a chosen range, by model,
+// by account and by client key, and the same as a CSV file.
 import { api, download } from "./api.js";
 import { barChart, hbars } from "./charts.js";
 import { $, el, toast } from "./dom.js";
@@ -37,6 +37,7 @@ async function loadStats() {
     name: r[key] || "–", value: tokens(r), sub: `tokens · ${num(r.requests)} requests${r.errors ? `, ${num(r.errors)} failed` : ""}` }));
   hbars($("by-model"), breakdown(summary.by_model, "model"), { format: compact });
   hbars($("by-account"), breakdown(summary.by_account, "account"), { format: compact });
+  hbars($("by-key"), breakdown(summary.by_key.map((r) => (r.key === "-" ? { ...r, key: "" } : r)), "key"), { format: compact });
 }
 
 async function exportCsv() {
