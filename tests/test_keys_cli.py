@@ -252,3 +252,15 @@ def test_state_of_a_key(tmp_path: Path) -> None:
     store.update(key.id, enabled=False)
     assert state(store.find("k"), now=time.time() + 120) == "disabled"
     store.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "command", ["create", "list", "show", "disable", "enable", "rotate", "delete"]
+)
+def test_every_keys_command_has_help(command: str) -> None:
+    result = CliRunner().invoke(cli, ["keys", command, "--help"])
+    assert result.exit_code == 0 and "Usage: cli keys" in result.output
+    assert len(result.output.splitlines()) >= 4
+    assert (
+        "--by [model|account|protocol|key]" in CliRunner().invoke(cli, ["stats", "--help"]).output
+    )
