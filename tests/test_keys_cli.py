@@ -107,6 +107,8 @@ def test_create_prints_the_secret_once_and_the_database_keeps_only_its_digest(
         (["--expires", "2099-02-30"], "'--expires': must be an ISO date"),
         (["--models", ""], "'--models': must be non-empty model ids or patterns"),
         (["--models", "gemini-*", "--models", " "], "'--models': must be non-empty"),
+        (["--rpm", ""], "'--rpm': must not be empty"),
+        (["--expires", " "], "'--expires': must not be empty"),
     ],
 )
 def test_bad_input_is_refused_with_exit_2_and_nothing_written(
@@ -124,7 +126,9 @@ def test_a_taken_or_blank_name_is_refused_and_nothing_written(data_dir: Path) ->
     again = keys("create", "alice", "--rpm", "5")
     assert again.exit_code == 2 and "a client key named 'alice' exists already" in again.output
     blank = keys("create", "  ")
-    assert blank.exit_code == 2 and "name" in blank.output
+    assert blank.exit_code == 2 and "Invalid value for 'NAME': must not be empty" in blank.output
+    long = keys("create", "x" * 101)
+    assert long.exit_code == 2 and "'NAME': must be 1 to 100 characters" in long.output
     assert [r["name"] for r in rows(data_dir)] == ["alice"]
     assert rows(data_dir)[0]["rpm"] is None
 

@@ -47,13 +47,22 @@ def _find(store: KeyStore, id_or_name: str) -> ClientKey:
         raise click.ClickException(exc.message) from exc
 
 
+def _hint(param: str) -> str:
+    if param == "name":
+        return "'NAME'"
+    return "'--expires'" if param == "expires_at" else f"'--{param.replace('_', '-')}'"
+
+
 def _checked(values: dict[str, Any]) -> dict[str, Any]:
     """The options given, checked; a refused one is a usage error (exit 2) naming it."""
+    given = {k: v for k, v in values.items() if v is not None and v != ()}
+    for name, value in given.items():
+        if isinstance(value, str) and not value.strip():  # `--rpm ""`: a slip, not "no limit"
+            raise click.BadParameter("must not be empty", param_hint=_hint(name))
     try:
-        return checked({k: v for k, v in values.items() if v is not None and v != ()})
+        return checked(given)
     except BadSetting as exc:
-        option = "--expires" if exc.param == "expires_at" else "--" + exc.param.replace("_", "-")
-        raise click.BadParameter(exc.problem, param_hint=f"'{option}'") from None
+        raise click.BadParameter(exc.problem, param_hint=_hint(exc.param)) from None
 
 
 def _tz_offset() -> int:
@@ -61,9 +70,8 @@ def _tz_offset() -> int:
     return int(offset.total_seconds()) if offset else 0
 
 
-def limits_text(key: ClientKey | dict[str, Any]) -> str:
+def limits_text(key: ClientKey) -> str:
     """`60 rpm, 100,000 tpm, 4 at once, 1,000,000 tokens/day, 25% of quota`, or `none`."""
-    get = key.get if isinstance(key, dict) else lambda name: getattr(key, name)
     parts = []
     for name, unit in (
         ("rpm", "{:,} rpm"),
@@ -72,8 +80,9 @@ def limits_text(key: ClientKey | dict[str, Any]) -> str:
         ("daily_tokens", "{:,} tokens/day"),
         ("quota_share", "{:g}% of quota"),
     ):
-        if get(name) is not None:
-            parts.append(unit.format(get(name)))
+        value = getattr(key, name)
+        if value is not None:
+            parts.append(unit.format(value))
     return ", ".join(parts) or "none"
 
 
