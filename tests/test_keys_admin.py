@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from agproxy.config import Settings
 from agproxy.db import open_database
@@ -29,6 +28,7 @@ SECRET = re.compile(r"sk-[0-9a-f]{48}")
 def create(gw: Gateway, **body: Any) -> dict[str, Any]:
     made = gw.admin("POST", "/api/keys", json=body)
     assert made.status_code == 201, made.text
+    assert made.headers["cache-control"] == "no-store"  # it carries the secret
     return dict(made.json())
 
 
@@ -92,7 +92,7 @@ def test_create_list_edit_rotate_delete(gateway_factory: Any) -> None:
     assert gw.admin("PUT", "/api/keys/ci", json={"enabled": True}).json()["state"] == "enabled"
 
     turned = gw.admin("POST", "/api/keys/ci/rotate")
-    assert turned.status_code == 200
+    assert turned.status_code == 200 and turned.headers["cache-control"] == "no-store"
     new_secret = turned.json()["secret"]
     assert SECRET.fullmatch(new_secret) and new_secret != secret
     assert turned.json()["key"]["prefix"] == new_secret[:8] + "…"
@@ -119,33 +119,33 @@ def test_create_list_edit_rotate_delete(gateway_factory: Any) -> None:
         assert s not in metrics and s not in log and s[3:] not in log
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "param"),
-    [
-        ({}, 400, "name"),
-        ({"name": ""}, 400, "name"),
-        ({"name": "x", "rpm": 0}, 400, "rpm"),
-        ({"name": "x", "rpm": "12a"}, 400, "rpm"),
-        ({"name": "x", "tpm": -1}, 400, "tpm"),
-        ({"name": "x", "concurrency": 2.5}, 400, "concurrency"),
-        ({"name": "x", "daily_tokens": True}, 400, "daily_tokens"),
-        ({"name": "x", "quota_share": 0}, 400, "quota_share"),
-        ({"name": "x", "quota_share": 100.01}, 400, "quota_share"),
-        ({"name": "x", "expires_at": "2001-01-01"}, 400, "expires_at"),
-        ({"name": "x", "expires_at": "someday"}, 400, "expires_at"),
-        ({"name": "x", "models": [""]}, 400, "models"),
-        ({"name": "x", "models": 3}, 400, "models"),
-        ({"name": "x", "enabled": "no"}, 400, "enabled"),
-        ({"name": "x", "secret": "sk-" + "0" * 48}, 400, "secret"),
-        ({"name": "taken"}, 409, "name"),
-    ],
-)
-def test_bad_input_is_refused_and_nothing_is_written(
-    gateway_factory: Any, body: dict[str, Any], status: int, param: str
-) -> None:
+REFUSED_CREATIONS: list[tuple[dict[str, Any], int, str]] = [
+    ({}, 400, "name"),
+    ({"name": ""}, 400, "name"),
+    ({"name": "x", "rpm": 0}, 400, "rpm"),
+    ({"name": "x", "rpm": "12a"}, 400, "rpm"),
+    ({"name": "x", "tpm": -1}, 400, "tpm"),
+    ({"name": "x", "concurrency": 2.5}, 400, "concurrency"),
+    ({"name": "x", "daily_tokens": True}, 400, "daily_tokens"),
+    ({"name": "x", "quota_share": 0}, 400, "quota_share"),
+    ({"name": "x", "quota_share": 100.01}, 400, "quota_share"),
+    ({"name": "x", "expires_at": "2001-01-01"}, 400, "expires_at"),
+    ({"name": "x", "expires_at": "someday"}, 400, "expires_at"),
+    ({"name": "x", "models": [""]}, 400, "models"),
+    ({"name": "x", "models": 3}, 400, "models"),
+    ({"name": "x", "enabled": "no"}, 400, "enabled"),
+    ({"name": "x", "secret": "sk-" + "0" * 48}, 400, "secret"),  # no secret of one's own
+    ({"name": "taken"}, 409, "name"),
+]
+
+
+def test_bad_input_is_refused_and_nothing_is_written(gateway_factory: Any) -> None:
     gw = gateway_factory()
     create(gw, name="taken", rpm=5)
-    assert_refused(gw.admin("POST", "/api/keys", json=body), status, param)
+    for body, status, param in REFUSED_CREATIONS:
+        answer = gw.admin("POST", "/api/keys", json=body)
+        assert answer.status_code == status, (body, answer.text)
+        assert answer.json()["error"]["param"] == param, (body, answer.text)
     keys = listed(gw)
     assert list(keys) == ["taken"] and keys["taken"]["rpm"] == 5
 

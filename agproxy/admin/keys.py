@@ -26,6 +26,8 @@ from agproxy.monitor import stats
 from agproxy.service import Gateway
 
 MAX_TZ_OFFSET = 14 * 3600
+# An answer carrying a secret is kept by no cache (the browser's included).
+NO_STORE = {"Cache-Control": "no-store"}
 EMPTY_USAGE = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
 
 
@@ -110,7 +112,9 @@ async def create_key(request: Request) -> Response:
     except (BadSetting, KeyRefused) as exc:
         return _refused(exc)
     return JSONResponse(
-        {"key": {**key.public(), "state": state(key)}, "secret": secret}, status_code=201
+        {"key": {**key.public(), "state": state(key)}, "secret": secret},
+        status_code=201,
+        headers=NO_STORE,
     )
 
 
@@ -153,7 +157,9 @@ async def rotate_key(request: Request) -> Response:
         key, secret = await run_in_threadpool(rotate)
     except KeyRefused as exc:
         return _refused(exc)
-    return JSONResponse({"key": {**key.public(), "state": state(key)}, "secret": secret})
+    return JSONResponse(
+        {"key": {**key.public(), "state": state(key)}, "secret": secret}, headers=NO_STORE
+    )
 
 
 async def delete_key(request: Request) -> Response:
