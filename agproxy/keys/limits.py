@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 MINUTE = 60.0
@@ -31,12 +31,13 @@ class Reservation:
 
 
 @dataclass(slots=True)
-class Spent:
-    """Tokens the pool served for a model group, and to which key ("" for the owner)."""
+class Minute:
+    """Tokens the pool served for a model group in one minute, in all and per key ("" for
+    the owner): minutes, not requests, so a busy pool's 5-hour window stays small."""
 
-    key_id: str
-    at: float
-    tokens: int
+    minute: int
+    total: int = 0
+    by_key: dict[str, int] = field(default_factory=dict)
 
 
 class Counters(Protocol):
@@ -68,7 +69,7 @@ class LocalCounters:
         self.calls: defaultdict[str, deque[float]] = defaultdict(deque)
         self.inflight: defaultdict[str, int] = defaultdict(int)
         self.spent: defaultdict[str, deque[Reservation]] = defaultdict(deque)  # per key
-        self.pool: defaultdict[str, deque[Spent]] = defaultdict(deque)  # per model group
+        self.pool: defaultdict[str, deque[Minute]] = defaultdict(deque)  # per model group
         self.days: dict[str, tuple[int, int]] = {}  # key → (UTC day, tokens that day)
 
     def admit_rate(self, key_id: str, limit: int, now: float) -> float | None:
@@ -97,25 +98,30 @@ class LocalCounters:
         return seen[1] if seen is not None and seen[0] == day else 0
 
     def share(self, key_id: str, group: str, now: float) -> tuple[int, int]:
-        since = now - SHARE_WINDOW
+        since = int((now - SHARE_WINDOW) // MINUTE)
         mine = total = 0
-        for r in self.pool[group]:
-            if r.at >= since:
-                total += r.tokens
-                mine += r.tokens if r.key_id == key_id else 0
+        for bucket in self.pool[group]:
+            if bucket.minute > since:
+                total += bucket.total
+                mine += bucket.by_key.get(key_id, 0)
         return mine, total
 
     def spend_group(self, key_id: str, group: str, tokens: int, now: float) -> None:
-        entries = self.pool[group]
-        while entries and entries[0].at < now - SHARE_WINDOW:
-            entries.popleft()
-        entries.append(Spent(key_id, now, tokens))
+        minute = int(now // MINUTE)
+        buckets = self.pool[group]
+        if not buckets or buckets[-1].minute != minute:
+            while buckets and buckets[0].minute <= minute - SHARE_WINDOW // MINUTE:
+                buckets.popleft()
+            buckets.append(Minute(minute))
+        bucket = buckets[-1]
+        bucket.total += tokens
+        bucket.by_key[key_id] = bucket.by_key.get(key_id, 0) + tokens
 
     def reserve(self, key_id: str, tokens: int, now: float) -> Reservation:
         day = int(now // DAY)
         reservation = Reservation(key_id, now, tokens, day)
-        entries = self.spent[key_id]
-        while entries and entries[0].at < now - DAY:
+        entries = self.spent[key_id]  # for the last minute only: days have their own sum
+        while entries and entries[0].at < now - MINUTE:
             entries.popleft()
         entries.append(reservation)
         self._add_day(key_id, day, tokens)
