@@ -104,7 +104,7 @@ class Keys:
 
     def _check_tokens(self, key: ClientKey, now: float) -> None:
         if key.tpm is not None:
-            used = self.counters.tokens_since(key.id, now - MINUTE)
+            used = self.counters.tokens_last_minute(key.id, now)
             if used >= key.tpm:
                 raise KeyRefusal(
                     429,

@@ -28,6 +28,7 @@ class Reservation:
     at: float
     tokens: int
     day: int
+    in_minute: bool = True  # still inside the key's last-minute window
 
 
 @dataclass(slots=True)
@@ -49,7 +50,7 @@ class Counters(Protocol):
 
     def leave(self, key_id: str) -> None: ...
 
-    def tokens_since(self, key_id: str, since: float) -> int: ...
+    def tokens_last_minute(self, key_id: str, now: float) -> int: ...
 
     def tokens_today(self, key_id: str, day: int) -> int: ...
 
@@ -64,13 +65,32 @@ class Counters(Protocol):
     def settle(self, reservation: Reservation, tokens: int) -> None: ...
 
 
+@dataclass
+class _Window:
+    """A model group's last SHARE_WINDOW of use, with its sums kept as it moves."""
+
+    minutes: deque[Minute] = field(default_factory=deque)
+    total: int = 0
+    by_key: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def move_to(self, minute: int) -> None:
+        while self.minutes and self.minutes[0].minute <= minute - SHARE_WINDOW // MINUTE:
+            gone = self.minutes.popleft()
+            self.total -= gone.total
+            for key_id, tokens in gone.by_key.items():
+                self.by_key[key_id] -= tokens
+
+
 class LocalCounters:
+    """Every operation is O(1) (amortized): sliding windows keep their sums as they move."""
+
     def __init__(self) -> None:
         self.calls: defaultdict[str, deque[float]] = defaultdict(deque)
         self.inflight: defaultdict[str, int] = defaultdict(int)
-        self.spent: defaultdict[str, deque[Reservation]] = defaultdict(deque)  # per key
-        self.pool: defaultdict[str, deque[Minute]] = defaultdict(deque)  # per model group
+        self.spent: defaultdict[str, deque[Reservation]] = defaultdict(deque)  # last minute
+        self.minute_total: defaultdict[str, int] = defaultdict(int)
         self.days: dict[str, tuple[int, int]] = {}  # key → (UTC day, tokens that day)
+        self.pool: defaultdict[str, _Window] = defaultdict(_Window)  # per model group
 
     def admit_rate(self, key_id: str, limit: int, now: float) -> float | None:
         calls = self.calls[key_id]
@@ -90,45 +110,48 @@ class LocalCounters:
     def leave(self, key_id: str) -> None:
         self.inflight[key_id] = max(0, self.inflight[key_id] - 1)
 
-    def tokens_since(self, key_id: str, since: float) -> int:
-        return sum(r.tokens for r in reversed(self.spent[key_id]) if r.at >= since)
+    def tokens_last_minute(self, key_id: str, now: float) -> int:
+        entries = self.spent[key_id]
+        while entries and entries[0].at < now - MINUTE:
+            gone = entries.popleft()
+            gone.in_minute = False
+            self.minute_total[key_id] -= gone.tokens
+        return self.minute_total[key_id]
 
     def tokens_today(self, key_id: str, day: int) -> int:
         seen = self.days.get(key_id)
         return seen[1] if seen is not None and seen[0] == day else 0
 
     def share(self, key_id: str, group: str, now: float) -> tuple[int, int]:
-        since = int((now - SHARE_WINDOW) // MINUTE)
-        mine = total = 0
-        for bucket in self.pool[group]:
-            if bucket.minute > since:
-                total += bucket.total
-                mine += bucket.by_key.get(key_id, 0)
-        return mine, total
+        window = self.pool[group]
+        window.move_to(int(now // MINUTE))
+        return window.by_key.get(key_id, 0), window.total
 
     def spend_group(self, key_id: str, group: str, tokens: int, now: float) -> None:
         minute = int(now // MINUTE)
-        buckets = self.pool[group]
-        if not buckets or buckets[-1].minute != minute:
-            while buckets and buckets[0].minute <= minute - SHARE_WINDOW // MINUTE:
-                buckets.popleft()
-            buckets.append(Minute(minute))
-        bucket = buckets[-1]
+        window = self.pool[group]
+        if not window.minutes or window.minutes[-1].minute != minute:
+            window.move_to(minute)
+            window.minutes.append(Minute(minute))
+        bucket = window.minutes[-1]
         bucket.total += tokens
         bucket.by_key[key_id] = bucket.by_key.get(key_id, 0) + tokens
+        window.total += tokens
+        window.by_key[key_id] += tokens
 
     def reserve(self, key_id: str, tokens: int, now: float) -> Reservation:
-        day = int(now // DAY)
-        reservation = Reservation(key_id, now, tokens, day)
-        entries = self.spent[key_id]  # for the last minute only: days have their own sum
-        while entries and entries[0].at < now - MINUTE:
-            entries.popleft()
-        entries.append(reservation)
-        self._add_day(key_id, day, tokens)
+        self.tokens_last_minute(key_id, now)  # moves the window first
+        reservation = Reservation(key_id, now, tokens, int(now // DAY))
+        self.spent[key_id].append(reservation)
+        self.minute_total[key_id] += tokens
+        self._add_day(key_id, reservation.day, tokens)
         return reservation
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
-        self._add_day(reservation.key_id, reservation.day, tokens - reservation.tokens)
+        change = tokens - reservation.tokens
+        if reservation.in_minute:
+            self.minute_total[reservation.key_id] += change
+        self._add_day(reservation.key_id, reservation.day, change)
         reservation.tokens = tokens
 
     def _add_day(self, key_id: str, day: int, tokens: int) -> None:
