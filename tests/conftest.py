@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,6 +98,7 @@ class Gateway:
     proc: subprocess.Popen[str]
     env: dict[str, str]
     output: list[str] = field(default_factory=list)
+    _reader: threading.Thread = field(init=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -126,15 +129,40 @@ class Gateway:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(self.data_dir, *args, env=self.env)
 
+    def read_output(self) -> None:
+        """Collect the process's output into `output` as it comes: the pipe never fills up
+        (a gateway shared by a module logs a lot), and a test can read the log of a
+        gateway that keeps running."""
+        stream = self.proc.stdout
+        assert stream is not None
+
+        def drain() -> None:
+            for line in stream:
+                self.output.append(line)
+
+        self._reader = threading.Thread(target=drain, daemon=True)
+        self._reader.start()
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def wait_for_log(self, text: str, timeout: float = 5) -> str:
+        """The log once `text` appears in it (a line reaches the reader a moment after
+        the answer that caused it reaches the client)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.log()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                out, _ = self.proc.communicate(timeout=timeout)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                out, _ = self.proc.communicate()
-            self.output.append(out or "")
+                self.proc.wait()
+        self._reader.join(timeout=10)
         return self.proc.returncode
 
 
@@ -172,6 +200,7 @@ def spawn(
             raise RuntimeError(f"agproxy serve exited {proc.returncode}:\n{out}")
         try:
             httpx.get(f"{gw.base_url}/healthz", timeout=1)
+            gw.read_output()
             return gw
         except httpx.TransportError:
             time.sleep(0.05)
@@ -210,6 +239,16 @@ def google_env(fake: Any) -> dict[str, str]:
     }
 
 
+def google_config(fake: Any) -> dict[str, Any]:
+    """google_env() as config file settings: a test may change them through the admin API."""
+    return {
+        "upstream_base_urls": [fake.v1internal],
+        "oauth_token_url": fake.token_url,
+        "oauth_userinfo_url": fake.userinfo_url,
+        "oauth_authorize_url": fake.authorize_url,
+    }
+
+
 def add_to(gw: Gateway, *accounts: Any, start: bool = True) -> dict[str, Any]:
     """Add the fake Google's `accounts` to `gw` through the admin API (as the console
     does; `agproxy accounts add` has its own tests, and a process per account would cost
@@ -237,6 +276,77 @@ def add_accounts(
     status = add_to(gw, *accounts, start=start)
     assert not start or status["active_accounts"] == n, status
     return accounts
+
+
+class Borrowed:
+    """One test's turn on a gateway its module shares: the accounts it adds and the
+    settings it changes here are taken away after it (see `borrow`), so no cooldown,
+    sticky binding, forbidden mark or setting of one test reaches the next."""
+
+    def __init__(self, gw: Gateway, fake: Any = None) -> None:
+        self.gw = gw
+        self.fake = fake
+        self.account_ids: list[str] = []
+        self.original: dict[str, Any] = {}  # the config file's values (None: the default)
+
+    def reset_afterwards(self, *keys: str) -> None:
+        """Return these settings to what the config file had before (the test changes them
+        another way, such as the CLI; `configure` calls this itself)."""
+        before = self.gw.config_file()
+        for key in keys:
+            self.original.setdefault(key, before.get(key))
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """PUT /api/config (asserting 200); the keys are set back afterwards."""
+        self.reset_afterwards(*changes)
+        put = self.gw.admin("PUT", "/api/config", json=changes)
+        assert put.status_code == 200, put.text
+        return dict(put.json())
+
+    def add(self, *accounts: Any, start: bool = True) -> dict[str, Any]:
+        """add_to() for this test only: the accounts are removed again afterwards."""
+        for acct in accounts:
+            added = self.gw.admin(
+                "POST", "/api/accounts", json={"refresh_token": acct.refresh_token}
+            )
+            assert added.status_code == 201, added.text
+            self.account_ids.append(added.json()["account"]["id"])
+        if not start:
+            return {}
+        started = self.gw.admin("POST", "/api/proxy/start")
+        assert started.status_code == 200, started.text
+        return dict(started.json())
+
+    def add_accounts(
+        self, n: int = 1, prefix: str = "acct", start: bool = True, **account: Any
+    ) -> list[Any]:
+        """add_accounts() for this test only; the gateway serves with just these."""
+        tag = uuid.uuid4().hex[:6]
+        accounts = [
+            self.fake.add_account(email=f"{prefix}{i}-{tag}@example.com", **account)
+            for i in range(n)
+        ]
+        status = self.add(*accounts, start=start)
+        assert not start or status["active_accounts"] == n, status
+        return accounts
+
+    def undo(self) -> None:
+        for account_id in self.account_ids:
+            removed = self.gw.admin("DELETE", f"/api/accounts/{account_id}")
+            assert removed.status_code == 200, removed.text
+        if self.original:
+            reset = self.gw.admin("PUT", "/api/config", json=self.original)
+            assert reset.status_code == 200, reset.text
+
+
+@contextlib.contextmanager
+def borrow(gw: Gateway, fake: Any = None) -> Iterator[Borrowed]:
+    """A test's turn on a shared gateway; what it added and changed is undone at the end."""
+    turn = Borrowed(gw, fake)
+    try:
+        yield turn
+    finally:
+        turn.undo()
 
 
 def gateway_with(
