@@ -279,15 +279,21 @@ def add_accounts(
 
 
 class Borrowed:
-    """One test's turn on a gateway its module shares: the accounts it adds and the
-    settings it changes here are taken away after it (see `borrow`), so no cooldown,
-    sticky binding, forbidden mark or setting of one test reaches the next."""
+    """One test's turn on a gateway its module shares: the accounts added while it runs (by
+    whatever means) are removed after it and the settings it changes here are set back (see
+    `borrow`), so no cooldown, sticky binding, forbidden mark or setting of one test
+    reaches the next."""
 
     def __init__(self, gw: Gateway, fake: Any = None) -> None:
         self.gw = gw
         self.fake = fake
-        self.account_ids: list[str] = []
+        self.accounts_before = self.account_ids()
         self.original: dict[str, Any] = {}  # the config file's values (None: the default)
+
+    def account_ids(self) -> set[str]:
+        listed = self.gw.admin("GET", "/api/accounts")
+        assert listed.status_code == 200, listed.text
+        return {a["id"] for a in listed.json()["accounts"]}
 
     def reset_afterwards(self, *keys: str) -> None:
         """Return these settings to what the config file had before (the test changes them
@@ -310,7 +316,6 @@ class Borrowed:
                 "POST", "/api/accounts", json={"refresh_token": acct.refresh_token}
             )
             assert added.status_code == 201, added.text
-            self.account_ids.append(added.json()["account"]["id"])
         if not start:
             return {}
         started = self.gw.admin("POST", "/api/proxy/start")
@@ -331,7 +336,7 @@ class Borrowed:
         return accounts
 
     def undo(self) -> None:
-        for account_id in self.account_ids:
+        for account_id in self.account_ids() - self.accounts_before:
             removed = self.gw.admin("DELETE", f"/api/accounts/{account_id}")
             assert removed.status_code == 200, removed.text
         if self.original:
