@@ -273,7 +273,9 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     try:
         page.goto(f"http://localhost:{server.server_address[1]}/")
         outcome = page.evaluate(
