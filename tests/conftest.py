@@ -280,15 +280,22 @@ def add_accounts(
 
 class Borrowed:
     """One test's turn on a gateway its module shares: the accounts added while it runs (by
-    whatever means) are removed after it and the settings it changes here are set back (see
-    `borrow`), so no cooldown, sticky binding, forbidden mark or setting of one test
-    reaches the next."""
+    whatever means) are removed after it, the settings it changes here are set back, and a
+    proxy service it started from stopped is stopped again (see `borrow`), so no cooldown,
+    sticky binding, forbidden mark or setting of one test reaches the next."""
 
     def __init__(self, gw: Gateway, fake: Any = None) -> None:
         self.gw = gw
         self.fake = fake
         self.accounts_before = self.account_ids()
+        self.was_running = self.running()
+        self.auto_start_before = gw.config_file().get("auto_start")
         self.original: dict[str, Any] = {}  # the config file's values (None: the default)
+
+    def running(self) -> bool:
+        status = self.gw.admin("GET", "/api/proxy/status")
+        assert status.status_code == 200, status.text
+        return bool(status.json()["running"])
 
     def account_ids(self) -> set[str]:
         listed = self.gw.admin("GET", "/api/accounts")
@@ -339,6 +346,10 @@ class Borrowed:
         for account_id in self.account_ids() - self.accounts_before:
             removed = self.gw.admin("DELETE", f"/api/accounts/{account_id}")
             assert removed.status_code == 200, removed.text
+        if not self.was_running and self.running():
+            self.original.setdefault("auto_start", self.auto_start_before)  # a stop is saved
+            stopped = self.gw.admin("POST", "/api/proxy/stop")
+            assert stopped.status_code == 200, stopped.text
         if self.original:
             reset = self.gw.admin("PUT", "/api/config", json=self.original)
             assert reset.status_code == 200, reset.text
