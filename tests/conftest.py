@@ -98,7 +98,7 @@ class Gateway:
     proc: subprocess.Popen[str]
     env: dict[str, str]
     output: list[str] = field(default_factory=list)
-    _reader: threading.Thread = field(init=False, repr=False)
+    _reader: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -162,17 +162,18 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
         return self.proc.returncode
 
 
-def spawn(
+def launch(
     data_dir: Path,
     port: int | None = None,
     config: dict[str, Any] | None = None,
     **env_overrides: str,
 ) -> Gateway:
-    """Start `agproxy serve`; wait until the listener answers HTTP."""
+    """Start `agproxy serve` without waiting for it (see `ready`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
@@ -192,7 +193,12 @@ def spawn(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    gw = Gateway(data_dir, port, proc, env)
+    return Gateway(data_dir, port, proc, env)
+
+
+def ready(gw: Gateway) -> Gateway:
+    """Wait until a launched gateway's listener answers HTTP."""
+    proc = gw.proc
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -205,7 +211,39 @@ def spawn(
         except httpx.TransportError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"agproxy serve did not answer on port {port} within {READY_TIMEOUT}s")
+    raise RuntimeError(f"agproxy serve did not answer on port {gw.port} within {READY_TIMEOUT}s")
+
+
+def spawn(
+    data_dir: Path,
+    port: int | None = None,
+    config: dict[str, Any] | None = None,
+    **env_overrides: str,
+) -> Gateway:
+    """Start `agproxy serve`; wait until the listener answers HTTP."""
+    return ready(launch(data_dir, port, config, **env_overrides))
+
+
+def spawn_all(specs: dict[str, tuple[Path, dict[str, str]]]) -> dict[str, Gateway]:
+    """Several gateways (name: (data_dir, environment)) started side by side, then waited
+    for; if one fails, the others are stopped."""
+    launched = {name: launch(data_dir, **env) for name, (data_dir, env) in specs.items()}
+    try:
+        return {name: ready(gw) for name, gw in launched.items()}
+    except BaseException:
+        for gw in launched.values():
+            if gw.proc.poll() is None:
+                gw.proc.kill()
+        raise
+
+
+def stop_all(gateways: list[Gateway]) -> None:
+    """SIGTERM to every gateway first, then wait for each: they shut down side by side."""
+    for gw in gateways:
+        if gw.proc.poll() is None:
+            gw.proc.send_signal(signal.SIGTERM)
+    for gw in gateways:
+        gw.stop()
 
 
 ZAI_ENV = {

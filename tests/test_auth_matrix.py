@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fake_zai import FakeZai
 
-from conftest import ZAI_ENV, Gateway, spawn
+from conftest import ZAI_ENV, Gateway, spawn_all, stop_all
 
 API_KEY = "sk-matrix-test-key-0123456789abcdef"
 WRONG_KEY = "sk-matrix-test-key-0123456789abcdeX"
@@ -76,13 +76,14 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Gat
     answered at once (not after retries against an address that cannot be reached)."""
     zai = FakeZai().start()
     zai_env = {**ZAI_ENV, "AGPROXY_ZAI_BASE_URL": zai.base_url}
-    started = {
-        mode: spawn(tmp_path_factory.mktemp(mode), AGPROXY_API_KEY=API_KEY, **zai_env, **env)
-        for mode, env in MODES.items()
-    }
+    started = spawn_all(
+        {
+            mode: (tmp_path_factory.mktemp(mode), {"AGPROXY_API_KEY": API_KEY, **zai_env, **env})
+            for mode, env in MODES.items()
+        }
+    )
     yield started
-    for gw in started.values():
-        gw.stop()
+    stop_all(list(started.values()))
     zai.stop()
 
 
