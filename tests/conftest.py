@@ -23,6 +23,28 @@ import pytest
 READY_TIMEOUT = 20.0
 
 
+def _share_one_tls_context() -> None:
+    """httpx builds a TLS context for every client it makes (~20 ms: it parses certifi's
+    bundle), so for every one-off httpx.get/post and SDK client too. The tests make
+    thousands of those, all to http:// addresses, and the time added up to about a tenth
+    of the suite. The default context is built once here and shared (an SSLContext is
+    meant to be shared by connections); any other `verify` is built as before."""
+    from httpx._transports import default
+
+    build = default.create_ssl_context
+    shared = build()
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None and trust_env:
+            return shared
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    default.create_ssl_context = create_ssl_context
+
+
+_share_one_tls_context()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
