@@ -215,24 +215,31 @@ def launch(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    return Gateway(data_dir, port, proc, env)
+    gw = Gateway(data_dir, port, proc, env)
+    gw.read_output()
+    return gw
 
 
 def ready(gw: Gateway) -> Gateway:
-    """Wait until a launched gateway's listener answers HTTP."""
-    proc = gw.proc
+    """Wait until a launched gateway has started: it prints `proxy service: …` once it
+    listens and has tried the service's auto-start (its listener answers a moment before
+    that, while the service may still be starting), and its listener answers HTTP."""
     deadline = time.monotonic() + READY_TIMEOUT
+    while "proxy service:" not in gw.log():
+        if gw.proc.poll() is not None:
+            gw.stop()  # the rest of its output
+            raise RuntimeError(f"agproxy serve exited {gw.proc.returncode}:\n{gw.log()}")
+        if time.monotonic() > deadline:
+            gw.stop(signal.SIGKILL)
+            raise RuntimeError(f"agproxy serve did not start within {READY_TIMEOUT}s:\n{gw.log()}")
+        time.sleep(0.02)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, _ = proc.communicate()
-            raise RuntimeError(f"agproxy serve exited {proc.returncode}:\n{out}")
         try:
             httpx.get(f"{gw.base_url}/healthz", timeout=1)
-            gw.read_output()
             return gw
         except httpx.TransportError:
             time.sleep(0.05)
-    proc.kill()
+    gw.stop(signal.SIGKILL)
     raise RuntimeError(f"agproxy serve did not answer on port {gw.port} within {READY_TIMEOUT}s")
 
 
@@ -254,8 +261,7 @@ def spawn_all(specs: dict[str, tuple[Path, dict[str, str]]]) -> dict[str, Gatewa
         return {name: ready(gw) for name, gw in launched.items()}
     except BaseException:
         for gw in launched.values():
-            if gw.proc.poll() is None:
-                gw.proc.kill()
+            gw.stop(signal.SIGKILL)
         raise
 
 
