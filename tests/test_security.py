@@ -23,16 +23,18 @@ import pytest
 from conftest import Borrowed, Gateway, borrow, gateway_with, google_config, run_cli, spawn
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]}
+PROXY_PASSWORD = "hunter2secret"  # of the upstream proxy a test sets: never in the log
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
     """One `agproxy serve` for the tests that need no start-up of their own; each brings its
     accounts and settings (`shared`) and takes them away again. It must still exit cleanly
-    after all of them."""
+    after all of them, with no secret in anything it logged up to its end."""
     gw = spawn(tmp_path_factory.mktemp("security") / "gw", config=google_config(fake_google_server))
     yield gw
     assert gw.stop() == 0
+    assert PROXY_PASSWORD not in gw.log()
 
 
 @pytest.fixture
@@ -154,7 +156,7 @@ def test_redirecting_the_pool_tokens_is_logged_as_a_security_event(shared: Borro
     changed = shared.configure(  # asserts 200
         upstream_base_urls=["http://127.0.0.1:9/v1internal"],
         oauth_token_url="http://127.0.0.1:9/token",
-        upstream_proxy="http://bob:hunter2secret@127.0.0.1:3128",
+        upstream_proxy=f"http://bob:{PROXY_PASSWORD}@127.0.0.1:3128",
     )
     assert changed["config"]["upstream_proxy"] == "http://bob:••••@127.0.0.1:3128"
     # (the module's gateway must still exit cleanly at its end: `gateway`)
@@ -162,7 +164,7 @@ def test_redirecting_the_pool_tokens_is_logged_as_a_security_event(shared: Borro
     log = "".join(gw.output[log_start:])
     for key in ("upstream_base_urls", "oauth_token_url", "upstream_proxy"):
         assert f"security event: {key} changed" in log
-    assert "hunter2secret" not in gw.log()
+    assert PROXY_PASSWORD not in gw.log()  # and up to the gateway's end: `gateway`
 
 
 # -- 4. web pages on localhost and DNS rebinding ------------------------------------------------
