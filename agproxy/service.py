@@ -22,6 +22,7 @@ from agproxy.accounts import AccountService, Status
 from agproxy.accounts.store import Account
 from agproxy.config import ConfigError, ConfigStore, Settings
 from agproxy.datadir import RUNTIME_FILE, atomic_write
+from agproxy.keys.gate import CURRENT_KEY, Keys
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 from agproxy.pool import Pool
@@ -60,6 +61,7 @@ class Gateway:
     policy: Policy
     zai: ZaiClient
     zai_keys: KeyRing
+    keys: Keys
     monitor: MonitorWriter | None = None
     app: ASGIApp | None = None
     running: bool = False
@@ -85,8 +87,14 @@ class Gateway:
         return self._catalog
 
     def route_model(self, requested: str) -> str | None:
-        """The model that serves `requested`: mapping rules, then the pool's catalog."""
-        return route(requested, self.settings.model_mapping, self.catalog())
+        """The model that serves `requested`: mapping rules, then the pool's catalog. A
+        request with a client key is checked against its models and quota share here,
+        where every protocol names its model (KeyRefusal: 403 or 429)."""
+        model = route(requested, self.settings.model_mapping, self.catalog())
+        key = CURRENT_KEY.get()
+        if key is not None:
+            self.keys.check_model(key, requested, model)
+        return model
 
     def plan(self, requested: str, rotate: bool = True) -> tuple[Provider, ...]:
         """The providers that may answer an Anthropic request for `requested`, in the

@@ -1,10 +1,11 @@
 """Load generator for the benchmark (runs in its own process so its CPU is not the
 gateway's). Prints one JSON object with latency figures.
 
-Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold] [ramp=S]
+Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold] [ramp=S] [key=K]
   `sse`: read the response as a stream and record time to first byte.
   `hold`: open REQUESTS streams together (the many-open-streams scenario); with
           `ramp=S` their starts are spread evenly over S seconds, else all at once.
+  `key=K`: send `Authorization: Bearer K` (a client key).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ async def main() -> None:
     with open(body_file, "rb") as f:
         body = f.read()
     headers = {"Content-Type": "application/json"}
+    key = next((a[4:] for a in sys.argv[5:] if a.startswith("key=")), None)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     latencies: list[float] = []
     ttfbs: list[float] = []
     errors: list[str] = []

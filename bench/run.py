@@ -128,6 +128,21 @@ def gateway_env(data: Path, fake: str, port: int) -> dict[str, str]:
     return env
 
 
+def make_client_key(data: Path) -> str:
+    """A client key with every limit set high enough never to refuse the bench."""
+    from agproxy.db import open_database
+    from agproxy.keys import KeyStore
+
+    engine = open_database(data / "agproxy.db")
+    try:
+        _, secret = KeyStore(engine).create(
+            "bench", rpm=10**7, tpm=10**12, concurrency=10**4, daily_tokens=10**13, quota_share=100
+        )
+    finally:
+        engine.dispose()
+    return secret
+
+
 def start_gateway(env: dict[str, str], port: int) -> tuple[subprocess.Popen, float]:
     began = time.perf_counter()
     proc = subprocess.Popen(
@@ -205,6 +220,7 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+    client_key = make_client_key(data)
     gw_proc, ready_s = start_gateway(env, gw_port)
     gateway = psutil.Process(gw_proc.pid)
     time.sleep(0.5)
@@ -265,6 +281,21 @@ def main() -> None:
                     client_body={**CHAT_BODY, "stream": True},
                 )
             )
+        # The same chat with a client key that has every limit (none reached): what
+        # counting them costs, against the owner's rows above.
+        rows.append(
+            scenario(
+                "openai chat (client key)",
+                chat_url,
+                upstream_stream,
+                gateway,
+                16,
+                n,
+                f"key={client_key}",
+                client_body=CHAT_BODY,
+                direct_flags=("sse",),
+            )
+        )
         messages_url = f"http://127.0.0.1:{gw_port}/v1/messages"
         for conc in (1, 16):
             rows.append(

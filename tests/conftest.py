@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,28 @@ import httpx
 import pytest
 
 READY_TIMEOUT = 20.0
+
+
+def _share_one_tls_context() -> None:
+    """httpx builds a TLS context for every client it makes (~20 ms: it parses certifi's
+    bundle), so for every one-off httpx.get/post and SDK client too. The tests make
+    thousands of those, all to http:// addresses, and the time added up to about a tenth
+    of the suite. The default context is built once here and shared (an SSLContext is
+    meant to be shared by connections); any other `verify` is built as before."""
+    from httpx._transports import default
+
+    build = default.create_ssl_context
+    shared = build()
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None and trust_env:
+            return shared
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    default.create_ssl_context = create_ssl_context
+
+
+_share_one_tls_context()
 
 
 def free_port() -> int:
@@ -96,6 +120,7 @@ class Gateway:
     proc: subprocess.Popen[str]
     env: dict[str, str]
     output: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -126,25 +151,51 @@ class Gateway:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(self.data_dir, *args, env=self.env)
 
+    def read_output(self) -> None:
+        """Collect the process's output into `output` as it comes: the pipe never fills up
+        (a gateway shared by a module logs a lot), and a test can read the log of a
+        gateway that keeps running."""
+        stream = self.proc.stdout
+        assert stream is not None
+
+        def drain() -> None:
+            for line in stream:
+                self.output.append(line)
+
+        self._reader = threading.Thread(target=drain, daemon=True)
+        self._reader.start()
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def wait_for_log(self, text: str, timeout: float = 5) -> str:
+        """The log once `text` appears in it (a line reaches the reader a moment after
+        the answer that caused it reaches the client)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.log()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                out, _ = self.proc.communicate(timeout=timeout)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                out, _ = self.proc.communicate()
-            self.output.append(out or "")
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
         return self.proc.returncode
 
 
-def spawn(
+def launch(
     data_dir: Path,
     port: int | None = None,
     config: dict[str, Any] | None = None,
     **env_overrides: str,
 ) -> Gateway:
-    """Start `agproxy serve`; wait until the listener answers HTTP."""
+    """Start `agproxy serve` without waiting for it (see `ready`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
@@ -165,18 +216,62 @@ def spawn(
         stderr=subprocess.STDOUT,
     )
     gw = Gateway(data_dir, port, proc, env)
+    gw.read_output()
+    return gw
+
+
+def ready(gw: Gateway) -> Gateway:
+    """Wait until a launched gateway has started: it prints `proxy service: …` once it
+    listens and has tried the service's auto-start (its listener answers a moment before
+    that, while the service may still be starting), and its listener answers HTTP."""
     deadline = time.monotonic() + READY_TIMEOUT
+    while "proxy service:" not in gw.log():
+        if gw.proc.poll() is not None:
+            gw.stop()  # the rest of its output
+            raise RuntimeError(f"agproxy serve exited {gw.proc.returncode}:\n{gw.log()}")
+        if time.monotonic() > deadline:
+            gw.stop(signal.SIGKILL)
+            raise RuntimeError(f"agproxy serve did not start within {READY_TIMEOUT}s:\n{gw.log()}")
+        time.sleep(0.02)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, _ = proc.communicate()
-            raise RuntimeError(f"agproxy serve exited {proc.returncode}:\n{out}")
         try:
             httpx.get(f"{gw.base_url}/healthz", timeout=1)
             return gw
         except httpx.TransportError:
             time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"agproxy serve did not answer on port {port} within {READY_TIMEOUT}s")
+    gw.stop(signal.SIGKILL)
+    raise RuntimeError(f"agproxy serve did not answer on port {gw.port} within {READY_TIMEOUT}s")
+
+
+def spawn(
+    data_dir: Path,
+    port: int | None = None,
+    config: dict[str, Any] | None = None,
+    **env_overrides: str,
+) -> Gateway:
+    """Start `agproxy serve`; wait until the listener answers HTTP."""
+    return ready(launch(data_dir, port, config, **env_overrides))
+
+
+def spawn_all(specs: dict[str, tuple[Path, dict[str, str]]]) -> dict[str, Gateway]:
+    """Several gateways (name: (data_dir, environment)) started side by side, then waited
+    for; if one fails, the others are stopped."""
+    launched = {name: launch(data_dir, **env) for name, (data_dir, env) in specs.items()}
+    try:
+        return {name: ready(gw) for name, gw in launched.items()}
+    except BaseException:
+        for gw in launched.values():
+            gw.stop(signal.SIGKILL)
+        raise
+
+
+def stop_all(gateways: list[Gateway]) -> None:
+    """SIGTERM to every gateway first, then wait for each: they shut down side by side."""
+    for gw in gateways:
+        if gw.proc.poll() is None:
+            gw.proc.send_signal(signal.SIGTERM)
+    for gw in gateways:
+        gw.stop()
 
 
 ZAI_ENV = {
@@ -210,6 +305,16 @@ def google_env(fake: Any) -> dict[str, str]:
     }
 
 
+def google_config(fake: Any) -> dict[str, Any]:
+    """google_env() as config file settings: a test may change them through the admin API."""
+    return {
+        "upstream_base_urls": [fake.v1internal],
+        "oauth_token_url": fake.token_url,
+        "oauth_userinfo_url": fake.userinfo_url,
+        "oauth_authorize_url": fake.authorize_url,
+    }
+
+
 def add_to(gw: Gateway, *accounts: Any, start: bool = True) -> dict[str, Any]:
     """Add the fake Google's `accounts` to `gw` through the admin API (as the console
     does; `agproxy accounts add` has its own tests, and a process per account would cost
@@ -237,6 +342,93 @@ def add_accounts(
     status = add_to(gw, *accounts, start=start)
     assert not start or status["active_accounts"] == n, status
     return accounts
+
+
+class Borrowed:
+    """One test's turn on a gateway its module shares: the accounts added while it runs (by
+    whatever means) are removed after it, the settings it changes here are set back, and a
+    proxy service it started from stopped is stopped again (see `borrow`), so no cooldown,
+    sticky binding, forbidden mark or setting of one test reaches the next."""
+
+    def __init__(self, gw: Gateway, fake: Any = None) -> None:
+        self.gw = gw
+        self.fake = fake
+        self.accounts_before = self.account_ids()
+        self.was_running = self.running()
+        self.auto_start_before = gw.config_file().get("auto_start")
+        self.original: dict[str, Any] = {}  # the config file's values (None: the default)
+
+    def running(self) -> bool:
+        status = self.gw.admin("GET", "/api/proxy/status")
+        assert status.status_code == 200, status.text
+        return bool(status.json()["running"])
+
+    def account_ids(self) -> set[str]:
+        listed = self.gw.admin("GET", "/api/accounts")
+        assert listed.status_code == 200, listed.text
+        return {a["id"] for a in listed.json()["accounts"]}
+
+    def reset_afterwards(self, *keys: str) -> None:
+        """Return these settings to what the config file had before (the test changes them
+        another way, such as the CLI; `configure` calls this itself)."""
+        before = self.gw.config_file()
+        for key in keys:
+            self.original.setdefault(key, before.get(key))
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """PUT /api/config (asserting 200); the keys are set back afterwards."""
+        self.reset_afterwards(*changes)
+        put = self.gw.admin("PUT", "/api/config", json=changes)
+        assert put.status_code == 200, put.text
+        return dict(put.json())
+
+    def add(self, *accounts: Any, start: bool = True) -> dict[str, Any]:
+        """add_to() for this test only: the accounts are removed again afterwards."""
+        for acct in accounts:
+            added = self.gw.admin(
+                "POST", "/api/accounts", json={"refresh_token": acct.refresh_token}
+            )
+            assert added.status_code == 201, added.text
+        if not start:
+            return {}
+        started = self.gw.admin("POST", "/api/proxy/start")
+        assert started.status_code == 200, started.text
+        return dict(started.json())
+
+    def add_accounts(
+        self, n: int = 1, prefix: str = "acct", start: bool = True, **account: Any
+    ) -> list[Any]:
+        """add_accounts() for this test only; the gateway serves with just these."""
+        tag = uuid.uuid4().hex[:6]
+        accounts = [
+            self.fake.add_account(email=f"{prefix}{i}-{tag}@example.com", **account)
+            for i in range(n)
+        ]
+        status = self.add(*accounts, start=start)
+        assert not start or status["active_accounts"] == n, status
+        return accounts
+
+    def undo(self) -> None:
+        for account_id in self.account_ids() - self.accounts_before:
+            removed = self.gw.admin("DELETE", f"/api/accounts/{account_id}")
+            assert removed.status_code == 200, removed.text
+        if not self.was_running and self.running():
+            self.original.setdefault("auto_start", self.auto_start_before)  # a stop is saved
+            stopped = self.gw.admin("POST", "/api/proxy/stop")
+            assert stopped.status_code == 200, stopped.text
+        if self.original:
+            reset = self.gw.admin("PUT", "/api/config", json=self.original)
+            assert reset.status_code == 200, reset.text
+
+
+@contextlib.contextmanager
+def borrow(gw: Gateway, fake: Any = None) -> Iterator[Borrowed]:
+    """A test's turn on a shared gateway; what it added and changed is undone at the end."""
+    turn = Borrowed(gw, fake)
+    try:
+        yield turn
+    finally:
+        turn.undo()
 
 
 def gateway_with(
@@ -295,7 +487,10 @@ class ImageServer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the loop to look (every 0.5 s by default).
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
 
 # -- the console in headless Chromium (Debian's package, driven by Playwright) -----------------

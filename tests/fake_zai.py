@@ -43,6 +43,8 @@ class FakeZai:
         # Fault injection: the next requests are answered with these (status, body,
         # headers), one each, before the normal answers resume.
         self.faults: list[tuple[int, bytes, dict[str, str]]] = []
+        # The keys it accepts (a gateway shared by tests gets a new key for each test).
+        self.keys = {KEY}
         app = Starlette(
             routes=[
                 Route("/api/anthropic/v1/messages", self.messages, methods=["POST"]),
@@ -90,7 +92,7 @@ class FakeZai:
         if fault is not None:
             status, raw, headers = fault
             return Response(raw, status, headers=headers, media_type="application/json")
-        if request.headers.get("x-api-key") != KEY:
+        if request.headers.get("x-api-key") not in self.keys:
             return Response(
                 b'{"type":"error","error":{"type":"authentication_error",'
                 b'"message":"invalid x-api-key"}}',

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from fake_google import Fault
 
-from conftest import add_to, agproxy_env, google_env, run_cli
+from conftest import Borrowed, Gateway, add_to, agproxy_env, borrow, google_env, run_cli, spawn
 
 
 def email() -> str:
@@ -208,10 +209,26 @@ def test_quota_command_refreshes_and_shows_models(tmp_path, fake_google) -> None
 
 
 # -- with a running gateway ---------------------------------------------------
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    gw = spawn(tmp_path_factory.mktemp("accounts") / "gw", **google_env(fake_google_server))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def empty(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    """The module's gateway with an empty pool and its service stopped: the accounts a test
+    adds (by any means) are removed afterwards, and a service it started is stopped."""
+    with borrow(gateway, fake_google) as turn:
+        assert not turn.accounts_before and not turn.was_running
+        yield turn
+
+
 def test_running_gateway_picks_up_cli_changes_and_starts_with_one_account(
-    gateway_factory, fake_google
-) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**google_env(fake_google))
+    empty: Borrowed, fake_google: Any
+) -> None:
+    gw = empty.gw
     assert gw.admin("POST", "/api/proxy/start").status_code == 409  # empty pool
     acct = fake_google.add_account(email=email())
     add_to(gw, acct, start=False)
@@ -227,8 +244,8 @@ def test_running_gateway_picks_up_cli_changes_and_starts_with_one_account(
         time.sleep(0.1)
 
 
-def test_admin_api_add_import_toggle_remove(gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**google_env(fake_google))
+def test_admin_api_add_import_toggle_remove(empty: Borrowed, fake_google: Any) -> None:
+    gw = empty.gw
     acct = fake_google.add_account(email=email())
     added = gw.admin("POST", "/api/accounts", json={"refresh_token": acct.refresh_token})
     assert added.status_code == 201 and added.json()["account"]["email"] == acct.email
@@ -255,8 +272,8 @@ def test_admin_api_add_import_toggle_remove(gateway_factory, fake_google) -> Non
     assert [a["email"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]] == [acct.email]
 
 
-def test_web_sign_in_through_the_gateway_callback(gateway_factory, fake_google) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**google_env(fake_google))
+def test_web_sign_in_through_the_gateway_callback(empty: Borrowed, fake_google: Any) -> None:
+    gw = empty.gw
     acct = fake_google.add_account(email=email())
     fake_google.consent_email = acct.email
     start = gw.admin("POST", "/api/accounts/oauth/start").json()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fake_google import Fault, count_tokens
 
-from conftest import Gateway, add_accounts, google_env, spawn
+from conftest import Borrowed, Gateway, add_accounts, borrow, google_env, spawn
 
 SIGNATURE = "sig-" + "a1b2c3" * 12
 TOOLS: list[Any] = [
@@ -38,6 +38,20 @@ def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Ite
     add_accounts(gateway, fake_google_server, prefix="claude")
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def spare(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """A second gateway for the tests that bring their own account and settings."""
+    gateway = spawn(tmp_path_factory.mktemp("anthropic-spare"), **google_env(fake_google_server))
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def shared(spare: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(spare, fake_google) as turn:
+        yield turn
 
 
 @pytest.fixture
@@ -284,12 +298,12 @@ def test_errors_in_anthropic_shape(gw: Gateway, body: dict, status: int, kind: s
 
 
 def test_rate_limited_everywhere_is_a_429_with_retry_after(
-    gateway_factory: Any, fake_google: Any
+    shared: Borrowed, fake_google: Any
 ) -> None:
     from fake_google import Fault
 
-    gw = gateway_factory(**google_env(fake_google))
-    [acct] = add_accounts(gw, fake_google, prefix="limited")
+    gw = shared.gw
+    [acct] = shared.add_accounts(prefix="limited")
     fake_google.inject(Fault.rate_limited(retry_delay="7s"), email=acct.email, times=20)
     response = httpx.post(
         gw.base_url + "/v1/messages",
@@ -305,11 +319,10 @@ def test_rate_limited_everywhere_is_a_429_with_retry_after(
     assert 6 <= int(response.headers["retry-after"]) <= 8
 
 
-def test_background_requests_go_to_the_background_model(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw = gateway_factory(AGPROXY_BACKGROUND_MODEL="gemini-3-flash", **google_env(fake_google))
-    add_accounts(gw, fake_google, prefix="bg")
+def test_background_requests_go_to_the_background_model(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.configure(background_model="gemini-3-flash")
+    shared.add_accounts(prefix="bg")
 
     def served(model: str, text: str) -> str:
         response = httpx.post(
@@ -331,11 +344,12 @@ def test_background_requests_go_to_the_background_model(
     assert served("claude-sonnet-4-6", "Refactor this function") == "claude-sonnet-4-6"
 
 
-def test_slow_streams_get_ping_events(gateway_factory: Any, fake_google: Any) -> None:
+def test_slow_streams_get_ping_events(shared: Borrowed, fake_google: Any) -> None:
     from fake_google import Fault
 
-    gw = gateway_factory(AGPROXY_STREAM_PING_SECONDS="0.3", **google_env(fake_google))
-    [acct] = add_accounts(gw, fake_google, prefix="ping")
+    gw = shared.gw
+    shared.configure(stream_ping_seconds=0.3)
+    [acct] = shared.add_accounts(prefix="ping")
     fake_google.inject(Fault.stall(1.5), email=acct.email)
     with httpx.stream(
         "POST",
@@ -502,14 +516,15 @@ def test_claude_code_telemetry_is_accepted_and_not_recorded(gw: Gateway) -> None
     assert recorded == []
 
 
-def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -> None:
+def test_url_image_sources_are_fetched(shared: Borrowed, fake_google: Any) -> None:
     import base64
 
     from conftest import ImageServer
 
     images = ImageServer(base64.b64decode(PNG_1X1))
-    gw = gateway_factory(AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true", **google_env(fake_google))
-    add_accounts(gw, fake_google, prefix="url")
+    gw = shared.gw
+    shared.configure(allow_private_image_urls=True)
+    shared.add_accounts(prefix="url")
     response = httpx.post(
         gw.base_url + "/v1/messages",
         headers={"x-api-key": gw.api_key},
@@ -547,12 +562,12 @@ def test_url_image_sources_are_fetched(gateway_factory: Any, fake_google: Any) -
     ],
 )
 def test_every_upstream_error_class(
-    gateway_factory: Any, fake_google: Any, fault: str, status: int, kind: str
+    shared: Borrowed, fake_google: Any, fault: str, status: int, kind: str
 ) -> None:
     from fake_google import Fault
 
-    gw = gateway_factory(**google_env(fake_google))
-    [acct] = add_accounts(gw, fake_google, prefix="err")
+    gw = shared.gw
+    [acct] = shared.add_accounts(prefix="err")
     injected = {
         "server_error_500": Fault.server_error(500),
         "server_error_503": Fault.server_error(503),

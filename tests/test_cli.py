@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_google import Fault
 
-from conftest import ZAI_ENV, add_to, free_port, google_env, run_cli
+from conftest import (
+    ZAI_ENV,
+    Borrowed,
+    Gateway,
+    add_to,
+    borrow,
+    free_port,
+    google_env,
+    run_cli,
+    spawn,
+)
 
 KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long'
 
@@ -36,8 +47,25 @@ def test_every_command_has_help(tmp_path: Path, command: list[str]) -> None:
     assert len(result.stdout.splitlines()) >= 4
 
 
-def test_status_start_stop(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**ZAI_ENV)
+@pytest.fixture(scope="module")
+def zai_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway serving through z.ai (set in its environment), running, for the tests
+    that leave it so: settings they change are reset afterwards."""
+    gw = spawn(tmp_path_factory.mktemp("cli") / "gw", **ZAI_ENV)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def running(zai_gateway: Gateway) -> Iterator[Borrowed]:
+    with borrow(zai_gateway) as turn:
+        assert turn.was_running
+        yield turn
+        assert turn.running()  # as the test found it
+
+
+def test_status_start_stop(running: Borrowed) -> None:
+    gw = running.gw
     status = json.loads(gw.cli("status", "--json").stdout)
     assert status["running"] is True and status["port"] == gw.port
 
@@ -61,8 +89,9 @@ def test_cli_without_a_gateway_says_how_to_start_one(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_config_set_validates_and_a_running_gateway_picks_it_up(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**ZAI_ENV)
+def test_config_set_validates_and_a_running_gateway_picks_it_up(running: Borrowed) -> None:
+    gw = running.gw
+    running.reset_afterwards("auth_mode")  # should the test end before it resets it itself
     path = gw.data_dir / "config.json"
     before = path.read_bytes()
 
@@ -147,8 +176,8 @@ def test_doctor_against_a_running_gateway(gateway_factory, fake_google) -> None:
     assert "✓ OpenAI request to gemini-3-flash answered" in failed.stdout
 
 
-def test_doctor_says_how_to_get_a_model(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory(**ZAI_ENV)  # running, but no Google account: nothing to ask
+def test_doctor_says_how_to_get_a_model(running: Borrowed) -> None:
+    gw = running.gw  # running, but no Google account: nothing to ask
     result = gw.cli("doctor")
     assert result.returncode == 1
     assert "✗ no model to send a request to" in result.stdout

@@ -7,13 +7,14 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import ZAI_ENV, Gateway, add_accounts, add_to, google_env, spawn
+from conftest import ZAI_ENV, Borrowed, Gateway, add_accounts, add_to, borrow, google_env, spawn
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -26,6 +27,27 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
 from playwright.sync_api import Page, expect  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """A gateway with the console's password and an empty pool (so its service is stopped),
+    for the tests that leave it so: the accounts a test adds are removed after it, and a
+    service it started is stopped again."""
+    gw = spawn(
+        tmp_path_factory.mktemp("console") / "gw",
+        AGPROXY_ADMIN_PASSWORD=PASSWORD,
+        **google_env(fake_google_server),
+    )
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def empty(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(gateway, fake_google) as turn:
+        assert not turn.was_running and not turn.accounts_before
+        yield turn
 
 
 def login(page: Page, gw: Gateway, password: str = PASSWORD) -> None:
@@ -134,23 +156,20 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         gw.stop()
 
 
-def test_start_error_is_shown_verbatim(page: Page, tmp_path: Path) -> None:
-    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD)  # empty pool
-    try:
-        login(page, gw)
-        expect(page.locator("#status-badge")).to_have_text("stopped")
-        page.click("#toggle-service")
-        expect(page.locator("#service-error")).to_have_text(
-            "no available accounts, please add an account first"
-        )
-        expect(page.locator("#status-badge")).to_have_text("stopped")
-    finally:
-        gw.stop()
+def test_start_error_is_shown_verbatim(page: Page, empty: Borrowed) -> None:
+    gw = empty.gw  # empty pool
+    login(page, gw)
+    expect(page.locator("#status-badge")).to_have_text("stopped")
+    page.click("#toggle-service")
+    expect(page.locator("#service-error")).to_have_text(
+        "no available accounts, please add an account first"
+    )
+    expect(page.locator("#status-badge")).to_have_text("stopped")
 
 
-def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
+def test_accounts_page(page: Page, empty: Borrowed, fake_google: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    gw = spawn(tmp_path / "gw", AGPROXY_ADMIN_PASSWORD=PASSWORD, **google_env(fake_google))
+    gw = empty.gw
     accounts = [
         fake_google.add_account(
             email=f"page-{uuid.uuid4().hex[:6]}@example.com",
@@ -165,36 +184,31 @@ def test_accounts_page(page: Page, tmp_path: Path, fake_google: Any) -> None:
         )
         for _ in range(2)
     ]
-    try:
-        login(page, gw)
-        page.click("a[data-page=accounts]")
-        expect(page.locator("#accounts-empty")).to_be_visible()
-        page.click("button[data-tab=import]")
-        page.fill("#import-text", "\n".join([a.refresh_token for a in accounts] + ["1//bad"]))
-        page.click("#btn-import")
-        expect(page.locator("#import-summary")).to_have_text(
-            "2 added, 0 updated, 0 duplicate, 1 invalid"
-        )
-        first = page.locator(f".account[data-email='{accounts[0].email}']")
-        expect(first.locator(".state")).to_have_text("enabled")
-        expect(first.locator(".quota[data-model=gemini-3-flash]")).to_contain_text("80%")
-        expect(page.locator("#stat-active")).to_have_text("2")
+    login(page, gw)
+    page.click("a[data-page=accounts]")
+    expect(page.locator("#accounts-empty")).to_be_visible()
+    page.click("button[data-tab=import]")
+    page.fill("#import-text", "\n".join([a.refresh_token for a in accounts] + ["1//bad"]))
+    page.click("#btn-import")
+    expect(page.locator("#import-summary")).to_have_text(
+        "2 added, 0 updated, 0 duplicate, 1 invalid"
+    )
+    first = page.locator(f".account[data-email='{accounts[0].email}']")
+    expect(first.locator(".state")).to_have_text("enabled")
+    expect(first.locator(".quota[data-model=gemini-3-flash]")).to_contain_text("80%")
+    expect(page.locator("#stat-active")).to_have_text("2")
 
-        first.locator("button[data-action=disable]").click()
-        expect(first.locator(".state")).to_have_text("disabled")
-        expect(page.locator("#stat-active")).to_have_text("1")
-        listed = {
-            a["email"]: a["state"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]
-        }
-        assert listed[accounts[0].email] == "disabled"
-        # The proxy page's count follows: the service started with these accounts.
-        status = httpx.post(
-            gw.base_url + "/api/proxy/start", headers={"Authorization": f"Bearer {PASSWORD}"}
-        ).json()
-        assert status["active_accounts"] == 1
-        page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
-    finally:
-        gw.stop()
+    first.locator("button[data-action=disable]").click()
+    expect(first.locator(".state")).to_have_text("disabled")
+    expect(page.locator("#stat-active")).to_have_text("1")
+    listed = {a["email"]: a["state"] for a in gw.admin("GET", "/api/accounts").json()["accounts"]}
+    assert listed[accounts[0].email] == "disabled"
+    # The proxy page's count follows: the service started with these accounts.
+    status = httpx.post(
+        gw.base_url + "/api/proxy/start", headers={"Authorization": f"Bearer {PASSWORD}"}
+    ).json()
+    assert status["active_accounts"] == 1
+    page.screenshot(path=str(ARTIFACTS / "console-accounts.png"), full_page=True)
 
 
 def test_accounts_page_and_dashboard_show_both_quota_windows(
@@ -273,10 +287,10 @@ def test_a_port_move_keeps_the_console_signed_in(
         gw.stop()
 
 
-def test_console_loads_as_es_modules_under_its_csp(page: Page, gateway_factory: Any) -> None:
+def test_console_loads_as_es_modules_under_its_csp(page: Page, empty: Borrowed) -> None:
     from agproxy.console import STATIC_DIR
 
-    gw = gateway_factory(AGPROXY_ADMIN_PASSWORD=PASSWORD)
+    gw = empty.gw
     # One entry module; the pages' modules are imported from it, with no build step.
     assert re.findall(r"<script[^>]*>", gw.get("/").text) == [
         '<script type="module" src="/console/main.js">'

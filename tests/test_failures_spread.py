@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fake_google import Fault
 
-from conftest import Gateway, add_accounts, free_port, gateway_with, google_env, spawn
+from conftest import Borrowed, Gateway, add_accounts, borrow, free_port, google_config, spawn
 
 GEMINI = "gemini-3-flash"
 CLAUDE = "claude-sonnet-4-6"
@@ -105,12 +105,30 @@ def pool(
 ) -> Iterator[tuple[Gateway, list[Any]]]:
     """Two accounts, default scheduling and retry budget (4 attempts)."""
     fake = fake_google_server
-    gw = spawn(tmp_path_factory.mktemp("spread") / "gw", **google_env(fake))
+    gw = spawn(tmp_path_factory.mktemp("spread") / "gw", config=google_config(fake))
     accounts = add_accounts(gw, fake, 2, prefix="spread")
     try:
         yield gw, accounts
     finally:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def spare(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """A second gateway for the tests that bring their own accounts and settings."""
+    gw = spawn(
+        tmp_path_factory.mktemp("spread") / "spare", config=google_config(fake_google_server)
+    )
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def shared(spare: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(spare, fake_google) as turn:
+        yield turn
 
 
 # -- defect 5: a failure of one request cools nothing ------------------------------------------
@@ -202,10 +220,9 @@ def test_a_non_streamed_answer_broken_mid_way_is_retried(
     assert cooldowns(gw) == []
 
 
-def test_a_break_on_the_only_account_is_retried_there(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, [account] = gateway_with(gateway_factory, fake_google, 1)
+def test_a_break_on_the_only_account_is_retried_there(shared: Borrowed, fake_google: Any) -> None:
+    gw = shared.gw
+    [account] = shared.add_accounts(1)
     text = f"the only account breaks once {uuid.uuid4().hex}"
     fake_google.inject(Fault.cut_stream(after_events=1), contains=text)
     response = ask(gw, ROUTES["chat"], text)
@@ -222,9 +239,11 @@ def test_a_break_on_the_only_account_is_retried_there(
     ids=["round-robin", "no-session"],
 )
 def test_after_a_refresh_the_same_account_is_retried(
-    gateway_factory: Any, fake_google: Any, mode: str, prompt: str
+    shared: Borrowed, fake_google: Any, mode: str, prompt: str
 ) -> None:
-    gw, accounts = gateway_with(gateway_factory, fake_google, 6, AGPROXY_SCHEDULING_MODE=mode)
+    gw = shared.gw
+    shared.configure(scheduling_mode=mode)
+    accounts = shared.add_accounts(6)
     before = {a.email: fake_google.token_refresh_count(a.refresh_token) for a in accounts}
     fake_google.expire_access_tokens()  # every access token the gateway holds is now stale
     fake_google.reset()
@@ -250,14 +269,13 @@ def test_after_a_refresh_the_same_account_is_retried(
 
 # -- 502 messages name no internal upstream URL ------------------------------------------------
 def test_a_transport_failure_says_what_happened_without_the_upstream_url(
-    gateway_factory: Any, fake_google: Any
+    shared: Borrowed,
 ) -> None:
-    gw, [account] = gateway_with(gateway_factory, fake_google, 1)
-    gw.stop()
+    gw = shared.gw
+    shared.add_accounts(1)
     dead_port = free_port()
     dead = f"http://127.0.0.1:{dead_port}/internal-upstream/v1internal"
-    gw = gateway_factory("gw", **{**google_env(fake_google), "AGPROXY_UPSTREAM_BASE_URLS": dead})
-    gw.admin("POST", "/api/proxy/start")
+    shared.configure(upstream_base_urls=[dead])
     for route in ROUTES.values():
         response = ask(gw, route, f"nobody is listening {uuid.uuid4().hex}")
         assert response.status_code == 502, (route.name, response.text)

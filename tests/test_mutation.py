@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -404,42 +403,16 @@ def where(path: Path) -> str:
 
 
 # -- the gateway ----------------------------------------------------------------------
-class Logged:
-    """A gateway whose output is read as it comes (the pipe must never fill up)."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        self.lines: list[str] = []
-        assert gw.proc.stdout is not None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.gw.proc.stdout is not None
-        for line in self.gw.proc.stdout:
-            self.lines.append(line)
-
-    def stop(self) -> None:
-        if self.gw.proc.poll() is None:
-            self.gw.proc.send_signal(signal.SIGTERM)
-            try:
-                self.gw.proc.wait(timeout=30)
-            except Exception:
-                self.gw.proc.kill()
-                self.gw.proc.wait()
-        self._reader.join(timeout=5)
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Logged]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway; its output is read as it comes (conftest), so the pipe never fills up."""
     fake_google_server.reset()
     gw = spawn(tmp_path_factory.mktemp("mutation"), **google_env(fake_google_server))
-    logged = Logged(gw)
     try:
         add_accounts(gw, fake_google_server, prefix="mut")
-        yield logged
+        yield gw
     finally:
-        logged.stop()
+        gw.stop()
 
 
 @pytest.fixture
@@ -539,10 +512,10 @@ def check(
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[r.name for r in ROUTES])
-def test_wrong_types_never_give_500(route: Route, gateway: Logged, fake: Any) -> None:
-    gw = gateway.gw
+def test_wrong_types_never_give_500(route: Route, gateway: Gateway, fake: Any) -> None:
+    gw = gateway
     headers = {"Content-Type": "application/json", **credential(route.protocol, gw.api_key)}
-    log_start = len(gateway.lines)
+    log_start = len(gw.output)
     problems: list[str] = []
     sent = refused = 0
     started = time.monotonic()
@@ -574,7 +547,7 @@ def test_wrong_types_never_give_500(route: Route, gateway: Logged, fake: Any) ->
                 problems.append(f"{twin_url} (streamed) {where(path)} = {label}: {problem}")
     time.sleep(0.2)
     tracebacks = [
-        line for line in gateway.lines[log_start:] if "Traceback" in line or "unhandled" in line
+        line for line in gw.output[log_start:] if "Traceback" in line or "unhandled" in line
     ]
     print(f"{route.name}: {sent} requests, {refused} refused, {time.monotonic() - started:.1f}s")
     report = "\n".join(problems[:60])

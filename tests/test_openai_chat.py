@@ -15,7 +15,7 @@ from fake_google import count_tokens
 
 from agproxy.translate.openai_chat import BadRequest, ChatStream, chat_to_gemini
 from agproxy.translate.schema import clean_schema
-from conftest import Gateway, ImageServer, add_to, google_env, spawn
+from conftest import Borrowed, Gateway, ImageServer, add_to, borrow, google_env, spawn
 
 WEATHER_TOOL = {
     "type": "function",
@@ -54,6 +54,13 @@ def served(
 def client(served: tuple[Gateway, Any], fake_google: Any) -> openai.OpenAI:
     gw, _ = served
     return openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1", max_retries=0)
+
+
+@pytest.fixture
+def shared(served: tuple[Gateway, Any], fake_google: Any) -> Iterator[Borrowed]:
+    """The module's gateway with settings of the test's own, set back afterwards."""
+    with borrow(served[0], fake_google) as turn:
+        yield turn
 
 
 def last_request(fake: Any) -> dict[str, Any]:
@@ -432,12 +439,9 @@ def test_legacy_completions(client: openai.OpenAI, fake_google: Any) -> None:
         ("/v1beta/models/gemini-3-flash:generateContent", "google"),
     ],
 )
-def test_body_over_the_limit_is_413(gateway_factory: Any, path: str, shape: str) -> None:
-    gw = gateway_factory(
-        AGPROXY_MAX_BODY_BYTES="1000",
-        AGPROXY_ZAI_API_KEY="zai-0123456789",
-        AGPROXY_ZAI_DISPATCH_MODE="exclusive",
-    )
+def test_body_over_the_limit_is_413(shared: Borrowed, path: str, shape: str) -> None:
+    gw = shared.gw
+    shared.configure(max_body_bytes=1000)
     big = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "x" * 5000}]}
     response = httpx.post(gw.base_url + path, json=big)
     assert response.status_code == 413
@@ -515,11 +519,9 @@ def test_models_list_has_the_pool_and_routable_aliases(client: openai.OpenAI) ->
     assert len(ids) == len(set(ids))
 
 
-def test_http_image_urls_are_fetched_only_when_allowed(
-    gateway_factory: Any, fake_google: Any
-) -> None:
+def test_http_image_urls_are_fetched_only_when_allowed(shared: Borrowed, fake_google: Any) -> None:
     images = ImageServer(base64.b64decode(PNG_1X1))
-    acct = fake_google.add_account(email=f"img-{uuid.uuid4().hex[:6]}@example.com")
+    gw = shared.gw
 
     def ask(gw: Gateway, path: str) -> httpx.Response:
         return httpx.post(
@@ -539,30 +541,19 @@ def test_http_image_urls_are_fetched_only_when_allowed(
             },
         )
 
-    strict = gateway_factory("strict", **google_env(fake_google))
-    add_to(strict, acct)
-    refused = ask(strict, "/fox.png")
+    refused = ask(gw, "/fox.png")  # the default: no private addresses
     assert refused.status_code == 400
     message = refused.json()["error"]["message"]
     assert "private or local address" in message and "127.0.0.1" not in message
 
-    open_gw = gateway_factory(
-        "open",
-        AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true",
-        AGPROXY_IMAGE_FETCH_MAX_BYTES="40",
-        **google_env(fake_google),
-    )
-    add_to(open_gw, acct)
-    too_big = ask(open_gw, "/fox.png")  # the PNG is 70 bytes, the cap 40
+    shared.configure(allow_private_image_urls=True, image_fetch_max_bytes=40)
+    too_big = ask(gw, "/fox.png")  # the PNG is 70 bytes, the cap 40
     assert too_big.status_code == 400 and "larger than 40 bytes" in too_big.text
-    not_image = ask(open_gw, "/page")
+    not_image = ask(gw, "/page")
     assert not_image.status_code == 400 and "not an image" in not_image.text
 
-    roomy = gateway_factory(
-        "roomy", AGPROXY_ALLOW_PRIVATE_IMAGE_URLS="true", **google_env(fake_google)
-    )
-    add_to(roomy, acct)
-    assert ask(roomy, "/moved").status_code == 200  # follows the redirect
+    shared.configure(image_fetch_max_bytes=None)  # back to the default cap
+    assert ask(gw, "/moved").status_code == 200  # follows the redirect
     part = last_request(fake_google)["request"]["contents"][0]["parts"][1]
     assert part == {"inlineData": {"mimeType": "image/png", "data": PNG_1X1}}
     images.server.shutdown()

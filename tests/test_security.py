@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,27 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, gateway_with, run_cli, spawn
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_config, run_cli, spawn
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]}
+PROXY_PASSWORD = "hunter2secret"  # of the upstream proxy a test sets: never in the log
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One `agproxy serve` for the tests that need no start-up of their own; each brings its
+    accounts and settings (`shared`) and takes them away again. It must still exit cleanly
+    after all of them, with no secret in anything it logged up to its end."""
+    gw = spawn(tmp_path_factory.mktemp("security") / "gw", config=google_config(fake_google_server))
+    yield gw
+    assert gw.stop() == 0
+    assert PROXY_PASSWORD not in gw.log()
+
+
+@pytest.fixture
+def shared(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(gateway, fake_google) as turn:
+        yield turn
 
 
 def raw_exchange(gw: Gateway, data: bytes, wait: float = 10) -> bytes:
@@ -40,10 +59,10 @@ def raw_exchange(gw: Gateway, data: bytes, wait: float = 10) -> bytes:
 
 
 # -- 1. one credential per request, throttled failures, a real admin password ---------------
-def test_several_different_keys_in_one_request_are_refused(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1, AGPROXY_AUTH_MODE="strict")
+def test_several_different_keys_in_one_request_are_refused(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(auth_mode="strict")
     key = gw.api_key
     guesses = [("x-api-key", f"sk-guess-{n:04d}") for n in range(50)] + [("x-api-key", key)]
     with httpx.Client(base_url=gw.base_url, timeout=30) as client:
@@ -116,9 +135,9 @@ def test_failed_authentications_are_throttled_and_logged_without_the_secret(
 
 @pytest.mark.parametrize("password", ["a", "short-pw", "11-chars-pw"])
 def test_a_short_admin_password_is_refused_everywhere(
-    gateway_factory: Any, tmp_path: Path, password: str
+    shared: Borrowed, tmp_path: Path, password: str
 ) -> None:
-    gw = gateway_factory()
+    gw = shared.gw
     before = gw.config_file()
     refused = gw.admin("PUT", "/api/config", json={"admin_password": password})
     assert refused.status_code == 400
@@ -128,34 +147,30 @@ def test_a_short_admin_password_is_refused_everywhere(
     assert cli.returncode != 0 and "at least 12 characters" in cli.stderr
     with pytest.raises(RuntimeError, match="at least 12 characters"):
         spawn(tmp_path / "env", AGPROXY_ADMIN_PASSWORD=password)
-    assert (
-        gw.admin("PUT", "/api/config", json={"admin_password": "twelve-chars"}).status_code == 200
-    )
+    shared.configure(admin_password="twelve-chars")  # asserts 200
 
 
-def test_redirecting_the_pool_tokens_is_logged_as_a_security_event(gateway_factory: Any) -> None:
-    gw = gateway_factory()
-    changed = gw.admin(
-        "PUT",
-        "/api/config",
-        json={
-            "upstream_base_urls": ["http://127.0.0.1:9/v1internal"],
-            "oauth_token_url": "http://127.0.0.1:9/token",
-            "upstream_proxy": "http://bob:hunter2secret@127.0.0.1:3128",
-        },
+def test_redirecting_the_pool_tokens_is_logged_as_a_security_event(shared: Borrowed) -> None:
+    gw = shared.gw
+    log_start = len(gw.output)
+    changed = shared.configure(  # asserts 200
+        upstream_base_urls=["http://127.0.0.1:9/v1internal"],
+        oauth_token_url="http://127.0.0.1:9/token",
+        upstream_proxy=f"http://bob:{PROXY_PASSWORD}@127.0.0.1:3128",
     )
-    assert changed.status_code == 200
-    assert changed.json()["config"]["upstream_proxy"] == "http://bob:••••@127.0.0.1:3128"
-    assert gw.stop() == 0
-    log = "".join(gw.output)
+    assert changed["config"]["upstream_proxy"] == "http://bob:••••@127.0.0.1:3128"
+    # (the module's gateway must still exit cleanly at its end: `gateway`)
+    gw.wait_for_log("security event: upstream_proxy changed")
+    log = "".join(gw.output[log_start:])
     for key in ("upstream_base_urls", "oauth_token_url", "upstream_proxy"):
         assert f"security event: {key} changed" in log
-    assert "hunter2secret" not in log
+    assert PROXY_PASSWORD not in gw.log()  # and up to the gateway's end: `gateway`
 
 
 # -- 4. web pages on localhost and DNS rebinding ------------------------------------------------
-def test_ai_routes_need_a_json_content_type(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+def test_ai_routes_need_a_json_content_type(shared: Borrowed, fake_google: Any) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
     body = json.dumps(CHAT).encode()
     for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
         headers = {"content-type": content_type} if content_type else {}
@@ -176,10 +191,9 @@ def test_ai_routes_need_a_json_content_type(gateway_factory: Any, fake_google: A
     assert ok.status_code == 200
 
 
-def test_cross_origin_pages_are_refused_unless_listed(
-    gateway_factory: Any, fake_google: Any
-) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+def test_cross_origin_pages_are_refused_unless_listed(shared: Borrowed, fake_google: Any) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
     evil = {"Origin": "http://localhost:18990"}
     answer = httpx.post(gw.base_url + "/v1/chat/completions", json=CHAT, headers=evil)
     assert answer.status_code == 403
@@ -197,12 +211,7 @@ def test_cross_origin_pages_are_refused_unless_listed(
     assert gw.admin("GET", "/api/proxy/status", headers=own).status_code == 200
     assert not [r for r in fake_google.requests if r.rpc.endswith("Content")]
     # Listed origins get CORS.
-    assert (
-        gw.admin(
-            "PUT", "/api/config", json={"cors_origins": ["http://localhost:18990"]}
-        ).status_code
-        == 200
-    )
+    shared.configure(cors_origins=["http://localhost:18990"])  # asserts 200
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         allowed = httpx.post(
@@ -231,11 +240,11 @@ def test_cross_origin_pages_are_refused_unless_listed(
     ],
 )
 def test_host_header_is_checked_against_dns_rebinding(
-    gateway_factory: Any, host: str, status: int
+    shared: Borrowed, host: str, status: int
 ) -> None:
-    gw = gateway_factory(
-        AGPROXY_ALLOWED_HOSTS="gateway.lan,.team.example",
-        AGPROXY_ADMIN_PASSWORD="admin-password-host",
+    gw = shared.gw
+    shared.configure(
+        allowed_hosts=["gateway.lan", ".team.example"], admin_password="admin-password-host"
     )
     answer = gw.admin("GET", "/api/proxy/status", headers={"Host": host})
     assert answer.status_code == status
@@ -246,11 +255,12 @@ def test_host_header_is_checked_against_dns_rebinding(
 
 
 def test_a_page_on_another_localhost_port_cannot_use_the_pool(
-    page: Any, gateway_factory: Any, fake_google: Any
+    page: Any, shared: Borrowed, fake_google: Any
 ) -> None:
     """The issue's demonstration, in Chromium: a page served on another local port posts
     text/plain JSON (a CORS "simple" request, no preflight) and tries to read the answer."""
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+    gw = shared.gw
+    shared.add_accounts(1)
 
     class Page(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -265,7 +275,9 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     try:
         page.goto(f"http://localhost:{server.server_address[1]}/")
         outcome = page.evaluate(
@@ -288,8 +300,10 @@ def test_a_page_on_another_localhost_port_cannot_use_the_pool(
 
 
 # -- 11. connections: header size, count, read timeout, idle ------------------------------------
-def test_header_limits_and_timeouts(gateway_factory: Any) -> None:
-    gw = gateway_factory(AGPROXY_HEADER_TIMEOUT_SECONDS="1", AGPROXY_IDLE_TIMEOUT_SECONDS="1")
+def test_header_limits_and_timeouts(shared: Borrowed) -> None:
+    gw = shared.gw
+    # The shortest the settings allow (for new connections): each case below waits it out.
+    shared.configure(header_timeout_seconds=0.5, idle_timeout_seconds=0.5)
     big = raw_exchange(
         gw,
         b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: "
@@ -378,10 +392,11 @@ def test_concurrent_large_bodies_stay_within_the_budget(
 
 
 # -- 17. credentials in URLs and masks -----------------------------------------------------------
-def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(
-        gateway_factory, fake_google, 1, AGPROXY_ADMIN_PASSWORD="admin-password-masked"
-    )
+def test_proxy_credentials_and_passwords_are_masked(shared: Borrowed) -> None:
+    gw = shared.gw
+    [mine] = shared.add_accounts(1)
+    shared.configure(admin_password="admin-password-masked")
+    shared.reset_afterwards("upstream_proxy")  # set by the CLI below
     assert (
         gw.cli(
             "config", "set", "upstream_proxy", "http://alice:pr0xy-pass-word@127.0.0.1:3128"
@@ -395,7 +410,7 @@ def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any, fake_g
     listed = gw.cli("config", "get")
     assert "pr0xy-pass-word" not in listed.stdout and "admin-password-masked" not in listed.stdout
     accounts = gw.admin("GET", "/api/accounts").json()["accounts"]
-    account = accounts[0]["id"]
+    [account] = [a["id"] for a in accounts if a["email"] == mine.email]
     put = gw.admin(
         "PUT",
         f"/api/accounts/{account}",
@@ -407,8 +422,8 @@ def test_proxy_credentials_and_passwords_are_masked(gateway_factory: Any, fake_g
 
 
 # -- 18. one gateway per data directory ----------------------------------------------------------
-def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Any) -> None:
-    first = gateway_factory()
+def test_a_second_gateway_on_the_same_data_dir_is_refused(shared: Borrowed) -> None:
+    first = shared.gw
     runtime = (first.data_dir / "server.json").read_text()
     from conftest import agproxy_env, free_port
 
@@ -443,8 +458,8 @@ def test_a_second_gateway_on_the_same_data_dir_is_refused(gateway_factory: Any) 
         ({"api_key": None}, "api_key cannot be reset to nothing"),
     ],
 )
-def test_config_values_are_validated(gateway_factory: Any, change: dict, says: str) -> None:
-    gw = gateway_factory("cfg")
+def test_config_values_are_validated(shared: Borrowed, change: dict, says: str) -> None:
+    gw = shared.gw
     before = (gw.data_dir / "config.json").read_bytes()
     key = gw.api_key
     answer = gw.admin("PUT", "/api/config", json=change)
@@ -455,8 +470,9 @@ def test_config_values_are_validated(gateway_factory: Any, change: dict, says: s
 
 
 # -- 21. smaller points ----------------------------------------------------------------------------
-def test_405_bodies_carry_the_protocols_types(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+def test_405_bodies_carry_the_protocols_types(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
     openai_405 = httpx.get(gw.base_url + "/v1/chat/completions")
     assert openai_405.status_code == 405
     assert openai_405.json()["error"]["type"] == "invalid_request_error"
@@ -466,8 +482,9 @@ def test_405_bodies_carry_the_protocols_types(gateway_factory: Any, fake_google:
     assert google_405.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
-def test_openai_clients_get_openai_model_objects(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+def test_openai_clients_get_openai_model_objects(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
     client = openai.OpenAI(api_key=gw.api_key, base_url=gw.base_url + "/v1")
     model = client.models.retrieve("gemini-3-flash")
     assert model.id == "gemini-3-flash" and model.object == "model"
@@ -477,8 +494,8 @@ def test_openai_clients_get_openai_model_objects(gateway_factory: Any, fake_goog
     assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
 
 
-def test_console_sends_security_headers(gateway_factory: Any) -> None:
-    gw = gateway_factory()
+def test_console_sends_security_headers(shared: Borrowed) -> None:
+    gw = shared.gw
     for path in ("/", "/console/main.js"):
         answer = gw.get(path)
         assert answer.headers["x-frame-options"] == "DENY"
@@ -488,12 +505,11 @@ def test_console_sends_security_headers(gateway_factory: Any) -> None:
     assert gw.get("/healthz").headers["x-content-type-options"] == "nosniff"
 
 
-def test_a_database_locked_by_another_program_gives_503_not_500(
-    gateway_factory: Any, fake_google: Any
-) -> None:
+def test_a_database_locked_by_another_program_gives_503_not_500(shared: Borrowed) -> None:
     import sqlite3
 
-    gw, _ = gateway_with(gateway_factory, fake_google, 1)
+    gw = shared.gw
+    shared.add_accounts(1)
     holder = sqlite3.connect(gw.data_dir / "agproxy.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # a backup or a sqlite3 shell holding the write lock
     try:
@@ -506,11 +522,11 @@ def test_a_database_locked_by_another_program_gives_503_not_500(
     assert gw.admin("GET", "/metrics").status_code == 200
 
 
-def test_desktop_app_origins_can_be_listed(gateway_factory: Any, fake_google: Any) -> None:
+def test_desktop_app_origins_can_be_listed(shared: Borrowed) -> None:
     # Electron pages loaded from file:// send `Origin: null`; VS Code webviews their scheme.
-    gw, _ = gateway_with(
-        gateway_factory, fake_google, 1, AGPROXY_CORS_ORIGINS="null,vscode-webview://abc123"
-    )
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(cors_origins=["null", "vscode-webview://abc123"])
     for origin in ("null", "vscode-webview://abc123"):
         answer = httpx.post(
             gw.base_url + "/v1/chat/completions", json=CHAT, timeout=30, headers={"Origin": origin}

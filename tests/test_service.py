@@ -8,12 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import ZAI_ENV, add_account, agproxy_env, free_port
+from conftest import ZAI_ENV, Gateway, add_account, agproxy_env, free_port, spawn
 
 NO_ACCOUNTS = "no available accounts, please add an account first"
 
@@ -39,6 +40,22 @@ def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyp
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+@pytest.fixture(scope="module")
+def zai_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway serving through z.ai for the tests that only switch the service off and
+    on (each leaves it running) or look at its files."""
+    gw = spawn(tmp_path_factory.mktemp("service") / "gw", **ZAI_ENV)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def running_zai_gateway(zai_gateway: Gateway) -> Iterator[Gateway]:
+    yield zai_gateway
+    started = zai_gateway.admin("POST", "/api/proxy/start")  # running again for the next test
+    assert started.status_code == 200 and started.json()["running"] is True
 
 
 def test_empty_pool_cannot_start(gateway_factory) -> None:  # type: ignore[no-untyped-def]
@@ -118,11 +135,9 @@ def test_zai_alone_can_start(gateway_factory) -> None:  # type: ignore[no-untype
     ],
 )
 def test_stopped_service_answers_503_in_the_paths_protocol(
-    gateway_factory,
-    path: str,  # type: ignore[no-untyped-def]
-    protocol: str,
+    running_zai_gateway: Gateway, path: str, protocol: str
 ) -> None:
-    gw = gateway_factory(**ZAI_ENV)
+    gw = running_zai_gateway
     assert gw.admin("POST", "/api/proxy/stop").json()["running"] is False
     method = "POST" if path == "/v1/messages" else "GET"
     response = httpx.request(method, gw.base_url + path, json={}, timeout=10)
@@ -256,8 +271,8 @@ def test_stop_and_start_are_remembered_as_auto_start(gateway_factory) -> None:  
     assert again.config_file()["auto_start"] is True
 
 
-def test_secrets_files_are_private(gateway_factory) -> None:  # type: ignore[no-untyped-def]
-    gw = gateway_factory()
+def test_secrets_files_are_private(zai_gateway: Gateway) -> None:
+    gw = zai_gateway
     for name in ("config.json", "agproxy.db"):
         assert (gw.data_dir / name).stat().st_mode & 0o077 == 0, name
 

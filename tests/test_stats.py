@@ -10,6 +10,7 @@ import io
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,9 +23,23 @@ from agproxy.db import open_database
 from agproxy.monitor import stats
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import add_to, gateway_with, google_env
+from conftest import Borrowed, Gateway, add_to, borrow, gateway_with, google_env, spawn
 
 GEMINI = "/v1beta/models/{}:generateContent"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway for the tests that count no records: they only read or change settings."""
+    gw = spawn(tmp_path_factory.mktemp("stats") / "gw", **google_env(fake_google_server))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def shared(gateway: Gateway, fake_google: Any) -> Iterator[Borrowed]:
+    with borrow(gateway, fake_google) as turn:
+        yield turn
 
 
 def ask(gw: Any, model: str, text: str = "hi") -> httpx.Response:
@@ -111,10 +126,8 @@ def test_stats_equal_the_sum_of_the_records(gateway_factory: Any, fake_google: A
         ({"by": "colour"}, "by"),
     ],
 )
-def test_bad_stats_parameters_get_400(
-    gateway_factory: Any, fake_google: Any, params: dict[str, str], param: str
-) -> None:
-    gw = gateway_factory("gw", **google_env(fake_google))
+def test_bad_stats_parameters_get_400(gateway: Gateway, params: dict[str, str], param: str) -> None:
+    gw = gateway
     path = "/api/stats/breakdown" if "by" in params else "/api/stats/usage"
     response = gw.admin("GET", path, params=params)
     assert response.status_code == 400
@@ -227,13 +240,10 @@ def test_dashboard_shows_cooldowns_attention_and_the_next_account(
     assert sum(p["requests"] for p in hour["series"]) == 8 and len(hour["series"]) == 12
 
 
-def test_trace_explains_routing(gateway_factory: Any, fake_google: Any) -> None:
-    gw, _ = gateway_with(gateway_factory, fake_google)
-    gw.admin(
-        "PUT",
-        "/api/config",
-        json={"model_mapping": {"gpt-4*": "gemini-3-pro-high", "gpt-4o*": "gemini-3-flash"}},
-    )
+def test_trace_explains_routing(shared: Borrowed) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(model_mapping={"gpt-4*": "gemini-3-pro-high", "gpt-4o*": "gemini-3-flash"})
     found = gw.admin("GET", "/api/models/trace", params={"model": "gpt-4o"}).json()
     assert found == {
         "requested": "gpt-4o",
@@ -282,10 +292,8 @@ def test_accounts_whose_masked_emails_coincide_stay_apart(
 
 
 @pytest.mark.parametrize("params", [{"limit": "many"}, {"status": "5x"}, {"since": "yesterday"}])
-def test_bad_log_filters_get_400(
-    gateway_factory: Any, fake_google: Any, params: dict[str, str]
-) -> None:
-    gw = gateway_factory("gw", **google_env(fake_google))
+def test_bad_log_filters_get_400(gateway: Gateway, params: dict[str, str]) -> None:
+    gw = gateway
     response = gw.admin("GET", "/api/logs", params=params)
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("bad filter value")

@@ -5,6 +5,7 @@ which enforces tool_use/tool_result pairing as Anthropic does."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -12,7 +13,7 @@ import openai
 import pytest
 
 from agproxy.translate.gemini import INTERRUPTED, repair_tool_turns
-from conftest import add_accounts, google_env
+from conftest import Gateway, add_accounts, google_env, spawn
 
 
 def call(call_id: str, name: str = "read") -> dict[str, Any]:
@@ -68,10 +69,17 @@ def test_a_well_formed_history_is_left_as_it_is() -> None:
     assert repair_tool_turns(contents) == contents
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    gw = spawn(tmp_path_factory.mktemp("tools") / "gw", **google_env(fake_google_server))
+    add_accounts(gw, fake_google_server, prefix="tools")
+    yield gw
+    gw.stop()
+
+
 @pytest.fixture
-def gw(gateway_factory: Any, fake_google: Any) -> Any:
-    gateway = gateway_factory("gw", **google_env(fake_google))
-    add_accounts(gateway, fake_google, prefix="tools")
+def gw(gateway: Gateway, fake_google: Any) -> Gateway:
+    """The module's gateway, with the fake's request log cleared."""
     return gateway
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from fake_google import Fault
 from fake_zai import KEY, STREAM, FakeZai, zai_error
 
-from conftest import add_accounts, google_env
+from conftest import Borrowed, Gateway, borrow, google_env, spawn
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,38 @@ def zai_env(zai: FakeZai, mode: str) -> dict[str, str]:
         "AGPROXY_ZAI_API_KEY": KEY,
         "AGPROXY_ZAI_DISPATCH_MODE": mode,
     }
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
+    """One gateway for the tests that need no start-up of their own: each sets the z.ai
+    settings it wants (`with_zai`) and has them removed afterwards."""
+    gw = spawn(tmp_path_factory.mktemp("zai") / "gw", **google_env(fake_google_server))
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def shared(gateway: Gateway, fake_google: Any, zai: FakeZai) -> Iterator[Borrowed]:
+    """The module's gateway with an empty monitor and a fake z.ai without faults."""
+    zai.reset()
+    with borrow(gateway, fake_google) as turn:
+        assert gateway.admin("POST", "/api/logs/clear").status_code == 200
+        yield turn
+    zai.reset()
+
+
+def with_zai(shared: Borrowed, zai: FakeZai, mode: str) -> Gateway:
+    """The z.ai settings of zai_env() through the admin API, with a key of the test's own
+    (the gateway keeps a key's cooldowns and refusals while it knows the key); in exclusive
+    mode serving at once (z.ai alone can), else once an account is added."""
+    key = f"{KEY}-{uuid.uuid4().hex[:8]}"
+    zai.keys.add(key)
+    shared.configure(zai_base_url=zai.base_url, zai_api_key=key, zai_dispatch_mode=mode)
+    if mode == "exclusive":
+        started = shared.gw.admin("POST", "/api/proxy/start")
+        assert started.status_code == 200 and started.json()["running"] is True, started.text
+    return shared.gw
 
 
 def ask(gw: Any, model: str = "claude-sonnet-4-6", **extra: Any) -> httpx.Response:
@@ -69,8 +102,8 @@ def test_exclusive_without_google_accounts(gateway_factory: Any, zai: FakeZai) -
     assert "cache_control" not in str(forwarded["body"])
 
 
-def test_streaming_is_passed_through_byte_exact(gateway_factory: Any, zai: FakeZai) -> None:
-    gw = gateway_factory(**zai_env(zai, "exclusive"))
+def test_streaming_is_passed_through_byte_exact(shared: Borrowed, zai: FakeZai) -> None:
+    gw = with_zai(shared, zai, "exclusive")
     with httpx.stream(
         "POST",
         gw.base_url + "/v1/messages",
@@ -103,8 +136,8 @@ def test_streaming_is_passed_through_byte_exact(gateway_factory: Any, zai: FakeZ
         assert stream.get_final_text() == "hello from z.ai"
 
 
-def test_count_tokens_goes_to_zai_in_exclusive_mode(gateway_factory: Any, zai: FakeZai) -> None:
-    gw = gateway_factory(**zai_env(zai, "exclusive"))
+def test_count_tokens_goes_to_zai_in_exclusive_mode(shared: Borrowed, zai: FakeZai) -> None:
+    gw = with_zai(shared, zai, "exclusive")
     client = anthropic.Anthropic(api_key=gw.api_key, base_url=gw.base_url, max_retries=0)
     assert (
         client.messages.count_tokens(
@@ -114,14 +147,14 @@ def test_count_tokens_goes_to_zai_in_exclusive_mode(gateway_factory: Any, zai: F
     )
 
 
-def _with_google(gateway_factory: Any, fake_google: Any, zai: FakeZai, mode: str) -> Any:
-    gw = gateway_factory(**google_env(fake_google), **zai_env(zai, mode))
-    [acct] = add_accounts(gw, fake_google, prefix="z")
+def _with_google(shared: Borrowed, zai: FakeZai, mode: str) -> Any:
+    gw = with_zai(shared, zai, mode)
+    [acct] = shared.add_accounts(prefix="z")
     return gw, acct
 
 
-def test_pooled_gives_zai_one_slot(gateway_factory: Any, fake_google: Any, zai: FakeZai) -> None:
-    gw, acct = _with_google(gateway_factory, fake_google, zai, "pooled")
+def test_pooled_gives_zai_one_slot(shared: Borrowed, fake_google: Any, zai: FakeZai) -> None:
+    gw, acct = _with_google(shared, zai, "pooled")
     before = len(zai.requests)
     providers = [ask(gw).headers.get("x-agproxy-provider", "google") for _ in range(6)]
     assert providers.count("zai") == 3 and providers.count("google") == 3  # 1 account + z.ai
@@ -130,9 +163,9 @@ def test_pooled_gives_zai_one_slot(gateway_factory: Any, fake_google: Any, zai: 
 
 
 def test_fallback_only_when_google_cannot_serve(
-    gateway_factory: Any, fake_google: Any, zai: FakeZai
+    shared: Borrowed, fake_google: Any, zai: FakeZai
 ) -> None:
-    gw, acct = _with_google(gateway_factory, fake_google, zai, "fallback")
+    gw, acct = _with_google(shared, zai, "fallback")
     assert "x-agproxy-provider" not in ask(gw).headers  # Google serves
     fake_google.inject(Fault.rate_limited(retry_delay="30s"), email=acct.email, times=5)
     # The one account gets a 429 during this request and cools down: the same request
@@ -148,8 +181,8 @@ def test_fallback_only_when_google_cannot_serve(
     assert len(fake_google.calls("streamGenerateContent", email=acct.email)) == google_calls
 
 
-def test_off_never_uses_zai(gateway_factory: Any, fake_google: Any, zai: FakeZai) -> None:
-    gw, _ = _with_google(gateway_factory, fake_google, zai, "off")
+def test_off_never_uses_zai(shared: Borrowed, zai: FakeZai) -> None:
+    gw, _ = _with_google(shared, zai, "off")
     before = len(zai.requests)
     assert all("x-agproxy-provider" not in ask(gw).headers for _ in range(3))
     assert len(zai.requests) == before
@@ -159,10 +192,8 @@ def test_off_never_uses_zai(gateway_factory: Any, fake_google: Any, zai: FakeZai
 
 
 @pytest.fixture
-def exclusive(gateway_factory: Any, zai: FakeZai) -> Iterator[Any]:
-    zai.reset()
-    yield gateway_factory(**zai_env(zai, "exclusive"))
-    zai.reset()
+def exclusive(shared: Borrowed, zai: FakeZai) -> Gateway:
+    return with_zai(shared, zai, "exclusive")
 
 
 def test_a_zai_5xx_is_retried_and_the_monitor_shows_each_attempt(
@@ -215,10 +246,9 @@ def test_a_rate_limited_key_cools_down_and_the_client_is_told_when(
 
 
 def test_pooled_fails_over_to_google_when_zai_refuses_its_key(
-    gateway_factory: Any, fake_google: Any, zai: FakeZai
+    shared: Borrowed, zai: FakeZai
 ) -> None:
-    zai.reset()
-    gw, acct = _with_google(gateway_factory, fake_google, zai, "pooled")
+    gw, acct = _with_google(shared, zai, "pooled")
     zai.inject(401, zai_error(401, "authentication_error", "invalid x-api-key"), times=5)
     served = [ask(gw) for _ in range(4)]  # z.ai's turn comes in the first two
     assert all(r.status_code == 200 for r in served)
@@ -232,4 +262,3 @@ def test_pooled_fails_over_to_google_when_zai_refuses_its_key(
         ),
     ]
     assert len(refused) == 1  # the refused key is set aside: z.ai's next turn skips it
-    zai.reset()

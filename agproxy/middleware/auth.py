@@ -1,4 +1,5 @@
-"""Auth middleware: the api key for AI routes (per auth_mode), the admin password for /api.
+"""Auth middleware: the api key or a client key for AI routes (per auth_mode), the admin
+password for /api.
 
 One credential per request (several different ones get 400), and failed attempts are
 throttled per client address (security/throttle.py) and logged without the secret.
@@ -11,6 +12,8 @@ import math
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agproxy.keys import ClientKey
+from agproxy.keys.gate import CLIENT_KEY
 from agproxy.protocols import Protocol, error_response, protocol_of
 from agproxy.security.keys import SEVERAL_KEYS, SeveralKeys, key_matches, presented_key
 from agproxy.security.throttle import AuthThrottle
@@ -52,7 +55,7 @@ class AuthMiddleware:
         else:
             mode = self.gateway.effective_auth_mode()
             if mode == "off" or (mode == "all_except_health" and zone is Zone.HEALTH):
-                await self.app(scope, receive, send)
+                await self._open(scope, receive, send)
                 return
             protocol = protocol_of(path)
             secret, refusal = settings.api_key, ""
@@ -79,9 +82,40 @@ class AuthMiddleware:
             self.throttle.succeeded(address)
             await self.app(scope, receive, send)
             return
+        client_key = self.gateway.keys.lookup(key) if key and zone is not Zone.ADMIN else None
+        if client_key is not None:
+            self.throttle.succeeded(address)
+            await self._with_client_key(client_key, protocol, scope, receive, send)
+            return
         self._failed(address, scope["method"], path)
         message = refusal or (WRONG_KEY if key is not None else MISSING_KEY)
         await error_response(protocol, 401, message)(scope, receive, send)
+
+    async def _open(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No key is required; a client key sent all the same still counts (its limits
+        and usage apply), the owner's key or none passes as it is."""
+        keys = self.gateway.keys
+        if keys.by_digest:
+            try:
+                key = presented_key(scope, protocol_of(scope["path"]) is Protocol.GOOGLE)
+            except SeveralKeys:
+                key = None
+            client_key = keys.lookup(key) if key else None
+            if client_key is not None:
+                protocol = protocol_of(scope["path"])
+                await self._with_client_key(client_key, protocol, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _with_client_key(
+        self, key: ClientKey, protocol: Protocol, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        refusal = self.gateway.keys.refusal(key)  # disabled or expired: 401, saying which
+        if refusal is not None:
+            await error_response(protocol, 401, refusal)(scope, receive, send)
+            return
+        scope[CLIENT_KEY] = key
+        await self.app(scope, receive, send)
 
     def _failed(self, address: str, method: str, path: str) -> None:
         """Count the failure against the address, and log it (never the key)."""

@@ -25,6 +25,7 @@ from agproxy.middleware.gate import ServiceGateMiddleware
 from agproxy.middleware.headers import SecurityHeadersMiddleware
 from agproxy.middleware.hosts import HostCheckMiddleware
 from agproxy.middleware.ip_rules import IPRulesMiddleware
+from agproxy.middleware.keylimits import KeyLimitsMiddleware
 from agproxy.middleware.limits import BodyLimitMiddleware
 from agproxy.middleware.monitor import MonitorMiddleware
 from agproxy.server.error_handlers import HANDLERS
@@ -87,6 +88,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Middleware(DisconnectMiddleware),  # a hang-up before the answer cancels the handler
         Middleware(ServiceGateMiddleware, gateway=gateway),
         Middleware(AuthMiddleware, gateway=gateway),
+        Middleware(KeyLimitsMiddleware, gateway=gateway),  # a client key's limits
         Middleware(BodyLimitMiddleware, gateway=gateway),
     ]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS)

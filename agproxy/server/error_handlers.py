@@ -1,6 +1,7 @@
 """How errors no route handled become answers: in the path's protocol, never a traceback.
 
 - HTTP errors (404 with a hint at the likely mistake, 405) in the path's protocol.
+- A client key refused a model or over its quota share: 403 or 429, in its protocol.
 - A database kept locked by another program (a backup, a `sqlite3` shell) past the busy
   timeout: 503 with Retry-After, not a 500: nothing is wrong with the gateway.
 - Anything else is a fault of agproxy: 500 with `Connection: close`, logged as one line.
@@ -20,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agproxy.frontends.notfound import hint_for
+from agproxy.keys.gate import KeyRefusal
 from agproxy.monitor.redact import redact
 from agproxy.protocols import error_response, protocol_of
 
@@ -111,8 +113,15 @@ async def database_error(request: Request, exc: Exception) -> Response:
     return await unexpected_error(request, exc)
 
 
+async def key_refused(request: Request, exc: Exception) -> Response:
+    """A client key's model allow-list or quota share, checked where the model is routed."""
+    assert isinstance(exc, KeyRefusal)
+    return error_response(protocol_of(request.url.path), exc.status, exc.message, exc.headers)
+
+
 HANDLERS = {
     HTTPException: http_error,
+    KeyRefusal: key_refused,
     OperationalError: database_error,
     Exception: unexpected_error,
 }

@@ -17,6 +17,8 @@ from agproxy.accounts import Account, Status, build_account_service
 from agproxy.config import ConfigError, ConfigStore
 from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, hold_serve_lock
 from agproxy.db import open_database
+from agproxy.keys import KeyStore
+from agproxy.keys.gate import Keys
 from agproxy.monitor.alerts import Alerts
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError
@@ -60,6 +62,8 @@ async def _watch_accounts(gateway: Gateway) -> None:
         try:
             if await asyncio.to_thread(gateway.pool.reload_if_changed):
                 log.info("accounts changed; %d active", len(gateway.pool))
+            if await asyncio.to_thread(gateway.keys.reload_if_changed):
+                log.info("client keys changed; %d keys", len(gateway.keys.by_digest))
         except Exception:  # a locked or busy database: try again next tick
             log.exception("could not reload accounts")
 
@@ -276,6 +280,8 @@ def assemble(store: ConfigStore) -> Gateway:
         Policy(scheduler, accounts, alerts=alerts),
         ZaiClient(lambda: store.settings, accounts.client.sessions),
         zai_keys,
+        Keys(KeyStore(engine)),
         monitor,
     )
+    gateway.keys.load()
     return gateway
