@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.monitor.metrics import Metrics
 from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.writer import MonitorWriter
-from conftest import Gateway, add_accounts, google_env
+from conftest import Gateway, add_accounts, gateway_with, google_env
 
 SECRET = re.compile(r"sk-[0-9a-f]{48}")
 
@@ -43,6 +44,15 @@ def assert_refused(answer: httpx.Response, status: int, param: str | None) -> No
     error = answer.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
     assert error["message"]
+
+
+def chat(gw: Gateway, secret: str, text: str, model: str = "gemini-3-flash") -> httpx.Response:
+    return httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": model, "messages": [{"role": "user", "content": text}]},
+        timeout=30,
+    )
 
 
 def database_bytes(data_dir: Path) -> bytes:
@@ -335,3 +345,72 @@ def test_a_secret_sent_with_a_request_stays_out_of_the_monitor(
     assert secret not in gw.admin("GET", "/metrics").text
     gw.stop()
     assert secret not in "".join(gw.output)
+
+
+# -- with real requests (the request path's client keys) ------------------------------------
+def test_real_requests_usage_equals_the_records_and_changes_apply_at_once(
+    gateway_factory: Any, fake_google: Any
+) -> None:
+    """Keys made and changed through the admin API apply at once (no wait for the revision
+    poll); each key's usage on the Keys list, in the breakdown, in `keys show` and in
+    /metrics equals the sum of its monitor records; no secret is in a record (bodies
+    captured), an error, /metrics or the log."""
+    gw, _ = gateway_with(
+        gateway_factory, fake_google, 1, AGPROXY_AUTH_MODE="strict",
+        AGPROXY_MONITOR_CAPTURE_BODIES="true",
+    )  # fmt: skip
+    alice = create(gw, name="alice")["secret"]
+    bob = create(gw, name="bob", models=["gemini-*"])["secret"]
+    gemini = gw.base_url + "/v1beta/models/gemini-3-flash:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}
+    for n in range(3):
+        assert chat(gw, alice, f"question {n} " * (n + 1)).status_code == 200
+    assert httpx.post(gemini, headers={"x-goog-api-key": alice}, json=body).status_code == 200
+    assert httpx.post(gemini, headers={"x-api-key": bob}, json=body).status_code == 200
+    refused = chat(gw, bob, "hi", model="claude-sonnet-4-6")
+    assert refused.status_code == 403 and bob not in refused.text
+    assert chat(gw, gw.api_key, "the owner").status_code == 200
+
+    assert gw.admin("PUT", "/api/keys/bob", json={"enabled": False}).status_code == 200
+    disabled = chat(gw, bob, "hi")
+    assert disabled.status_code == 401 and "disabled" in disabled.text and bob not in disabled.text
+    turned = gw.admin("POST", "/api/keys/alice/rotate").json()["secret"]
+    assert chat(gw, alice, "hi").status_code == 401  # the old secret, at once
+    assert chat(gw, turned, "rotated").status_code == 200
+
+    keys = listed(gw)
+    records = [
+        r for r in gw.admin("GET", "/api/logs", params={"limit": 1000}).json()["logs"]
+        if r["protocol"] != "event"
+    ]  # fmt: skip
+    by_key = {
+        r["key"]: r
+        for r in gw.admin("GET", "/api/stats/breakdown", params={"by": "key"}).json()["rows"]
+    }
+    metrics = gw.admin("GET", "/metrics").text
+    for name in ("alice", "bob"):
+        mine = [r for r in records if r["key_name"] == name]
+        summed = {
+            "requests": len(mine),
+            "input_tokens": sum(r["input_tokens"] or 0 for r in mine),
+            "output_tokens": sum(r["output_tokens"] or 0 for r in mine),
+        }
+        assert summed["requests"] >= 2 and summed["input_tokens"] > 0, (name, mine)
+        assert keys[name]["usage"]["today"] == summed == keys[name]["usage"]["week"]
+        row = by_key[name]
+        assert {k: row[k] for k in summed} == summed
+        counted = sum(
+            int(m.group(1))
+            for m in re.finditer(rf'agproxy_requests_total\{{[^}}]*key="{name}"\}} (\d+)', metrics)
+        )
+        assert counted == summed["requests"]
+        shown = orjson.loads(gw.cli("keys", "show", name, "--json").stdout)["usage"]
+        assert shown["today"] == summed or shown["week"] == summed  # the CLI's local day
+    assert by_key["bob"]["errors"] == 1  # the model refused (a disabled key's 401 is no one's)
+
+    secrets = (alice, bob, turned)
+    for record in records:
+        detail = gw.admin("GET", f"/api/logs/{record['id']}").text
+        assert not any(s in detail or s[3:] in detail for s in secrets), record["id"]
+    log = gw.log()
+    assert not any(s in metrics or s[3:] in log for s in secrets)

@@ -2,8 +2,8 @@
 read, edit, rotate, delete.
 
 A key's secret is in the answer to its creation and to a rotation, and nowhere else: the
-store keeps a digest, lists show a prefix. A running gateway picks each change up
-through the keys revision, as it does for changes made with `agproxy keys`.
+store keeps a digest, lists show a prefix. A change made here applies at once (the
+gateway's keys are reloaded); one made with `agproxy keys` through the keys revision.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ def _gateway(request: Request) -> Gateway:
 
 
 def _store(request: Request) -> KeyStore:
-    return KeyStore(_gateway(request).engine)
+    return _gateway(request).keys.store
+
+
+async def _changed(request: Request) -> None:
+    """Apply a change to the request path now rather than at the next revision check."""
+    await run_in_threadpool(_gateway(request).keys.load)
 
 
 def _tz_offset(request: Request) -> int:
@@ -111,6 +116,7 @@ async def create_key(request: Request) -> Response:
         key, secret = await run_in_threadpool(lambda: store.create(values.pop("name"), **values))
     except (BadSetting, KeyRefused) as exc:
         return _refused(exc)
+    await _changed(request)
     return JSONResponse(
         {"key": {**key.public(), "state": state(key)}, "secret": secret},
         status_code=201,
@@ -142,6 +148,7 @@ async def update_key(request: Request) -> Response:
         key = await run_in_threadpool(_edit, store, request.path_params["id"], values)
     except (BadSetting, KeyRefused) as exc:
         return _refused(exc)
+    await _changed(request)
     return JSONResponse({**key.public(), "state": state(key)})
 
 
@@ -157,6 +164,7 @@ async def rotate_key(request: Request) -> Response:
         key, secret = await run_in_threadpool(rotate)
     except KeyRefused as exc:
         return _refused(exc)
+    await _changed(request)
     return JSONResponse(
         {"key": {**key.public(), "state": state(key)}, "secret": secret}, headers=NO_STORE
     )
@@ -174,6 +182,7 @@ async def delete_key(request: Request) -> Response:
         key = await run_in_threadpool(delete)
     except KeyRefused as exc:
         return _refused(exc)
+    await _changed(request)
     return JSONResponse({"deleted": key.id, "name": key.name})
 
 

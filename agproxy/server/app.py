@@ -36,6 +36,17 @@ async def console_index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "console.html", headers={"Cache-Control": "no-cache"})
 
 
+# The admin API, mounted under /api: each admin module's route list.
+ADMIN_ROUTES = (
+    admin_proxy.routes
+    + admin_accounts.routes
+    + admin_keys.routes
+    + admin_monitor.routes
+    + admin_dashboard.routes
+    + console_login.routes
+)
+
+
 def build_app(gateway: Gateway) -> Starlette:
     routes = [
         # Health
@@ -59,17 +70,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1beta/models/{target}", gemini.call_model, methods=["POST"]),
         Route("/v1/models/{target}", gemini.call_model, methods=["POST"]),
         # Admin API and console
-        Mount(
-            "/api",
-            routes=(
-                admin_proxy.routes
-                + admin_accounts.routes
-                + admin_keys.routes
-                + admin_monitor.routes
-                + admin_dashboard.routes
-                + console_login.routes
-            ),
-        ),
+        Mount("/api", routes=ADMIN_ROUTES),
         Route("/metrics", admin_metrics.metrics, methods=["GET"]),
         Route("/auth/callback", admin_accounts.auth_callback, methods=["GET"]),
         Route("/auth/ticket", console_login.exchange, methods=["POST"]),
