@@ -53,10 +53,11 @@ def gw(gateway_factory: Any, fake_google: Any) -> Iterator[tuple[Gateway, Keys]]
 
 
 def chat(gw: Gateway, secret: str, model: str = "gemini-3-flash", **kw: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **kw}
     return httpx.post(
         gw.base_url + "/v1/chat/completions",
         headers={"Authorization": f"Bearer {secret}"},
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}], **kw},
+        json=body,
         timeout=30,
     )
 
@@ -204,3 +205,34 @@ def test_concurrency_holds_with_parallel_streams(
         worker.join(30)
     assert results == [200, 200]
     assert chat(gateway, secret).status_code == 200  # the slots came back
+
+
+def test_quota_share_just_under_and_just_over(gw: tuple[Gateway, Keys]) -> None:
+    """The share is the key's part of the tokens the pool served for a model group in the
+    last 5 hours (everyone's, the owner's too), judged once the group served 20,000."""
+    gateway, keys = gw
+    secret = keys.create("shared", quota_share=40)
+    big = "word " * 20_000  # the fake counts characters / 4: about 25,000 tokens
+    owner = chat(gateway, gateway.api_key, messages=[{"role": "user", "content": big}])
+    assert owner.status_code == 200  # the pool's Gemini use: ~25k tokens, all the owner's
+    half = "word " * 12_000  # ~15k tokens: the key will hold 15k of ~40k = 37.5%
+    first = httpx.post(
+        gateway.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": half}]},
+        timeout=30,
+    )
+    assert first.status_code == 200  # 0% before it: just under
+    assert chat(gateway, secret).status_code == 200  # 37.5% of 40%: still under
+    second = httpx.post(
+        gateway.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {secret}"},
+        json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": half}]},
+        timeout=30,
+    )
+    assert second.status_code == 200
+    over = chat(gateway, secret)  # ~55% of the pool's Gemini tokens now: just over
+    assert over.status_code == 429
+    message = over.json()["error"]["message"]
+    assert "'shared'" in message and "its share is 40%" in message
+    assert chat(gateway, secret, "claude-sonnet-4-6").status_code == 200  # another group
