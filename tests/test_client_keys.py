@@ -236,3 +236,22 @@ def test_quota_share_just_under_and_just_over(gw: tuple[Gateway, Keys]) -> None:
     message = over.json()["error"]["message"]
     assert "'shared'" in message and "its share is 40%" in message
     assert chat(gateway, secret, "claude-sonnet-4-6").status_code == 200  # another group
+
+
+def test_the_daily_allowance_survives_a_restart(gw: tuple[Gateway, Keys], fake_google: Any) -> None:
+    from conftest import google_env, spawn
+
+    gateway, keys = gw
+    used = chat(gateway, gateway.api_key).json()["usage"]["total_tokens"]
+    secret = keys.create("daily", daily_tokens=used + 1)
+    assert chat(gateway, secret).status_code == 200
+    assert chat(gateway, secret).status_code == 200  # just under
+    time.sleep(1.5)  # the monitor has written both records
+    assert gateway.stop() == 0
+    again = spawn(gateway.data_dir, gateway.port, AGPROXY_AUTH_MODE="strict",
+                  **google_env(fake_google))  # fmt: skip
+    try:
+        over = chat(again, secret)
+        assert over.status_code == 429 and "tokens a day" in over.json()["error"]["message"]
+    finally:
+        again.stop()

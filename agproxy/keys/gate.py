@@ -60,6 +60,16 @@ class Keys:
         self.shares = any(k.quota_share is not None for k in keys)
         self.revision = revision
 
+    def seed_today(self, spent: dict[str, int]) -> None:
+        """Tokens each key (by name) used today before this process started, from the
+        monitor's records: a restart does not hand a key a fresh daily allowance."""
+        now = self.clock()
+        by_name = {k.name: k for k in self.by_digest.values()}
+        for name, tokens in spent.items():
+            key = by_name.get(name)
+            if key is not None and tokens > 0:
+                self.counters.settle(self.counters.reserve(key.id, 0, now), tokens)
+
     def reload_if_changed(self) -> bool:
         if self.store.revision() == self.revision:
             return False

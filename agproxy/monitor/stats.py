@@ -185,3 +185,19 @@ def csv_cell(text: str) -> str:
     """The text, with a leading quote when a spreadsheet would read it as a formula (the
     "-" that stands for no model or account is left as it is)."""
     return "'" + text if text.startswith(FORMULA_START) and text != "-" else text
+
+
+def tokens_by_key(engine: Engine, since: float) -> dict[str, int]:
+    """Tokens per client key name since `since` (input, output and thinking)."""
+    used = (
+        sa.func.coalesce(T.c.input_tokens, 0)
+        + sa.func.coalesce(T.c.output_tokens, 0)
+        + sa.func.coalesce(T.c.thinking_tokens, 0)
+    )
+    query = (
+        sa.select(T.c.key_name, sa.func.sum(used))
+        .where(T.c.started_at >= since, T.c.key_name.is_not(None))
+        .group_by(T.c.key_name)
+    )
+    with engine.connect() as conn:
+        return {name: int(total or 0) for name, total in conn.execute(query)}

@@ -19,6 +19,8 @@ from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, 
 from agproxy.db import open_database
 from agproxy.keys import KeyStore
 from agproxy.keys.gate import Keys
+from agproxy.keys.limits import DAY
+from agproxy.monitor import stats
 from agproxy.monitor.alerts import Alerts
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError
@@ -197,6 +199,8 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         echo(exc.message)
         return 1
     _announce(gateway, echo, lock_fd)
+    midnight = time.time() // DAY * DAY  # the daily token limits count UTC days
+    gateway.keys.seed_today(stats.tokens_by_key(gateway.engine, midnight))
     restored = gateway.accounts.store.load_cooldowns(time.time())
     gateway.scheduler.cooldowns.restore(restored, time.time())
     if settings.auto_start:
