@@ -209,8 +209,8 @@ def test_statistics_page_draws_its_charts_from_the_records(
     with page.expect_download() as download:
         page.click("#btn-stats-csv")
     text = Path(download.value.path()).read_text()
-    assert text.startswith("bucket_start,bucket,model,account,requests")
-    assert sum(int(line.split(",")[4]) for line in text.splitlines()[1:]) == 7
+    assert text.startswith("bucket_start,bucket,model,account,key,requests")
+    assert sum(int(line.split(",")[5]) for line in text.splitlines()[1:]) == 7
 
 
 def test_model_mapping_page_reorders_tests_and_saves(page: Page, shared: Borrowed) -> None:
