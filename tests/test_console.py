@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +100,17 @@ def test_api_proxy_page(page: Page, tmp_path: Path) -> None:
         claude = page.locator("#snippet-claude").inner_text()
         assert f'ANTHROPIC_BASE_URL="http://127.0.0.1:{gw.port}"' in claude
         assert "/v1" not in claude
+        # The other clients' settings, as `agproxy setup` writes them, valid as they stand.
+        base = f"http://127.0.0.1:{gw.port}"
+        codex = tomllib.loads(page.locator("#snippet-codex").inner_text())
+        provider = codex["model_providers"]["agproxy"]
+        assert (codex["model_provider"], provider["base_url"]) == ("agproxy", base + "/v1")
+        assert provider["http_headers"]["Authorization"] == "Bearer sk-valid-test-key-0001"
+        opencode = json.loads(page.locator("#snippet-opencode").inner_text())
+        assert opencode["provider"]["agproxy"]["options"]["baseURL"] == base + "/v1"
+        env = page.locator("#snippet-gemini-cli").inner_text().splitlines()
+        assert env == [f"GOOGLE_GEMINI_BASE_URL={base}", "GEMINI_API_KEY=sk-valid-test-key-0001"]
+        assert "agproxy setup claude-code" in page.locator("#snippet-setup").inner_text()
 
         page.click("label.switch:has(#field-lan)")
         expect(page.locator("#field-lan")).to_be_checked()

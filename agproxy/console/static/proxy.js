@@ -65,6 +65,31 @@ client = genai.Client(
 )
 resp = client.models.generate_content(model="gemini-3-flash", contents="Hello")
 print(resp.text)`;
+  renderClientSnippets(base, key);
+}
+
+// The same settings `agproxy setup CLIENT` merges into each client's own file.
+function renderClientSnippets(base, key) {
+  $("snippet-setup").textContent =
+`agproxy setup claude-code   # or: codex, gemini-cli, opencode
+agproxy setup codex --print  # see first; --undo takes it back`;
+  $("snippet-codex").textContent =
+`model_provider = "agproxy"
+
+[model_providers.agproxy]
+name = "agproxy"
+base_url = "${base}/v1"
+wire_api = "responses"
+http_headers = { Authorization = "Bearer ${key}" }`;
+  $("snippet-gemini-cli").textContent =
+`GOOGLE_GEMINI_BASE_URL=${base}
+GEMINI_API_KEY=${key}`;
+  $("snippet-opencode").textContent = JSON.stringify({
+    $schema: "https://opencode.ai/config.json",
+    provider: { agproxy: { npm: "@ai-sdk/openai-compatible", name: "agproxy",
+      options: { baseURL: `${base}/v1`, apiKey: key },
+      models: { "gemini-3-flash": {}, "claude-sonnet-4-6": {} } } },
+  }, null, 2);
 }
 
 // Only what differs from the saved configuration, and nothing the environment fixes.
