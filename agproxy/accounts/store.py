@@ -18,12 +18,12 @@ from sqlalchemy import Connection, Engine
 
 from agproxy.accounts.windows import QuotaWindow
 from agproxy.config import mask_url
+from agproxy.db import revision
 from agproxy.db.tables import (
     account_cooldowns,
     account_quota_windows,
     account_quotas,
     accounts,
-    revisions,
 )
 
 
@@ -128,20 +128,10 @@ class AccountStore:
     # -- revision ------------------------------------------------------------
     @staticmethod
     def _bump(conn: Connection) -> None:
-        updated = conn.execute(
-            sa.update(revisions)
-            .where(revisions.c.name == "accounts")
-            .values(value=revisions.c.value + 1)
-        )
-        if updated.rowcount == 0:
-            conn.execute(sa.insert(revisions).values(name="accounts", value=1))
+        revision.bump(conn, "accounts")
 
     def revision(self) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(revisions.c.value).where(revisions.c.name == "accounts")
-            ).scalar()
-        return int(value or 0)
+        return revision.read(self.engine, "accounts")
 
     # -- reading -------------------------------------------------------------
     def all(self) -> list[Account]:

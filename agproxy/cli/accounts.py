@@ -30,7 +30,7 @@ from agproxy.accounts.service import (
 )
 from agproxy.accounts.store import Account, AccountStore
 from agproxy.accounts.windows import GEMINI, QuotaWindow
-from agproxy.cli.client import AdminClient, load_settings
+from agproxy.cli.client import AdminClient, data_dir_engine, load_settings
 from agproxy.datadir import DATABASE_FILE, atomic_write
 from agproxy.db import open_database
 
@@ -57,12 +57,8 @@ def _run(work: Callable[[AccountService], Awaitable[T]]) -> T:
 
 @contextlib.contextmanager
 def _account_store() -> Iterator[AccountStore]:
-    settings = load_settings(create=True)
-    engine = open_database(settings.directory / DATABASE_FILE)
-    try:
+    with data_dir_engine() as engine:
         yield AccountStore(engine)
-    finally:
-        engine.dispose()
 
 
 def _find(store: AccountStore, id_or_email: str) -> Account:

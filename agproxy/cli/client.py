@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import click
 import httpx
 import orjson
+from sqlalchemy import Engine
 
 from agproxy.config import ConfigError, ConfigStore, Settings
-from agproxy.datadir import RUNTIME_FILE, data_dir
+from agproxy.datadir import DATABASE_FILE, RUNTIME_FILE, data_dir
+from agproxy.db import open_database
 
 
 def load_settings(create: bool = False) -> ConfigStore:
@@ -85,3 +89,13 @@ class AdminClient:
                 message = response.text
             raise click.ClickException(message)
         return response.json()
+
+
+@contextlib.contextmanager
+def data_dir_engine() -> Iterator[Engine]:
+    """The data directory's database, for commands that work on it directly."""
+    engine = open_database(load_settings(create=True).directory / DATABASE_FILE)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

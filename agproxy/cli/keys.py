@@ -17,9 +17,7 @@ import click
 import orjson
 from sqlalchemy import Engine
 
-from agproxy.cli.client import load_settings
-from agproxy.datadir import DATABASE_FILE
-from agproxy.db import open_database
+from agproxy.cli.client import data_dir_engine
 from agproxy.keys.settings import BadSetting, checked, format_time, state
 from agproxy.keys.store import ClientKey, KeyRefused, KeyStore
 from agproxy.monitor import stats
@@ -32,12 +30,8 @@ SHOWN_ONCE = (
 
 @contextlib.contextmanager
 def _key_store() -> Iterator[KeyStore]:
-    settings = load_settings(create=True)
-    engine = open_database(settings.directory / DATABASE_FILE)
-    try:
+    with data_dir_engine() as engine:
         yield KeyStore(engine)
-    finally:
-        engine.dispose()
 
 
 def _find(store: KeyStore, id_or_name: str) -> ClientKey:

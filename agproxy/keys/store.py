@@ -23,7 +23,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from agproxy.db.tables import client_keys, revisions
+from agproxy.db import revision
+from agproxy.db.tables import client_keys
 
 PREFIX_CHARS = 8  # "sk-" and five hex digits: enough to tell keys apart in a list
 LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens", "quota_share")
@@ -104,21 +105,11 @@ class KeyStore:
         self.engine = engine
 
     def revision(self) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(revisions.c.value).where(revisions.c.name == "keys")
-            ).scalar()
-        return int(value or 0)
+        return revision.read(self.engine, "keys")
 
     @staticmethod
     def _bump(conn: sa.Connection) -> None:
-        updated = conn.execute(
-            sa.update(revisions)
-            .where(revisions.c.name == "keys")
-            .values(value=revisions.c.value + 1)
-        )
-        if updated.rowcount == 0:
-            conn.execute(sa.insert(revisions).values(name="keys", value=1))
+        revision.bump(conn, "keys")
 
     def all(self) -> list[ClientKey]:
         with self.engine.connect() as conn:
