@@ -114,3 +114,13 @@ def test_the_allow_list_matches_the_requested_or_the_routed_id(keys: Any) -> Non
     with pytest.raises(KeyRefusal) as denied:
         gate.check_model(k, "claude-opus-4-6", "claude-opus-4-6")
     assert denied.value.status == 403 and "may use: gemini-3-*" in denied.value.message
+
+
+def test_tokens_read_back_at_start_count_for_the_day_not_the_minute(keys: Any) -> None:
+    gate, _ = keys
+    k = gate.store.create("seeded", tpm=100, daily_tokens=1000)[0]
+    gate.load()
+    gate.seed_today({"seeded": 900})
+    assert gate.counters.tokens_today(k.id, int(gate.clock() // DAY)) == 900
+    assert gate.counters.tokens_last_minute(k.id, gate.clock()) == 0
+    gate.admit(k, 10)  # under both limits

@@ -68,7 +68,7 @@ class Keys:
         for name, tokens in spent.items():
             key = by_name.get(name)
             if key is not None and tokens > 0:
-                self.counters.settle(self.counters.reserve(key.id, 0, now), tokens)
+                self.counters.add_today(key.id, tokens, now)  # the day only, not the minute
 
     def reload_if_changed(self) -> bool:
         if self.store.revision() == self.revision:

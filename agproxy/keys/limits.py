@@ -54,6 +54,9 @@ class Counters(Protocol):
 
     def tokens_today(self, key_id: str, day: int) -> int: ...
 
+    def add_today(self, key_id: str, tokens: int, now: float) -> None:
+        """Tokens used today before this process counted (read back from the monitor)."""
+
     def share(self, key_id: str, group: str, now: float) -> tuple[int, int]:
         """(the key's tokens, everyone's tokens) for the model group in SHARE_WINDOW."""
 
@@ -121,6 +124,9 @@ class LocalCounters:
     def tokens_today(self, key_id: str, day: int) -> int:
         seen = self.days.get(key_id)
         return seen[1] if seen is not None and seen[0] == day else 0
+
+    def add_today(self, key_id: str, tokens: int, now: float) -> None:
+        self._add_day(key_id, int(now // DAY), tokens)
 
     def share(self, key_id: str, group: str, now: float) -> tuple[int, int]:
         window = self.pool[group]
