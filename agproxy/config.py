@@ -199,6 +199,7 @@ class Settings(BaseModel):
     monitor_enabled: bool = True
     monitor_max_rows: int = 100_000
     monitor_retention_days: float = 30.0
+    responses_retention_days: float = 30.0
     monitor_capture_bodies: bool = False
     monitor_body_max_bytes: int = 64 * 1024
     image_fetch_max_bytes: int = 20 * 1024 * 1024
@@ -403,11 +404,11 @@ class Settings(BaseModel):
             raise ValueError("quota_protection_percent must be from 0 (off) to below 100")
         return v
 
-    @field_validator("monitor_retention_days")
+    @field_validator("monitor_retention_days", "responses_retention_days")
     @classmethod
-    def _retention(cls, v: float) -> float:
+    def _retention(cls, v: float, info: ValidationInfo) -> float:
         if not v > 0:
-            raise ValueError("monitor_retention_days must be more than 0")
+            raise ValueError(f"{info.field_name} must be more than 0")
         return v
 
     @field_validator("allowed_ips")

@@ -29,6 +29,7 @@ from agproxy.pool import Pool
 from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
+from agproxy.responses import ResponseStore
 from agproxy.router.mapping import route
 from agproxy.upstream.zai import ZaiClient
 
@@ -62,6 +63,7 @@ class Gateway:
     zai: ZaiClient
     zai_keys: KeyRing
     keys: Keys
+    responses: ResponseStore
     monitor: MonitorWriter | None = None
     app: ASGIApp | None = None
     running: bool = False
@@ -265,6 +267,7 @@ class Gateway:
         await self.accounts.client.close()
         if self.policy.alerts is not None:
             await self.policy.alerts.close()  # webhooks under way are given a moment
+        await self.responses.drain()
         if self.monitor is not None:
             await self.monitor.flush()  # nothing recorded is lost on a clean stop
             self.monitor.close()

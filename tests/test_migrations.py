@@ -391,9 +391,26 @@ def test_m008_adds_client_keys_and_the_key_column(tmp_path: Path) -> None:
         assert MIGRATIONS[7].__name__ == "m008_client_keys"
         migrate(eng, MIGRATIONS[:7])
         assert "client_keys" not in table_names(eng)
-        assert migrate(eng) == ["m008_client_keys"]
+        assert migrate(eng)[:1] == ["m008_client_keys"]
         with eng.connect() as conn:
             assert conn.execute(sa.select(tables.client_keys)).all() == []
             assert conn.execute(sa.select(tables.request_logs.c.key_name)).all() == []
+    finally:
+        eng.dispose()
+
+
+def test_m009_adds_stored_responses(tmp_path: Path) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        assert MIGRATIONS[8].__name__ == "m009_stored_responses"
+        migrate(eng, MIGRATIONS[:8])
+        assert "stored_responses" not in table_names(eng)
+        assert migrate(eng) == ["m009_stored_responses"]
+        row = {"id": "resp_1", "owner": None, "created_at": 1.0, "previous_id": None}
+        with eng.begin() as conn:
+            conn.execute(
+                sa.insert(tables.stored_responses).values(**row, input="[]", response="{}")
+            )
+            assert conn.execute(sa.select(tables.stored_responses.c.id)).scalar() == "resp_1"
     finally:
         eng.dispose()

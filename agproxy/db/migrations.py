@@ -178,6 +178,24 @@ def m008_client_keys(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_request_logs_key_name ON request_logs (key_name)")
 
 
+def m009_stored_responses(conn: Connection) -> None:
+    # The Responses API's stored responses (`store`, `previous_response_id`): one row per
+    # turn, linked to the turn it continued (see responses/store.py).
+    sa.Table(
+        "stored_responses",
+        sa.MetaData(),
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("owner", sa.String(100)),  # the client key's name; NULL: the gateway's
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("previous_id", sa.String(64)),
+        sa.Column("input", sa.Text, nullable=False),  # JSON: this turn's input items
+        sa.Column("response", sa.Text, nullable=False),  # JSON: the response object
+    ).create(conn)
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_stored_responses_created_at ON stored_responses (created_at)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_accounts,
     m002_proxy_limits_revisions,
@@ -187,6 +205,7 @@ MIGRATIONS: list[Migration] = [
     m006_quota_windows,
     m007_cooldowns_and_status_links,
     m008_client_keys,
+    m009_stored_responses,
 ]
 
 _applied = sa.Table(

@@ -122,3 +122,14 @@ client_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("rotated_at", sa.Float),
 )
+
+stored_responses = sa.Table(
+    "stored_responses",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("owner", sa.String(100)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("previous_id", sa.String(64)),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+)

@@ -1,5 +1,6 @@
-"""OpenAI-compatible routes: `POST /v1/chat/completions`, the legacy
-`POST /v1/completions` and the Responses API `POST /v1/responses`, streamed or not."""
+"""OpenAI-compatible routes: `POST /v1/chat/completions` and the legacy
+`POST /v1/completions`, streamed or not, and image generation (the Responses API is in
+responses.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from agproxy.translate.fields import BadRequest, check_nesting, opt_dict
 from agproxy.translate.images import DEFAULT_MODEL as DEFAULT_IMAGE_MODEL
 from agproxy.translate.images import image_request, images_of
 from agproxy.translate.openai_chat import ChatStream, chat_to_gemini
-from agproxy.translate.openai_responses import ResponsesStream, responses_to_chat
 from agproxy.upstream import UpstreamError
 
 OPENAI = Protocol.OPENAI
@@ -208,88 +208,6 @@ class _ChatFrames:
             },
         }
         return [b"data: " + orjson.dumps(failure) + b"\n\n", DONE]
-
-
-async def responses(request: Request) -> Response:
-    """`POST /v1/responses`: the Responses API (Codex CLI's `wire_api = "responses"`)."""
-    gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
-    if isinstance(body, Response):
-        return body
-    try:
-        chat = responses_to_chat(body)
-    except BadRequest as exc:
-        return bad_request(exc.message, exc.param)
-    model = _model(gateway, chat)
-    if isinstance(model, Response):
-        return model
-    settings = gateway.settings
-    try:
-        await inline_image_urls(chat["messages"], settings)
-    except FetchError as exc:
-        return bad_request(exc.message, "input")
-    try:
-        inner = chat_to_gemini(chat, model)
-    except BadRequest as exc:
-        return bad_request(exc.message, exc.param)
-    translator = ResponsesStream(str(body["model"]))
-    headers = {"x-agproxy-model": model}
-    stream = body.get("stream") is True
-    every = settings.stream_ping_seconds
-
-    async def answer() -> Response:
-        first, events = await stream_generate(
-            gateway, model, conversation_key(inner["contents"]), lambda: inner, whole=not stream
-        )
-        if stream:
-            frames = _ResponsesFrames(translator)
-            return event_stream(relay(frames, first, events, every), headers)
-        await collect(translator.feed, first, events)
-        translator.finish()
-        _note_responses_usage(translator)
-        status = "incomplete" if translator.incomplete else "completed"
-        return JSONResponse(translator.response(status), headers=headers)
-
-    return respond(OPENAI, answer(), every, OPENAI_SSE if stream else JSON_WAIT)
-
-
-def _note_responses_usage(translator: ResponsesStream) -> None:
-    usage = translator.usage or {}
-    note_tokens(
-        usage.get("input_tokens"),
-        usage.get("output_tokens"),
-        (usage.get("output_tokens_details") or {}).get("reasoning_tokens"),
-    )
-
-
-class _ResponsesFrames:
-    """Responses API events, each as `event:` and `data:` lines."""
-
-    keepalive = SSE_COMMENT
-
-    def __init__(self, translator: ResponsesStream) -> None:
-        self.translator = translator
-
-    @staticmethod
-    def _frames(events: list[dict[str, Any]]) -> list[bytes]:
-        return [
-            b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
-            for e in events
-        ]
-
-    def start(self) -> list[bytes]:
-        return self._frames(self.translator.start())
-
-    def feed(self, event: Any) -> list[bytes]:
-        return self._frames(self.translator.feed(event))
-
-    def finish(self) -> list[bytes]:
-        frames = self._frames(self.translator.finish())
-        _note_responses_usage(self.translator)
-        return frames
-
-    def failed(self, error: UpstreamError) -> list[bytes]:
-        return self._frames([self.translator.failed(f"upstream stream failed: {error.message}")])
 
 
 async def images_generations(request: Request) -> Response:

@@ -17,7 +17,7 @@ from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
-from agproxy.frontends import anthropic, gemini, health, models, openai
+from agproxy.frontends import anthropic, gemini, health, models, openai, responses
 from agproxy.middleware.auth import AuthMiddleware
 from agproxy.middleware.browser import BrowserMiddleware
 from agproxy.middleware.disconnect import DisconnectMiddleware
@@ -56,7 +56,13 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/models", models.openai_models, methods=["GET"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
-        Route("/v1/responses", openai.responses, methods=["POST"]),
+        Route("/v1/responses", responses.create, methods=["POST"]),
+        Route("/v1/responses/compact", responses.compact, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
+        Route(
+            "/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]
+        ),
         Route("/v1/images/generations", openai.images_generations, methods=["POST"]),
         # Anthropic
         Route("/v1/messages", anthropic.messages, methods=["POST"]),

@@ -28,6 +28,7 @@ from agproxy.pool import Pool
 from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
+from agproxy.responses import ResponseStore
 from agproxy.server.app import build_app
 from agproxy.service import Gateway, StartError
 from agproxy.upstream.zai import ZaiClient
@@ -285,6 +286,7 @@ def assemble(store: ConfigStore) -> Gateway:
         ZaiClient(lambda: store.settings, accounts.client.sessions),
         zai_keys,
         Keys(KeyStore(engine)),
+        ResponseStore(engine, lambda: store.settings.responses_retention_days),
         monitor,
     )
     gateway.keys.load()

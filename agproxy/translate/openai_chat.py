@@ -8,6 +8,7 @@ completion, or a stream of chat.completion.chunk objects (ChatStream).
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -90,7 +91,41 @@ def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
                     f"{where}[{i}].image_url.url",
                 )
             parts.append(_image_part(url, f"{where}[{i}]"))
+        elif kind == "file":
+            parts.append(file_part(opt_dict(part, "file", f"{where}[{i}]"), f"{where}[{i}].file"))
     return parts
+
+
+def file_part(file: dict[str, Any], where: str) -> dict[str, Any]:
+    """A file sent inline (`file_data`: a base64 data URL, or bare base64 with a
+    `filename` that tells its type) as Gemini inline data."""
+    if file.get("file_id") is not None:
+        raise BadRequest(
+            f"{where}.file_id: this gateway has no Files API; send the file's content "
+            "as file_data (a base64 data: URL)",
+            f"{where}.file_id",
+        )
+    data = opt_str(file, "file_data", where)
+    if not data:
+        raise BadRequest(
+            f"{where}.file_data is required (a base64 data: URL)", f"{where}.file_data"
+        )
+    mime = None
+    if data.startswith("data:"):
+        header, _, data = data.partition(",")
+        if ";base64" not in header:
+            raise BadRequest(f"{where}.file_data: data URLs must be base64 encoded", where)
+        mime = header[5:].split(";")[0] or None
+    filename = opt_str(file, "filename", where)
+    if mime is None and filename:
+        mime = mimetypes.guess_type(filename, strict=False)[0]
+    if not mime or not data:
+        raise BadRequest(
+            f"{where}: cannot tell the file's type; send file_data as a data: URL "
+            "(data:application/pdf;base64,…) or give a filename with an extension",
+            f"{where}.file_data",
+        )
+    return {"inlineData": {"mimeType": mime, "data": data}}
 
 
 def _arguments(raw: Any, where: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ streamed as the Responses API's typed events.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,16 +47,34 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
         at = f"{where}[{i}]"
         part = as_dict(part, at)
         kind = part.get("type")
-        if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": text(part, "text", at)})
+        if kind in ("input_text", "output_text", "text", "refusal"):
+            parts.append(
+                {"type": "text", "text": text(part, "refusal" if kind == "refusal" else "text", at)}
+            )
         elif kind == "input_image":
             url = part.get("image_url")
             if isinstance(url, dict):
                 url = url.get("url")
-            if url is not None and not (isinstance(url, str) and url.startswith(IMAGE_URLS)):
+            if url is None and part.get("file_id") is not None:
+                raise BadRequest(
+                    f"{at}.file_id: this gateway has no Files API; send the image as "
+                    "image_url (a data: or http(s) URL)",
+                    f"{at}.file_id",
+                )
+            if not (isinstance(url, str) and url.startswith(IMAGE_URLS)):
                 raise wrong(f"{at}.image_url", "a data: or http(s) URL")
-            if url:
-                parts.append({"type": "image_url", "image_url": {"url": url}})
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        elif kind == "input_file":
+            if part.get("file_url") is not None:
+                raise BadRequest(
+                    f"{at}.file_url: files are not fetched by URL; send the content as "
+                    "file_data (a base64 data: URL)",
+                    f"{at}.file_url",
+                )
+            file = {k: part.get(k) for k in ("file_data", "file_id", "filename")}
+            parts.append({"type": "file", "file": file})
+        else:
+            raise BadRequest(f"{at}.type: unknown content part {str(kind)[:40]!r}", f"{at}.type")
     return parts
 
 
@@ -88,9 +108,54 @@ def _tools(tools: list[Any]) -> list[dict[str, Any]]:
                     },
                 }
             )
+        elif kind == "custom":
+            out.append(_custom_tool(tool, where))
         else:
             log.info("dropping tool of type %r: no upstream equivalent", str(kind)[:40])
     return out
+
+
+def _custom_tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
+    """A custom (freeform) tool as a function taking one string, `input`: the model is
+    told the format (Codex's apply_patch gives a Lark grammar) in the description."""
+    name = opt_str(tool, "name", where)
+    if not name:
+        raise BadRequest(f"{where}.name is required: custom tools need a name", f"{where}.name")
+    description = text(tool, "description", where)
+    fmt = opt_dict(tool, "format", where)
+    if fmt.get("type") == "grammar":
+        syntax = opt_str(fmt, "syntax", f"{where}.format") or "lark"
+        grammar = text(fmt, "definition", f"{where}.format")
+        description += (
+            f"\n\nThe input is free text that must follow this {syntax} grammar:\n{grammar}"
+        )
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description.strip(),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "input": {"type": "string", "description": "The tool's free-text input."}
+                },
+                "required": ["input"],
+            },
+        },
+    }
+
+
+def custom_tool_names(body: dict[str, Any]) -> frozenset[str]:
+    """The names of the request's custom tools: their calls come back as
+    custom_tool_call items, not function calls."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return frozenset()
+    return frozenset(
+        t["name"]
+        for t in tools
+        if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str)
+    )
 
 
 def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
@@ -126,31 +191,21 @@ def _item(
     messages: list[dict[str, Any]],
     pending_calls: list[dict[str, Any]],
 ) -> None:
-    """One input item as chat messages (function calls wait in `pending_calls` to be
-    sent as one assistant message)."""
+    """One input item as chat messages (tool calls wait in `pending_calls` to be sent as
+    one assistant message)."""
     kind = item.get("type", "message")
-    if kind == "function_call":
-        arguments = item.get("arguments")
-        if arguments is not None and not isinstance(arguments, str | dict):
-            raise wrong(f"{where}.arguments", "a JSON string")
-        pending_calls.append(
-            {
-                "id": opt_str(item, "call_id", where),
-                "type": "function",
-                "function": {"name": text(item, "name", where), "arguments": arguments or "{}"},
-            }
-        )
+    if kind in ("function_call", "custom_tool_call"):
+        pending_calls.append(_call(item, where, custom=kind == "custom_tool_call"))
         return
     if pending_calls:
         messages.append({"role": "assistant", "content": None, "tool_calls": list(pending_calls)})
         pending_calls.clear()
-    if kind == "function_call_output":
-        output = item.get("output")
+    if kind in ("function_call_output", "custom_tool_call_output"):
         messages.append(
             {
                 "role": "tool",
                 "tool_call_id": opt_str(item, "call_id", where),
-                "content": output if isinstance(output, str) else orjson.dumps(output).decode(),
+                "content": _output_text(item.get("output"), f"{where}.output"),
             }
         )
     elif kind == "message":
@@ -158,8 +213,89 @@ def _item(
         if role not in ("user", "assistant", "system", "developer"):
             raise BadRequest(f"{where}.role: unknown role {str(role)[:40]!r}", f"{where}.role")
         messages.append({"role": role, "content": _parts(item.get("content"), f"{where}.content")})
-    elif kind != "reasoning":  # our own earlier reasoning summaries: nothing to send back
+    elif kind in ("compaction", "compaction_summary"):  # Codex reads either name
+        summary = compaction_summary(text(item, "encrypted_content", where), where)
+        messages.append({"role": "user", "content": SUMMARY_INTRO + summary})
+    elif kind != "reasoning":  # reasoning summaries: the model does not take them back
         log.info("dropping input item of type %r", str(kind)[:40])
+
+
+def _call(item: dict[str, Any], where: str, custom: bool) -> dict[str, Any]:
+    if custom:
+        arguments: Any = {"input": text(item, "input", where)}
+    else:
+        arguments = item.get("arguments")
+        if arguments is not None and not isinstance(arguments, str | dict):
+            raise wrong(f"{where}.arguments", "a JSON string")
+    return {
+        "id": opt_str(item, "call_id", where),
+        "type": "function",
+        "function": {"name": text(item, "name", where), "arguments": arguments or "{}"},
+    }
+
+
+def _output_text(output: Any, where: str) -> str:
+    """A tool's output: a string, or a list of content parts (their text joined)."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        texts = []
+        for i, part in enumerate(output):
+            part = as_dict(part, f"{where}[{i}]")
+            if part.get("type") in ("input_text", "output_text", "text"):
+                texts.append(text(part, "text", f"{where}[{i}]"))
+        return "\n".join(texts)
+    return orjson.dumps(output).decode()
+
+
+# -- compaction: a summary the client keeps in place of the conversation it replaces ------
+# The Responses API hands the client an opaque `encrypted_content`; this gateway's holds
+# the summary it wrote, compressed. It is not secret (it is the client's own
+# conversation), only opaque, and is checked on the way back in.
+COMPACTION_PREFIX = "agproxy-compaction-1:"
+SUMMARY_INTRO = "Summary of the earlier conversation (it was compacted):\n\n"
+MAX_SUMMARY_BYTES = 1024 * 1024
+
+
+def compaction_item(summary: str) -> dict[str, Any]:
+    packed = base64.urlsafe_b64encode(zlib.compress(summary.encode())).decode()
+    return {
+        "type": "compaction",
+        "id": _uid("cmp"),
+        "encrypted_content": COMPACTION_PREFIX + packed,
+    }
+
+
+def compaction_summary(content: str, where: str) -> str:
+    if not content.startswith(COMPACTION_PREFIX):
+        raise BadRequest(
+            f"{where}.encrypted_content: this compaction item was not made by this gateway "
+            "(compact the conversation here, with POST /v1/responses/compact)",
+            f"{where}.encrypted_content",
+        )
+    try:
+        packed = base64.urlsafe_b64decode(content[len(COMPACTION_PREFIX) :])
+        inflate = zlib.decompressobj()
+        raw = inflate.decompress(packed, MAX_SUMMARY_BYTES)
+        if inflate.unconsumed_tail:
+            raise ValueError("too large")
+        return raw.decode()
+    except (ValueError, zlib.error) as exc:  # binascii.Error and UnicodeError are ValueErrors
+        raise BadRequest(
+            f"{where}.encrypted_content is damaged or too large", f"{where}.encrypted_content"
+        ) from exc
+
+
+def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's `input` as a list of items (a string is one user message)."""
+    items = body.get("input")
+    if isinstance(items, str) and items:
+        return [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}
+        ]
+    if not isinstance(items, list) or not items:
+        raise BadRequest("input must be a string or a non-empty array of items", "input")
+    return [as_dict(item, f"input[{i}]") for i, item in enumerate(items)]
 
 
 def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -167,14 +303,9 @@ def responses_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     if instructions := opt_str(body, "instructions", ""):
         messages.append({"role": "system", "content": instructions})
-    items = body.get("input")
-    if isinstance(items, str) and items:
-        items = [{"role": "user", "content": items}]
-    if not isinstance(items, list) or not items:
-        raise BadRequest("input must be a string or a non-empty array of items", "input")
     pending_calls: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        _item(as_dict(item, f"input[{i}]"), f"input[{i}]", messages, pending_calls)
+    for i, item in enumerate(input_items(body)):
+        _item(item, f"input[{i}]", messages, pending_calls)
     if pending_calls:
         messages.append({"role": "assistant", "content": None, "tool_calls": pending_calls})
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
@@ -248,10 +379,36 @@ REASONING = _TextKind(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _CallKind:
+    """A tool call item's events: a function's JSON arguments or a custom tool's text."""
+
+    field: str
+    delta: str
+    done: str
+
+
+FUNCTION_CALL = _CallKind(
+    "arguments",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+)
+CUSTOM_CALL = _CallKind(
+    "input", "response.custom_tool_call_input.delta", "response.custom_tool_call_input.done"
+)
+
+
 class ResponsesStream:
     """Gemini events in, Responses API events out; `response()` is the final object."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(
+        self,
+        model: str,
+        custom: frozenset[str] = frozenset(),
+        echo: dict[str, Any] | None = None,
+    ) -> None:
+        self.custom = custom  # custom tools: their calls are custom_tool_call items
+        self.echo = echo or {}  # request fields the response object repeats
         self.id = _uid("resp")
         self.created_at = int(time.time())
         self.model = model
@@ -287,6 +444,7 @@ class ResponsesStream:
             "text": {"format": {"type": "text"}},
             "usage": self.usage,
         }
+        body.update(self.echo)
         if status == "incomplete":
             body["incomplete_details"] = {"reason": self.incomplete or "max_output_tokens"}
         return body
@@ -359,23 +517,24 @@ class ResponsesStream:
 
     def _function_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         out = self._close_text()
-        arguments = orjson.dumps(call.get("args") or {}).decode()
-        item = {
-            "type": "function_call",
-            "id": _uid("fc"),
-            "call_id": call_id(call),
-            "name": call.get("name", ""),
-            "arguments": "",
-            "status": "in_progress",
-        }
+        name = call.get("name", "")
+        args = call.get("args") or {}
+        if name in self.custom:
+            value = args.get("input") if isinstance(args, dict) else None
+            kind = CUSTOM_CALL
+            item = {"type": "custom_tool_call", "id": _uid("ctc"), "input": ""}
+            payload = value if isinstance(value, str) else orjson.dumps(args).decode()
+        else:
+            kind = FUNCTION_CALL
+            item = {"type": "function_call", "id": _uid("fc"), "arguments": ""}
+            payload = orjson.dumps(args).decode()
+        item.update(call_id=call_id(call), name=name, status="in_progress")
         entry, added = self._open(item)
         out += added
         where = {"item_id": item["id"], "output_index": entry.index}
-        out.append(self._event("response.function_call_arguments.delta", **where, delta=arguments))
-        out.append(
-            self._event("response.function_call_arguments.done", **where, arguments=arguments)
-        )
-        item.update(arguments=arguments, status="completed")
+        out.append(self._event(kind.delta, **where, delta=payload))
+        out.append(self._event(kind.done, **where, **{kind.field: payload}))
+        item.update({kind.field: payload, "status": "completed"})
         out.append(self._event("response.output_item.done", output_index=entry.index, item=item))
         return out
 
