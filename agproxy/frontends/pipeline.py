@@ -8,7 +8,7 @@ and its `Frames`: how upstream events become the bytes its clients read.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from starlette.responses import Response, StreamingResponse
@@ -79,7 +79,7 @@ async def collect(feed: Callable[[Any], object], first: Any, events: AsyncIterat
 
 async def relay(
     frames: Frames, first: Any, events: AsyncIterator[Any], every: float
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The client's stream: translated as it arrives, a keep-alive whenever the upstream is
     silent for `every` seconds, an error in the protocol's terms when it breaks."""
     try:

@@ -132,8 +132,12 @@ async def history(gateway: Gateway, body: dict[str, Any]) -> list[dict[str, Any]
     return items
 
 
-async def prepare(gateway: Gateway, body: dict[str, Any]) -> Turn:
-    """Check and translate a request (raises Refused with the client's answer)."""
+async def prepare(
+    gateway: Gateway, body: dict[str, Any], earlier: list[dict[str, Any]] | None = None
+) -> Turn:
+    """Check and translate a request (raises Refused with the client's answer). `earlier`:
+    the conversation it continues when the caller has it (a WebSocket keeps its last
+    turn), else `previous_response_id` is looked up among the stored responses."""
     if body.get("conversation") is not None:
         raise Refused(
             bad_request(
@@ -143,8 +147,9 @@ async def prepare(gateway: Gateway, body: dict[str, Any]) -> Turn:
             )
         )
     try:
-        items = input_items(body)
-        earlier = await history(gateway, body)
+        items = input_items(body, continued=body.get("previous_response_id") is not None)
+        if earlier is None:
+            earlier = await history(gateway, body)
         chat = responses_to_chat({**body, "input": earlier + items})
     except BadRequest as exc:
         raise Refused(bad_request(exc.message, exc.param)) from None

@@ -40,7 +40,7 @@ class AuthMiddleware:
         self.throttle = AuthThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+        if scope["type"] not in ("http", "websocket") or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -87,7 +87,7 @@ class AuthMiddleware:
             self.throttle.succeeded(address)
             await self._with_client_key(client_key, protocol, scope, receive, send)
             return
-        self._failed(address, scope["method"], path)
+        self._failed(address, scope.get("method", "WEBSOCKET"), path)
         message = refusal or (WRONG_KEY if key is not None else MISSING_KEY)
         await error_response(protocol, 401, message)(scope, receive, send)
 

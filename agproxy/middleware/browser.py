@@ -50,6 +50,9 @@ class BrowserMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and not self._origin_allowed(scope):
+                await self._refuse(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -69,14 +72,7 @@ class BrowserMiddleware:
             if zone in (Zone.ADMIN, Zone.CONSOLE) or not (
                 "*" in allowed or origin.lower().rstrip("/") in allowed
             ):
-                response = error_response(
-                    protocol_of(path),
-                    403,
-                    f"web pages from {origin[:200]!r} may not call this gateway; add the origin "
-                    "to the cors_origins setting to allow it (the admin API and console allow "
-                    "none)",
-                )
-                await response(scope, receive, send)
+                await self._refuse(scope, receive, send)
                 return
             if scope["method"] == "OPTIONS":
                 headers = Headers(scope=scope)
@@ -95,6 +91,30 @@ class BrowserMiddleware:
             await response(scope, receive, self._with_cors(origin, send) if cross else send)
             return
         await self.app(scope, receive, self._with_cors(origin, send) if cross else send)
+
+    def _origin_allowed(self, scope: Scope) -> bool:
+        """A WebSocket's handshake: browsers let any page open one to any address (there is
+        no preflight), so the Origin is the only guard, as for requests."""
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None or _same_origin(origin.lower(), headers.get("host")):
+            return True
+        allowed = self.gateway.settings.cors_origins
+        return zone_of(scope["path"]) is Zone.AI and (
+            "*" in allowed or origin.lower().rstrip("/") in allowed
+        )
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        origin = Headers(scope=scope).get("origin", "")
+        response = error_response(
+            protocol_of(scope["path"]),
+            403,
+            f"web pages from {origin[:200]!r} may not call this gateway; add the origin "
+            "to the cors_origins setting to allow it (the admin API and console allow "
+            "none)",
+        )
+        await response(scope, receive, send)
 
     @staticmethod
     async def _preflight(origin: str, headers: Headers, send: Send) -> None:

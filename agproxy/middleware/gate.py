@@ -21,9 +21,9 @@ class ServiceGateMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
+            scope["type"] in ("http", "websocket")
             and not self.gateway.running
-            and scope["method"] != "OPTIONS"
+            and scope.get("method") != "OPTIONS"
             and zone_of(scope["path"]) in (Zone.AI, Zone.HEALTH)
         ):
             response = error_response(protocol_of(scope["path"]), 503, NOT_RUNNING)

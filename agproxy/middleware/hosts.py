@@ -35,7 +35,7 @@ class HostCheckMiddleware:
         return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             for name, value in scope["headers"]:
                 if name == b"host":
                     if not self._allowed(value):

@@ -23,7 +23,7 @@ class IPRulesMiddleware:
         return self._rules[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         networks = self._networks()

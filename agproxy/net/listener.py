@@ -17,6 +17,8 @@ from agproxy.net.connection import limited_protocol
 
 log = logging.getLogger("agproxy.server")
 
+WS_QUEUED_MESSAGES = 4
+
 
 class BindError(Exception):
     def __init__(self, host: str, port: int, exc: OSError) -> None:
@@ -70,6 +72,10 @@ def serve_socket(app: ASGIApp, sock: socket.socket, settings: Callable[[], Setti
         server_header=False,
         log_level="warning",
         timeout_graceful_shutdown=int(settings().shutdown_timeout),
+        # The Responses API's WebSocket: a message is a request body, under the same cap;
+        # few wait unread while one is answered (Codex sends one at a time).
+        ws_max_size=settings().max_body_bytes,
+        ws_max_queue=WS_QUEUED_MESSAGES,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"listener {host}:{port}")

@@ -6,7 +6,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from agproxy.admin import accounts as admin_accounts
@@ -17,7 +17,15 @@ from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
-from agproxy.frontends import anthropic, gemini, health, models, openai, responses
+from agproxy.frontends import (
+    anthropic,
+    gemini,
+    health,
+    models,
+    openai,
+    responses,
+    responses_ws,
+)
 from agproxy.middleware.auth import AuthMiddleware
 from agproxy.middleware.browser import BrowserMiddleware
 from agproxy.middleware.disconnect import DisconnectMiddleware
@@ -57,6 +65,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/responses", responses.create, methods=["POST"]),
+        WebSocketRoute("/v1/responses", responses_ws.websocket),
         Route("/v1/responses/compact", responses.compact, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),

@@ -286,9 +286,12 @@ def compaction_summary(content: str, where: str) -> str:
         ) from exc
 
 
-def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The request's `input` as a list of items (a string is one user message)."""
+def input_items(body: dict[str, Any], continued: bool = False) -> list[dict[str, Any]]:
+    """The request's `input` as a list of items (a string is one user message). A request
+    that `continued` an earlier response may add none (Codex after its pre-warm)."""
     items = body.get("input")
+    if continued and (items is None or items == []):
+        return []
     if isinstance(items, str) and items:
         return [
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": items}]}
@@ -418,6 +421,7 @@ class ResponsesStream:
         self._open_reasoning: _Item | None = None
         self.usage: dict[str, Any] | None = None
         self.incomplete: str | None = None
+        self.failed_message: str | None = None
 
     def _event(self, kind: str, **data: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self.sequence, **data}
@@ -583,6 +587,7 @@ class ResponsesStream:
         return out
 
     def failed(self, message: str) -> dict[str, Any]:
+        self.failed_message = message
         body = self.response("failed")
         body["error"] = {"code": "server_error", "message": message}
         return self._event("response.failed", response=body)
