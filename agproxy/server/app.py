@@ -17,7 +17,7 @@ from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
-from agproxy.frontends import anthropic, gemini, health, models, openai
+from agproxy.frontends import anthropic, gemini, health, images, models, openai
 from agproxy.middleware.auth import AuthMiddleware
 from agproxy.middleware.browser import BrowserMiddleware
 from agproxy.middleware.disconnect import DisconnectMiddleware
@@ -57,7 +57,8 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/responses", openai.responses, methods=["POST"]),
-        Route("/v1/images/generations", openai.images_generations, methods=["POST"]),
+        Route("/v1/images/generations", images.images_generations, methods=["POST"]),
+        Route("/v1/images/edits", images.images_edits, methods=["POST"]),
         # Anthropic
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
