@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from agproxy.monitor.forms import boundary_of, summarize_multipart
 from agproxy.translate.images import MASK_INSTRUCTION, MAX_EDIT_BYTES, MAX_EDIT_IMAGES
 from conftest import Gateway, add_accounts, borrow, google_env, spawn
 
@@ -51,7 +53,11 @@ def b64(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    gateway = spawn(tmp_path_factory.mktemp("edits"), **google_env(fake_google_server))
+    gateway = spawn(
+        tmp_path_factory.mktemp("edits"),
+        **google_env(fake_google_server),
+        AGPROXY_MONITOR_CAPTURE_BODIES="true",
+    )
     add_accounts(gateway, fake_google_server, prefix="edit")
     yield gateway
     gateway.stop()
@@ -139,6 +145,41 @@ def test_repeated_image_fields_and_gif(gw: Gateway, fake_google: Any) -> None:
     mimes = [p["inlineData"]["mimeType"] for p in parts_of(call) if "inlineData" in p]
     assert mimes == ["image/gif", "image/png", "image/jpeg"]
     assert parts_of(call)[-1] == {"text": "merge them"}
+
+
+def test_the_monitor_keeps_the_fields_not_the_image_bytes(gw: Gateway) -> None:
+    photo = png() + b"\x00\xff\xfe" * 40_000  # 120 KB of bytes that are no text
+    answered = sdk(gw).images.edit(
+        image=("big.png", photo, "image/png"), prompt="a monitor-visible prompt"
+    )
+    assert answered.data
+    deadline = time.monotonic() + 10
+    while True:
+        logs = gw.admin("GET", "/api/logs").json()["logs"]
+        mine = [entry for entry in logs if entry["path"] == EDITS and entry["status"] == 200]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    detail = gw.admin("GET", f"/api/logs/{mine[0]['id']}").json()
+    stored = detail["request_body"]
+    assert 'name="prompt"' in stored and "a monitor-visible prompt" in stored
+    assert f"[file: {len(photo)} bytes]" in stored
+    assert "PNG" not in stored and "\ufffd" not in stored and len(stored) < 2000
+
+
+def test_summarize_multipart_marks_a_cut_file() -> None:
+    boundary = boundary_of(b"multipart/form-data; boundary=XyZ")
+    assert boundary == b"XyZ" and boundary_of(b"application/json") is None
+    raw = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n\x89PNG\x00\x01\x02"
+    )
+    summary = summarize_multipart(raw, boundary, cut=True)
+    assert summary.endswith(b"[file: more than 7 bytes, the capture ends inside it]")
+    assert b"\r\n\r\nhi\r\n--XyZ" in summary
+    whole = summarize_multipart(raw + b"\r\n--XyZ--\r\n", boundary, cut=False)
+    assert whole.endswith(b"\r\n\r\n[file: 7 bytes]\r\n--XyZ--\r\n")
 
 
 # -- hostile forms --------------------------------------------------------------------
