@@ -11,6 +11,7 @@ OPENAI_ENDPOINTS = (
     "/responses",
     "/models",
     "/images/generations",
+    "/images/edits",
     "/embeddings",
 )
 ANTHROPIC_ENDPOINTS = ("/messages", "/messages/count_tokens")

@@ -4,8 +4,6 @@ responses.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import orjson
@@ -13,19 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agproxy.frontends.common import JSONResponse, read_raw
-from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_image_urls
 from agproxy.frontends.keepalive import JSON_WAIT, OPENAI_SSE, SSE_COMMENT
 from agproxy.frontends.pipeline import collect, event_stream, relay, respond, stream_generate
 from agproxy.monitor import note, note_tokens
-from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_body
 from agproxy.router.mapping import close_matches
 from agproxy.service import Gateway
-from agproxy.translate.envelope import conversation_key, wrap
+from agproxy.translate.envelope import conversation_key
 from agproxy.translate.fields import BadRequest, check_nesting, opt_dict
-from agproxy.translate.images import DEFAULT_MODEL as DEFAULT_IMAGE_MODEL
-from agproxy.translate.images import image_request, images_of
 from agproxy.translate.openai_chat import ChatStream, chat_to_gemini
 from agproxy.upstream import UpstreamError
 
@@ -208,54 +202,3 @@ class _ChatFrames:
             },
         }
         return [b"data: " + orjson.dumps(failure) + b"\n\n", DONE]
-
-
-async def images_generations(request: Request) -> Response:
-    """`POST /v1/images/generations`: one upstream call per image, in parallel."""
-    gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
-    if isinstance(body, Response):
-        return body
-    body.setdefault("model", DEFAULT_IMAGE_MODEL)
-    try:
-        inner, count = image_request(body)
-    except BadRequest as exc:
-        return bad_request(exc.message, exc.param)
-    model = _model(gateway, body)
-    if isinstance(model, Response):
-        return model
-    client = gateway.accounts.client
-
-    async def attempt(a: Attempt) -> Any:
-        envelope = wrap(inner, a.model, a.creds.project or "", a.account.id, "image_gen")
-        envelope["request"].pop("sessionId", None)
-        return await client.generate(envelope, a.creds)
-
-    results = await asyncio.gather(
-        *(gateway.policy.run(model, None, attempt) for _ in range(count)), return_exceptions=True
-    )
-    images: list[dict[str, str]] = []
-    failure: BaseException | None = None
-    for result in results:
-        if isinstance(result, BaseException):
-            failure = failure or result
-        else:
-            images += images_of(result)
-    if not images:
-        if isinstance(failure, Exhausted):
-            return exhausted(OPENAI, failure)
-        if isinstance(failure, UpstreamError):
-            return upstream_failure(OPENAI, failure)
-        if failure is not None:
-            raise failure
-        return JSONResponse(
-            error_body(OPENAI, 502, "the upstream answered without an image"), status_code=502
-        )
-    as_url = body.get("response_format") == "url"
-    data = [
-        {"url": f"data:{i['mimeType']};base64,{i['data']}"} if as_url else {"b64_json": i["data"]}
-        for i in images
-    ]
-    return JSONResponse(
-        {"created": int(time.time()), "data": data}, headers={"x-agproxy-model": model}
-    )

@@ -9,6 +9,10 @@ auth mode asks no key on loopback. So:
 - Allowed origins get the CORS headers, and their preflights are answered.
 - Requests with a body on the AI routes must say they are JSON (`Content-Type:
   application/json`), which a page cannot send cross-origin without a preflight.
+  The routes that take file uploads (FORM_PATHS) take multipart/form-data instead, which
+  any page's plain HTML form can send; there it must come with a key header
+  (`Authorization`, `x-api-key`, `x-goog-api-key`), which a page cannot add without a
+  preflight either. Their other bodies go on to the route, which refuses them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
 MAX_AGE = "3600"
 NOT_JSON = (
     "send the request body as JSON with the header 'Content-Type: application/json' (got {got})"
+)
+FORM_PATHS = frozenset({"/v1/images/edits"})
+KEY_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key"})
+FORM_WITHOUT_KEY = (
+    "a multipart/form-data body needs an Authorization (or x-api-key) header, with any "
+    "value when the gateway asks no key: without one it could be a web page's form"
 )
 
 
@@ -43,6 +53,15 @@ def is_json(content_type: str | None) -> bool:
     )
 
 
+def _body_refusal(path: str, content_type: str | None, keyed: bool) -> str | None:
+    """Why a body that is not JSON is refused here; None: the route decides."""
+    if path not in FORM_PATHS:
+        got = content_type
+        return NOT_JSON.format(got=repr(got[:100]) if got else "none")
+    multipart = (content_type or "").split(";", 1)[0].strip().lower() == "multipart/form-data"
+    return FORM_WITHOUT_KEY if multipart and not keyed else None
+
+
 class BrowserMiddleware:
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
@@ -58,6 +77,7 @@ class BrowserMiddleware:
         path: str = scope["path"]
         zone = zone_of(path)
         origin = host = content_type = None
+        keyed = False
         for name, value in scope["headers"]:  # raw: this runs on every request
             if name == b"origin":
                 origin = value.decode("latin-1")
@@ -65,6 +85,8 @@ class BrowserMiddleware:
                 host = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
+            elif name in KEY_HEADERS:
+                keyed = True
         cross = origin is not None and not _same_origin(origin.lower(), host)
         if cross:
             assert origin is not None
@@ -83,11 +105,9 @@ class BrowserMiddleware:
             zone is Zone.AI
             and scope["method"] in ("POST", "PUT", "PATCH")
             and not is_json(content_type)
+            and (refusal := _body_refusal(path, content_type, keyed))
         ):
-            got = content_type
-            response = error_response(
-                protocol_of(path), 415, NOT_JSON.format(got=repr(got[:100]) if got else "none")
-            )
+            response = error_response(protocol_of(path), 415, refusal)
             await response(scope, receive, self._with_cors(origin, send) if cross else send)
             return
         await self.app(scope, receive, self._with_cors(origin, send) if cross else send)

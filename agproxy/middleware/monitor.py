@@ -8,6 +8,7 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agproxy.monitor.forms import boundary_of
 from agproxy.monitor.record import RequestRecord, close_record, open_record
 from agproxy.protocols import protocol_of
 from agproxy.service import Gateway
@@ -71,7 +72,8 @@ def _open(scope: Scope) -> RequestRecord:
     for name, value in scope["headers"]:
         if name == b"user-agent":
             record.user_agent = value[:USER_AGENT_CAP].decode("latin-1")
-            break
+        elif name == b"content-type":
+            record.request_boundary = boundary_of(value)
     return record
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from agproxy.monitor.forms import summarize_multipart
 from agproxy.monitor.redact import capture_text, redact, redact_field
 
 # Record ids: a random prefix per process and a counter (32 hex characters, unique
@@ -66,6 +67,7 @@ class RequestRecord:
     request_body: bytes | bytearray | None = None
     response_body: bytes | bytearray | None = None
     request_cut: bool = False
+    request_boundary: bytes | None = None  # a multipart body's: its files are summarized
     response_cut: bool = False
     queued_bytes: int = 0  # what the writer's queue counts for this record
 
@@ -75,9 +77,11 @@ class RequestRecord:
         """The database row, in COLUMNS order. Made by the writer after the response:
         redaction never runs on the request path."""
 
-        def body(raw: bytes | bytearray | None, cut: bool) -> str | None:
+        def body(raw: bytes | bytearray | None, cut: bool, boundary: bytes | None) -> str | None:
             if raw is None or not bodies:
                 return None
+            if boundary:
+                raw = summarize_multipart(raw, boundary, cut)
             return capture_text(raw, body_limit, cut, secrets)
 
         def text(value: str | None) -> str | None:
@@ -105,8 +109,8 @@ class RequestRecord:
             text(orjson.dumps(self.attempts).decode()) if self.attempts else None,
             self.error and redact(error_message(self.error), secrets),
             text(self.client_ip),
-            body(self.request_body, self.request_cut),
-            body(self.response_body, self.response_cut),
+            body(self.request_body, self.request_cut, self.request_boundary),
+            body(self.response_body, self.response_cut, None),
             text(self.account_id),
             text(self.user_agent),
             self.key_name,

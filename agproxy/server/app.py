@@ -21,6 +21,7 @@ from agproxy.frontends import (
     anthropic,
     gemini,
     health,
+    images,
     models,
     openai,
     responses,
@@ -72,7 +73,8 @@ def build_app(gateway: Gateway) -> Starlette:
         Route(
             "/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]
         ),
-        Route("/v1/images/generations", openai.images_generations, methods=["POST"]),
+        Route("/v1/images/generations", images.images_generations, methods=["POST"]),
+        Route("/v1/images/edits", images.images_edits, methods=["POST"]),
         # Anthropic
         Route("/v1/messages", anthropic.messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic.count_tokens, methods=["POST"]),
