@@ -103,6 +103,7 @@ def _codex(text: str | None, base: str, key: str) -> str:
         'name = "agproxy"',
         f"base_url = {json.dumps(base + '/v1')}",
         'wire_api = "responses"',
+        "supports_websockets = true",  # Codex then speaks to /v1/responses over one socket
         f"http_headers = {{ Authorization = {json.dumps('Bearer ' + key)} }}",
     ]
     merged = ['model_provider = "agproxy"', *top, *rest, "", *section]

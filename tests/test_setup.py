@@ -77,6 +77,7 @@ def test_each_client_is_merged_checked_and_undone(gw: Gateway, home: Path) -> No
     assert codex["model_provider"] == "agproxy" and codex["mcp_servers"]["docs"]
     assert codex["model_providers"]["other"]["base_url"] == "https://example.com/v1"
     assert codex["model_providers"]["agproxy"]["wire_api"] == "responses"
+    assert codex["model_providers"]["agproxy"]["supports_websockets"] is True
     assert codex["model_providers"]["agproxy"]["base_url"] == gw.base_url + "/v1"
     assert setup(gw, home, "gemini-cli").returncode == 0
     env = (home / BEFORE["gemini-cli"][0]).read_text().splitlines()

@@ -80,6 +80,7 @@ agproxy setup codex --print  # see first; --undo takes it back`;
 name = "agproxy"
 base_url = "${base}/v1"
 wire_api = "responses"
+supports_websockets = true
 http_headers = { Authorization = "Bearer ${key}" }`;
   $("snippet-gemini-cli").textContent =
 `GOOGLE_GEMINI_BASE_URL=${base}
