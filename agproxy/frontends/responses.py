@@ -65,7 +65,10 @@ class Refused(Exception):
     def event(self) -> dict[str, Any]:
         """The refusal as a WebSocket `error` event."""
         body = orjson.loads(bytes(self.response.body))
-        return {"type": "error", "status": self.response.status_code, "error": body["error"]}
+        event = {"type": "error", "status": self.response.status_code, "error": body["error"]}
+        if retry := self.response.headers.get("retry-after"):
+            event["headers"] = {"retry-after": retry}  # Codex waits that long
+        return event
 
 
 def owner() -> str | None:
