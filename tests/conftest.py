@@ -253,6 +253,20 @@ def spawn(
     return ready(launch(data_dir, port, config, **env_overrides))
 
 
+@contextlib.contextmanager
+def serving_google(
+    tmp_path_factory: pytest.TempPathFactory, fake: Any, name: str, **env: str
+) -> Iterator[Gateway]:
+    """A gateway on the fake Google with one fresh account (`<name>0-…@example.com`),
+    serving, for a module's tests to share; stopped afterwards."""
+    gateway = spawn(tmp_path_factory.mktemp(name), **google_env(fake), **env)
+    try:
+        add_accounts(gateway, fake, prefix=name)
+        yield gateway
+    finally:
+        gateway.stop()
+
+
 def spawn_all(specs: dict[str, tuple[Path, dict[str, str]]]) -> dict[str, Gateway]:
     """Several gateways (name: (data_dir, environment)) started side by side, then waited
     for; if one fails, the others are stopped."""

@@ -16,7 +16,7 @@ import pytest
 
 from agproxy.monitor.forms import boundary_of, summarize_multipart
 from agproxy.translate.images import MASK_INSTRUCTION, MAX_EDIT_BYTES, MAX_EDIT_IMAGES
-from conftest import Gateway, add_accounts, borrow, google_env, spawn
+from conftest import Gateway, borrow, serving_google
 
 EDITS = "/v1/images/edits"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 64
@@ -53,14 +53,10 @@ def b64(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    gateway = spawn(
-        tmp_path_factory.mktemp("edits"),
-        **google_env(fake_google_server),
-        AGPROXY_MONITOR_CAPTURE_BODIES="true",
-    )
-    add_accounts(gateway, fake_google_server, prefix="edit")
-    yield gateway
-    gateway.stop()
+    with serving_google(
+        tmp_path_factory, fake_google_server, "edit", AGPROXY_MONITOR_CAPTURE_BODIES="true"
+    ) as gateway:
+        yield gateway
 
 
 def sdk(gw: Gateway) -> openai.OpenAI:

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, add_accounts, google_env, spawn
+from conftest import Gateway, serving_google
 
 MODEL = "gemini-3-flash"
 APPLY_PATCH: dict[str, Any] = {
@@ -30,14 +30,10 @@ APPLY_PATCH: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    gateway = spawn(
-        tmp_path_factory.mktemp("responses-state"),
-        **google_env(fake_google_server),
-        AGPROXY_AUTH_MODE="strict",
-    )
-    add_accounts(gateway, fake_google_server, prefix="rstate")
-    yield gateway
-    gateway.stop()
+    with serving_google(
+        tmp_path_factory, fake_google_server, "rstate", AGPROXY_AUTH_MODE="strict"
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

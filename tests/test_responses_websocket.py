@@ -16,21 +16,17 @@ from fake_google import Fault
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import Gateway, add_accounts, google_env, spawn
+from conftest import Gateway, serving_google
 
 MODEL = "gemini-3-flash"
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, fake_google_server: Any) -> Iterator[Gateway]:
-    gateway = spawn(
-        tmp_path_factory.mktemp("responses-ws"),
-        **google_env(fake_google_server),
-        AGPROXY_AUTH_MODE="strict",
-    )
-    add_accounts(gateway, fake_google_server, prefix="rws")
-    yield gateway
-    gateway.stop()
+    with serving_google(
+        tmp_path_factory, fake_google_server, "rws", AGPROXY_AUTH_MODE="strict"
+    ) as gateway:
+        yield gateway
 
 
 def ws_url(gw: Gateway) -> str:
