@@ -10,7 +10,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-from fake_google import GROUNDED_SENTENCES, SEARCH_SOURCES, search_queries, search_uri
+from fake_google import GROUNDED_SENTENCES, SEARCH_SOURCES, Fault, search_queries, search_uri
 
 from conftest import Gateway, add_accounts, google_env, spawn
 
@@ -412,3 +412,24 @@ def test_history_with_search_blocks_is_accepted(
     assert third.content[-1].type == "text"
     said = str(generate_calls(fake_google)[-1]["contents"][1])
     assert "Web search failed: unavailable" in said and "Cited." in said
+
+
+def test_a_failed_search_is_an_error_result_and_the_model_goes_on(
+    client: anthropic.Anthropic, fake_google: Any
+) -> None:
+    fake_google.script(parts=[{"functionCall": {"name": "web_search", "args": {"query": "q"}}}])
+    fake_google.inject(Fault.invalid_argument("search broke"), contains="googleSearch")
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=1024,
+        tools=[WEATHER, WEB_SEARCH],
+        messages=[{"role": "user", "content": "look it up"}],
+    )
+    assert [b.type for b in message.content] == [
+        "server_tool_use",
+        "web_search_tool_result",
+        "text",
+    ]
+    assert message.content[1].content.error_code == "unavailable"  # type: ignore[union-attr]
+    answer = generate_calls(fake_google)[-1]["contents"][-1]["parts"][0]["functionResponse"]
+    assert "failed" in answer["response"]["result"]
