@@ -19,11 +19,15 @@ from fake_google import (
     CLIENT_ID,
     CLIENT_SECRET,
     FALLBACK_PROJECT,
+    GROUNDED_SENTENCES,
+    SEARCH_SOURCES,
     FakeGoogle,
     Fault,
     count_tokens,
     format_duration,
     parse_duration,
+    search_queries,
+    search_uri,
 )
 
 CLIENT = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
@@ -1322,3 +1326,31 @@ def test_schema_keywords_gemini_rejects_are_refused(fake: Any) -> None:
     nested = call({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}}})
     assert nested.status_code == 400 and "anyOf" in nested.json()["error"]["message"]
     assert call({"type": "object", "properties": {"a": {"type": "whatever"}}}).status_code == 400
+
+
+def test_google_search_answers_carry_grounding_on_the_final_chunk(
+    fake: FakeGoogle, at: str
+) -> None:
+    body = envelope(contents=[user("who won?")], tools=[{"googleSearch": {}}])
+    whole = rpc(fake, at, "generateContent", body).json()["response"]["candidates"][0]
+    answer = whole["content"]["parts"][0]["text"]
+    grounding = whole["groundingMetadata"]
+    assert grounding["webSearchQueries"] == search_queries("who won?")
+    assert [c["web"] for c in grounding["groundingChunks"]] == [
+        {"uri": search_uri(i), "title": title} for i, title in enumerate(SEARCH_SOURCES)
+    ]
+    assert grounding["searchEntryPoint"]["renderedContent"]
+    for support, (sentence, indices) in zip(
+        grounding["groundingSupports"], GROUNDED_SENTENCES, strict=True
+    ):
+        segment = support["segment"]
+        assert answer.encode()[segment["startIndex"] : segment["endIndex"]].decode() == sentence
+        assert segment["text"] == sentence and support["groundingChunkIndices"] == indices
+    events = parse_sse(rpc(fake, at, "streamGenerateContent", body, query="alt=sse").text)
+    candidates = [e["response"]["candidates"][0] for e in events]
+    assert [("groundingMetadata" in c) for c in candidates] == [False] * (len(events) - 1) + [True]
+    assert candidates[-1]["finishReason"] == "STOP"
+    streamed = "".join(p["text"] for c in candidates for p in c["content"]["parts"])
+    assert streamed == answer
+    plain = rpc(fake, at, "generateContent", envelope()).json()["response"]["candidates"][0]
+    assert "groundingMetadata" not in plain

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agproxy.translate.anthropic import MessageStream
+from agproxy.translate.anthropic_search import WebSearch, cited_spans, model_turn
 from agproxy.translate.openai_chat import ChatStream
 from agproxy.translate.openai_responses import ResponsesStream
 
@@ -194,6 +195,118 @@ def test_message_stream(events: list[dict], expected: list, content: list) -> No
     blocks = [{k: v for k, v in b.items() if k != "id"} for b in message["content"]]
     assert blocks == content
     assert message["usage"]["input_tokens"] == 11 and message["usage"]["output_tokens"] == 10
+
+
+def grounding(answer: str, *supported: tuple[str, list[int]], queries: int = 1) -> dict:
+    def span(said: str) -> dict[str, Any]:
+        start = len(answer[: answer.index(said)].encode())
+        return {"startIndex": start, "endIndex": start + len(said.encode()), "text": said}
+
+    return {
+        "webSearchQueries": [f"q{i}" for i in range(queries)],
+        "groundingChunks": [
+            {"web": {"uri": f"https://r.example/{i}", "title": f"site{i}.com"}} for i in range(3)
+        ],
+        "groundingSupports": [
+            {"segment": span(said), "groundingChunkIndices": indices} for said, indices in supported
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("answer", "meta", "spans"),
+    [
+        ("Plain.", {}, [("Plain.", [])]),
+        (  # multi-byte text before the segment: offsets are UTF-8 bytes
+            "Café ☕. Cited part. Tail",
+            grounding("Café ☕. Cited part. Tail", ("Cited part.", [0, 2])),
+            [("Café ☕. ", []), ("Cited part.", [0, 2]), (" Tail", [])],
+        ),
+        (  # offsets that do not hold the segment's text: found by the text
+            "ab Cited. cd",
+            {
+                "groundingChunks": [{"web": {"uri": "https://r.example/0", "title": "t"}}],
+                "groundingSupports": [
+                    {"segment": {"endIndex": 2, "text": "Cited."}, "groundingChunkIndices": [0]}
+                ],
+            },
+            [("ab ", []), ("Cited.", [0]), (" cd", [])],
+        ),
+        (  # a chunk index out of range cites nothing
+            "One. Two.",
+            grounding("One. Two.", ("Two.", [7])),
+            [("One. Two.", [])],
+        ),
+    ],
+    ids=["none", "utf8", "by-text", "bad-index"],
+)
+def test_cited_spans(answer: str, meta: dict, spans: list) -> None:
+    got = cited_spans(answer, meta, WebSearch())
+    view = [(said, [int(c["url"].rsplit("/", 1)[1]) for c in cites]) for said, cites in got]
+    assert view == spans
+
+
+def test_grounded_message_stream_holds_text_until_the_searches_are_known() -> None:
+    answer = "Intro. Fact one."
+    translator = MessageStream("claude-sonnet-4-6", WebSearch(), grounded=True)
+    first = translator.feed(chunk({"text": "Intro. "}))
+    assert [e["type"] for e in first] == ["message_start", "ping"]
+    last = chunk({"text": "Fact one."}, finish="STOP", usage=True)
+    last["candidates"][0]["groundingMetadata"] = grounding(answer, ("Fact one.", [1]), queries=2)
+    assert translator.feed(last) == []
+    produced = translator.finish()
+    assert message_view(produced)[:8] == [
+        ("start", 0, "server_tool_use"),
+        ("input_json_delta", 0, '{"query":"q0"}'),
+        ("stop", 0),
+        ("start", 1, "web_search_tool_result"),
+        ("stop", 1),
+        ("start", 2, "server_tool_use"),
+        ("input_json_delta", 2, '{"query":"q1"}'),
+        ("stop", 2),
+    ]
+    content = translator.message()["content"]
+    assert [b["type"] for b in content] == ["server_tool_use", "web_search_tool_result"] * 2 + [
+        "text",
+        "text",
+    ]
+    assert [r["title"] for r in content[1]["content"]] == ["site0.com", "site1.com", "site2.com"]
+    assert content[3]["content"] == []
+    assert content[4] == {"type": "text", "text": "Intro. "}
+    assert content[5]["text"] == "Fact one." and content[5]["citations"][0]["title"] == "site1.com"
+    usage = translator.message()["usage"]
+    assert usage["server_tool_use"] == {"web_search_requests": 2, "web_fetch_requests": 0}
+
+
+def test_grounded_message_stream_without_grounding_is_plain_text() -> None:
+    translator = MessageStream("claude-sonnet-4-6", WebSearch(), grounded=True)
+    for event in TEXT:
+        translator.feed(event)
+    translator.finish()
+    message = translator.message()
+    assert message["content"] == [{"type": "text", "text": "Hello"}]
+    assert message["usage"]["server_tool_use"]["web_search_requests"] == 0
+
+
+def test_model_turn_for_the_next_call() -> None:
+    parts = [
+        {"text": "hm", "thought": True},
+        {"text": "m", "thought": True},
+        {"text": "", "thought": True, "thoughtSignature": "sig"},
+        {"text": "Let "},
+        {"text": "me."},
+        {"functionCall": {"name": "web_search", "args": {"query": "x"}, "id": "srvtoolu_1"}},
+    ]
+    assert model_turn(parts, "skip")["parts"] == [
+        {"text": "hmm", "thought": True, "thoughtSignature": "sig"},
+        {"text": "Let me."},
+        {
+            "functionCall": {"name": "web_search", "args": {"query": "x"}, "id": "srvtoolu_1"},
+            "thoughtSignature": "skip",
+        },
+    ]
+    unsigned = model_turn([{"text": "hm", "thought": True}], "skip")["parts"]
+    assert unsigned == [{"text": " "}]
 
 
 # -- OpenAI Responses --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from agproxy.frontends import zai
+from agproxy.frontends.anthropic_search import SearchLoop
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import upstream_failure
 from agproxy.frontends.fetch import FetchError, inline_anthropic_image_urls
@@ -24,7 +25,7 @@ from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
 from agproxy.router.mapping import close_matches
 from agproxy.service import ZAI, Gateway
-from agproxy.translate.anthropic import MessageStream, messages_to_gemini
+from agproxy.translate.anthropic import MessageStream, messages_to_gemini, web_search_of
 from agproxy.translate.claude_code import (
     PROMPT_TOO_LONG,
     is_signature_error,
@@ -155,12 +156,17 @@ async def _from_google(request: Request, gateway: Gateway, raw: dict[str, Any]) 
     try:
         inner = messages_to_gemini(body, model, signatures)
         user_id = text(opt_dict(body, "metadata", ""), "user_id", "metadata")
+        search = web_search_of(body)
     except BadRequest as exc:
         return _error(400, exc.message)
-    translator = MessageStream(str(body["model"]))
+    grounded = any("googleSearch" in tool for tool in inner.get("tools") or [])
+    translator = MessageStream(str(body["model"]), search, grounded)
     session = user_id or conversation_key(inner["contents"])
     headers = {"request-id": "req_" + secrets.token_hex(12), "x-agproxy-model": model}
     first, events = await _call(gateway, body, model, inner, session)
+    if search is not None and not grounded:  # web search next to client tools
+        loop = SearchLoop(gateway, model, session, inner, search, body.get("stream") is not True)
+        first, events = loop.take(first), loop.rest(events)
     if body.get("stream") is True:
         frames = _MessageFrames(translator, signatures)
         every = gateway.settings.stream_ping_seconds

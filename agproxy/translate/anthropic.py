@@ -3,19 +3,25 @@
 Thinking blocks travel with their signatures: a signed thinking block in the history
 becomes a thought part carrying `thoughtSignature`, and a tool_use the backend must
 see as signed gets the signature of the thinking that preceded it (or the one
-remembered for its id), else the backend's "skip validation" sentinel.
+remembered for its id), else the backend's "skip validation" sentinel. The answer's
+side (MessageStream) is in translate/anthropic_answer.py, web search in anthropic_search.py.
 """
 
 from __future__ import annotations
 
-import secrets
-import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from agproxy.translate.anthropic_answer import MessageStream, tool_id
+from agproxy.translate.anthropic_search import (
+    WEB_SEARCH_TYPE,
+    WebSearch,
+    client_tool_schema,
+    history_text,
+    refused_tool,
+    search_declaration,
+    web_search_tool,
+)
 from agproxy.translate.fields import (
     BadRequest,
     as_dict,
@@ -30,9 +36,10 @@ from agproxy.translate.fields import (
 from agproxy.translate.gemini import SKIP_SIGNATURE, repair_tool_turns
 from agproxy.translate.schema import clean_schema
 
+__all__ = ["MessageStream", "messages_to_gemini", "tool_id", "tool_result_text", "web_search_of"]
+
 MAX_OUTPUT = 65536
 ADAPTIVE_BUDGET = 24576
-STOP_REASON = {"STOP": "end_turn", "MAX_TOKENS": "max_tokens"}
 
 
 def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
@@ -144,7 +151,9 @@ class _Turn:
             if tool_id:
                 response["id"] = tool_id
             return [{"functionResponse": response}, *images]
-        return []  # redacted_thinking, server tool blocks: nothing the upstream can take
+        if kind in ("server_tool_use", "web_search_tool_result"):
+            return [{"text": history_text(block, where)}]
+        return []  # redacted_thinking, other server tools' blocks: nothing to carry
 
 
 def messages_to_gemini(
@@ -193,33 +202,66 @@ def messages_to_gemini(
             "role": "user",
             "parts": [{"text": "\n\n".join(system_texts)}],
         }
-    declarations = _declarations(opt_list(body, "tools", ""))
-    if declarations:
-        request["tools"] = [{"functionDeclarations": declarations}]
-        request["toolConfig"] = {"functionCallingConfig": _calling_config(body.get("tool_choice"))}
+    _add_tools(request, body)
     request["generationConfig"] = _generation(body)
     return request
 
 
-def _declarations(tools: list[Any]) -> list[dict[str, Any]]:
-    declarations = []
+def _add_tools(request: dict[str, Any], body: dict[str, Any]) -> None:
+    declarations, search = _tools(opt_list(body, "tools", ""))
+    if search is not None and not declarations:
+        # Web search alone: Google Search grounding (the answer carries the searches).
+        request["tools"] = [{"googleSearch": {}}]
+        if hint := search.hint():
+            system = request.setdefault("systemInstruction", {"role": "user", "parts": []})
+            system["parts"].append({"text": hint})
+    elif declarations:
+        # With client tools the backend refuses googleSearch: the gateway runs the search
+        # when the model calls this function (frontends/anthropic_search.py).
+        if search is not None:
+            if any(d["name"] == search.name for d in declarations):
+                raise BadRequest(
+                    f"tools: two tools are named {search.name!r} (a client tool and the "
+                    "web search tool); tool names must be unique",
+                    "tools",
+                )
+            declarations.append(search_declaration(search))
+        request["tools"] = [{"functionDeclarations": declarations}]
+        request["toolConfig"] = {"functionCallingConfig": _calling_config(body.get("tool_choice"))}
+
+
+def web_search_of(body: dict[str, Any]) -> WebSearch | None:
+    """The request's web_search tool, if it has one (checked by messages_to_gemini)."""
+    return _tools(opt_list(body, "tools", ""))[1]
+
+
+def _tools(tools: list[Any]) -> tuple[list[dict[str, Any]], WebSearch | None]:
+    """Function declarations for the client's tools, and the web search tool if any. A
+    server tool the gateway cannot run is refused, never dropped without a word."""
+    declarations, search = [], None
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
         tool = as_dict(tool, where)
+        kind = tool.get("type")
+        if isinstance(kind, str) and WEB_SEARCH_TYPE.match(kind):
+            search = web_search_tool(tool, where)
+            continue
         name = opt_str(tool, "name", where)
+        schema = tool.get("input_schema")
+        if kind not in (None, "custom") and schema is None:
+            schema = client_tool_schema(str(kind))
+            if schema is None:
+                raise refused_tool(str(kind), where)
         if not name:
             continue
-        if tool.get("type") not in (None, "custom") and "input_schema" not in tool:
-            continue  # server tools (web search, computer use): no upstream equivalent
         declaration: dict[str, Any] = {"name": name}
         if description := opt_str(tool, "description", where):
             declaration["description"] = description
-        schema = tool.get("input_schema")
         if not isinstance(schema, dict):
             raise wrong(f"{where}.input_schema", "an object")
         declaration["parameters"] = clean_schema(schema, upper_types=False)
         declarations.append(declaration)
-    return declarations
+    return declarations, search
 
 
 def _calling_config(choice: Any) -> dict[str, Any]:
@@ -262,219 +304,3 @@ def _generation(body: dict[str, Any]) -> dict[str, Any]:
             config["maxOutputTokens"] = min(budget + 8192, MAX_OUTPUT)
             config["thinkingConfig"]["thinkingBudget"] = min(budget, config["maxOutputTokens"] - 1)
     return config
-
-
-# -- response --------------------------------------------------------------------------
-def tool_id(call: dict[str, Any]) -> str:
-    if call.get("id"):
-        return str(call["id"])
-    alphabet = string.ascii_letters + string.digits
-    return "toolu_" + "".join(secrets.choice(alphabet) for _ in range(24))
-
-
-@dataclass
-class _Block:
-    kind: str  # text, thinking, tool_use
-    index: int
-    text: list[str] = field(default_factory=list)
-    signature: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-class MessageStream:
-    """Gemini events in, Anthropic SSE events out; `message()` is the collected answer.
-    `signatures` records tool_use id → thought signature for the next turn."""
-
-    def __init__(self, model: str) -> None:
-        self.id = "msg_" + secrets.token_hex(12)
-        self.model = model
-        self.blocks: list[_Block] = []
-        self.open: _Block | None = None
-        self.started = False
-        self.stop_reason: str | None = None
-        self.usage = {
-            "input_tokens": 0,
-            "output_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "cache_creation_input_tokens": 0,
-        }
-        self.signatures: dict[str, str] = {}
-        self.pending_signature: str | None = None
-
-    def _usage(self, meta: dict[str, Any]) -> None:
-        cached = int(meta.get("cachedContentTokenCount") or 0)
-        self.usage = {
-            "input_tokens": int(meta.get("promptTokenCount") or 0) - cached,
-            "output_tokens": int(meta.get("candidatesTokenCount") or 0)
-            + int(meta.get("thoughtsTokenCount") or 0),
-            "cache_read_input_tokens": cached,
-            "cache_creation_input_tokens": 0,
-        }
-
-    def _start(self) -> list[dict[str, Any]]:
-        self.started = True
-        return [
-            {
-                "type": "message_start",
-                "message": {
-                    "id": self.id,
-                    "type": "message",
-                    "role": "assistant",
-                    "content": [],
-                    "model": self.model,
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "usage": dict(self.usage),
-                },
-            }
-        ]
-
-    def _close(self) -> list[dict[str, Any]]:
-        block, self.open = self.open, None
-        if block is None:
-            return []
-        events = []
-        if block.kind == "thinking":
-            signature = block.signature or self.pending_signature or ""
-            block.signature, self.pending_signature = signature, None
-            events.append(
-                {
-                    "type": "content_block_delta",
-                    "index": block.index,
-                    "delta": {"type": "signature_delta", "signature": signature},
-                }
-            )
-        events.append({"type": "content_block_stop", "index": block.index})
-        return events
-
-    def _open(self, kind: str, start: dict[str, Any]) -> tuple[_Block, list[dict[str, Any]]]:
-        events = self._close()
-        block = _Block(kind, len(self.blocks))
-        self.blocks.append(block)
-        self.open = block
-        events.append({"type": "content_block_start", "index": block.index, "content_block": start})
-        return block, events
-
-    def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        if event.get("usageMetadata"):
-            self._usage(event["usageMetadata"])
-        out = [] if self.started else self._start()
-        for candidate in (event.get("candidates") or [])[:1]:
-            for part in (candidate.get("content") or {}).get("parts") or []:
-                out += self._part(part)
-            if candidate.get("finishReason"):
-                reason = candidate["finishReason"]
-                self.stop_reason = (
-                    "tool_use"
-                    if any(b.kind == "tool_use" for b in self.blocks)
-                    else STOP_REASON.get(reason, "end_turn")
-                )
-        return out
-
-    def _part(self, part: dict[str, Any]) -> list[dict[str, Any]]:
-        signature = part.get("thoughtSignature") or part.get("thought_signature")
-        out: list[dict[str, Any]] = []
-        if "functionCall" in part:
-            return self._tool_call(part["functionCall"], signature)
-        text = part.get("text")
-        if part.get("thought"):
-            return self._thought(text, signature)
-        if signature and not text:
-            self._seal(signature)  # a signature on an empty part seals the thinking before
-            return out
-        if "inlineData" in part:
-            data = part["inlineData"]
-            text = f"![image](data:{data.get('mimeType')};base64,{data.get('data')})"
-        if text:
-            if self.open is None or self.open.kind != "text":
-                _, out = self._open("text", {"type": "text", "text": ""})
-            assert self.open is not None
-            self.open.text.append(text)
-            out.append(_delta(self.open.index, {"type": "text_delta", "text": text}))
-        return out
-
-    def _tool_call(self, call: dict[str, Any], signature: str | None) -> list[dict[str, Any]]:
-        ident = tool_id(call)
-        if signature or self.pending_signature:
-            self.signatures[ident] = signature or self.pending_signature or ""
-        block, out = self._open(
-            "tool_use",
-            {"type": "tool_use", "id": ident, "name": call.get("name", ""), "input": {}},
-        )
-        block.data = {
-            "id": ident,
-            "name": call.get("name", ""),
-            "input": call.get("args") or {},
-        }
-        arguments = orjson.dumps(call.get("args") or {}).decode()
-        out.append(_delta(block.index, {"type": "input_json_delta", "partial_json": arguments}))
-        out += self._close()
-        return out
-
-    def _thought(self, text: str | None, signature: str | None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if self.open is None or self.open.kind != "thinking":
-            _, out = self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-        assert self.open is not None
-        if signature:
-            self.open.signature = signature
-        if text:
-            self.open.text.append(text)
-            out.append(_delta(self.open.index, {"type": "thinking_delta", "thinking": text}))
-        return out
-
-    def _seal(self, signature: str) -> None:
-        if self.open is not None and self.open.kind == "thinking":
-            self.open.signature = signature
-        elif self.blocks and self.blocks[-1].kind == "thinking":
-            self.blocks[-1].signature = self.blocks[-1].signature or signature
-        else:
-            self.pending_signature = signature
-
-    def finish(self) -> list[dict[str, Any]]:
-        out = [] if self.started else self._start()
-        out += self._close()
-        out.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": self.stop_reason or "end_turn", "stop_sequence": None},
-                "usage": {
-                    "output_tokens": self.usage["output_tokens"],
-                    "input_tokens": self.usage["input_tokens"],
-                    "cache_read_input_tokens": self.usage["cache_read_input_tokens"],
-                    "cache_creation_input_tokens": 0,
-                },
-            }
-        )
-        out.append({"type": "message_stop"})
-        return out
-
-    def message(self) -> dict[str, Any]:
-        content = []
-        for block in self.blocks:
-            if block.kind == "text":
-                content.append({"type": "text", "text": "".join(block.text)})
-            elif block.kind == "thinking":
-                content.append(
-                    {
-                        "type": "thinking",
-                        "thinking": "".join(block.text),
-                        "signature": block.signature or "",
-                    }
-                )
-            else:
-                content.append({"type": "tool_use", **block.data})
-        return {
-            "id": self.id,
-            "type": "message",
-            "role": "assistant",
-            "model": self.model,
-            "content": content,
-            "stop_reason": self.stop_reason or "end_turn",
-            "stop_sequence": None,
-            "usage": self.usage,
-        }
-
-
-def _delta(index: int, delta: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "content_block_delta", "index": index, "delta": delta}

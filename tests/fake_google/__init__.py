@@ -29,7 +29,14 @@ from starlette.routing import Route
 
 from ._cloudcode import CloudCode
 from ._faults import Fault, format_duration, google_error, parse_duration
-from ._generate import StreamCut, count_tokens
+from ._generate import (
+    GROUNDED_SENTENCES,
+    SEARCH_SOURCES,
+    StreamCut,
+    count_tokens,
+    search_queries,
+    search_uri,
+)
 from ._http import json_response, record
 from ._oauth import OAuth
 from ._state import (
@@ -47,6 +54,8 @@ __all__ = [
     "CLIENT_ID",
     "CLIENT_SECRET",
     "FALLBACK_PROJECT",
+    "GROUNDED_SENTENCES",
+    "SEARCH_SOURCES",
     "FakeAccount",
     "FakeGoogle",
     "Fault",
@@ -54,6 +63,8 @@ __all__ = [
     "count_tokens",
     "format_duration",
     "parse_duration",
+    "search_queries",
+    "search_uri",
 ]
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

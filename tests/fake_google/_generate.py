@@ -84,6 +84,7 @@ class Reply:
     usage: dict[str, Any]
     raw: list[dict[str, Any]] | None = None
     response_id: str = ""
+    grounding: dict[str, Any] | None = None  # groundingMetadata, on the final candidate
 
     def events(self) -> list[dict[str, Any]]:
         """The inner `response` object of every streamed event."""
@@ -99,6 +100,8 @@ class Reply:
             if i == len(chunks) - 1:
                 if self.finish_reason:
                     candidate["finishReason"] = self.finish_reason
+                if self.grounding is not None:
+                    candidate["groundingMetadata"] = copy.deepcopy(self.grounding)
                 event["usageMetadata"] = self.usage
             event.update(modelVersion=self.model, responseId=self.response_id)
             out.append(event)
@@ -110,6 +113,8 @@ class Reply:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": self.parts}}
         if self.finish_reason:
             candidate["finishReason"] = self.finish_reason
+        if self.grounding is not None:
+            candidate["groundingMetadata"] = copy.deepcopy(self.grounding)
         candidate["index"] = 0
         return {
             "candidates": [candidate],
@@ -157,6 +162,8 @@ def build_reply(script: Script | None, model: str, request: dict[str, Any]) -> R
             [{"text": f"Thinking about: {text}", "thought": True}],
             [{"text": "", "thought": True, "thoughtSignature": FAKE_SIGNATURE}],
         ]
+    if _searches(request):
+        return _grounded_reply(model, contents, text, head)
     answer = f"echo: {text}"
     half = len(text) // 2
     pieces = [p for p in ("echo: ", text[:half], text[half:]) if p]
@@ -166,6 +173,84 @@ def build_reply(script: Script | None, model: str, request: dict[str, Any]) -> R
     parts = [p for chunk in head for p in chunk] + [{"text": answer}] + [t[0] for t in tail]
     chunks = head + [[{"text": piece}] for piece in pieces] + tail
     return Reply(model, parts, chunks, "STOP", usage_for(contents, parts), None, _response_id())
+
+
+def _searches(request: dict[str, Any]) -> bool:
+    tools = get(request, "tools")
+    return isinstance(tools, list) and any(get(t, "googleSearch") is not None for t in tools)
+
+
+# The titles of what a grounded answer cites: the real API gives a vertexaisearch redirect
+# as the uri and the site's domain as the title.
+SEARCH_SOURCES = ("example.com", "example.org", "example.net")
+GROUNDED_SENTENCES = (
+    ("The first source reports the answer.", [0]),
+    ("Two more sources agree with it.", [1, 2]),
+)
+
+
+def search_queries(text: str) -> list[str]:
+    """The queries a grounded call "runs" for the last user text: two, deterministic."""
+    query = " ".join(text.split())[:80] or "search"
+    return [query, f"{query} latest"]
+
+
+def search_uri(index: int) -> str:
+    return f"https://vertexaisearch.cloud.google.com/grounding-api-redirect/fake-{index}"
+
+
+def grounding_for(text: str, answer: str) -> dict[str, Any]:
+    """groundingMetadata as the real API sends it: the queries, the sources (redirect uri,
+    domain as title), and for each supported sentence its UTF-8 byte span in the answer
+    and the sources that support it."""
+    supports = []
+    for sentence, indices in GROUNDED_SENTENCES:
+        start = len(answer[: answer.index(sentence)].encode())
+        end = start + len(sentence.encode())
+        supports.append(
+            {
+                "segment": {"startIndex": start, "endIndex": end, "text": sentence},
+                "groundingChunkIndices": indices,
+                "confidenceScores": [0.9] * len(indices),
+            }
+        )
+    queries = search_queries(text)
+    return {
+        "webSearchQueries": queries,
+        "searchEntryPoint": {
+            "renderedContent": '<style>.container{}</style><div class="container">'
+            + "".join(f'<a class="chip">{q}</a>' for q in queries)
+            + "</div>"
+        },
+        "groundingChunks": [
+            {"web": {"uri": search_uri(i), "title": title}}
+            for i, title in enumerate(SEARCH_SOURCES)
+        ],
+        "groundingSupports": supports,
+        "retrievalMetadata": {},
+    }
+
+
+def _grounded_reply(
+    model: str, contents: list[Any], text: str, head: list[list[dict[str, Any]]]
+) -> Reply:
+    """A googleSearch call: `echo: <text>` and two grounded sentences, streamed in pieces,
+    with groundingMetadata on the final chunk (as the real API puts it)."""
+    sentences = [s for s, _ in GROUNDED_SENTENCES]
+    answer = f"echo: {text}\n" + " ".join(sentences)
+    pieces = [f"echo: {text}\n", sentences[0], " " + sentences[1]]
+    parts = [p for chunk in head for p in chunk] + [{"text": answer}]
+    chunks = head + [[{"text": piece}] for piece in pieces]
+    return Reply(
+        model,
+        parts,
+        chunks,
+        "STOP",
+        usage_for(contents, parts),
+        None,
+        _response_id(),
+        grounding_for(text, answer),
+    )
 
 
 def _response_id() -> str:
