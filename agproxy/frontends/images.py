@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.failures import exhausted, upstream_failure
-from agproxy.frontends.openai import _model, _read, bad_request
+from agproxy.frontends.openai import bad_request, read_json, routed_model
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_body
 from agproxy.service import Gateway
@@ -43,7 +43,7 @@ IMAGE_FIELDS = ("image", "image[]")  # the openai SDK sends `image` for one, `im
 async def images_generations(request: Request) -> Response:
     """`POST /v1/images/generations`: a JSON body with the prompt."""
     gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
+    body = await read_json(request)
     if isinstance(body, Response):
         return body
     body.setdefault("model", DEFAULT_MODEL)
@@ -139,7 +139,7 @@ async def _images(
 ) -> Response:
     """`count` images for `inner`, one upstream call each, side by side: what succeeded,
     or the first failure when none did."""
-    model = _model(gateway, body)
+    model = routed_model(gateway, body)
     if isinstance(model, Response):
         return model
     client = gateway.accounts.client

@@ -33,7 +33,8 @@ def bad_request(message: str, param: str | None = None) -> Response:
     return JSONResponse(body, status_code=400)
 
 
-async def _read(request: Request) -> dict[str, Any] | Response:
+async def read_json(request: Request) -> dict[str, Any] | Response:
+    """The body as a JSON object, or the 400 that says why it is not one."""
     raw = await read_raw(request)
     try:
         body = orjson.loads(raw)
@@ -48,7 +49,8 @@ async def _read(request: Request) -> dict[str, Any] | Response:
     return body
 
 
-def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
+def routed_model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
+    """The model that serves the body's `model`, or the 400/404 that says why none does."""
     requested = body.get("model")
     if not isinstance(requested, str) or not requested:
         return bad_request("model is required", "model")
@@ -74,7 +76,7 @@ def _model(gateway: Gateway, body: dict[str, Any]) -> str | Response:
 
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
+    body = await read_json(request)
     if isinstance(body, Response):
         return body
     return await _complete(gateway, body, legacy=False)
@@ -83,7 +85,7 @@ async def chat_completions(request: Request) -> Response:
 async def completions(request: Request) -> Response:
     """The legacy prompt form, answered through the chat pipeline."""
     gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
+    body = await read_json(request)
     if isinstance(body, Response):
         return body
     prompt = body.get("prompt")
@@ -97,7 +99,7 @@ async def completions(request: Request) -> Response:
 
 
 async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Response:
-    model = _model(gateway, body)
+    model = routed_model(gateway, body)
     if isinstance(model, Response):
         return model
     requested = str(body["model"])

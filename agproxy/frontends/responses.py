@@ -1,7 +1,7 @@
 """The Responses API (what Codex CLI speaks): `POST /v1/responses`, streamed or not, over
 HTTP or a WebSocket (responses_ws.py); stored responses (`store`,
 `previous_response_id`, `GET`/`DELETE /v1/responses/{id}` and its input items); and
-`POST /v1/responses/compact`."""
+`POST /v1/responses/compact` (responses_compact.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from agproxy.frontends.common import JSONResponse
 from agproxy.frontends.fetch import FetchError, inline_image_urls
 from agproxy.frontends.keepalive import JSON_WAIT, OPENAI_SSE, SSE_COMMENT
-from agproxy.frontends.openai import OPENAI, _model, _read, bad_request
+from agproxy.frontends.openai import OPENAI, bad_request, read_json, routed_model
 from agproxy.frontends.pipeline import collect, event_stream, relay, respond, stream_generate
 from agproxy.keys.gate import current_key
 from agproxy.monitor import note_tokens
@@ -30,7 +30,6 @@ from agproxy.translate.fields import BadRequest
 from agproxy.translate.openai_chat import chat_to_gemini
 from agproxy.translate.openai_responses import (
     ResponsesStream,
-    compaction_item,
     custom_tool_names,
     input_items,
     responses_to_chat,
@@ -156,7 +155,7 @@ async def prepare(
         chat = responses_to_chat({**body, "input": earlier + items})
     except BadRequest as exc:
         raise Refused(bad_request(exc.message, exc.param)) from None
-    model = _model(gateway, chat)
+    model = routed_model(gateway, chat)
     if isinstance(model, Response):
         raise Refused(model)
     try:
@@ -175,7 +174,7 @@ async def prepare(
 async def create(request: Request) -> Response:
     """`POST /v1/responses`."""
     gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
+    body = await read_json(request)
     if isinstance(body, Response):
         return body
     try:
@@ -187,7 +186,7 @@ async def create(request: Request) -> Response:
     every = gateway.settings.stream_ping_seconds
 
     async def answer() -> Response:
-        first, events = await upstream(gateway, turn, whole=not stream)
+        first, events = await upstream(gateway, turn.model, turn.inner, whole=not stream)
         if stream:
             frames = ResponsesFrames(turn, gateway, sse)
             return event_stream(relay(frames, first, events, every), headers)
@@ -201,9 +200,11 @@ async def create(request: Request) -> Response:
     return respond(OPENAI, answer(), every, OPENAI_SSE if stream else JSON_WAIT)
 
 
-async def upstream(gateway: Gateway, turn: Turn, whole: bool) -> tuple[Any, Any]:
-    session = conversation_key(turn.inner["contents"])
-    return await stream_generate(gateway, turn.model, session, lambda: turn.inner, whole=whole)
+async def upstream(
+    gateway: Gateway, model: str, inner: dict[str, Any], whole: bool
+) -> tuple[Any, Any]:
+    session = conversation_key(inner["contents"])
+    return await stream_generate(gateway, model, session, lambda: inner, whole=whole)
 
 
 def note_usage(translator: ResponsesStream) -> None:
@@ -283,7 +284,7 @@ async def list_input_items(request: Request) -> Response:
     stored = await gateway.responses.get(response_id, owner())
     if stored is None:
         return _not_found(response_id)
-    items = [_with_id(item, stored.id, i) for i, item in enumerate(stored.input)]
+    items = [with_id(item, stored.id, i) for i, item in enumerate(stored.input)]
     if request.query_params.get("order", "desc") != "asc":
         items.reverse()
     return JSONResponse(
@@ -297,7 +298,7 @@ async def list_input_items(request: Request) -> Response:
     )
 
 
-def _with_id(item: dict[str, Any], response_id: str, index: int) -> dict[str, Any]:
+def with_id(item: dict[str, Any], response_id: str, index: int) -> dict[str, Any]:
     if isinstance(item.get("id"), str):
         return item
     kind = item.get("type", "message")
@@ -310,120 +311,3 @@ def _with_id(item: dict[str, Any], response_id: str, index: int) -> dict[str, An
         if isinstance(content, str):
             out["content"] = [{"type": "input_text", "text": content}]
     return out
-
-
-# -- compaction --------------------------------------------------------------------------
-COMPACT_INSTRUCTIONS = (
-    "You compact a long conversation between a user and an AI assistant (often a coding "
-    "agent) so that the assistant can carry on the same work with a fresh context. Write "
-    "a summary that keeps everything needed to continue: the user's goals and requests, "
-    "decisions and their reasons, what has been done (files changed, commands run and "
-    "what they showed), the current state, open problems and the next steps, with exact "
-    "names (paths, functions, error messages) where they matter. Be complete but "
-    "concise. Answer with the summary only."
-)
-# What one tool output may add to the transcript the summary is written from.
-TOOL_OUTPUT_CHARS = 8000
-
-
-async def compact(request: Request) -> Response:
-    """`POST /v1/responses/compact`: the conversation (its `input`, continuing
-    `previous_response_id` if given) in fewer items: the user's messages, then one
-    compaction item holding a summary written by the model. Sent back as input later,
-    the compaction item stands for everything it summarized."""
-    gateway: Gateway = request.app.state.gateway
-    body = await _read(request)
-    if isinstance(body, Response):
-        return body
-    try:
-        items = (await history(gateway, body)) + (input_items(body) if body.get("input") else [])
-        if not items:
-            raise BadRequest("input or previous_response_id is required", "input")
-        chat = responses_to_chat({**body, "input": items, "tools": None, "instructions": None})
-        transcript = _transcript(chat["messages"])
-        model = _model(gateway, chat)
-        if isinstance(model, Response):
-            return model
-        summary_chat = {
-            "model": body.get("model"),
-            "messages": [
-                {"role": "system", "content": COMPACT_INSTRUCTIONS},
-                {"role": "user", "content": transcript},
-            ],
-        }
-        inner = chat_to_gemini(summary_chat, model)
-    except BadRequest as exc:
-        return bad_request(exc.message, exc.param)
-    except Refused as refusal:
-        return refusal.response
-    translator = ResponsesStream(str(body["model"]))
-    every = gateway.settings.stream_ping_seconds
-
-    async def answer() -> Response:
-        turn = Turn(body, model, inner, [], translator)
-        first, events = await upstream(gateway, turn, whole=True)
-        await collect(translator.feed, first, events)
-        translator.finish()
-        note_usage(translator)
-        return _compacted(translator, items, model)
-
-    return respond(OPENAI, answer(), every, JSON_WAIT)
-
-
-def _compacted(translator: ResponsesStream, items: list[dict[str, Any]], model: str) -> Response:
-    """The compaction answer: the user's messages, then the summary the model wrote."""
-    summary = "".join(
-        part.get("text", "")
-        for item in translator.response()["output"]
-        if item.get("type") == "message"
-        for part in item.get("content") or []
-    )
-    if not summary.strip():
-        failure = error_body(OPENAI, 502, "the model wrote no summary; try compacting again")
-        return JSONResponse(failure, status_code=502)
-    kept = [_with_id(i, translator.id, n) for n, i in enumerate(items) if _is_user(i)]
-    return JSONResponse(
-        {
-            "id": translator.id,
-            "object": "response.compaction",
-            "created_at": translator.created_at,
-            "output": [*kept, compaction_item(summary)],
-            "usage": translator.usage,
-        },
-        headers={"x-agproxy-model": model},
-    )
-
-
-def _is_user(item: dict[str, Any]) -> bool:
-    return bool(item.get("type", "message") == "message" and item.get("role", "user") == "user")
-
-
-def _transcript(messages: list[dict[str, Any]]) -> str:
-    """The conversation as plain text for the model that summarizes it: tool calls and
-    their results as lines (no tool declarations are needed to read them)."""
-    lines: list[str] = []
-    for message in messages:
-        role = message["role"]
-        if role in ("system", "developer"):
-            continue
-        if role == "tool":
-            output = str(message.get("content") or "")
-            if len(output) > TOOL_OUTPUT_CHARS:
-                output = output[:TOOL_OUTPUT_CHARS] + f" […{len(output) - TOOL_OUTPUT_CHARS} chars]"
-            lines.append(f"[tool result {message.get('tool_call_id') or ''}]\n{output}")
-            continue
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "\n".join(
-                p.get("text", "") if p.get("type") == "text" else f"[{p.get('type')}]"
-                for p in content
-            )
-        if content:
-            lines.append(f"{role.upper()}:\n{content}")
-        for call in message.get("tool_calls") or []:
-            fn = call["function"]
-            arguments = fn["arguments"]
-            if not isinstance(arguments, str):
-                arguments = orjson.dumps(arguments).decode()
-            lines.append(f"[{role} called tool {fn['name']} ({call.get('id') or ''})] {arguments}")
-    return "\n\n".join(lines) or "(empty conversation)"

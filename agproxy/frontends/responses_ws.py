@@ -30,8 +30,15 @@ from agproxy.frontends.openai import OPENAI, bad_request
 from agproxy.frontends.pipeline import relay
 from agproxy.frontends.responses import Refused, ResponsesFrames, Turn, prepare, upstream
 from agproxy.keys import ClientKey
-from agproxy.keys.gate import CLIENT_KEY, CURRENT_KEY, KeyRefusal
-from agproxy.monitor.record import RequestRecord, close_record, current, open_record
+from agproxy.keys.gate import CLIENT_KEY, KeyRefusal
+from agproxy.monitor.record import (
+    CLIENT_CLOSED,
+    RequestRecord,
+    close_record,
+    current,
+    open_record,
+    used,
+)
 from agproxy.pool.policy import Exhausted
 from agproxy.protocols import error_response
 from agproxy.service import Gateway
@@ -39,7 +46,6 @@ from agproxy.translate.fields import BadRequest, check_nesting
 from agproxy.upstream import UpstreamError
 
 log = logging.getLogger("agproxy.responses")
-CLIENT_CLOSED = 499
 IGNORED = frozenset({"response.processed"})  # Codex's acknowledgement: nothing to do
 
 
@@ -104,24 +110,18 @@ class _Socket:
     async def create(self, body: dict[str, Any], record: RequestRecord) -> None:
         """One `response.create`, under the key's limits."""
         key = self.key
-        held = None
-        if key is not None:
-            record.key_name = key.name
-            try:
-                held = self.gateway.keys.admit(key, max(1, len(orjson.dumps(body)) // 4))
-            except KeyRefusal as refusal:
-                return await self.refuse(
-                    Refused(error_response(OPENAI, refusal.status, refusal.message))
-                )
-        entered = CURRENT_KEY.set(key)
-        try:
+        if key is None:
             await self.respond(body, record)
-        finally:
-            CURRENT_KEY.reset(entered)
-            if key is not None:
-                tokens = _tokens(record)
-                self.gateway.keys.done(key, held, tokens)
-                self.gateway.keys.spent(key, record.routed_model, tokens)
+            return None
+        record.key_name = key.name
+        estimate = max(1, len(orjson.dumps(body)) // 4)
+        with contextlib.ExitStack() as counting:
+            try:
+                counting.enter_context(self.gateway.keys.counted(key, estimate, used))
+            except KeyRefusal as refusal:
+                response = error_response(OPENAI, refusal.status, refusal.message, refusal.headers)
+                return await self.refuse(Refused(response))
+            await self.respond(body, record)
         return None
 
     async def respond(self, body: dict[str, Any], record: RequestRecord) -> None:
@@ -168,7 +168,7 @@ class _Socket:
     ) -> None:
         gateway = self.gateway
         try:
-            first, events = await upstream(gateway, turn, whole=False)
+            first, events = await upstream(gateway, turn.model, turn.inner, whole=False)
         except Exhausted as failure:
             return await self.refuse(Refused(exhausted(OPENAI, failure)), sid)
         except UpstreamError as error:
@@ -215,12 +215,6 @@ def _framer(stream_id: Any) -> Callable[[dict[str, Any]], bytes]:
     if stream_id is None:
         return orjson.dumps
     return lambda event: orjson.dumps({**event, "stream_id": stream_id})
-
-
-def _tokens(record: RequestRecord) -> int | None:
-    if record.input_tokens is None:
-        return 0 if record.status >= 400 else None
-    return record.input_tokens + (record.output_tokens or 0) + (record.thinking_tokens or 0)
 
 
 async def websocket(ws: WebSocket) -> None:

@@ -14,9 +14,10 @@ client key and pass without any of this.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -134,6 +135,23 @@ class Keys:
                     f"00:00 UTC, in {_wait(wait)}",
                     wait,
                 )
+
+    @contextlib.contextmanager
+    def counted(
+        self, key: ClientKey, estimate: int, used: Callable[[], tuple[str | None, int | None]]
+    ) -> Iterator[None]:
+        """One request with `key`: counted against its limits (KeyRefusal when over one),
+        the key current while it runs, settled with `used()` (the routed model and the
+        tokens spent) when it ends."""
+        held = self.admit(key, estimate)
+        entered = CURRENT_KEY.set(key)
+        try:
+            yield
+        finally:
+            CURRENT_KEY.reset(entered)
+            model, tokens = used()
+            self.done(key, held, tokens)
+            self.spent(key, model, tokens)
 
     def done(self, key: ClientKey, held: Reservation | None, tokens: int | None) -> None:
         if key.concurrency is not None and held is not None:

@@ -4,11 +4,13 @@ owner's key, or with none, pass through untouched."""
 
 from __future__ import annotations
 
+import contextlib
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agproxy.keys.gate import CLIENT_KEY, CURRENT_KEY, KeyRefusal
+from agproxy.keys.gate import CLIENT_KEY, KeyRefusal
 from agproxy.monitor import note
-from agproxy.monitor.record import current
+from agproxy.monitor.record import used
 from agproxy.protocols import error_response, protocol_of
 from agproxy.service import Gateway
 
@@ -24,18 +26,6 @@ def _estimate(scope: Scope) -> int:
     return 1
 
 
-def _used() -> tuple[str | None, int | None]:
-    """The routed model and the tokens the upstream reported; 0 for a request that failed
-    without any, None when unknown (the estimate then stands)."""
-    record = current()
-    if record is None:
-        return None, None
-    if record.input_tokens is None:
-        return record.routed_model, 0 if record.status >= 400 else None
-    tokens = record.input_tokens + (record.output_tokens or 0) + (record.thinking_tokens or 0)
-    return record.routed_model, tokens
-
-
 class KeyLimitsMiddleware:
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
@@ -46,22 +36,16 @@ class KeyLimitsMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             if self.keys.shares and scope["type"] == "http":
-                self.keys.spent(None, *_used())
+                self.keys.spent(None, *used())
             return
         note(key_name=key.name)
-        try:
-            held = self.keys.admit(key, _estimate(scope))
-        except KeyRefusal as refusal:
-            refused = error_response(
-                protocol_of(scope["path"]), refusal.status, refusal.message, refusal.headers
-            )
-            await refused(scope, receive, send)
-            return
-        token = CURRENT_KEY.set(key)
-        try:
+        with contextlib.ExitStack() as counting:
+            try:
+                counting.enter_context(self.keys.counted(key, _estimate(scope), used))
+            except KeyRefusal as refusal:
+                refused = error_response(
+                    protocol_of(scope["path"]), refusal.status, refusal.message, refusal.headers
+                )
+                await refused(scope, receive, send)
+                return
             await self.app(scope, receive, send)
-        finally:
-            CURRENT_KEY.reset(token)
-            model, tokens = _used()
-            self.keys.done(key, held, tokens)
-            self.keys.spent(key, model, tokens)

@@ -9,13 +9,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agproxy.monitor.forms import boundary_of
-from agproxy.monitor.record import RequestRecord, close_record, open_record
+from agproxy.monitor.record import CLIENT_CLOSED, RequestRecord, close_record, open_record
 from agproxy.protocols import protocol_of
 from agproxy.service import Gateway
 from agproxy.zones import Zone, zone_of
 
 ERROR_CAPTURE = 2000
-CLIENT_CLOSED = 499
 USER_AGENT_CAP = 200
 # Claude Code's telemetry: not a model request, and it would flood the monitor.
 NOT_RECORDED = frozenset({"/v1/api/event_logging", "/v1/api/event_logging/batch"})

@@ -23,6 +23,7 @@ from agproxy.monitor.redact import capture_text, redact, redact_field
 # across processes sharing a database) without a system call per request as uuid4 needs.
 _ID_PREFIX = secrets.token_hex(10)
 _IDS = itertools.count()
+CLIENT_CLOSED = 499  # a request whose client left before the end, as nginx logs it
 
 _CURRENT: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
     "agproxy_record", default=None
@@ -162,6 +163,18 @@ def error_message(body: str) -> str:
         kind = error.get("type") or error.get("status")
         return f"{kind}: {error['message']}" if isinstance(kind, str) else error["message"]
     return body
+
+
+def used() -> tuple[str | None, int | None]:
+    """The current request's routed model and the tokens the upstream reported; 0 for a
+    request that failed without any, None when unknown."""
+    record = current()
+    if record is None:
+        return None, None
+    if record.input_tokens is None:
+        return record.routed_model, 0 if record.status >= 400 else None
+    tokens = record.input_tokens + (record.output_tokens or 0) + (record.thinking_tokens or 0)
+    return record.routed_model, tokens
 
 
 def open_record(record: RequestRecord) -> contextvars.Token[RequestRecord | None]:

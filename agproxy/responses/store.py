@@ -111,9 +111,13 @@ class ResponseStore:
 
     # -- reading -------------------------------------------------------------------------
     async def get(self, response_id: str, owner: str | None) -> StoredResponse | None:
-        stored = self._pending.get(response_id)
-        if stored is None:
-            stored = await asyncio.to_thread(self._select, response_id)
+        """The response if it exists, is the caller's and is within retention."""
+        if response_id in self._pending:  # just answered: no database trip
+            return self._lookup(response_id, owner)
+        return await asyncio.to_thread(self._lookup, response_id, owner)
+
+    def _lookup(self, response_id: str, owner: str | None) -> StoredResponse | None:
+        stored = self._pending.get(response_id) or self._select(response_id)
         if stored is None or stored.owner != owner or stored.id in self._deleted:
             return None
         if stored.created_at < time.time() - self.retention_days() * 86400:
@@ -139,26 +143,31 @@ class ResponseStore:
     async def history(self, response_id: str, owner: str | None) -> list[dict[str, Any]] | None:
         """Every item of the conversation up to and including `response_id`, oldest first:
         each turn's input, then its output. None when it is not found (or not the
-        caller's); ChainTooLong past MAX_CHAIN turns."""
+        caller's); ChainTooLong past MAX_CHAIN turns. The links are followed on one worker
+        thread, not one trip per turn."""
+        turns = await asyncio.to_thread(self._chain, response_id, owner)
+        if turns is None:
+            return None
+        items: list[dict[str, Any]] = []
+        for stored in reversed(turns):
+            items += stored.input
+            items += stored.output
+        return items
+
+    def _chain(self, response_id: str, owner: str | None) -> list[StoredResponse] | None:
         turns: list[StoredResponse] = []
         seen: set[str] = set()
         next_id: str | None = response_id
         while next_id is not None:
             if len(turns) >= MAX_CHAIN or next_id in seen:
                 raise ChainTooLong(response_id)
-            stored = await self.get(next_id, owner)
+            stored = self._lookup(next_id, owner)
             if stored is None:
-                if not turns:
-                    return None
                 break  # an older turn pruned or deleted: the conversation starts here
             seen.add(next_id)
             turns.append(stored)
             next_id = stored.previous_id
-        items: list[dict[str, Any]] = []
-        for stored in reversed(turns):
-            items += stored.input
-            items += stored.output
-        return items
+        return turns or None
 
     # -- deleting ------------------------------------------------------------------------
     async def delete(self, response_id: str, owner: str | None) -> bool:

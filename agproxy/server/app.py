@@ -25,6 +25,7 @@ from agproxy.frontends import (
     models,
     openai,
     responses,
+    responses_compact,
     responses_ws,
 )
 from agproxy.middleware.auth import AuthMiddleware
@@ -67,7 +68,7 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/completions", openai.completions, methods=["POST"]),
         Route("/v1/responses", responses.create, methods=["POST"]),
         WebSocketRoute("/v1/responses", responses_ws.websocket),
-        Route("/v1/responses/compact", responses.compact, methods=["POST"]),
+        Route("/v1/responses/compact", responses_compact.compact, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete, methods=["DELETE"]),
         Route(
