@@ -54,7 +54,9 @@ def test_keys_page(page: Page, gateway_factory: Any) -> None:
     made = gw.admin("POST", "/api/keys", json={"name": "alice", "models": ["gemini-*"], "rpm": 60})
     alice_secret = made.json()["secret"]
     now = time.time()
-    plant(gw.data_dir, [record("alice", now - 20, 1200), record("alice", now - 10, 300)])
+    midnight = now // 86400 * 86400  # "today" is the UTC day: both records must be in it
+    early, late = max(now - 20, midnight), max(now - 10, midnight)
+    plant(gw.data_dir, [record("alice", early, 1200), record("alice", late, 300)])
     problems = watch_problems(page)
     page.on("dialog", lambda dialog: dialog.accept())
 
