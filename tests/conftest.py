@@ -536,3 +536,22 @@ def page(browser: Any) -> Iterator[Any]:
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (tests/servers.py); `.database()` makes
+    a new empty database on it and returns its URL."""
+    from servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[Any]:
+    """A redis-server of the test's own (tests/servers.py): `.url`, `.kill()`, `.start()`."""
+    from servers import redis_server
+
+    with redis_server() as server:
+        yield server
