@@ -41,7 +41,7 @@ ADMIN_PASSWORD_MIN = 12
 # alert_webhook_url: a chat webhook's URL is its secret (Slack, Discord put the token in the path).
 SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key", "alert_webhook_url"})
 PASSWORD_KEYS = frozenset({"admin_password"})
-URL_KEYS = frozenset({"upstream_proxy"})
+URL_KEYS = frozenset({"upstream_proxy", "redis_url"})
 # Numeric settings and their allowed range (inclusive); a bool is never a number here.
 RANGES: dict[str, tuple[float, float]] = {
     "shutdown_timeout": (0, 3600),
@@ -234,6 +234,9 @@ class Settings(BaseModel):
     answer_error_patterns: tuple[str, ...] = (OUTDATED_CLIENT, RETIRED_MODEL)
     reprobe_minutes: float = 30.0
     alert_webhook_url: str | None = None
+    # Redis the processes of one gateway share hot state through (several workers or
+    # hosts); unset: one process keeps it all in memory. Read at `agproxy serve`.
+    redis_url: str | None = None
 
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"
@@ -445,6 +448,21 @@ class Settings(BaseModel):
     @classmethod
     def _check_proxy(cls, v: str | None) -> str | None:
         return normalize_proxy(v) if v else None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{mask_url(v)!r} is not a Redis URL; write it as redis://host:6379/0 "
+                "(rediss:// for TLS, unix:///path/to/redis.sock)"
+            )
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"{mask_url(v)!r}: a Redis URL names its host")
+        return v
 
     # Derived values used on every request are computed once per config load.
     @property

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from sqlalchemy import Engine
@@ -31,7 +31,11 @@ from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
 from agproxy.responses import ResponseStore
 from agproxy.router.mapping import route
+from agproxy.shared.workers import WorkerRole
 from agproxy.upstream.zai import ZaiClient
+
+if TYPE_CHECKING:
+    from agproxy.shared.state import Shared
 
 log = logging.getLogger("agproxy.service")
 
@@ -65,6 +69,9 @@ class Gateway:
     keys: Keys
     responses: ResponseStore
     monitor: MonitorWriter | None = None
+    # Set with `redis_url`: state shared with the gateway's other processes (shared/).
+    shared: Shared | None = None
+    role: WorkerRole | None = None  # one worker of `agproxy serve --workers N`
     app: ASGIApp | None = None
     running: bool = False
     listener: Listener | None = None
@@ -139,8 +146,20 @@ class Gateway:
         """An account out of rotation for a refusal serves again (and that is news)."""
         await asyncio.to_thread(self.accounts.store.set_status, account.id, Status.OK)
         await asyncio.to_thread(self.pool.load)
+        self.announce("accounts")
         if self.policy.alerts is not None:
             self.policy.alerts.account_state(account.id, account.email, "ok", why, None)
+
+    def announce(self, what: str) -> None:
+        """Accounts, keys or config changed in this process: the others reload now."""
+        if self.shared is not None:
+            self.shared.pool.announce(what)
+
+    async def processes(self) -> list[dict[str, Any]]:
+        """The processes serving this gateway (this one alone without Redis)."""
+        if self.shared is None:
+            return [{"pid": os.getpid(), "worker": 0, "this_process": True, **self.status()}]
+        return await self.shared.workers.listing()
 
     @property
     def lan_exposed(self) -> bool:
@@ -170,9 +189,15 @@ class Gateway:
     def listen(self, host: str, port: int) -> None:
         """Bind the first listener (raises BindError)."""
         assert self.app is not None
-        sock = bind_socket(host, port)
+        sock = bind_socket(host, port, self.reuse_port)
         self.listener = serve_socket(self.app, sock, lambda: self.settings)
         self._write_runtime_file()
+
+    @property
+    def reuse_port(self) -> bool:
+        """Workers of one serve each bind the port (SO_REUSEPORT); the kernel spreads the
+        connections among them."""
+        return self.role is not None and self.role.count > 1
 
     async def _move_listener(self, host: str, port: int) -> None:
         assert self.app is not None
@@ -184,12 +209,12 @@ class Gateway:
             for server in old.server.servers:
                 server.close()
         try:
-            sock = bind_socket(host, port)
+            sock = bind_socket(host, port, self.reuse_port)
         except BindError:
             if old is not None and same_port:
                 # Put the old address back so the state is as before the attempt.
                 self.listener = serve_socket(
-                    self.app, bind_socket(*old.address), lambda: self.settings
+                    self.app, bind_socket(*old.address, self.reuse_port), lambda: self.settings
                 )
                 self._retire_later(old)
             raise
@@ -208,8 +233,16 @@ class Gateway:
         await asyncio.sleep(MOVE_GRACE_SECONDS)
         await close_listener(listener)
 
+    @property
+    def first_worker(self) -> bool:
+        """This process alone, or worker 0 of several: it keeps the runtime file and runs
+        the once-per-host chores (quota refresh, re-probes)."""
+        return self.role is None or self.role.index == 0
+
     def _write_runtime_file(self) -> None:
         assert self.listener is not None
+        if not self.first_worker:
+            return
         host, port = self.listener.address
         info = {"pid": os.getpid(), "host": host, "port": port}
         atomic_write(self.store.directory / RUNTIME_FILE, orjson.dumps(info), 0o600)
@@ -234,6 +267,8 @@ class Gateway:
             self.running = True
             if persist:
                 await self._remember_auto_start(True)
+                if self.shared is not None:
+                    self.shared.workers.switched(True)
             log.info("proxy service started (%d active accounts)", len(self.pool))
             return self.status()
 
@@ -242,6 +277,8 @@ class Gateway:
             self.running = False
             if persist:
                 await self._remember_auto_start(False)
+                if self.shared is not None:
+                    self.shared.workers.switched(False)
             log.info("proxy service stopped")
             return self.status()
 
@@ -262,8 +299,9 @@ class Gateway:
             task.cancel()
         if self.listener is not None:
             await close_listener(self.listener)
-        with contextlib.suppress(FileNotFoundError):
-            (self.store.directory / RUNTIME_FILE).unlink()
+        if self.first_worker:
+            with contextlib.suppress(FileNotFoundError):
+                (self.store.directory / RUNTIME_FILE).unlink()
         await self.accounts.client.close()
         if self.policy.alerts is not None:
             await self.policy.alerts.close()  # webhooks under way are given a moment
@@ -271,4 +309,6 @@ class Gateway:
         if self.monitor is not None:
             await self.monitor.flush()  # nothing recorded is lost on a clean stop
             self.monitor.close()
+        if self.shared is not None:
+            await self.shared.close()
         self.engine.dispose()

@@ -193,9 +193,10 @@ def launch(
     data_dir: Path,
     port: int | None = None,
     config: dict[str, Any] | None = None,
+    serve_args: tuple[str, ...] = (),
     **env_overrides: str,
 ) -> Gateway:
-    """Start `agproxy serve` without waiting for it (see `ready`)."""
+    """Start `agproxy serve [serve_args]` without waiting for it (see `ready`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
@@ -209,7 +210,7 @@ def launch(
         (data_dir / "config.json").write_text(json.dumps(config))
     env = agproxy_env(data_dir, **env_overrides)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agproxy", "serve"],
+        [sys.executable, "-m", "agproxy", "serve", *serve_args],
         env=env,
         text=True,
         stdout=subprocess.PIPE,

@@ -12,9 +12,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from agproxy.accounts.oauth import GoogleOAuth, OAuthError
 from agproxy.accounts.store import Account, AccountStore, Status
+
+if TYPE_CHECKING:
+    from agproxy.shared.tokens import SharedRefresh
 
 log = logging.getLogger("agproxy.tokens")
 
@@ -49,6 +53,8 @@ class TokenManager:
         self.on_relogin = on_relogin
         self._backoff = backoff
         self._inflight: dict[str, asyncio.Future[str]] = {}
+        # Set when processes share a Redis: one refresh among all of them (shared/tokens.py).
+        self.shared: SharedRefresh | None = None
 
     async def access_token(self, account: Account, margin: float = REFRESH_MARGIN) -> str:
         expires_at = account.access_token_expires_at or 0.0
@@ -60,7 +66,12 @@ class TokenManager:
         """Refresh now, joining a refresh already running for this account."""
         pending = self._inflight.get(account.id)
         if pending is None:
-            pending = asyncio.ensure_future(self._refresh(account))
+            work = (
+                self._refresh(account)
+                if self.shared is None
+                else self.shared.refresh(account, self._refresh)
+            )
+            pending = asyncio.ensure_future(work)
             self._inflight[account.id] = pending
             pending.add_done_callback(lambda _f: self._inflight.pop(account.id, None))
         # shield: one waiter giving up (client gone) must not cancel everyone's refresh

@@ -61,6 +61,7 @@ async def _find(request: Request) -> Account | Response:
 async def _changed(gateway: Gateway) -> None:
     """Apply an account change to the pool now rather than at the next poll."""
     await run_in_threadpool(gateway.pool.load)
+    gateway.announce("accounts")
 
 
 async def list_accounts(request: Request) -> Response:

@@ -41,7 +41,9 @@ def _store(request: Request) -> KeyStore:
 
 async def _changed(request: Request) -> None:
     """Apply a change to the request path now rather than at the next revision check."""
-    await run_in_threadpool(_gateway(request).keys.load)
+    gateway = _gateway(request)
+    await run_in_threadpool(gateway.keys.load)
+    gateway.announce("keys")
 
 
 def _tz_offset(request: Request) -> int:

@@ -17,6 +17,8 @@ from agproxy.service import Gateway, StartError
 
 # Keys that only take effect at the next start of the proxy service.
 APPLY_AT_START = ("port", "allow_lan_access")
+# Read once, when `agproxy serve` starts.
+APPLY_AT_RESTART = ("redis_url",)
 # Where the pool's tokens are sent: a change is logged as a security event, so that a
 # stolen admin password that redirects them leaves a trace.
 TOKEN_DESTINATIONS = (
@@ -59,7 +61,11 @@ async def read_json_object(request: Request) -> dict[str, Any] | Response:
 
 
 async def status(request: Request) -> Response:
-    return JSONResponse(_gateway(request).status())
+    gateway = _gateway(request)
+    status = gateway.status()
+    if gateway.shared is not None:  # several processes may serve: list them
+        status["processes"] = await gateway.processes()
+    return JSONResponse(status)
 
 
 async def start(request: Request) -> Response:
@@ -103,6 +109,7 @@ async def put_config(request: Request) -> Response:
         await run_in_threadpool(gateway.store.update, changes)
     except ConfigError as exc:
         return admin_error(409 if isinstance(exc, OverriddenByEnv) else 400, exc.message, exc.key)
+    gateway.announce("config")
     for key in TOKEN_DESTINATIONS:
         if key in changes:
             value = changes[key]
@@ -110,6 +117,7 @@ async def put_config(request: Request) -> Response:
             log_security_event(request, f"{key} changed to {shown!r}")
     view = _config_view(gateway)
     view["apply_at_next_start"] = [k for k in APPLY_AT_START if k in changes]
+    view["apply_at_restart"] = [k for k in APPLY_AT_RESTART if k in changes]
     return JSONResponse(view)
 
 

@@ -22,7 +22,14 @@ from agproxy.datadir import data_dir
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="How much the gateway logs to stderr.",
 )
-def serve(log_level: str) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes serving the port (SO_REUSEPORT); more than 1 needs redis_url.",
+)
+def serve(log_level: str, workers: int) -> None:
     """Run the gateway in the foreground.
 
     Binds 127.0.0.1 (or 0.0.0.0 with allow_lan_access) on the configured port,
@@ -30,15 +37,26 @@ def serve(log_level: str) -> None:
     service when auto_start is true and an account (or z.ai) can serve.
     Ctrl+C (or SIGTERM) stops it after in-flight requests finish.
     Exits with status 1 when the port cannot be bound.
+
+    With --workers N, N processes serve the one port and share state through
+    Redis (redis_url); see the README, "Running more than one process".
     """
     from agproxy.server.runner import serve as run_serve  # server stack only when serving
+    from agproxy.shared.workers import WorkerRole
 
+    role = WorkerRole.from_env()
+    who = f"[worker {role.index}] " if role else ""
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s",
     )
-    sys.exit(run_serve(ConfigStore(data_dir()), lambda line: click.echo(line)))
+    store = ConfigStore(data_dir())
+    if workers > 1:
+        from agproxy.server.supervisor import serve_workers
+
+        sys.exit(serve_workers(store, lambda line: click.echo(line), workers))
+    sys.exit(run_serve(store, lambda line: click.echo(line)))
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
@@ -50,6 +68,16 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     click.echo(f"listening:     {status['host']}:{status['port']}")
     click.echo(f"base url:      {status['base_url']}")
     click.echo(f"active accounts: {status['active_accounts']}")
+    processes = status.get("processes") or []
+    if len(processes) > 1:
+        click.echo(f"processes:     {len(processes)} (sharing state through Redis)")
+        for p in processes:
+            mark = "*" if p.get("this_process") else " "
+            state = "running" if p.get("running") else "stopped"
+            click.echo(
+                f"  {mark} {p.get('host')} pid {p.get('pid')} worker {p.get('worker')}: "
+                f"{state} on {p.get('listen')}, {p.get('requests', 0)} requests"
+            )
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")

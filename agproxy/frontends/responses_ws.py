@@ -117,7 +117,8 @@ class _Socket:
         estimate = max(1, len(orjson.dumps(body)) // 4)
         with contextlib.ExitStack() as counting:
             try:
-                counting.enter_context(self.gateway.keys.counted(key, estimate, used))
+                shared = await self.gateway.keys.admit_shared_rate(key)
+                counting.enter_context(self.gateway.keys.counted(key, estimate, used, shared))
             except KeyRefusal as refusal:
                 response = error_response(OPENAI, refusal.status, refusal.message, refusal.headers)
                 return await self.refuse(Refused(response))

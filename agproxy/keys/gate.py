@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from agproxy.keys.limits import DAY, MINUTE, Counters, LocalCounters, Reservation, model_group
 from agproxy.keys.store import ClientKey, KeyStore, digest
+from agproxy.shared.rates import DOWN, SharedRates
 
 CLIENT_KEY = "agproxy.client_key"  # the scope entry the auth middleware fills
 CURRENT_KEY: ContextVar[ClientKey | None] = ContextVar("agproxy_client_key", default=None)
@@ -45,6 +46,15 @@ def _wait(seconds: float) -> str:
     return f"{math.ceil(seconds)} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
+def _over_rate(key: ClientKey, wait: float) -> KeyRefusal:
+    return KeyRefusal(
+        429,
+        f"rate limit of the client key {key.name!r} reached: {key.rpm} requests per minute; "
+        f"it resets in {_wait(wait)}",
+        wait,
+    )
+
+
 @dataclass
 class Keys:
     store: KeyStore
@@ -53,6 +63,7 @@ class Keys:
     by_digest: dict[str, ClientKey] = field(default_factory=dict)
     shares: bool = False  # some key has a quota share: every request's use is counted
     revision: int = -1
+    rates: SharedRates | None = None  # rpm across processes, when they share a Redis
 
     def load(self) -> None:
         revision = self.store.revision()
@@ -89,20 +100,30 @@ class Keys:
             return f"the client key {key.name!r} expired on {when}; ask the gateway's owner"
         return None
 
-    def admit(self, key: ClientKey, estimate: int) -> Reservation | None:
-        """The request counted against the key's limits, or KeyRefusal (429)."""
+    async def admit_shared_rate(self, key: ClientKey) -> bool:
+        """The key's rpm counted across every process sharing the Redis (KeyRefusal when
+        over it): True when it was, False when this process counts it (no Redis)."""
+        if self.rates is None or key.rpm is None:
+            return False
+        wait = await self.rates.admit(key.id, key.rpm)
+        if wait == DOWN:
+            return False
+        if isinstance(wait, float):
+            raise _over_rate(key, wait)
+        return True
+
+    def admit(
+        self, key: ClientKey, estimate: int, rate_checked: bool = False
+    ) -> Reservation | None:
+        """The request counted against the key's limits, or KeyRefusal (429). `rate_checked`:
+        its rpm was counted across processes already (`admit_shared_rate`)."""
         if not key.limited:
             return None
         now = self.clock()
-        if key.rpm is not None:
+        if key.rpm is not None and not rate_checked:
             wait = self.counters.admit_rate(key.id, key.rpm, now)
             if wait is not None:
-                raise KeyRefusal(
-                    429,
-                    f"rate limit of the client key {key.name!r} reached: {key.rpm} requests "
-                    f"per minute; it resets in {_wait(wait)}",
-                    wait,
-                )
+                raise _over_rate(key, wait)
         self._check_tokens(key, now)
         if key.concurrency is not None and not self.counters.enter(key.id, key.concurrency):
             raise KeyRefusal(
@@ -138,12 +159,16 @@ class Keys:
 
     @contextlib.contextmanager
     def counted(
-        self, key: ClientKey, estimate: int, used: Callable[[], tuple[str | None, int | None]]
+        self,
+        key: ClientKey,
+        estimate: int,
+        used: Callable[[], tuple[str | None, int | None]],
+        rate_checked: bool = False,
     ) -> Iterator[None]:
         """One request with `key`: counted against its limits (KeyRefusal when over one),
         the key current while it runs, settled with `used()` (the routed model and the
         tokens spent) when it ends."""
-        held = self.admit(key, estimate)
+        held = self.admit(key, estimate, rate_checked)
         entered = CURRENT_KEY.set(key)
         try:
             yield

@@ -41,7 +41,8 @@ class KeyLimitsMiddleware:
         note(key_name=key.name)
         with contextlib.ExitStack() as counting:
             try:
-                counting.enter_context(self.keys.counted(key, _estimate(scope), used))
+                shared = await self.keys.admit_shared_rate(key)
+                counting.enter_context(self.keys.counted(key, _estimate(scope), used, shared))
             except KeyRefusal as refusal:
                 refused = error_response(
                     protocol_of(scope["path"]), refusal.status, refusal.message, refusal.headers

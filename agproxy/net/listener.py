@@ -27,12 +27,16 @@ class BindError(Exception):
         super().__init__(self.message)
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind and listen now, so a taken port is reported before anything else happens."""
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Bind and listen now, so a taken port is reported before anything else happens.
+    `reuse_port`: the workers of one `serve --workers N` all bind it (SO_REUSEPORT; the
+    kernel spreads new connections among them). A port held without it stays refused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         # Lets a restarted gateway reuse a port still in TIME_WAIT; never one in use.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:

@@ -171,6 +171,10 @@ class Policy:
         # model → (when, the 404): while 404s keep accounts away from a model, a request
         # that finds none left is told why, not that the pool is rate limited.
         self.not_found: dict[str, tuple[float, UpstreamError]] = {}
+        # Set when processes share a Redis (shared/pool.py): a conversation's account as
+        # another process bound it, and a notice that an account's state changed here.
+        self.recall: Callable[[str], Awaitable[None]] | None = None
+        self.announce: Callable[[str], None] | None = None
 
     def _cooldown_for(self, account: Account, model: str, error: UpstreamError) -> float:
         if error.retry_after is not None:
@@ -242,6 +246,9 @@ class Policy:
             await asyncio.to_thread(self.accounts.store.set_status, account.id, status, reason, url)
         except Exception:  # the request goes on; the store catches up at the next reload
             log.exception("could not record %s as %s", account.email, status.value)
+            return
+        if self.announce is not None:
+            self.announce("accounts")
 
     async def _apply_rule(
         self, tries: _Tries, account: Account, error: UpstreamError, rule: ErrorRule
@@ -341,6 +348,8 @@ class Policy:
         self, model: str, session: str | None, call: Callable[[Attempt], Awaitable[T]]
     ) -> T:
         tries = _Tries(model, session)
+        if session and self.recall is not None:
+            await self.recall(session)
         for number in range(self.scheduler.settings().retry_max_attempts):
             account = await self._next_account(tries)
             try:

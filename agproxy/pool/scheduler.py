@@ -21,6 +21,9 @@ from agproxy.pool.pool import Pool
 SESSION_TTL = 3600.0
 MAX_SESSIONS = 10_000
 ANY_MODEL = "*"
+# A binding unchanged is told again this often (seconds), so the shared copy's expiry
+# (SESSION_TTL) moves on while the conversation goes on.
+SHARE_BIND_EVERY = 600.0
 
 
 class NoAccount(Exception):
@@ -39,10 +42,24 @@ class Cooldowns:
     until: dict[tuple[str, str], float] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic  # handed in, so tests need not sleep
     revision: int = 0  # moves on every change: what the saver compares
+    # Told of every cooldown set here (account id, model or "*", until on the wall clock)
+    # and cleared here (until None): how other processes learn of them (shared/pool.py).
+    on_change: Callable[[str, str, float | None], None] | None = None
 
     def set(self, account_id: str, model: str | None, seconds: float) -> None:
         key = (account_id, model or ANY_MODEL)
-        self.until[key] = max(self.until.get(key, 0.0), self.clock() + seconds)
+        until = self.until[key] = max(self.until.get(key, 0.0), self.clock() + seconds)
+        self.revision += 1
+        if self.on_change is not None:
+            self.on_change(key[0], key[1], time.time() + (until - self.clock()))
+
+    def apply(self, account_id: str, model: str, until: float | None) -> None:
+        """A cooldown another process set (until, wall clock) or cleared (None)."""
+        key = (account_id, model)
+        if until is None:
+            self.until.pop(key, None)
+        else:
+            self.until[key] = max(self.until.get(key, 0.0), self.clock() + until - time.time())
         self.revision += 1
 
     def remaining(self, account_id: str, model: str) -> float:
@@ -65,6 +82,8 @@ class Cooldowns:
         ]
         for key in keys:
             del self.until[key]
+            if self.on_change is not None:
+                self.on_change(key[0], key[1], None)
         self.revision += 1
         return len(keys)
 
@@ -151,6 +170,8 @@ class Scheduler:
         self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.last_used: dict[str, float] = {}
         self.last_ok: dict[str, float] = {}  # account id → monotonic time of its last success
+        # Told when a conversation is bound to an account (again), for other processes.
+        self.on_bind: Callable[[str, str], None] | None = None
         self._turn = 0
 
     def serving(self, model: str) -> list[Account]:
@@ -286,10 +307,22 @@ class Scheduler:
         return entry[0]
 
     def _bind(self, session: str, account_id: str) -> None:
-        self.sessions[session] = (account_id, self.clock())
+        now = self.clock()
+        if self.on_bind is not None:
+            before = self.sessions.get(session)
+            if before is None or before[0] != account_id or now - before[1] > SHARE_BIND_EVERY:
+                self.on_bind(session, account_id)
+        self.sessions[session] = (account_id, now)
         self.sessions.move_to_end(session)
         while len(self.sessions) > MAX_SESSIONS:
             self.sessions.popitem(last=False)
+
+    def adopt(self, session: str, account_id: str) -> None:
+        """The account another process bound `session` to (shared/pool.py)."""
+        entry = self.sessions.get(session)
+        if entry is None or entry[0] != account_id:
+            self.sessions[session] = (account_id, self.clock())
+            self.sessions.move_to_end(session)
 
     def served_recently(self, account_id: str, within: float) -> bool:
         """Did the account answer a request successfully in the last `within` seconds?"""

@@ -8,7 +8,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvloop
 
@@ -31,6 +32,9 @@ from agproxy.pool.scheduler import Scheduler
 from agproxy.responses import ResponseStore
 from agproxy.server.app import build_app
 from agproxy.service import Gateway, StartError
+from agproxy.shared.pool import sleeper
+from agproxy.shared.state import share
+from agproxy.shared.workers import WorkerRole
 from agproxy.upstream.zai import ZaiClient
 
 log = logging.getLogger("agproxy.server")
@@ -43,11 +47,11 @@ REPROBED = frozenset({Status.NEEDS_VERIFICATION, Status.REFUSED})
 GC_GEN0_THRESHOLD = 20_000
 
 
-async def _watch_config(store: ConfigStore) -> None:
+async def _watch_config(store: ConfigStore, pause: Callable[[float], Awaitable[Any]]) -> None:
     """Apply edits made by `agproxy config set` (another process) while serving."""
     broken = False
     while True:
-        await asyncio.sleep(CONFIG_POLL_SECONDS)
+        await pause(CONFIG_POLL_SECONDS)
         try:
             if store.reload_if_changed():
                 log.info("config file changed; new settings applied")
@@ -60,15 +64,26 @@ async def _watch_config(store: ConfigStore) -> None:
 
 async def _watch_accounts(gateway: Gateway) -> None:
     """Pick up accounts added or changed by another process (the CLI) without a restart."""
+    pause = sleeper(gateway.shared.pool if gateway.shared else None, "accounts")
     while True:
-        await asyncio.sleep(ACCOUNTS_POLL_SECONDS)
+        await pause(ACCOUNTS_POLL_SECONDS)
         try:
             if await asyncio.to_thread(gateway.pool.reload_if_changed):
                 log.info("accounts changed; %d active", len(gateway.pool))
+        except Exception:  # a locked or busy database: try again next tick
+            log.exception("could not reload accounts")
+
+
+async def _watch_keys(gateway: Gateway) -> None:
+    """Pick up client keys made or changed by another process (the CLI, another worker)."""
+    pause = sleeper(gateway.shared.pool if gateway.shared else None, "keys")
+    while True:
+        await pause(ACCOUNTS_POLL_SECONDS)
+        try:
             if await asyncio.to_thread(gateway.keys.reload_if_changed):
                 log.info("client keys changed; %d keys", len(gateway.keys.by_digest))
         except Exception:  # a locked or busy database: try again next tick
-            log.exception("could not reload accounts")
+            log.exception("could not reload client keys")
 
 
 async def _flush_last_used(gateway: Gateway) -> None:
@@ -149,15 +164,23 @@ async def _refresh_quotas_periodically(gateway: Gateway) -> None:
         await asyncio.sleep(max(minutes, 1) * 60)
         if minutes <= 0 or not gateway.running:
             continue
+        if gateway.shared is not None and not await gateway.shared.pool.take_chore(
+            "quota", max(minutes, 1) * 60 - 5
+        ):
+            continue  # another process of the gateway refreshed them this round
         errors = await gateway.accounts.refresh_quotas(list(gateway.pool.accounts))
         failed = {k: v for k, v in errors.items() if v}
         log.info("quota refreshed for %d accounts (%d failed)", len(errors), len(failed))
 
 
-def _announce(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) -> None:
+def _announce(gateway: Gateway, echo: Callable[[str], None], lock_fd: int | None) -> None:
     """Where the gateway listens, on the terminal and in the serve lock's description."""
     host, port = gateway.settings.host, gateway.settings.port
-    describe_serve_lock(lock_fd, f"pid {os.getpid()}, listening on {host}:{port}")
+    role = gateway.role
+    if role is not None and role.index:
+        return  # worker 0 speaks for all
+    if lock_fd is not None:
+        describe_serve_lock(lock_fd, f"pid {os.getpid()}, listening on {host}:{port}")
     shown_host = "127.0.0.1" if host == "0.0.0.0" else host
     echo(f"agproxy {__version__} listening on {host}:{port}")
     echo(f"  console:  http://{shown_host}:{port}/")
@@ -166,6 +189,10 @@ def _announce(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) -> No
         f"Anthropic / Gemini: http://{shown_host}:{port}"
     )
     echo(f"  data dir: {gateway.store.directory}")
+    if role is not None:
+        echo(f"  workers:  {role.count} (this is worker 0, pid {os.getpid()})")
+    if gateway.shared is not None:
+        echo(f"  shared state: Redis at {gateway.shared.link.shown_url}")
 
 
 def _tune_gc() -> None:
@@ -177,10 +204,14 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 40)
 
 
-async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) -> int:
+async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
+    role = gateway.role
+
+    def say(line: str) -> None:
+        echo(line if role is None else f"[worker {role.index}] {line}")
 
     def on_signal() -> None:
         nonlocal signals_seen
@@ -194,6 +225,8 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
         loop.add_signal_handler(sig, on_signal)
 
     settings = gateway.settings
+    if gateway.shared is not None:
+        await gateway.shared.start()  # before listening: a request finds the shared state
     try:
         gateway.listen(settings.host, settings.port)
     except BindError as exc:
@@ -207,33 +240,39 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int) ->
     if settings.auto_start:
         try:
             status = await gateway.start(persist=False)
-            echo(f"proxy service: running ({status['active_accounts']} active accounts)")
+            say(f"proxy service: running ({status['active_accounts']} active accounts)")
         except StartError as exc:
-            echo(f"proxy service: stopped: {exc.message}")
+            say(f"proxy service: stopped: {exc.message}")
     else:
-        echo("proxy service: stopped (auto_start is false); start it with `agproxy start`")
+        say("proxy service: stopped (auto_start is false); start it with `agproxy start`")
 
     _tune_gc()
+    shared_pool = gateway.shared.pool if gateway.shared else None
     background = [
-        asyncio.create_task(_watch_config(gateway.store)),
+        asyncio.create_task(_watch_config(gateway.store, sleeper(shared_pool, "config"))),
         asyncio.create_task(_watch_accounts(gateway)),
+        asyncio.create_task(_watch_keys(gateway)),
         asyncio.create_task(_refresh_quotas_periodically(gateway)),
         asyncio.create_task(_flush_last_used(gateway)),
         asyncio.create_task(_save_cooldowns(gateway)),
-        asyncio.create_task(_reprobe(gateway)),
     ]
+    if gateway.first_worker:  # once per host: a probe is a call to Google
+        background.append(asyncio.create_task(_reprobe(gateway)))
+    if gateway.shared is not None:
+        background.append(asyncio.create_task(gateway.shared.workers.run()))
     if gateway.monitor is not None:
         background.append(asyncio.create_task(gateway.monitor.run()))
     await stop.wait()
-    echo("shutting down: finishing in-flight requests…")
+    say("shutting down: finishing in-flight requests…")
     for task in background:
         task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
     used = gateway.scheduler.take_last_used()
     if used:
         gateway.accounts.store.touch_used(used)
     await _save_cooldowns_once(gateway, -1)
     await gateway.shutdown()
-    echo("stopped")
+    say("stopped")
     return 0
 
 
@@ -244,25 +283,33 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     except ConfigError as exc:
         echo(f"error: {exc.message}")
         return 2
-    try:
-        lock_fd = hold_serve_lock(store.directory)
-    except AlreadyServing as exc:
-        echo(
-            f"error: another agproxy is already serving the data directory {store.directory} "
-            f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
-            "end its process), or give this one its own AGPROXY_DATA_DIR"
-        )
-        return 1
-    describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
-    gateway = assemble(store)
+    role = WorkerRole.from_env()
+    lock_fd = None
+    if role is None:  # workers run under a parent that holds the lock for them
+        try:
+            lock_fd = hold_serve_lock(store.directory)
+        except AlreadyServing as exc:
+            echo(already_serving(store, exc))
+            return 1
+        describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
+    gateway = assemble(store, role)
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo, lock_fd))
 
 
-def assemble(store: ConfigStore) -> Gateway:
+def already_serving(store: ConfigStore, exc: AlreadyServing) -> str:
+    return (
+        f"error: another agproxy is already serving the data directory {store.directory} "
+        f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
+        "end its process), or give this one its own AGPROXY_DATA_DIR"
+    )
+
+
+def assemble(store: ConfigStore, role: WorkerRole | None = None) -> Gateway:
     """The gateway's parts wired together on the data directory's database (and its
-    monitor), not yet listening."""
+    monitor), not yet listening; with `redis_url`, hooked to the state its other
+    processes share."""
     engine = open_database(store.directory / DATABASE_FILE)
     accounts = build_account_service(lambda: store.settings, engine)
     pool = Pool(accounts.store)
@@ -290,4 +337,23 @@ def assemble(store: ConfigStore) -> Gateway:
         monitor,
     )
     gateway.keys.load()
+    gateway.role = role
+    url = store.settings.redis_url
+    if url:
+        gateway.shared = share(
+            url,
+            gateway.policy,
+            accounts.tokens,
+            gateway.keys,
+            role,
+            lambda: _describe(gateway),
+            lambda running: gateway.start(persist=False) if running else gateway.stop(False),
+        )
     return gateway
+
+
+def _describe(gateway: Gateway) -> dict[str, Any]:
+    """This process's line in the process list (shared/workers.py)."""
+    host, port = gateway.listener.address if gateway.listener else ("", 0)
+    served = sum(gateway.monitor.metrics.requests.values()) if gateway.monitor else 0
+    return {"running": gateway.running, "listen": f"{host}:{port}", "requests": served}
