@@ -428,3 +428,31 @@ def test_an_account_asked_to_verify_shows_its_link(
     expect(link).to_have_attribute("href", VALIDATION_URL)
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     card.screenshot(path=str(ARTIFACTS / "console-needs-verification.png"))
+
+
+def test_the_dashboard_lists_the_workers(
+    page: Page, tmp_path: Path, fake_google: Any, own_redis: Any
+) -> None:
+    from conftest import launch, ready
+
+    gw = ready(
+        launch(
+            tmp_path / "gw",
+            serve_args=("--workers", "2"),
+            **google_env(fake_google),
+            AGPROXY_ADMIN_PASSWORD=PASSWORD,
+            AGPROXY_REDIS_URL=own_redis.url,
+        )
+    )
+    try:
+        add_accounts(gw, fake_google, prefix="workers")
+        login(page, gw)
+        page.click("a[data-page=dashboard]")
+        rows = page.locator("#processes tr[data-pid]")
+        expect(rows).to_have_count(2, timeout=10_000)  # each worker renews its line every 2 s
+        expect(page.locator("#processes")).to_contain_text("(this one)")
+        expect(rows.nth(0)).to_contain_text("running")
+        expect(rows.nth(1)).to_contain_text(f"127.0.0.1:{gw.port}")
+        page.locator("#processes-card").screenshot(path=str(ARTIFACTS / "console-processes.png"))
+    finally:
+        assert gw.stop() == 0

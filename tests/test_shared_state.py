@@ -306,3 +306,30 @@ def test_a_redis_url_with_a_password_is_masked(tmp_path: Path, fake_google: Any)
         gw.stop()
     config = json.loads((tmp_path / "gw" / "config.json").read_text())
     assert "redis_url" not in config  # the environment's value is never written back
+
+
+def test_a_reset_with_no_gateway_running_clears_the_copy_in_redis(
+    tmp_path: Path, fake_google: Any, own_redis: Any
+) -> None:
+    """Otherwise the next gateway to start would take the cooldown back from Redis."""
+    first, second = pair_of(tmp_path / "gw", fake_google, own_redis.url)
+    try:
+        limited, _ = accounts_in(first, fake_google, 2)
+        fake_google.inject(Fault.rate_limited(retry_delay="900s"), email=limited.email)
+        for i in range(4):
+            assert chat(first, f"limit {i}").status_code == 200
+        assert (limited.email, MODEL) in cooling(first)
+    finally:
+        stop_all([first, second])
+    client = redis_client.Redis.from_url(own_redis.url)
+    try:
+        assert client.hlen("agproxy:cooldowns") == 1
+        result = first.cli("accounts", "reset", limited.email)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 cooldowns cleared" in result.stdout
+        assert client.hlen("agproxy:cooldowns") == 0
+        own_redis.kill()
+        again = first.cli("accounts", "reset", limited.email)
+        assert again.returncode == 1 and "Redis at redis://127.0.0.1" in again.stderr
+    finally:
+        client.close()

@@ -132,7 +132,10 @@ def _dashboard(gateway: Gateway) -> dict[str, Any]:
 async def dashboard(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     await settled(gateway)
-    return JSONResponse(await run_in_threadpool(_dashboard, gateway))
+    board = await run_in_threadpool(_dashboard, gateway)
+    if gateway.shared is not None:  # several processes may serve: list them
+        board["processes"] = await gateway.processes()
+    return JSONResponse(board)
 
 
 async def trace_model(request: Request) -> Response:

@@ -489,4 +489,23 @@ def _reset_offline(account: Account, model: str | None) -> dict[str, object]:
         if model is None and status is Status.FORBIDDEN:
             store.set_status(account.id, Status.OK)
             status = Status.OK
+    url = load_settings(create=False).settings.redis_url
+    if url:
+        cleared = max(cleared, _reset_in_redis(url, account, model))
     return {"cooldowns_cleared": cleared, "status": status.value}
+
+
+def _reset_in_redis(url: str, account: Account, model: str | None) -> int:
+    from redis.exceptions import RedisError
+
+    from agproxy.config import mask_url
+    from agproxy.shared.pool import clear_stored_cooldowns
+
+    try:
+        return clear_stored_cooldowns(url, account.id, model)
+    except (RedisError, OSError) as exc:
+        raise click.ClickException(
+            f"the cooldowns saved in the database are cleared, but Redis at {mask_url(url)} "
+            f"is not reachable ({type(exc).__name__}); its copy comes back when a gateway "
+            "starts: run this again once Redis is up"
+        ) from exc

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from agproxy.pool.scheduler import SESSION_TTL, Cooldowns, Scheduler
-from agproxy.shared.link import CHANNEL, PREFIX, Link
+from agproxy.shared.link import CHANNEL, PREFIX, TIMEOUT, Link
 
 COOLDOWNS = PREFIX + "cooldowns"
 SEPARATOR = "\x1f"  # between account id and model in a cooldown's field: in neither
@@ -170,3 +170,23 @@ def sleeper(shared: SharedPool | None, what: str) -> Callable[[float], Any]:
     if shared is None:
         return asyncio.sleep
     return lambda seconds: shared.wait_change(what, seconds)
+
+
+def clear_stored_cooldowns(url: str, account_id: str, model: str | None) -> int:
+    """`agproxy accounts reset` with no gateway running: the account's cooldowns kept in
+    Redis go too (a gateway starting later would take them back). How many; raises
+    RedisError (or OSError) when Redis is not there."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    try:
+        fields = []
+        for field in client.hkeys(COOLDOWNS):
+            account, _, cooled = field.decode("utf-8", "replace").partition(SEPARATOR)
+            if account == account_id and model in (None, cooled):
+                fields.append(field)
+        if fields:
+            client.hdel(COOLDOWNS, *fields)
+        return len(fields)
+    finally:
+        client.close()

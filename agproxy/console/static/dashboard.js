@@ -84,9 +84,25 @@ async function loadDashboard() {
   })), { format: (v) => v + "%", empty: "" });
   $("dash-quota-empty").hidden = board.quota.length > 0;
 
+  showProcesses(board.processes);
+
   $("next-up").replaceChildren(el("tr", {}, el("th", {}, "model"), el("th", {}, "account")),
     ...board.next_up.map((n) => el("tr", { "data-model": n.model }, el("td", {}, n.model),
       el("td", {}, n.email || el("span", { class: "err-text" }, "none free")))));
+}
+
+// Every process serving this gateway (workers, other hosts), when they share a Redis.
+function showProcesses(processes) {
+  $("processes-card").hidden = !processes;
+  if (!processes) return;
+  const now = Date.now() / 1000;
+  $("processes").replaceChildren(
+    el("tr", {}, ...["host", "pid", "worker", "listening", "service", "requests", "up"].map((h) => el("th", {}, h))),
+    ...processes.map((p) => el("tr", { "data-pid": String(p.pid), class: p.this_process ? "this-process" : "" },
+      el("td", {}, p.host + (p.this_process ? " (this one)" : "")), el("td", {}, String(p.pid)),
+      el("td", {}, String(p.worker)), el("td", {}, p.listen),
+      el("td", { class: p.running ? "ok-text" : "off-text" }, p.running ? "running" : "stopped"),
+      el("td", {}, num(p.requests)), el("td", {}, span(now - p.started_at)))));
 }
 
 export const dashboardPage = {
