@@ -11,14 +11,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from agproxy.accounts.oauth import GoogleOAuth, OAuthError
 from agproxy.accounts.store import Account, AccountStore, Status
-
-if TYPE_CHECKING:
-    from agproxy.shared.tokens import SharedRefresh
 
 log = logging.getLogger("agproxy.tokens")
 
@@ -38,6 +35,14 @@ class TokenError(Exception):
         self.relogin = relogin
 
 
+class RefreshCoordinator(Protocol):
+    """Refreshes shared with other processes (shared/tokens.py): one among all of them."""
+
+    async def refresh(
+        self, account: Account, refresh_here: Callable[[Account], Awaitable[str]]
+    ) -> str: ...
+
+
 class TokenManager:
     def __init__(
         self,
@@ -54,7 +59,7 @@ class TokenManager:
         self._backoff = backoff
         self._inflight: dict[str, asyncio.Future[str]] = {}
         # Set when processes share a Redis: one refresh among all of them (shared/tokens.py).
-        self.shared: SharedRefresh | None = None
+        self.shared: RefreshCoordinator | None = None
 
     async def access_token(self, account: Account, margin: float = REFRESH_MARGIN) -> str:
         expires_at = account.access_token_expires_at or 0.0

@@ -21,9 +21,17 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from agproxy.keys.limits import DAY, MINUTE, Counters, LocalCounters, Reservation, model_group
+from agproxy.keys.limits import (
+    DAY,
+    DOWN,
+    MINUTE,
+    Counters,
+    LocalCounters,
+    Reservation,
+    SharedRate,
+    model_group,
+)
 from agproxy.keys.store import ClientKey, KeyStore, digest
-from agproxy.shared.rates import DOWN, SharedRates
 
 CLIENT_KEY = "agproxy.client_key"  # the scope entry the auth middleware fills
 CURRENT_KEY: ContextVar[ClientKey | None] = ContextVar("agproxy_client_key", default=None)
@@ -63,7 +71,7 @@ class Keys:
     by_digest: dict[str, ClientKey] = field(default_factory=dict)
     shares: bool = False  # some key has a quota share: every request's use is counted
     revision: int = -1
-    rates: SharedRates | None = None  # rpm across processes, when they share a Redis
+    rates: SharedRate | None = None  # rpm across processes, when they share a Redis
 
     def load(self) -> None:
         revision = self.store.revision()

@@ -41,6 +41,17 @@ class Minute:
     by_key: dict[str, int] = field(default_factory=dict)
 
 
+# A shared counter's answer when it cannot count (its store is away): count locally.
+DOWN = "down"
+
+
+class SharedRate(Protocol):
+    """A key's requests per minute counted across processes (shared/rates.py)."""
+
+    async def admit(self, key_id: str, limit: int) -> float | None | str:
+        """None: admitted; seconds to wait; or DOWN."""
+
+
 class Counters(Protocol):
     def admit_rate(self, key_id: str, limit: int, now: float) -> float | None:
         """Count a request against `limit` per minute; None, or seconds to wait."""

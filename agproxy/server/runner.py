@@ -204,6 +204,26 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 40)
 
 
+def _background(gateway: Gateway) -> list[asyncio.Task[Any]]:
+    """What runs beside the requests while the gateway serves."""
+    shared_pool = gateway.shared.pool if gateway.shared else None
+    work = [
+        _watch_config(gateway.store, sleeper(shared_pool, "config")),
+        _watch_accounts(gateway),
+        _watch_keys(gateway),
+        _refresh_quotas_periodically(gateway),
+        _flush_last_used(gateway),
+        _save_cooldowns(gateway),
+    ]
+    if gateway.first_worker:  # once per host: a probe is a call to Google
+        work.append(_reprobe(gateway))
+    if gateway.shared is not None:
+        work.append(gateway.shared.workers.run())
+    if gateway.monitor is not None:
+        work.append(gateway.monitor.run())
+    return [asyncio.create_task(w) for w in work]
+
+
 async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int | None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -247,21 +267,7 @@ async def _serve(gateway: Gateway, echo: Callable[[str], None], lock_fd: int | N
         say("proxy service: stopped (auto_start is false); start it with `agproxy start`")
 
     _tune_gc()
-    shared_pool = gateway.shared.pool if gateway.shared else None
-    background = [
-        asyncio.create_task(_watch_config(gateway.store, sleeper(shared_pool, "config"))),
-        asyncio.create_task(_watch_accounts(gateway)),
-        asyncio.create_task(_watch_keys(gateway)),
-        asyncio.create_task(_refresh_quotas_periodically(gateway)),
-        asyncio.create_task(_flush_last_used(gateway)),
-        asyncio.create_task(_save_cooldowns(gateway)),
-    ]
-    if gateway.first_worker:  # once per host: a probe is a call to Google
-        background.append(asyncio.create_task(_reprobe(gateway)))
-    if gateway.shared is not None:
-        background.append(asyncio.create_task(gateway.shared.workers.run()))
-    if gateway.monitor is not None:
-        background.append(asyncio.create_task(gateway.monitor.run()))
+    background = _background(gateway)
     await stop.wait()
     say("shutting down: finishing in-flight requests…")
     for task in background:

@@ -181,7 +181,8 @@ def clear_stored_cooldowns(url: str, account_id: str, model: str | None) -> int:
     client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
     try:
         fields = []
-        for field in client.hkeys(COOLDOWNS):
+        stored: list[bytes] = client.hkeys(COOLDOWNS)  # type: ignore[assignment]
+        for field in stored:
             account, _, cooled = field.decode("utf-8", "replace").partition(SEPARATOR)
             if account == account_id and model in (None, cooled):
                 fields.append(field)

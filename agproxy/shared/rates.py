@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 
+from agproxy.keys.limits import DOWN
 from agproxy.shared.link import PREFIX, Link
 
 ADMIT = """
@@ -25,7 +26,6 @@ redis.call('ZADD', KEYS[1], t, ARGV[2])
 redis.call('EXPIRE', KEYS[1], 61)
 return ''
 """
-DOWN = "down"
 
 
 class SharedRates:

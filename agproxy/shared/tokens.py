@@ -55,6 +55,10 @@ class SharedRefresh:
                 break  # Redis is gone: refresh here
             if got:
                 try:
+                    # Another may have refreshed and let go between the look and the lock.
+                    token = await self._taken(account)
+                    if token is not None:
+                        return token
                     return await self._refresh_and_share(account, refresh_here)
                 finally:
                     await self.link.run(lambda _r: self._release(keys=[lock], args=[me]), 0)
