@@ -5,8 +5,9 @@ Starts a lean fake upstream (bench/fake_upstream.py, answering at once) and
 (bench/load.py, its own process) against the fake directly and through the gateway,
 in the same run, and reports requests/s, added p50/p99 latency, added stream
 time-to-first-byte and the gateway's CPU milliseconds per request (all its
-processes). Also: time until /healthz answers 200, idle RSS, and 1,000 concurrent
-open streams with peak RSS.
+processes). Also: time until /healthz answers 200, idle RSS, 1,000 concurrent
+open streams with peak RSS, and the CPU per request of a pool of 1,000 accounts
+against one of 3 (bench/pool_size.py).
 
 Usage: python bench/run.py [--quick]
 """
@@ -411,6 +412,10 @@ def main() -> None:
     for r in rows:
         if r.get("first_errors"):
             print(r["scenario"], r["concurrency"], "errors:", r["first_errors"])
+
+    import pool_size  # imports this module's helpers: imported once they are defined
+
+    pool_size.main()
 
 
 if __name__ == "__main__":
