@@ -47,6 +47,9 @@ class Pool:
     store: AccountStore
     index: Index = field(default_factory=Index, init=False)
     models: tuple[str, ...] = field(default=(), init=False)
+    # Disabled or marked (forbidden, refused…): what re-probing looks through each second
+    # instead of reading every account from the database (25 ms of CPU with 1,000).
+    out_of_rotation: tuple[Account, ...] = field(default=(), init=False)
     revision: int = field(default=-1, init=False)
 
     @property
@@ -58,12 +61,14 @@ class Pool:
         self.index = Index.of(accounts)
 
     def load(self) -> int:
-        """Re-read the serving accounts (enabled, status ok) in the user's order."""
+        """Re-read the serving accounts (enabled, status ok) in the user's order, and
+        those out of rotation."""
         revision = self.store.revision()
         known = self.index.by_id
-        fresh = []
+        fresh, resting = [], []
         for account in self.store.all():
             if not account.serving:
+                resting.append(account)
                 continue
             old = known.get(account.id)
             # Keep a token refreshed in memory that the store has not caught up with.
@@ -74,6 +79,7 @@ class Pool:
                 account.access_token_expires_at = old.access_token_expires_at
             fresh.append(account)
         self.accounts = tuple(fresh)
+        self.out_of_rotation = tuple(resting)
         self.models = tuple(sorted({q.model for a in fresh for q in a.quotas}))
         self.revision = revision
         return len(self.accounts)
