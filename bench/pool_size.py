@@ -135,7 +135,7 @@ def report(rows: list[Row]) -> None:
     print(
         f"\nPool size: gateway CPU ms per request, {SIZES[0]} accounts against {SIZES[1]:,}; "
         f"Gemini generate, both gateways loaded together, medians of {ROUNDS} rounds of "
-        f"{COUNT} requests each\n"
+        f"{COUNT} requests each (the difference: the median of the rounds' differences)\n"
     )
     print(f"| load | conc | {SIZES[0]} accounts | {SIZES[1]:,} accounts | difference | within |")
     print("|---|---|---|---|---|---|")
