@@ -2,6 +2,8 @@
 gateway's). Prints one JSON object with latency figures.
 
 Usage: python bench/load.py URL BODY_FILE CONCURRENCY REQUESTS [sse] [hold] [ramp=S] [key=K]
+  URL: one, or several joined by commas: the requests take them in turn (so two
+       gateways compared share the same moments of a noisy machine).
   `sse`: read the response as a stream and record time to first byte.
   `hold`: open REQUESTS streams together (the many-open-streams scenario); with
           `ramp=S` their starts are spread evenly over S seconds, else all at once.
@@ -28,7 +30,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def main() -> None:
-    url, body_file, conc, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    urls, body_file = sys.argv[1].split(","), sys.argv[2]
+    conc, total = int(sys.argv[3]), int(sys.argv[4])
     sse = "sse" in sys.argv[5:]
     hold = "hold" in sys.argv[5:]
     ramp = next((float(a[5:]) for a in sys.argv[5:] if a.startswith("ramp=")), 0.0)
@@ -46,7 +49,8 @@ async def main() -> None:
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         counter = iter(range(total))
 
-        async def one() -> None:
+        async def one(number: int) -> None:
+            url = urls[number % len(urls)]
             start = time.perf_counter()
             first: float | None = None
             try:
@@ -68,17 +72,17 @@ async def main() -> None:
                 ttfbs.append(first)
 
         async def worker() -> None:
-            for _ in counter:
-                await one()
+            for number in counter:
+                await one(number)
 
         began = time.perf_counter()
 
-        async def later(delay: float) -> None:
+        async def later(number: int, delay: float) -> None:
             await asyncio.sleep(delay)
-            await one()
+            await one(number)
 
         if hold:
-            await asyncio.gather(*(later(i * ramp / total) for i in range(total)))
+            await asyncio.gather(*(later(i, i * ramp / total) for i in range(total)))
         else:
             await asyncio.gather(*(worker() for _ in range(conc)))
         wall = time.perf_counter() - began

@@ -5,8 +5,9 @@ Starts a lean fake upstream (bench/fake_upstream.py, answering at once) and
 (bench/load.py, its own process) against the fake directly and through the gateway,
 in the same run, and reports requests/s, added p50/p99 latency, added stream
 time-to-first-byte and the gateway's CPU milliseconds per request (all its
-processes). Also: time until /healthz answers 200, idle RSS, and 1,000 concurrent
-open streams with peak RSS.
+processes). Also: time until /healthz answers 200, idle RSS, 1,000 concurrent
+open streams with peak RSS, and the CPU per request of a pool of 1,000 accounts
+against one of 3 (bench/pool_size.py).
 
 Usage: python bench/run.py [--quick]
 """
@@ -29,6 +30,8 @@ import httpx
 import psutil
 
 HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # make_client_key uses this checkout's agproxy too
 PY = sys.executable
 QUICK = "--quick" in sys.argv
 MODEL = "gemini-3-flash"
@@ -123,9 +126,26 @@ def gateway_env(data: Path, fake: str, port: int) -> dict[str, str]:
             "AGPROXY_OAUTH_TOKEN_URL": f"{fake}/token",
             "AGPROXY_OAUTH_USERINFO_URL": f"{fake}/oauth2/v2/userinfo",
             "AGPROXY_QUOTA_REFRESH_MINUTES": "0",
+            # This checkout's agproxy, not the one an editable install points at.
+            "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))),
         }
     )
     return env
+
+
+def benched_agproxy(env: dict[str, str]) -> str:
+    """Where the gateway's agproxy comes from: this checkout, or the bench stops (an
+    editable install elsewhere would silently bench other code)."""
+    found = subprocess.run(
+        [PY, "-c", "import agproxy; print(agproxy.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).is_relative_to(ROOT):
+        raise SystemExit(f"the gateway would import agproxy from {found}, not from {ROOT}")
+    return str(Path(found).parent)
 
 
 def make_client_key(data: Path) -> str:
@@ -213,6 +233,7 @@ def main() -> None:
     fake_url = f"http://127.0.0.1:{fake_port}"
     data = Path(tempfile.mkdtemp(prefix="agproxy-bench-"))
     env = gateway_env(data, fake_url, gw_port)
+    benched = benched_agproxy(env)
     for n in range(4):
         subprocess.run(
             [PY, "-m", "agproxy", "accounts", "add", "--refresh-token", f"bench{n}"],
@@ -360,6 +381,7 @@ def main() -> None:
         fake.send_signal(signal.SIGTERM)
         fake.wait(10)
 
+    print(f"agproxy from {benched}")
     print(
         f"ready (/healthz 200) after start: {ready_s * 1000:.0f} ms; idle RSS "
         f"{idle_rss / 2**20:.0f} MB\n"
@@ -390,6 +412,10 @@ def main() -> None:
     for r in rows:
         if r.get("first_errors"):
             print(r["scenario"], r["concurrency"], "errors:", r["first_errors"])
+
+    import pool_size  # imports this module's helpers: imported once they are defined
+
+    pool_size.main()
 
 
 if __name__ == "__main__":

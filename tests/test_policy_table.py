@@ -250,10 +250,10 @@ ROWS = [
         },
         gone={"a": Status.FORBIDDEN},
     ),
-    # Balance mode rotates one step per pick through the accounts not yet tried.
+    # Each attempt asks the next account in the rotation, skipping those already tried.
     Row(
         "the retry budget caps the attempts",
-        one((E503, E503, E503, E503), "exhausted 503", "aced"),
+        one((E503, E503, E503, E503), "exhausted 503", "abcd"),
         accounts=5,
     ),
     Row(

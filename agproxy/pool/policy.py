@@ -298,10 +298,10 @@ class Policy:
         """An account that failed this request for a reason of the request's own (a 5xx, a
         broken stream), still serving and not cooling down: asked once more when no other
         is left (a pool of one account still retries a dropped connection)."""
-        serving = {a.id: a for a in self.scheduler.serving(tries.model)}
         while tries.second_chance:
-            account = serving.get(tries.second_chance.pop(0).id)  # as the pool holds it now
-            if account and not self.scheduler.cooldowns.remaining(account.id, tries.model):
+            # the account as the pool holds it now
+            account = self.scheduler.free_account(tries.second_chance.pop(0).id, tries.model)
+            if account is not None:
                 return account
         return None
 

@@ -1,6 +1,8 @@
 """Picking an account for a request: eligibility, cooldowns, rotation, sticky sessions.
 
-Everything here is in memory and O(pool size); no database on the request path.
+Everything here is in memory; no database on the request path. Picking looks at one or
+two accounts however big the pool is (see rotation.py); only the failure path (why no
+account can serve) and the dashboard's figures walk the pool.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +20,7 @@ from agproxy.accounts.store import Account
 from agproxy.accounts.windows import GROUP_NAMES, model_group, weekly_blocked_until
 from agproxy.config import Settings
 from agproxy.pool.pool import Pool
+from agproxy.pool.rotation import Rotation, ready_at
 
 SESSION_TTL = 3600.0
 MAX_SESSIONS = 10_000
@@ -24,6 +28,7 @@ ANY_MODEL = "*"
 # A binding unchanged is told again this often (seconds), so the shared copy's expiry
 # (SESSION_TTL) moves on while the conversation goes on.
 SHARE_BIND_EVERY = 600.0
+_NONE_TRIED: frozenset[str] = frozenset()
 
 
 class NoAccount(Exception):
@@ -128,23 +133,6 @@ def has_quota_for(account: Account, model: str, clock: Callable[[], float] = tim
     return False
 
 
-def is_protected(account: Account, model: str, floor: float) -> bool:
-    """Quota protection: the account's known remaining quota for `model` is below `floor`
-    (a fraction), so requests leave the rest to its owner."""
-    for quota in account.quotas:
-        if quota.model == model:
-            return quota.remaining_fraction is not None and quota.remaining_fraction < floor
-    return False
-
-
-def _preferred(free: list[Account], settings: Settings) -> Account | None:
-    """`fixed` mode: the preferred account (by id or email) when it is free."""
-    if settings.scheduling_mode != "fixed" or not settings.preferred_account:
-        return None
-    wanted = settings.preferred_account.lower()
-    return next((a for a in free if wanted in (a.id, a.email.lower())), None)
-
-
 @dataclass
 class Pick:
     account: Account
@@ -172,63 +160,97 @@ class Scheduler:
         self.last_ok: dict[str, float] = {}  # account id → monotonic time of its last success
         # Told when a conversation is bound to an account (again), for other processes.
         self.on_bind: Callable[[str, str], None] | None = None
-        self._turn = 0
+        self.rotation = Rotation()
+
+    def _floor(self) -> float:
+        return self.settings().quota_protection_percent / 100
 
     def serving(self, model: str) -> list[Account]:
         """Accounts with quota for `model`, less those whose weekly window for the model's
-        group is empty and those quota protection keeps back."""
-        floor = self.settings().quota_protection_percent / 100
-        now = self.wall_clock()
-        return [
-            a
-            for a in self.pool.accounts
-            if has_quota_for(a, model, self.wall_clock)
-            and weekly_blocked_until(a.windows, model, now) is None
-            and not (floor and is_protected(a, model, floor))
-        ]
+        group is empty and those quota protection keeps back. Walks the model's accounts:
+        for the failure path, not for picking."""
+        now, floor = self.wall_clock(), self._floor()
+        index = self.pool.index
+        return [a for a in index.by_model.get(model, ()) if ready_at(a, model, now, floor) <= now]
 
     def has_free(self, model: str) -> bool:
         """Could an account serve `model` right now (quota and no cooldown)?"""
-        return bool(self._free(self.serving(model), model))
+        return self._next_free(model, _NONE_TRIED) is not None
 
     def pick(self, model: str, session: str | None, tried: set[str]) -> Pick:
         """The account for the next attempt at `model`, or NoAccount."""
         settings = self.settings()
-        serving = self.serving(model)
-        candidates = [a for a in serving if a.id not in tried]
-        free = self._free(candidates, model)
-
-        preferred = _preferred(free, settings)
+        preferred = self._preferred(model, tried, settings)
         if preferred is not None:
             return Pick(preferred)
 
         if session and settings.scheduling_mode != "round_robin":
-            bound = self._bound(session)
-            for account in candidates:
-                if account.id != bound:
-                    continue
-                left = self.cooldowns.remaining(account.id, model)
+            bound = self.pool.index.by_id.get(self._bound(session) or "")
+            now = self.wall_clock()
+            if (
+                bound is not None
+                and bound.id not in tried
+                and ready_at(bound, model, now, self._floor()) <= now
+            ):
+                left = self.cooldowns.remaining(bound.id, model)
                 if left <= settings.sticky_max_wait_seconds:
-                    return Pick(account, left)
-                break  # cooling down for longer: give up stickiness
+                    return Pick(bound, left)
+                # cooling down for longer: give up stickiness
 
-        if not free:
-            raise self._why_none(model, serving, tried)
-        account = free[self._turn % len(free)]
-        self._turn += 1
+        found = self._next_free(model, tried)
+        if found is None:
+            raise self._why_none(model, self.serving(model), tried)
+        at, account = found
+        self.rotation.cursor[model] = at + 1
         if session and settings.scheduling_mode != "round_robin":
             self._bind(session, account.id)
         return Pick(account)
 
     def peek(self, model: str) -> Account | None:
         """The account a new conversation about `model` would get now (no side effects)."""
-        free = self._free(self.serving(model), model)
-        if not free:
-            return None
-        return _preferred(free, self.settings()) or free[self._turn % len(free)]
+        preferred = self._preferred(model, _NONE_TRIED, self.settings())
+        if preferred is not None:
+            return preferred
+        found = self._next_free(model, _NONE_TRIED)
+        return None if found is None else found[1]
 
-    def _free(self, accounts: list[Account], model: str) -> list[Account]:
-        return [a for a in accounts if not self.cooldowns.remaining(a.id, model)]
+    def free_account(self, account_id: str, model: str) -> Account | None:
+        """The pool's account with this id when it can serve `model` now (quota, weekly
+        window, protection, no cooldown), else None."""
+        account = self.pool.index.by_id.get(account_id)
+        if account is None or not self._free(account, model, self.wall_clock(), self._floor()):
+            return None
+        return account
+
+    def _free(self, account: Account, model: str, now: float, floor: float) -> bool:
+        return ready_at(account, model, now, floor) <= now and not self.cooldowns.remaining(
+            account.id, model
+        )
+
+    def _next_free(self, model: str, tried: AbstractSet[str]) -> tuple[int, Account] | None:
+        """The first account free for this request in `model`'s ring, from its cursor, and
+        where it sits. Each is checked again: a quota refresh may have emptied it since
+        the ring was built."""
+        now, floor = self.wall_clock(), self._floor()
+        ring = self.rotation.ring(self.pool.index, model, now, floor)
+        size = len(ring)
+        start = self.rotation.cursor.get(model, 0)
+        for step in range(size):
+            at = (start + step) % size
+            account = ring[at]
+            if account.id not in tried and self._free(account, model, now, floor):
+                return at, account
+        return None
+
+    def _preferred(self, model: str, tried: AbstractSet[str], settings: Settings) -> Account | None:
+        """`fixed` mode: the preferred account (by id or email) when it is free."""
+        if settings.scheduling_mode != "fixed" or not settings.preferred_account:
+            return None
+        now, floor = self.wall_clock(), self._floor()
+        for account in self.pool.index.by_name.get(settings.preferred_account.lower(), ()):
+            if account.id not in tried and self._free(account, model, now, floor):
+                return account
+        return None
 
     def _why_none(self, model: str, serving: list[Account], tried: set[str]) -> NoAccount:
         if not self.pool.accounts:
@@ -281,22 +303,14 @@ class Scheduler:
         """Wall time the pool can next serve `model`: now when an account is free, else the
         soonest time one becomes schedulable again (a cooldown ending, its quota for the
         model resetting, its weekly window resetting); None when no known time."""
-        now = self.wall_clock()
-        floor = self.settings().quota_protection_percent / 100
+        now, floor = self.wall_clock(), self._floor()
         soonest = math.inf
-        for account in self.pool.accounts:
-            if not any(q.model == model for q in account.quotas):
-                continue
-            if floor and is_protected(account, model, floor):
-                continue
-            ready = now + self.cooldowns.remaining(account.id, model)
-            if not has_quota_for(account, model, self.wall_clock):
-                reset = next(q.reset_at for q in account.quotas if q.model == model)
-                ready = max(ready, reset if reset is not None else math.inf)
-            weekly = weekly_blocked_until(account.windows, model, now)
-            if weekly is not None:
-                ready = max(ready, weekly)
-            soonest = min(soonest, ready)
+        for account in self.pool.index.by_model.get(model, ()):
+            ready = ready_at(account, model, now, floor)
+            if not math.isinf(ready):
+                soonest = min(
+                    soonest, max(ready, now + self.cooldowns.remaining(account.id, model))
+                )
         return None if math.isinf(soonest) else soonest
 
     # -- sticky sessions ---------------------------------------------------------

@@ -139,7 +139,10 @@ async def _reprobe(gateway: Gateway) -> None:
 
 async def _reprobe_due(gateway: Gateway, seen: dict[str, float], every: float) -> None:
     now = time.monotonic()
-    for account in await asyncio.to_thread(gateway.accounts.store.all):
+    resting = gateway.pool.out_of_rotation  # as of the pool's last load: no database read
+    for gone in seen.keys() - {a.id for a in resting}:  # back in rotation meanwhile
+        del seen[gone]
+    for account in resting:
         if account.status not in REPROBED or not account.enabled:
             seen.pop(account.id, None)
             continue
