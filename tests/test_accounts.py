@@ -366,3 +366,18 @@ def test_cli_login_times_out_clearly(tmp_path, fake_google) -> None:  # type: ig
 def test_accounts_commands_have_help(tmp_path: Path, command: list[str]) -> None:
     result = run_cli(tmp_path, *command, "--help")
     assert result.returncode == 0 and "Usage: agproxy accounts" in result.stdout
+
+
+def test_last_used_times_are_saved_in_one_batch(tmp_path: Path) -> None:
+    from agproxy.accounts.store import AccountStore
+    from agproxy.db import open_database
+
+    engine = open_database(tmp_path / "t.db")
+    try:
+        store = AccountStore(engine)
+        ids = [store.upsert(f"u{i}@example.com", f"1//rt-{i}")[0].id for i in range(3)]
+        store.touch_used({ids[0]: 100.0, ids[2]: 300.0})
+        used = {a.id: a.last_used_at for a in store.all()}
+        assert [used[i] for i in ids] == [100.0, None, 300.0]
+    finally:
+        engine.dispose()

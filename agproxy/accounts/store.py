@@ -330,11 +330,14 @@ class AccountStore:
         """Record last-used times in one batch (called off the request path)."""
         if not used:
             return
+        # One statement run over all rows (executemany), not one round trip per account.
+        statement = (
+            sa.update(accounts)
+            .where(accounts.c.id == sa.bindparam("account_id"))
+            .values(last_used_at=sa.bindparam("at"))
+        )
         with self.engine.begin() as conn:
-            for account_id, at in used.items():
-                conn.execute(
-                    sa.update(accounts).where(accounts.c.id == account_id).values(last_used_at=at)
-                )
+            conn.execute(statement, [{"account_id": a, "at": t} for a, t in used.items()])
 
     def _update(self, account_id: str, bump: bool, **values: object) -> None:
         with self.engine.begin() as conn:
