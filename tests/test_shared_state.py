@@ -119,26 +119,31 @@ def test_a_429_seen_by_one_cools_the_account_on_the_other_within_a_second(
         time.sleep(0.02)
 
 
+def burst(first: Gateway, second: Gateway, name: str) -> None:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: chat((first, second)[i % 2], f"{name} {i}"), range(20)))
+    assert [a.status_code for a in answers] == [200] * 20
+
+
 def test_a_burst_needing_a_token_refresh_makes_one_refresh_call(
     pair: tuple[Gateway, Gateway], fake_google: Any
 ) -> None:
     first, second = pair
-    # Access tokens live 122 s: two seconds after a refresh they are inside the 120 s
-    # margin, and every request wants a new one.
     [account] = accounts_in(first, fake_google, 1)
-    fake_google.account(account.email).access_token_ttl = 122
     serving(second, 1)
-    before = fake_google.token_refresh_count(account.refresh_token)
-    # The token the gateway holds now was issued before the TTL change (3600 s): make
-    # both processes see it as expiring, through a refresh of their own once.
+    fake_google.account(account.email).access_token_ttl = 122
+
+    # Google refuses the token both processes hold (401): one refresh in all.
     fake_google.expire_access_tokens(account.email)
-    assert chat(first, "refresh on the first").status_code == 200
-    assert chat(second, "second learns it").status_code == 200
-    time.sleep(2.5)  # now the shared token is inside the margin for both
     before = fake_google.token_refresh_count(account.refresh_token)
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda i: chat((first, second)[i % 2], f"burst {i}"), range(20)))
-    assert [a.status_code for a in answers] == [200] * 20
+    burst(first, second, "refused")
+    assert fake_google.token_refresh_count(account.refresh_token) - before == 1
+
+    # The token expires (it lives 122 s: 2 s after it was issued it is inside the 120 s
+    # margin, and every request wants a new one): one refresh in all.
+    time.sleep(2.5)
+    before = fake_google.token_refresh_count(account.refresh_token)
+    burst(first, second, "expiring")
     assert fake_google.token_refresh_count(account.refresh_token) - before == 1
 
 

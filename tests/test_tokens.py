@@ -73,6 +73,24 @@ def test_fifty_waiters_share_one_refresh(tmp_path, fake_google) -> None:  # type
     run(fake_google, tmp_path, work)
 
 
+def test_a_401_after_the_refresh_finished_does_not_refresh_again(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+    """A call that went out with the old token comes back 401 after another request's
+    refresh finished: it takes the new token, and Google is not asked again."""
+
+    async def work(service: AccountService) -> None:
+        acct, account = await added(service, fake_google)
+        old = account.access_token
+        fresh = await service.tokens.refresh(account)
+        before = fake_google.token_refresh_count(acct.refresh_token)
+        assert await service.tokens.refresh(account, rejected=old) == fresh
+        assert fake_google.token_refresh_count(acct.refresh_token) == before
+        # The token it holds refused itself: refreshed.
+        assert await service.tokens.refresh(account, rejected=fresh) != fresh
+        assert fake_google.token_refresh_count(acct.refresh_token) == before + 1
+
+    run(fake_google, tmp_path, work)
+
+
 @pytest.mark.parametrize(("seconds_left", "refreshes"), [(3000, 0), (60, 1), (-10, 1)])
 def test_refresh_happens_ahead_of_expiry(
     tmp_path,

@@ -67,8 +67,13 @@ class TokenManager:
             return account.access_token
         return await self.refresh(account)
 
-    async def refresh(self, account: Account) -> str:
-        """Refresh now, joining a refresh already running for this account."""
+    async def refresh(self, account: Account, rejected: str = "") -> str:
+        """Refresh now, joining a refresh already running for this account. `rejected`:
+        the token the upstream refused (a 401); when the account holds another one by now
+        (a refresh finished while that call was out, here or in another process), that
+        one is used rather than refreshing again."""
+        if rejected and account.access_token and account.access_token != rejected:
+            return account.access_token
         pending = self._inflight.get(account.id)
         if pending is None:
             work = (

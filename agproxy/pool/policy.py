@@ -305,9 +305,12 @@ class Policy:
                 return account
         return None
 
-    async def _failed(self, tries: _Tries, account: Account, error: UpstreamError) -> None:
+    async def _failed(
+        self, tries: _Tries, account: Account, error: UpstreamError, used: str = ""
+    ) -> None:
         """What an upstream error means for the account and for the rest of the request;
-        raises it when the request itself is at fault."""
+        raises it when the request itself is at fault. `used`: the access token the
+        failed call carried."""
         model = tries.model
         rule = rule_for(self.scheduler.settings().error_rules, error)
         if rule is not None:
@@ -327,7 +330,7 @@ class Policy:
         elif error.kind is Failure.AUTH_EXPIRED and account.id not in tries.refreshed:
             tries.refreshed.add(account.id)
             try:
-                await self.accounts.tokens.refresh(account)
+                await self.accounts.tokens.refresh(account, rejected=used)
             except TokenError:
                 tries.tried.add(account.id)
             else:
@@ -367,7 +370,7 @@ class Policy:
                 outcome = _outcome(error)
                 note_attempt(account.email, outcome, model, account.id)
                 log.info("attempt %d on %s for %s: %s", number + 1, account.email, model, error)
-                await self._failed(tries, account, error)
+                await self._failed(tries, account, error, creds.access_token)
                 continue
             for limited, why in tries.bare:  # another account served the same request
                 self._cool(limited, model, why)
