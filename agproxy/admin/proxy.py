@@ -17,6 +17,8 @@ from agproxy.service import Gateway, StartError
 
 # Keys that only take effect at the next start of the proxy service.
 APPLY_AT_START = ("port", "allow_lan_access")
+# Keys the process reads once: they take effect when `agproxy serve` starts again.
+APPLY_AT_RESTART = ("store_url",)
 # Where the pool's tokens are sent: a change is logged as a security event, so that a
 # stolen admin password that redirects them leaves a trace.
 TOKEN_DESTINATIONS = (
@@ -26,6 +28,7 @@ TOKEN_DESTINATIONS = (
     "oauth_authorize_url",
     "upstream_proxy",
     "zai_base_url",
+    "store_url",  # where the tokens are kept
 )
 security_log = logging.getLogger("agproxy.security")
 
@@ -110,6 +113,7 @@ async def put_config(request: Request) -> Response:
             log_security_event(request, f"{key} changed to {shown!r}")
     view = _config_view(gateway)
     view["apply_at_next_start"] = [k for k in APPLY_AT_START if k in changes]
+    view["apply_at_restart"] = [k for k in APPLY_AT_RESTART if k in changes]
     return JSONResponse(view)
 
 

@@ -29,8 +29,10 @@ def serve(log_level: str) -> None:
     serves the console, the admin API and the AI routes, and starts the proxy
     service when auto_start is true and an account (or z.ai) can serve.
     Ctrl+C (or SIGTERM) stops it after in-flight requests finish.
-    Exits with status 1 when the port cannot be bound.
+    Exits with status 1 when the port cannot be bound, 2 when the config or the
+    store (store_url) cannot be used.
     """
+    from agproxy.db import StoreError
     from agproxy.server.runner import serve as run_serve  # server stack only when serving
 
     logging.basicConfig(
@@ -38,7 +40,12 @@ def serve(log_level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    sys.exit(run_serve(ConfigStore(data_dir()), lambda line: click.echo(line)))
+    try:
+        status = run_serve(ConfigStore(data_dir()), lambda line: click.echo(line))
+    except StoreError as exc:
+        click.echo(f"error: {exc}")
+        status = 2
+    sys.exit(status)
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:
