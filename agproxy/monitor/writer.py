@@ -189,6 +189,8 @@ class MonitorWriter:
     def _write_waiting(self, rows: list[tuple[Any, ...]]) -> None:
         """Write through the engine, waiting for the lock (on a worker thread); also the
         path for databases other than SQLite."""
+        if self.engine.dialect.name == "postgresql":
+            rows = [_without_nul(row) for row in rows]
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(request_logs), [dict(zip(COLUMNS, row, strict=True)) for row in rows]
@@ -283,6 +285,15 @@ class MonitorWriter:
                     await asyncio.to_thread(self._retain)
                 except Exception:
                     log.exception("monitor retention failed")
+
+
+def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL, which a client can put in a path (%00) or a
+    captured body: one would fail the whole batch, again at every retry. Replaced by
+    U+FFFD, as undecodable bytes are."""
+    return tuple(
+        v.replace("\x00", "\ufffd") if isinstance(v, str) and "\x00" in v else v for v in row
+    )
 
 
 def _has_bodies(record: RequestRecord) -> bool:
