@@ -248,14 +248,13 @@ def test_a_name_is_required_to_create() -> None:
         checked({"rpm": 3}, require_name=True)
 
 
-def test_state_of_a_key(tmp_path: Path) -> None:
-    store = KeyStore(open_database(tmp_path / "k.db"))
-    key, _ = store.create("k", expires_at=time.time() + 60)
+def test_state_of_a_key(store: Any) -> None:
+    keys = KeyStore(store)
+    key, _ = keys.create("k", expires_at=time.time() + 60)
     assert state(key) == "enabled"
     assert state(key, now=time.time() + 120) == "expired"
-    store.update(key.id, enabled=False)
-    assert state(store.find("k"), now=time.time() + 120) == "disabled"
-    store.engine.dispose()
+    keys.update(key.id, enabled=False)
+    assert state(keys.find("k"), now=time.time() + 120) == "disabled"
 
 
 @pytest.mark.parametrize(

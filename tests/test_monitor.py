@@ -271,8 +271,8 @@ def test_monitor_off_records_nothing(gateway_factory: Any, fake_google: Any) -> 
 
 
 @pytest.mark.parametrize(("max_rows", "days", "kept"), [(3, 30, 3), (100, 1, 4)])
-def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float, kept: int) -> None:
-    engine = open_database(tmp_path / "m.db")
+def test_retention_by_count_and_age(store: Any, max_rows: int, days: float, kept: int) -> None:
+    engine = store
     settings = Settings(
         api_key="sk-test-000000", monitor_max_rows=max_rows, monitor_retention_days=days
     )
