@@ -265,3 +265,25 @@ def test_log_filters_ignore_case_and_take_text_as_written(store: Any) -> None:
     assert ids(q="c:\\users") == ["claude-opus"]
     assert ids(q="50%") == ["claude-opus"]
     assert ids(q="no such thing") == []
+
+
+def test_a_read_after_a_flush_sees_the_batch_another_flush_is_writing(store: Any) -> None:
+    """The background task takes a batch and writes it on a worker thread (every batch on
+    PostgreSQL; with captured bodies on SQLite too): the admin API's flush before a read
+    must wait for it, or the read misses records that have finished."""
+    writer = MonitorWriter(store, lambda: SETTINGS)
+
+    async def scenario() -> int:
+        for n in range(5):
+            writer.submit(record(float(n), request_body=b"captured"))
+        background = asyncio.create_task(writer.flush())
+        await asyncio.sleep(0)  # it takes the batch and waits for its thread
+        assert not writer.queue
+        await writer.flush()
+        with store.connect() as conn:
+            seen = conn.execute(sa.select(sa.func.count()).select_from(request_logs)).scalar()
+        await background
+        return int(seen or 0)
+
+    assert asyncio.run(scenario()) == 5
+    writer.close()
