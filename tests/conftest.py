@@ -71,15 +71,40 @@ def run_cli(
     )
 
 
+def _put_on_test_postgres(data_dir: Path) -> None:
+    """With AGPROXY_TEST_STORE=postgres, a data directory gets a database of its own the
+    first time a test uses it (kept in its config file, so a restart finds it)."""
+    if _gateway_postgres is None:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    if "store_url" not in config:
+        path.write_text(json.dumps({**config, "store_url": _gateway_postgres.database()}))
+
+
 def data_dir_store(data_dir: Path) -> Any:
     """The store of a data directory (its config file's store_url, else its SQLite file),
     opened as a CLI command opens it."""
     from agproxy.config import ConfigStore
     from agproxy.db import open_store
 
+    _put_on_test_postgres(data_dir)
     store = ConfigStore(data_dir, environ={})
     store.load(create=False)
     return open_store(store.settings, data_dir)
+
+
+def store_rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` selects from a data directory's store."""
+    import sqlalchemy as sa
+
+    engine = data_dir_store(data_dir)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
 
 
 def add_account(
@@ -206,15 +231,11 @@ def launch(
     **env_overrides: str,
 ) -> Gateway:
     """Start `agproxy serve` without waiting for it (see `ready`)."""
+    if "AGPROXY_STORE_URL" not in env_overrides and "store_url" not in (config or {}):
+        _put_on_test_postgres(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
-    if (
-        _gateway_postgres is not None
-        and "store_url" not in config
-        and "AGPROXY_STORE_URL" not in env_overrides
-    ):
-        config["store_url"] = _gateway_postgres.database()  # kept by a restart in this data dir
     if "AGPROXY_PORT" in env_overrides:
         port = int(env_overrides["AGPROXY_PORT"])
     else:

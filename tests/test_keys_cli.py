@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from agproxy.cli import cli
-from agproxy.db import open_database
 from agproxy.db.tables import client_keys
 from agproxy.keys.settings import BadSetting, checked, state
 from agproxy.keys.store import KeyStore, digest
-from conftest import run_cli
+from conftest import data_dir_store, run_cli
 
 SECRET = re.compile(r"\bsk-[0-9a-f]{48}\b")
 
@@ -38,7 +37,7 @@ def keys(*args: str, input: str | None = None) -> Result:
 
 
 def rows(data_dir: Path) -> list[dict[str, Any]]:
-    engine = open_database(data_dir / "agproxy.db")
+    engine = data_dir_store(data_dir)
     try:
         with engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(sa.select(client_keys))]

@@ -25,7 +25,7 @@ from agproxy.config import Settings
 from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.redact import capture_text, redact
 from agproxy.monitor.writer import BODY_DROPPED, MonitorWriter
-from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn, store_rows
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hello"}]}
 ERRORS = ("RuntimeError", "Traceback")
@@ -334,9 +334,7 @@ def test_every_stored_column_is_redacted(shared: Borrowed) -> None:
         json={"contents": []},
     )
     records = wait_for_logs(gw, 2)
-    rows = (
-        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
-    )
+    rows = store_rows(gw.data_dir, "SELECT * FROM request_logs")
     stored = str(rows)
     for secret in (
         key,
