@@ -60,10 +60,9 @@ def _sqlite(path: Path) -> Engine:
 
 
 def _postgres(url: str) -> Engine:
-    options = make_url(url).query
-    connect_args: dict[str, Any] = {"application_name": "agproxy"}
-    if "connect_timeout" not in options:
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    # The URL's own options (?connect_timeout=30) win over these.
+    defaults = {"application_name": "agproxy", "connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    given = make_url(url).query
     return create_engine(
         url,
         pool_size=POOL_SIZE,
@@ -71,7 +70,7 @@ def _postgres(url: str) -> Engine:
         # A restarted server (or one that dropped idle connections) costs a reconnect,
         # not a failed query.
         pool_pre_ping=True,
-        connect_args={k: v for k, v in connect_args.items() if k not in options},
+        connect_args={k: v for k, v in defaults.items() if k not in given},
     )
 
 
