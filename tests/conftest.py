@@ -71,7 +71,7 @@ def run_cli(
     )
 
 
-def _put_on_test_postgres(data_dir: Path) -> None:
+def put_on_test_postgres(data_dir: Path) -> None:
     """With AGPROXY_TEST_STORE=postgres, a data directory gets a database of its own the
     first time a test uses it (kept in its config file, so a restart finds it)."""
     if _gateway_postgres is None:
@@ -89,7 +89,7 @@ def data_dir_store(data_dir: Path) -> Any:
     from agproxy.config import ConfigStore
     from agproxy.db import open_store
 
-    _put_on_test_postgres(data_dir)
+    put_on_test_postgres(data_dir)
     store = ConfigStore(data_dir, environ={})
     store.load(create=False)
     return open_store(store.settings, data_dir)
@@ -232,7 +232,7 @@ def launch(
 ) -> Gateway:
     """Start `agproxy serve` without waiting for it (see `ready`)."""
     if "AGPROXY_STORE_URL" not in env_overrides and "store_url" not in (config or {}):
-        _put_on_test_postgres(data_dir)
+        put_on_test_postgres(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}

@@ -19,7 +19,7 @@ from agproxy.cli import cli
 from agproxy.db.tables import client_keys
 from agproxy.keys.settings import BadSetting, checked, state
 from agproxy.keys.store import KeyStore, digest
-from conftest import data_dir_store, run_cli
+from conftest import data_dir_store, put_on_test_postgres, run_cli
 
 SECRET = re.compile(r"\bsk-[0-9a-f]{48}\b")
 
@@ -29,6 +29,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in [n for n in __import__("os").environ if n.startswith("AGPROXY_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AGPROXY_DATA_DIR", str(tmp_path))
+    put_on_test_postgres(tmp_path)  # before the CLI's first command opens the store
     return tmp_path
 
 
@@ -70,6 +71,9 @@ def test_create_prints_the_secret_once_and_the_database_keeps_only_its_digest(
     )  # fmt: skip
     assert row["quota_share"] == 25.0
     assert row["expires_at"] == calendar.timegm((2099, 1, 31, 0, 0, 0))
+    assert secret not in str(row) and secret[3:] not in str(row)
+    if "store_url" in orjson.loads((data_dir / "config.json").read_bytes()):
+        return  # AGPROXY_TEST_STORE=postgres: no database file to read
     # The secret is nowhere in the database files (WAL included); its digest is.
     raw = database_bytes(data_dir)
     assert secret.encode() not in raw and secret[3:].encode() not in raw
