@@ -41,7 +41,7 @@ ADMIN_PASSWORD_MIN = 12
 # alert_webhook_url: a chat webhook's URL is its secret (Slack, Discord put the token in the path).
 SECRET_KEYS = frozenset({"api_key", "admin_password", "zai_api_key", "alert_webhook_url"})
 PASSWORD_KEYS = frozenset({"admin_password"})
-URL_KEYS = frozenset({"upstream_proxy", "redis_url"})
+URL_KEYS = frozenset({"upstream_proxy", "store_url", "redis_url"})
 # Numeric settings and their allowed range (inclusive); a bool is never a number here.
 RANGES: dict[str, tuple[float, float]] = {
     "shutdown_timeout": (0, 3600),
@@ -145,6 +145,49 @@ def _check_socks(url: str, port: int | None) -> None:
         )
 
 
+POSTGRES_SCHEMES = ("postgresql+psycopg", "postgresql", "postgres")
+STORE_URL_RULE = (
+    "write sqlite:///path/to/file.db (four slashes before an absolute path) or "
+    "postgresql+psycopg://user:password@host:5432/database"
+)
+
+
+def normalize_store_url(url: str) -> str | None:
+    """The database `store_url` names, checked: SQLite (`sqlite:///path`; a relative path
+    is in the data directory) or PostgreSQL through psycopg, the driver agproxy ships.
+    `postgresql://` and `postgres://`, as hosting services hand them out, are read as
+    `postgresql+psycopg://`. Blank: None, the data directory's own SQLite file."""
+    from sqlalchemy.engine import make_url  # only when a store is named
+    from sqlalchemy.exc import ArgumentError
+
+    url = url.strip()
+    if not url:
+        return None
+    refused = ValueError(
+        f"store_url {mask_url(url)!r} is not a database agproxy can use; {STORE_URL_RULE}"
+    )
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme == "sqlite" and sep:
+        # No :memory: (the store would vanish at each start), no options.
+        if rest.rstrip("/") in ("", "/:memory:") or not rest.startswith("/") or "?" in rest:
+            raise refused
+        return f"sqlite://{rest}"
+    if scheme not in POSTGRES_SCHEMES or not sep:
+        raise refused
+    url = f"postgresql+psycopg://{rest}"
+    try:
+        parsed = make_url(url)  # as the engine will read it; a port that is no number fails
+    except (ArgumentError, ValueError):
+        raise refused from None
+    if "password" in parsed.query:
+        raise ValueError(  # mask_url hides the password of user:password@ only
+            "store_url: write the password as postgresql+psycopg://user:password@host/…, "
+            "not as ?password= (which would be shown where settings are)"
+        )
+    return url
+
+
 def mask_url(url: str | None) -> str | None:
     """A URL as it may be shown: the password of `user:password@` replaced by ••••."""
     if not url or "@" not in url:
@@ -234,6 +277,9 @@ class Settings(BaseModel):
     answer_error_patterns: tuple[str, ...] = (OUTDATED_CLIENT, RETIRED_MODEL)
     reprobe_minutes: float = 30.0
     alert_webhook_url: str | None = None
+    # Opened once, by `agproxy serve` and each CLI command: a change applies at the next
+    # start of the process.
+    store_url: str | None = None
     # Redis the processes of one gateway share hot state through (several workers or
     # hosts); unset: one process keeps it all in memory. Read at `agproxy serve`.
     redis_url: str | None = None
@@ -443,6 +489,11 @@ class Settings(BaseModel):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store(cls, v: str | None) -> str | None:
+        return normalize_store_url(v) if v else None
 
     @field_validator("upstream_proxy")
     @classmethod

@@ -71,6 +71,42 @@ def run_cli(
     )
 
 
+def put_on_test_postgres(data_dir: Path) -> None:
+    """With AGPROXY_TEST_STORE=postgres, a data directory gets a database of its own the
+    first time a test uses it (kept in its config file, so a restart finds it)."""
+    if _gateway_postgres is None:
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    if "store_url" not in config:
+        path.write_text(json.dumps({**config, "store_url": _gateway_postgres.database()}))
+
+
+def data_dir_store(data_dir: Path) -> Any:
+    """The store of a data directory (its config file's store_url, else its SQLite file),
+    opened as a CLI command opens it."""
+    from agproxy.config import ConfigStore
+    from agproxy.db import open_store
+
+    put_on_test_postgres(data_dir)
+    store = ConfigStore(data_dir, environ={})
+    store.load(create=False)
+    return open_store(store.settings, data_dir)
+
+
+def store_rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` selects from a data directory's store."""
+    import sqlalchemy as sa
+
+    engine = data_dir_store(data_dir)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
+
+
 def add_account(
     data_dir: Path,
     email: str,
@@ -82,11 +118,10 @@ def add_account(
     in a later release; the pool only needs the row)."""
     import sqlalchemy as sa
 
-    from agproxy.db import open_database
     from agproxy.db.tables import account_quotas, accounts
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_database(data_dir / "agproxy.db")
+    engine = data_dir_store(data_dir)
     account_id = str(uuid.uuid4())
     now = time.time()
     with engine.begin() as conn:
@@ -197,6 +232,8 @@ def launch(
     **env_overrides: str,
 ) -> Gateway:
     """Start `agproxy serve [serve_args]` without waiting for it (see `ready`)."""
+    if "AGPROXY_STORE_URL" not in env_overrides and "store_url" not in (config or {}):
+        put_on_test_postgres(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = data_dir / "config.json"
     config = {**(json.loads(existing.read_text()) if existing.exists() else {}), **(config or {})}
@@ -547,6 +584,40 @@ def postgres() -> Iterator[Any]:
 
     with postgres_server() as server:
         yield server
+
+
+# AGPROXY_TEST_STORE=postgres: every gateway the tests start (and add_account, and
+# data_dir_store) uses a database of its own on the session's PostgreSQL server, so any
+# test module can be run against PostgreSQL.
+_gateway_postgres: Any = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _gateways_on_postgres(request: pytest.FixtureRequest) -> Iterator[None]:
+    global _gateway_postgres
+    if os.environ.get("AGPROXY_TEST_STORE", "sqlite") == "postgres":
+        _gateway_postgres = request.getfixturevalue("postgres")
+    yield
+    _gateway_postgres = None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new empty store on each backend: a SQLite file, then a database on the session's
+    PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres").database())
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Any]:
+    """`store_url` opened (migrated) as the gateway opens it; disposed afterwards."""
+    from agproxy.db import open_database
+
+    engine = open_database(store_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

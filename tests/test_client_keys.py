@@ -18,9 +18,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from agproxy.db import open_database
 from agproxy.keys import KeyStore
-from conftest import Gateway, gateway_with
+from conftest import Gateway, data_dir_store, gateway_with
 
 
 class Keys:
@@ -28,7 +27,7 @@ class Keys:
     gateway picks them up within a second."""
 
     def __init__(self, gw: Gateway) -> None:
-        self.engine = open_database(gw.data_dir / "agproxy.db")
+        self.engine = data_dir_store(gw.data_dir)
         self.store = KeyStore(self.engine)
         self.gw = gw
 

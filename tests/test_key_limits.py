@@ -3,12 +3,10 @@ moves: each limit's window, reservations settled, and the quota share."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agproxy.db import open_database
 from agproxy.keys import ClientKey, KeyStore
 from agproxy.keys.gate import SHARE_FLOOR, KeyRefusal, Keys
 from agproxy.keys.limits import DAY, LocalCounters
@@ -23,12 +21,10 @@ class Clock:
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> Any:
-    engine = open_database(tmp_path / "agproxy.db")
+def keys(store: Any) -> Any:
     clock = Clock()
-    gate = Keys(KeyStore(engine), LocalCounters(), clock)
-    yield gate, clock
-    engine.dispose()
+    gate = Keys(KeyStore(store), LocalCounters(), clock)
+    return gate, clock
 
 
 def key(**limits: Any) -> ClientKey:

@@ -17,11 +17,10 @@ import httpx
 import orjson
 
 from agproxy.config import Settings
-from agproxy.db import open_database
 from agproxy.monitor.metrics import Metrics
 from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.writer import MonitorWriter
-from conftest import Gateway, add_accounts, gateway_with, google_env
+from conftest import Gateway, add_accounts, data_dir_store, gateway_with, google_env
 
 SECRET = re.compile(r"sk-[0-9a-f]{48}")
 
@@ -197,7 +196,7 @@ def test_bad_edits_change_nothing_and_the_api_needs_the_password(gateway_factory
 # -- usage by key ----------------------------------------------------------------------------
 def plant(data_dir: Path, records: list[RequestRecord]) -> None:
     """Write monitor records into the gateway's database as its writer would."""
-    engine = open_database(data_dir / "agproxy.db")
+    engine = data_dir_store(data_dir)
     settings = Settings()
     writer = MonitorWriter(engine, lambda: settings)
     for record in records:

@@ -13,16 +13,15 @@ from playwright.sync_api import Page, expect
 from test_console import ARTIFACTS, PASSWORD, login  # skips the module without chromium
 from test_keys_admin import plant, record
 
-from agproxy.db import open_database
 from agproxy.db.tables import client_keys
 from agproxy.keys.store import digest
-from conftest import Gateway
+from conftest import Gateway, data_dir_store
 
 SECRET = re.compile(r"sk-[0-9a-f]{48}")
 
 
 def digests(gw: Gateway) -> dict[str, str]:
-    engine = open_database(gw.data_dir / "agproxy.db")
+    engine = data_dir_store(gw.data_dir)
     try:
         with engine.connect() as conn:
             return {r.name: r.digest for r in conn.execute(sa.select(client_keys))}

@@ -1,11 +1,15 @@
 """The database layer: open_database, forward-only migrations, and tables.py against the schema.
 
-Real SQLite files in a temp dir; no mocks.
+Each test runs on a real SQLite file in a temp dir and on a new database of a real
+PostgreSQL server (the `store` and `store_url` fixtures); the SQLite file's own
+properties (its mode, its pragmas) are tested on SQLite alone. No mocks.
 """
 
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,8 +27,22 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def engine(db_path: Path) -> Iterator[sa.Engine]:
+def sqlite_engine(db_path: Path) -> Iterator[sa.Engine]:
     eng = open_database(db_path)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def engine(store: sa.Engine) -> sa.Engine:
+    """A migrated store, on SQLite and on PostgreSQL."""
+    return store
+
+
+@pytest.fixture
+def bare(store_url: str) -> Iterator[sa.Engine]:
+    """An empty store not migrated yet (no pragmas: as an older release left it)."""
+    eng = sa.create_engine(store_url)
     yield eng
     eng.dispose()
 
@@ -51,13 +69,13 @@ def pragma(engine: sa.Engine, name: str) -> object:
 # -- opening ---------------------------------------------------------------------------
 
 
-def test_open_creates_private_file(db_path: Path, engine: sa.Engine) -> None:
+def test_open_creates_private_file(db_path: Path, sqlite_engine: sa.Engine) -> None:
     assert db_path.is_file()
     assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
 
 
-def test_wal_file_is_private_too(db_path: Path, engine: sa.Engine) -> None:
-    with engine.begin() as conn:
+def test_wal_file_is_private_too(db_path: Path, sqlite_engine: sa.Engine) -> None:
+    with sqlite_engine.begin() as conn:
         conn.execute(sa.insert(tables.revisions).values(name="r", value=1))
         wal = db_path.with_name(db_path.name + "-wal")
         assert wal.exists()
@@ -73,8 +91,8 @@ def test_wal_file_is_private_too(db_path: Path, engine: sa.Engine) -> None:
         ("synchronous", 1),  # NORMAL
     ],
 )
-def test_connection_pragmas(engine: sa.Engine, name: str, expected: object) -> None:
-    assert pragma(engine, name) == expected
+def test_connection_pragmas(sqlite_engine: sa.Engine, name: str, expected: object) -> None:
+    assert pragma(sqlite_engine, name) == expected
 
 
 def test_expected_tables_exist(engine: sa.Engine) -> None:
@@ -90,11 +108,11 @@ def test_migrate_again_applies_nothing(engine: sa.Engine) -> None:
     assert len(recorded(engine)) == len(MIGRATIONS)
 
 
-def test_reopen_existing_database_keeps_data(db_path: Path, engine: sa.Engine) -> None:
+def test_reopen_existing_database_keeps_data(store_url: str, engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.insert(tables.revisions).values(name="accounts", value=7))
     engine.dispose()
-    again = open_database(db_path)
+    again = open_database(store_url)
     try:
         with again.connect() as conn:
             assert conn.execute(sa.select(tables.revisions.c.value)).scalar() == 7
@@ -103,11 +121,32 @@ def test_reopen_existing_database_keeps_data(db_path: Path, engine: sa.Engine) -
         again.dispose()
 
 
-def test_fresh_migrate_returns_every_name(tmp_path: Path) -> None:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+def test_fresh_migrate_returns_every_name(bare: sa.Engine) -> None:
+    assert migrate(bare) == [m.__name__ for m in MIGRATIONS]
+    assert migrate(bare) == []
+
+
+def test_processes_starting_at_once_migrate_the_schema_once(store_url: str) -> None:
+    """Gateways and CLI commands started together on one new store: one applies each
+    migration, the others wait for it and find it applied."""
+    opening = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from agproxy.db import open_database; open_database({store_url!r})",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    for proc in opening:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    eng = sa.create_engine(store_url)
     try:
-        assert migrate(eng) == [m.__name__ for m in MIGRATIONS]
-        assert migrate(eng) == []
+        assert recorded(eng) == [(i, m.__name__) for i, m in enumerate(MIGRATIONS, 1)]
     finally:
         eng.dispose()
 
@@ -129,7 +168,7 @@ def test_newer_schema_is_refused(engine: sa.Engine) -> None:
     assert str(newer) in str(info.value)
 
 
-def test_newer_schema_is_refused_by_open_database(db_path: Path, engine: sa.Engine) -> None:
+def test_newer_schema_is_refused_by_open_database(store_url: str, engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
             sa.text(
@@ -138,7 +177,7 @@ def test_newer_schema_is_refused_by_open_database(db_path: Path, engine: sa.Engi
         )
     engine.dispose()
     with pytest.raises(RuntimeError, match="newer agproxy"):
-        open_database(db_path)
+        open_database(store_url)
 
 
 def m_test_add_widgets(conn: sa.Connection) -> None:
@@ -147,7 +186,7 @@ def m_test_add_widgets(conn: sa.Connection) -> None:
 
 def m_test_add_gadgets(conn: sa.Connection) -> None:
     # Depends on widgets existing: proves order.
-    conn.execute(sa.text("INSERT INTO widgets (name) VALUES ('from-gadgets')"))
+    conn.execute(sa.text("INSERT INTO widgets (id, name) VALUES (1, 'from-gadgets')"))
     conn.execute(sa.text("CREATE TABLE gadgets (id INTEGER PRIMARY KEY)"))
 
 
@@ -347,70 +386,90 @@ def test_deleting_account_cascades_quota_windows(engine: sa.Engine) -> None:
     assert left == [("a2",)]
 
 
-def test_m006_adds_the_windows_table_to_a_database_of_the_release_before(tmp_path: Path) -> None:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        assert MIGRATIONS[5].__name__ == "m006_quota_windows"
-        migrate(eng, MIGRATIONS[:5])
-        old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
-        with eng.begin() as conn:
-            conn.execute(sa.insert(tables.accounts).values(**old))
-        assert "account_quota_windows" not in table_names(eng)
-        assert migrate(eng)[:1] == ["m006_quota_windows"]
-        with eng.connect() as conn:
-            assert conn.execute(sa.select(tables.accounts.c.email)).scalar() == "a1@x.com"
-            assert conn.execute(sa.select(tables.account_quota_windows)).all() == []
-    finally:
-        eng.dispose()
+def test_m006_adds_the_windows_table_to_a_database_of_the_release_before(bare: sa.Engine) -> None:
+    assert MIGRATIONS[5].__name__ == "m006_quota_windows"
+    migrate(bare, MIGRATIONS[:5])
+    old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
+    with bare.begin() as conn:
+        conn.execute(sa.insert(tables.accounts).values(**old))
+    assert "account_quota_windows" not in table_names(bare)
+    assert migrate(bare)[:1] == ["m006_quota_windows"]
+    with bare.connect() as conn:
+        assert conn.execute(sa.select(tables.accounts.c.email)).scalar() == "a1@x.com"
+        assert conn.execute(sa.select(tables.account_quota_windows)).all() == []
 
 
 def test_m007_keeps_cooldowns_and_status_links_on_a_database_of_the_release_before(
-    tmp_path: Path,
+    bare: sa.Engine,
 ) -> None:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        assert MIGRATIONS[6].__name__ == "m007_cooldowns_and_status_links"
-        migrate(eng, MIGRATIONS[:6])
-        old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
-        with eng.begin() as conn:
-            conn.execute(sa.insert(tables.accounts).values(**old))
-        assert migrate(eng)[:1] == ["m007_cooldowns_and_status_links"]
-        with eng.begin() as conn:
-            assert conn.execute(sa.select(tables.accounts.c.status_url)).scalar() is None
-            conn.execute(
-                sa.insert(tables.account_cooldowns).values(account_id="a1", model="*", until=9e9)
+    assert MIGRATIONS[6].__name__ == "m007_cooldowns_and_status_links"
+    migrate(bare, MIGRATIONS[:6])
+    old = {k: v for k, v in full_account("a1", "a1@x.com").items() if k != "status_url"}
+    with bare.begin() as conn:
+        conn.execute(sa.insert(tables.accounts).values(**old))
+    assert migrate(bare)[:1] == ["m007_cooldowns_and_status_links"]
+    with bare.begin() as conn:
+        assert conn.execute(sa.select(tables.accounts.c.status_url)).scalar() is None
+        conn.execute(
+            sa.insert(tables.account_cooldowns).values(account_id="a1", model="*", until=9e9)
+        )
+        assert conn.execute(sa.select(tables.account_cooldowns.c.until)).scalar() == 9e9
+
+
+def test_m008_adds_client_keys_and_the_key_column(bare: sa.Engine) -> None:
+    assert MIGRATIONS[7].__name__ == "m008_client_keys"
+    migrate(bare, MIGRATIONS[:7])
+    assert "client_keys" not in table_names(bare)
+    assert migrate(bare)[:1] == ["m008_client_keys"]
+    with bare.connect() as conn:
+        assert conn.execute(sa.select(tables.client_keys)).all() == []
+        assert conn.execute(sa.select(tables.request_logs.c.key_name)).all() == []
+
+
+def test_m009_adds_stored_responses(bare: sa.Engine) -> None:
+    assert MIGRATIONS[8].__name__ == "m009_stored_responses"
+    migrate(bare, MIGRATIONS[:8])
+    assert "stored_responses" not in table_names(bare)
+    assert migrate(bare)[:1] == ["m009_stored_responses"]
+    row = {"id": "resp_1", "owner": None, "created_at": 1.0, "previous_id": None}
+    with bare.begin() as conn:
+        conn.execute(sa.insert(tables.stored_responses).values(**row, input="[]", response="{}"))
+        assert conn.execute(sa.select(tables.stored_responses.c.id)).scalar() == "resp_1"
+
+
+def test_long_text_big_numbers_and_exact_times_fit(engine: sa.Engine) -> None:
+    """What SQLite always kept: text longer than a column's declared length (a client's
+    user agent), integers past 32 bits (a key's daily_tokens), wall-clock times to the
+    microsecond. PostgreSQL keeps them too (m010)."""
+    now = time.time()
+    agent = "Mozilla/5.0 " * 100
+    key = {"id": "k1", "name": "n" * 100, "prefix": "sk-abcde", "digest": "d" * 64}
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(tables.request_logs).values(
+                id="r1",
+                started_at=now,
+                protocol="openai",
+                method="POST",
+                path="/v1/" + "x" * 2000,
+                status=200,
+                duration_ms=1.25,
+                user_agent=agent,
+                input_tokens=3_000_000_000,
             )
-            assert conn.execute(sa.select(tables.account_cooldowns.c.until)).scalar() == 9e9
-    finally:
-        eng.dispose()
-
-
-def test_m008_adds_client_keys_and_the_key_column(tmp_path: Path) -> None:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        assert MIGRATIONS[7].__name__ == "m008_client_keys"
-        migrate(eng, MIGRATIONS[:7])
-        assert "client_keys" not in table_names(eng)
-        assert migrate(eng)[:1] == ["m008_client_keys"]
-        with eng.connect() as conn:
-            assert conn.execute(sa.select(tables.client_keys)).all() == []
-            assert conn.execute(sa.select(tables.request_logs.c.key_name)).all() == []
-    finally:
-        eng.dispose()
-
-
-def test_m009_adds_stored_responses(tmp_path: Path) -> None:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        assert MIGRATIONS[8].__name__ == "m009_stored_responses"
-        migrate(eng, MIGRATIONS[:8])
-        assert "stored_responses" not in table_names(eng)
-        assert migrate(eng) == ["m009_stored_responses"]
-        row = {"id": "resp_1", "owner": None, "created_at": 1.0, "previous_id": None}
-        with eng.begin() as conn:
-            conn.execute(
-                sa.insert(tables.stored_responses).values(**row, input="[]", response="{}")
+        )
+        conn.execute(
+            sa.insert(tables.client_keys).values(
+                **key, daily_tokens=10**12, enabled=True, created_at=now, expires_at=now + 0.5
             )
-            assert conn.execute(sa.select(tables.stored_responses.c.id)).scalar() == "resp_1"
-    finally:
-        eng.dispose()
+        )
+    with engine.connect() as conn:
+        log = conn.execute(sa.select(tables.request_logs)).mappings().one()
+        stored = conn.execute(sa.select(tables.client_keys)).mappings().one()
+    assert (log["user_agent"], log["started_at"], log["input_tokens"]) == (
+        agent,
+        now,
+        3_000_000_000,
+    )
+    assert len(log["path"]) == 2004
+    assert (stored["daily_tokens"], stored["expires_at"]) == (10**12, now + 0.5)

@@ -21,7 +21,7 @@ from agproxy.config import Settings
 from agproxy.db import open_database
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
-from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn, store_rows
 
 
 def logs(gw: Gateway, **params: Any) -> list[dict[str, Any]]:
@@ -156,9 +156,7 @@ def test_captured_bodies_are_capped_and_carry_no_secret(
     assert cut.endswith("…[truncated]") and len(cut) <= 4000 + 20
     # Neither the planted key, the gateway's secrets nor the account's tokens are anywhere
     # in the monitor's table or in the gateway's output.
-    rows = (
-        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
-    )
+    rows = store_rows(gw.data_dir, "SELECT * FROM request_logs")
     assert gw.stop() == 0
     stored = str(rows) + "".join(gw.output)
     for secret in (
@@ -209,12 +207,7 @@ def test_records_survive_a_clean_stop(gateway_factory: Any, fake_google: Any) ->
             json={"contents": [{"role": "user", "parts": [{"text": f"n{i}"}]}]},
         )
     assert gw.stop() == 0  # straight after the requests: the queue is drained on the way out
-    count = (
-        sqlite3.connect(gw.data_dir / "agproxy.db")
-        .execute("SELECT count(*) FROM request_logs")
-        .fetchone()[0]
-    )
-    assert count == 5
+    assert store_rows(gw.data_dir, "SELECT count(*) FROM request_logs") == [(5,)]
 
 
 def test_cli_logs_and_clear(shared: Borrowed) -> None:
@@ -271,8 +264,8 @@ def test_monitor_off_records_nothing(gateway_factory: Any, fake_google: Any) -> 
 
 
 @pytest.mark.parametrize(("max_rows", "days", "kept"), [(3, 30, 3), (100, 1, 4)])
-def test_retention_by_count_and_age(tmp_path: Any, max_rows: int, days: float, kept: int) -> None:
-    engine = open_database(tmp_path / "m.db")
+def test_retention_by_count_and_age(store: Any, max_rows: int, days: float, kept: int) -> None:
+    engine = store
     settings = Settings(
         api_key="sk-test-000000", monitor_max_rows=max_rows, monitor_retention_days=days
     )
@@ -431,7 +424,5 @@ def test_refused_requests_are_recorded_without_the_key(shared: Borrowed) -> None
         "invalid_request_error: invalid API key"
     )
     assert stopped["status"] == 503 and "not running" in stopped["error"]
-    rows = (
-        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
-    )
+    rows = store_rows(gw.data_dir, "SELECT * FROM request_logs")
     assert wrong not in str(rows) and gw.api_key not in str(rows)

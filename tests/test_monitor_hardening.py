@@ -22,11 +22,10 @@ from fake_google import Fault
 from pydantic import ValidationError
 
 from agproxy.config import Settings
-from agproxy.db import open_database
 from agproxy.monitor.record import RequestRecord
 from agproxy.monitor.redact import capture_text, redact
 from agproxy.monitor.writer import BODY_DROPPED, MonitorWriter
-from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn
+from conftest import Borrowed, Gateway, borrow, gateway_with, google_env, spawn, store_rows
 
 CHAT = {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hello"}]}
 ERRORS = ("RuntimeError", "Traceback")
@@ -241,11 +240,11 @@ def test_a_locked_database_sheds_captured_bodies_and_memory_stays_bounded(
 
 
 def test_the_queue_sheds_the_oldest_bodies_then_records_and_accounts_every_byte(
-    tmp_path: Any,
+    store: Any,
 ) -> None:
     limit = 1024 * 1024
     settings = Settings(api_key="sk-test-000000", monitor_queue_max_bytes=limit)
-    writer = MonitorWriter(open_database(tmp_path / "m.db"), lambda: settings)
+    writer = MonitorWriter(store, lambda: settings)
 
     def captured(i: int) -> RequestRecord:
         record = RequestRecord("openai", "POST", f"/v1/{i}", None, status=200)
@@ -335,9 +334,7 @@ def test_every_stored_column_is_redacted(shared: Borrowed) -> None:
         json={"contents": []},
     )
     records = wait_for_logs(gw, 2)
-    rows = (
-        sqlite3.connect(gw.data_dir / "agproxy.db").execute("SELECT * FROM request_logs").fetchall()
-    )
+    rows = store_rows(gw.data_dir, "SELECT * FROM request_logs")
     stored = str(rows)
     for secret in (
         key,

@@ -14,7 +14,6 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -26,7 +25,6 @@ from agproxy.accounts import build_account_service
 from agproxy.accounts.store import Account, ModelQuota
 from agproxy.accounts.windows import QuotaWindow, model_group, parse_summary, weekly_blocked_until
 from agproxy.config import Settings
-from agproxy.db import open_database
 from agproxy.monitor.record import mask_email
 from agproxy.pool import Pool
 from agproxy.pool.scheduler import NoAccount, Scheduler
@@ -255,25 +253,25 @@ def test_recovery_waits_for_every_blocker_of_one_account() -> None:
 
 
 # -- the store and the fetch, against the fake Google -------------------------------------
-def service(tmp_path: Path, fake: Any) -> Any:
+def service(store: Any, fake: Any) -> Any:
     settings = Settings(
         api_key="sk-test-000000",
         upstream_base_urls=(fake.v1internal,),
         oauth_token_url=fake.token_url,
         oauth_userinfo_url=fake.userinfo_url,
     )
-    return build_account_service(lambda: settings, open_database(tmp_path / "agproxy.db"))
+    return build_account_service(lambda: settings, store)
 
 
 def test_windows_are_fetched_with_the_quota_stored_and_kept_when_the_summary_fails(
-    tmp_path: Path, fake_google: Any
+    store: Any, fake_google: Any
 ) -> None:
     reset = time.time() + 2 * DAY
     google = fake_google.add_account(
         email=f"w-{uuid.uuid4().hex[:6]}@example.com",
         windows={"3p-weekly": {"remainingFraction": None, "resetTime": rfc3339(reset)}},
     )
-    accounts = service(tmp_path, fake_google)
+    accounts = service(store, fake_google)
 
     async def scenario() -> None:
         try:

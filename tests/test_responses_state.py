@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, serving_google
+from conftest import Gateway, data_dir_store, serving_google
 
 MODEL = "gemini-3-flash"
 APPLY_PATCH: dict[str, Any] = {
@@ -147,9 +147,7 @@ def test_stored_responses_survive_a_restart(gw: Gateway, client: openai.OpenAI) 
 
 class gw_db:  # noqa: N801 - a small context manager
     def __init__(self, gw: Gateway) -> None:
-        import sqlalchemy as sa
-
-        self.engine = sa.create_engine(f"sqlite:///{gw.data_dir / 'agproxy.db'}")
+        self.engine = data_dir_store(gw.data_dir)
 
     def __enter__(self) -> set[str]:
         import sqlalchemy as sa

@@ -19,7 +19,6 @@ from fake_google import Fault
 from test_monitor import logs
 
 from agproxy.config import Settings
-from agproxy.db import open_database
 from agproxy.monitor import stats
 from agproxy.monitor.record import RequestRecord, mask_email
 from agproxy.monitor.writer import MonitorWriter
@@ -134,8 +133,8 @@ def test_bad_stats_parameters_get_400(gateway: Gateway, params: dict[str, str], 
     assert response.json()["error"]["param"] == param
 
 
-def test_buckets_follow_local_time_and_weeks_start_on_monday(tmp_path: Any) -> None:
-    engine = open_database(tmp_path / "s.db")
+def test_buckets_follow_local_time_and_weeks_start_on_monday(store: Any) -> None:
+    engine = store
     settings = Settings(api_key="sk-test-000000")
     writer = MonitorWriter(engine, lambda: settings)
     # 2026-11-22 is a Sunday. 22:30 UTC is already Monday 00:30 at UTC+2.

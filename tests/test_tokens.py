@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from agproxy.accounts.project import tier_of
 from agproxy.accounts.quota import parse_quotas
 from agproxy.accounts.tokens import TokenError
 from agproxy.config import Settings
-from agproxy.db import open_database
 
 
 def settings_for(fake: Any) -> Settings:
@@ -29,10 +27,10 @@ def settings_for(fake: Any) -> Settings:
     )
 
 
-def run(fake: Any, tmp_path: Path, work: Any) -> Any:
+def run(fake: Any, store: Any, work: Any) -> Any:
+    """`work` with an account service on `store` (the `store` fixture: SQLite, PostgreSQL)."""
     settings = settings_for(fake)
-    engine = open_database(tmp_path / "t.db")
-    service = build_account_service(lambda: settings, engine)
+    service = build_account_service(lambda: settings, store)
     service.tokens._backoff = 0.01  # keep transient retries fast in tests
 
     async def main() -> Any:
@@ -41,10 +39,7 @@ def run(fake: Any, tmp_path: Path, work: Any) -> Any:
         finally:
             await service.client.close()
 
-    try:
-        return asyncio.run(main())
-    finally:
-        engine.dispose()
+    return asyncio.run(main())
 
 
 def new_email() -> str:
@@ -57,7 +52,7 @@ async def added(service: AccountService, fake: Any, **kw: Any) -> Any:
     return acct, account
 
 
-def test_fifty_waiters_share_one_refresh(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_fifty_waiters_share_one_refresh(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         before = fake_google.token_refresh_count(acct.refresh_token)
@@ -70,7 +65,7 @@ def test_fifty_waiters_share_one_refresh(tmp_path, fake_google) -> None:  # type
         stored = service.store.get(account.id)
         assert stored is not None and stored.access_token == tokens[0]
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
 def test_a_401_after_the_refresh_finished_does_not_refresh_again(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
@@ -93,7 +88,7 @@ def test_a_401_after_the_refresh_finished_does_not_refresh_again(tmp_path, fake_
 
 @pytest.mark.parametrize(("seconds_left", "refreshes"), [(3000, 0), (60, 1), (-10, 1)])
 def test_refresh_happens_ahead_of_expiry(
-    tmp_path,
+    store,
     fake_google,
     seconds_left: int,  # type: ignore[no-untyped-def]
     refreshes: int,
@@ -105,10 +100,10 @@ def test_refresh_happens_ahead_of_expiry(
         await service.tokens.access_token(account)
         assert fake_google.token_refresh_count(acct.refresh_token) - before == refreshes
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
-def test_invalid_grant_marks_the_account_for_relogin(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_grant_marks_the_account_for_relogin(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     dropped: list[str] = []
 
     async def work(service: AccountService) -> None:
@@ -124,10 +119,10 @@ def test_invalid_grant_marks_the_account_for_relogin(tmp_path, fake_google) -> N
         assert stored.status_reason and "invalid_grant" in stored.status_reason
         assert dropped == [account.id]
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
-def test_transient_refresh_failures_retry_and_never_disable(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_transient_refresh_failures_retry_and_never_disable(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         fake_google.inject(Fault.server_error(503), method="token", times=2)
@@ -140,10 +135,10 @@ def test_transient_refresh_failures_retry_and_never_disable(tmp_path, fake_googl
         stored = service.store.get(account.id)
         assert stored is not None and stored.status is Status.OK and stored.enabled
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
-def test_quota_refresh_updates_the_store_and_a_403_marks_forbidden(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_quota_refresh_updates_the_store_and_a_403_marks_forbidden(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         fake_google.inject(
@@ -157,10 +152,10 @@ def test_quota_refresh_updates_the_store_and_a_403_marks_forbidden(tmp_path, fak
         quotas = await service.refresh_quota(account)
         assert quotas and service.store.get(account.id).status is Status.OK  # type: ignore[union-attr]
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
-def test_quota_call_answered_401_refreshes_once_and_retries(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_quota_call_answered_401_refreshes_once_and_retries(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     async def work(service: AccountService) -> None:
         acct, account = await added(service, fake_google)
         before = fake_google.token_refresh_count(acct.refresh_token)
@@ -168,7 +163,7 @@ def test_quota_call_answered_401_refreshes_once_and_retries(tmp_path, fake_googl
         assert await service.refresh_quota(account)
         assert fake_google.token_refresh_count(acct.refresh_token) == before + 1
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
 def test_parse_quotas_table() -> None:

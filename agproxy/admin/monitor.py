@@ -35,7 +35,17 @@ def _row(row: Any) -> dict[str, Any]:
     return data
 
 
+def _matching(dialect: str) -> Callable[[Any, str], Any]:
+    """The filters' `contains`, ignoring case: SQLite's LIKE does (for ASCII letters),
+    PostgreSQL's does not (its ILIKE does). A backslash is no escape in SQLite's LIKE; in
+    PostgreSQL's it is unless ESCAPE '' says otherwise (a Windows path in the filter)."""
+    if dialect == "postgresql":
+        return lambda column, pattern: column.ilike(pattern, escape="")
+    return lambda column, pattern: column.like(pattern)
+
+
 def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
+    like = _matching(gateway.engine.dialect.name)
     limit = min(max(int(params.get("limit", 100)), 1), 1000)
     query = sa.select(*SUMMARY_COLUMNS).order_by(T.c.started_at.desc()).limit(limit)
     if params.get("offset"):
@@ -51,24 +61,16 @@ def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
     if params.get("errors_only") in ("1", "true"):
         query = query.where(T.c.status >= 400)
     if params.get("model"):
-        like = f"%{params['model']}%"
-        query = query.where(sa.or_(T.c.requested_model.like(like), T.c.routed_model.like(like)))
+        model = f"%{params['model']}%"
+        query = query.where(sa.or_(like(T.c.requested_model, model), like(T.c.routed_model, model)))
     if params.get("account"):
-        query = query.where(T.c.account.like(f"%{params['account']}%"))
+        query = query.where(like(T.c.account, f"%{params['account']}%"))
     if params.get("protocol"):
         query = query.where(T.c.protocol == params["protocol"])
     if params.get("q"):
-        like = f"%{params['q']}%"
-        query = query.where(
-            sa.or_(
-                T.c.path.like(like),
-                T.c.requested_model.like(like),
-                T.c.routed_model.like(like),
-                T.c.account.like(like),
-                T.c.user_agent.like(like),
-                T.c.error.like(like),
-            )
-        )
+        text = f"%{params['q']}%"
+        searched = (T.c.path, T.c.requested_model, T.c.routed_model, T.c.account, T.c.user_agent)
+        query = query.where(sa.or_(*(like(c, text) for c in (*searched, T.c.error))))
     with gateway.engine.connect() as conn:
         return [_row(r) for r in conn.execute(query)]
 

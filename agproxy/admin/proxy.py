@@ -17,8 +17,8 @@ from agproxy.service import Gateway, StartError
 
 # Keys that only take effect at the next start of the proxy service.
 APPLY_AT_START = ("port", "allow_lan_access")
-# Read once, when `agproxy serve` starts.
-APPLY_AT_RESTART = ("redis_url",)
+# Keys the process reads once: they take effect when `agproxy serve` starts again.
+APPLY_AT_RESTART = ("store_url", "redis_url")
 # Where the pool's tokens are sent: a change is logged as a security event, so that a
 # stolen admin password that redirects them leaves a trace.
 TOKEN_DESTINATIONS = (
@@ -28,6 +28,7 @@ TOKEN_DESTINATIONS = (
     "oauth_authorize_url",
     "upstream_proxy",
     "zai_base_url",
+    "store_url",  # where the tokens are kept
 )
 security_log = logging.getLogger("agproxy.security")
 

@@ -30,9 +30,8 @@ from agproxy.accounts.service import (
 )
 from agproxy.accounts.store import Account, AccountStore
 from agproxy.accounts.windows import GEMINI, QuotaWindow
-from agproxy.cli.client import AdminClient, data_dir_engine, load_settings
-from agproxy.datadir import DATABASE_FILE, atomic_write
-from agproxy.db import open_database
+from agproxy.cli.client import AdminClient, data_dir_engine, load_settings, open_data_dir_store
+from agproxy.datadir import atomic_write
 
 T = TypeVar("T")
 
@@ -40,7 +39,7 @@ T = TypeVar("T")
 def _run(work: Callable[[AccountService], Awaitable[T]]) -> T:
     """Run `work` with an account service on this data directory, then close it."""
     store = load_settings(create=True)
-    engine = open_database(store.directory / DATABASE_FILE)
+    engine = open_data_dir_store(store)
     service = build_account_service(lambda: store.settings, engine)
 
     async def main() -> T:

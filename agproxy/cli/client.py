@@ -14,8 +14,8 @@ import orjson
 from sqlalchemy import Engine
 
 from agproxy.config import ConfigError, ConfigStore, Settings
-from agproxy.datadir import DATABASE_FILE, RUNTIME_FILE, data_dir
-from agproxy.db import open_database
+from agproxy.datadir import RUNTIME_FILE, data_dir
+from agproxy.db import StoreError, open_store
 
 
 def load_settings(create: bool = False) -> ConfigStore:
@@ -91,10 +91,19 @@ class AdminClient:
         return response.json()
 
 
+def open_data_dir_store(store: ConfigStore) -> Engine:
+    """The store the data directory's settings name (store_url), for commands that work
+    on it directly; a store that cannot be opened is a one-line error."""
+    try:
+        return open_store(store.settings, store.directory)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @contextlib.contextmanager
 def data_dir_engine() -> Iterator[Engine]:
-    """The data directory's database, for commands that work on it directly."""
-    engine = open_database(load_settings(create=True).directory / DATABASE_FILE)
+    """The data directory's store, for commands that work on it directly."""
+    engine = open_data_dir_store(load_settings(create=True))
     try:
         yield engine
     finally:

@@ -34,7 +34,8 @@ config.help = (
     + ", ".join(KEYS)
     + (
         "\n\nAn environment variable AGPROXY_<KEY> overrides the file. A running gateway picks "
-        "up changes within a second; port and allow_lan_access apply at the next start."
+        "up changes within a second; port and allow_lan_access apply at the next start, "
+        "store_url when `agproxy serve` next starts."
     )
 )
 
@@ -90,3 +91,8 @@ def set_(key: str, value: str) -> None:
     elif key in URL_KEYS:
         shown = mask_url(value) or value
     click.echo(f"{key} = {shown}  (saved to {store.path})")
+    if key == "store_url":  # a gateway opens its store once, when it starts
+        click.echo(
+            "CLI commands use this store from now on; a running gateway keeps the one it "
+            "opened until `agproxy serve` starts again."
+        )

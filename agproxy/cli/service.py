@@ -36,11 +36,13 @@ def serve(log_level: str, workers: int) -> None:
     serves the console, the admin API and the AI routes, and starts the proxy
     service when auto_start is true and an account (or z.ai) can serve.
     Ctrl+C (or SIGTERM) stops it after in-flight requests finish.
-    Exits with status 1 when the port cannot be bound.
+    Exits with status 1 when the port cannot be bound, 2 when the config or the
+    store (store_url) cannot be used.
 
     With --workers N, N processes serve the one port and share state through
     Redis (redis_url); see the README, "Running more than one process".
     """
+    from agproxy.db import StoreError
     from agproxy.server.runner import serve as run_serve  # server stack only when serving
     from agproxy.shared.workers import WorkerRole
 
@@ -56,7 +58,12 @@ def serve(log_level: str, workers: int) -> None:
         from agproxy.server.supervisor import serve_workers
 
         sys.exit(serve_workers(store, lambda line: click.echo(line), workers))
-    sys.exit(run_serve(store, lambda line: click.echo(line)))
+    try:
+        status = run_serve(store, lambda line: click.echo(line))
+    except StoreError as exc:
+        click.echo(f"error: {exc}")
+        status = 2
+    sys.exit(status)
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> None:

@@ -1,6 +1,7 @@
-"""The database: one SQLAlchemy engine (SQLite by default), forward-only migrations, tables."""
+"""The store: one SQLAlchemy engine (SQLite by default, or PostgreSQL), forward-only
+migrations, tables."""
 
-from agproxy.db.engine import open_database
+from agproxy.db.engine import StoreError, open_database, open_store, store_location
 from agproxy.db.migrations import MIGRATIONS, migrate
 
-__all__ = ["MIGRATIONS", "migrate", "open_database"]
+__all__ = ["MIGRATIONS", "StoreError", "migrate", "open_database", "open_store", "store_location"]

@@ -3,7 +3,8 @@
 Each migration is a function applied once, in order, inside one transaction, and
 recorded in `schema_migrations`. Never edit a migration that has shipped: add the
 next one. DDL is written with SQLAlchemy constructs so the same list runs on
-SQLite and Postgres.
+SQLite and Postgres. PostgreSQL enforces what SQLite only reads as a hint (see m010):
+new columns are sa.Text, sa.BigInteger and sa.Float, never VARCHAR(n) or INTEGER.
 """
 
 from __future__ import annotations
@@ -196,6 +197,44 @@ def m009_stored_responses(conn: Connection) -> None:
     )
 
 
+# Every table as of migration 10 but schema_migrations.
+_TABLES_AT_M010 = (
+    "accounts",
+    "account_quotas",
+    "account_quota_windows",
+    "account_cooldowns",
+    "revisions",
+    "request_logs",
+    "client_keys",
+    "stored_responses",
+)
+
+
+def m010_postgres_column_types(conn: Connection) -> None:
+    # SQLite takes text of any length in a VARCHAR(200) and 64-bit numbers in an INTEGER;
+    # PostgreSQL refuses both, and the monitor would then fail a whole batch over one
+    # long user agent or path, a client key its daily_tokens above 2^31. Give PostgreSQL
+    # SQLite's types: TEXT (no slower there than VARCHAR) and BIGINT. Floats are already
+    # DOUBLE PRECISION there. Nothing to do on SQLite.
+    if conn.dialect.name != "postgresql":
+        return
+    found = conn.execute(
+        sa.text(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ANY(:tables) "
+            "AND data_type IN ('character varying', 'integer') "
+            "ORDER BY table_name, ordinal_position"
+        ),
+        {"tables": list(_TABLES_AT_M010)},
+    ).all()
+    changes: dict[str, list[str]] = {}
+    for table, column, kind in found:
+        wide = "TEXT" if kind == "character varying" else "BIGINT"
+        changes.setdefault(table, []).append(f'ALTER COLUMN "{column}" TYPE {wide}')
+    for table, alters in changes.items():  # one statement per table: one rewrite each
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" {", ".join(alters)}')
+
+
 MIGRATIONS: list[Migration] = [
     m001_accounts,
     m002_proxy_limits_revisions,
@@ -206,7 +245,10 @@ MIGRATIONS: list[Migration] = [
     m007_cooldowns_and_status_links,
     m008_client_keys,
     m009_stored_responses,
+    m010_postgres_column_types,
 ]
+# pg_advisory_xact_lock's key: a number of agproxy's own ("agproxy" in ASCII).
+MIGRATION_LOCK = 0x616770726F7879
 
 _applied = sa.Table(
     "schema_migrations",
@@ -217,13 +259,26 @@ _applied = sa.Table(
 )
 
 
+def _one_at_a_time(conn: Connection) -> None:
+    """Hold the migration lock until this transaction ends, on PostgreSQL: two gateways
+    starting at once on one empty database must not both run migration 1. (SQLite's
+    BEGIN IMMEDIATE already lets one writer in at a time.)"""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+
+def _applied_versions(conn: Connection) -> set[int]:
+    return {row.version for row in conn.execute(sa.select(_applied.c.version))}
+
+
 def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[str]:
     """Apply the migrations not applied yet; return their names."""
     migrations = MIGRATIONS if migrations is None else migrations
     done: list[str] = []
     with engine.begin() as conn:
+        _one_at_a_time(conn)
         _applied.create(conn, checkfirst=True)
-        have = {row.version for row in conn.execute(sa.select(_applied.c.version))}
+        have = _applied_versions(conn)
     if len(have) > len(migrations) or (have and max(have) > len(migrations)):
         raise RuntimeError(
             f"the database was migrated by a newer agproxy (schema version {max(have)}, "
@@ -233,6 +288,9 @@ def migrate(engine: Engine, migrations: list[Migration] | None = None) -> list[s
         if version in have:
             continue
         with engine.begin() as conn:
+            _one_at_a_time(conn)
+            if version in _applied_versions(conn):
+                continue  # another process applied it while this one waited
             migration(conn)
             conn.execute(
                 sa.insert(_applied).values(

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
 
 from agproxy.db.tables import revisions
 
 
 def bump(conn: Connection, name: str) -> None:
+    if conn.dialect.name == "postgresql":
+        # Two processes bumping a counter that has no row yet would both insert it (no
+        # lock is taken up front there, as SQLite's BEGIN IMMEDIATE does): one statement.
+        conn.execute(
+            postgres_insert(revisions)
+            .values(name=name, value=1)
+            .on_conflict_do_update(
+                index_elements=[revisions.c.name], set_={"value": revisions.c.value + 1}
+            )
+        )
+        return
     updated = conn.execute(
         sa.update(revisions).where(revisions.c.name == name).values(value=revisions.c.value + 1)
     )

@@ -1,4 +1,10 @@
-"""The current schema, for queries. Changed only together with a new migration."""
+"""The current schema, for queries. Changed only together with a new migration.
+
+Whole numbers are BigInteger: SQLite's INTEGER is 64-bit, PostgreSQL's BIGINT after m010,
+and on PostgreSQL a parameter is cast to the type named here (`::INTEGER` would refuse
+a daily_tokens limit above 2^31). Declared string lengths are not limits on either: SQLite
+ignores them and m010 made the PostgreSQL columns TEXT.
+"""
 
 import sqlalchemy as sa
 
@@ -20,7 +26,7 @@ accounts = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("status_reason", sa.Text),
     sa.Column("status_changed_at", sa.Float),
-    sa.Column("sort_order", sa.Integer, nullable=False),
+    sa.Column("sort_order", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_used_at", sa.Float),
     sa.Column("proxy_url", sa.String(500)),
@@ -48,7 +54,7 @@ account_quotas = sa.Table(
     sa.Column("remaining_fraction", sa.Float),
     sa.Column("reset_at", sa.Float),
     sa.Column("fetched_at", sa.Float, nullable=False),
-    sa.Column("max_output_tokens", sa.Integer),
+    sa.Column("max_output_tokens", sa.BigInteger),
 )
 
 account_quota_windows = sa.Table(
@@ -72,7 +78,7 @@ revisions = sa.Table(
     "revisions",
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Integer, nullable=False),
+    sa.Column("value", sa.BigInteger, nullable=False),
 )
 
 request_logs = sa.Table(
@@ -87,13 +93,13 @@ request_logs = sa.Table(
     sa.Column("routed_model", sa.String(200)),
     sa.Column("provider", sa.String(16)),
     sa.Column("account", sa.String(320)),
-    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("status", sa.BigInteger, nullable=False),
     sa.Column("duration_ms", sa.Float, nullable=False),
     sa.Column("ttfb_ms", sa.Float),
-    sa.Column("input_tokens", sa.Integer),
-    sa.Column("output_tokens", sa.Integer),
-    sa.Column("thinking_tokens", sa.Integer),
-    sa.Column("cached_tokens", sa.Integer),
+    sa.Column("input_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("thinking_tokens", sa.BigInteger),
+    sa.Column("cached_tokens", sa.BigInteger),
     sa.Column("attempts", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("client_ip", sa.String(64)),
@@ -113,10 +119,10 @@ client_keys = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False, unique=True),
     sa.Column("models", sa.Text),
     sa.Column("expires_at", sa.Float),
-    sa.Column("rpm", sa.Integer),
-    sa.Column("tpm", sa.Integer),
-    sa.Column("concurrency", sa.Integer),
-    sa.Column("daily_tokens", sa.Integer),
+    sa.Column("rpm", sa.BigInteger),
+    sa.Column("tpm", sa.BigInteger),
+    sa.Column("concurrency", sa.BigInteger),
+    sa.Column("daily_tokens", sa.BigInteger),
     sa.Column("quota_share", sa.Float),
     sa.Column("enabled", sa.Boolean, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),

@@ -1,9 +1,9 @@
 """Aggregates over the monitor's records: time series, breakdowns, CSV rows.
 
-Everything is computed in SQLite from `request_logs`, so a figure here always equals
-the sum of the records it covers. Buckets are aligned to the caller's local time
-(`tz_offset`, seconds east of UTC, as the console and the CLI send it); weeks start on
-Monday.
+Everything is computed in the store (SQLite or PostgreSQL) from `request_logs`, so a
+figure here always equals the sum of the records it covers. Buckets are aligned to the
+caller's local time (`tz_offset`, seconds east of UTC, as the console and the CLI send
+it); weeks start on Monday.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def _measures() -> list[Any]:
 
 
 def _measured(row: Any) -> dict[str, Any]:
-    data = {k: row._mapping[k] for k in ("requests", "errors", *TOKEN_COLUMNS)}
+    # int(): PostgreSQL sums BIGINTs as NUMERIC, which arrives as a Decimal.
+    data: dict[str, Any] = {k: int(row._mapping[k]) for k in ("requests", "errors", *TOKEN_COLUMNS)}
     data["avg_ms"] = round(float(row._mapping["avg_ms"]), 1)
     return data
 
@@ -59,9 +60,14 @@ def bucket_start(ts: float, bucket: str, tz_offset: int = 0) -> int:
     return int((ts + shift) // size * size - shift)
 
 
-def _bucket_column(bucket: str, tz_offset: int) -> Any:
+def _bucket_column(bucket: str, tz_offset: int, dialect: str) -> Any:
     size = BUCKETS[bucket]
     shift = tz_offset + (WEEK_SHIFT if bucket == "week" else 0)
+    if dialect == "postgresql":
+        # PostgreSQL's CAST rounds to the nearest whole number (SQLite's truncates, the
+        # same as a floor for times after 1970): a record at 15:00 would join the next day.
+        start = sa.cast(sa.func.floor((T.c.started_at + shift) / size), sa.BigInteger)
+        return (start * size - shift).label("t")
     return (sa.cast((T.c.started_at + shift) / size, sa.Integer) * size - shift).label("t")
 
 
@@ -70,7 +76,7 @@ def series(
 ) -> list[dict[str, Any]]:
     """One point per bucket from `since` to now, empty buckets included (zeros)."""
     until = time.time() if until is None else until
-    column = _bucket_column(bucket, tz_offset)
+    column = _bucket_column(bucket, tz_offset, engine.dialect.name)
     query = (
         sa.select(column, *_measures())
         .where(T.c.started_at >= since, REQUESTS)
@@ -118,8 +124,8 @@ def usage_by_key(engine: Engine, since: float) -> dict[str, dict[str, int]]:
         return {
             r.key_name: {
                 "requests": r.requests,
-                "input_tokens": r.input_tokens,
-                "output_tokens": r.output_tokens,
+                "input_tokens": int(r.input_tokens),  # a Decimal from PostgreSQL
+                "output_tokens": int(r.output_tokens),
             }
             for r in conn.execute(query)
         }
@@ -142,7 +148,7 @@ def totals(engine: Engine, since: float) -> dict[str, Any]:
 
 def csv_rows(engine: Engine, bucket: str, since: float, tz_offset: int = 0) -> Iterator[list[Any]]:
     """Header, then one row per bucket × model × account × client key, oldest first."""
-    column = _bucket_column(bucket, tz_offset)
+    column = _bucket_column(bucket, tz_offset, engine.dialect.name)
     model, account = GROUPS["model"].label("model"), GROUPS["account"].label("account_key")
     label = LABELS["account"].label("account")
     key = GROUPS["key"].label("key")

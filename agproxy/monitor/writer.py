@@ -63,6 +63,10 @@ class MonitorWriter:
         self.written = 0
         self.watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._wake = asyncio.Event()
+        # One flush at a time: a reader that flushes first (the admin API) must also wait
+        # for the batch the background task took and is writing on a worker thread, as
+        # every batch is on PostgreSQL (and on SQLite when locked or with bodies).
+        self._flushing = asyncio.Lock()
         self._last_retention = 0.0
         self._fast: sqlite3.Connection | None = None
 
@@ -189,6 +193,8 @@ class MonitorWriter:
     def _write_waiting(self, rows: list[tuple[Any, ...]]) -> None:
         """Write through the engine, waiting for the lock (on a worker thread); also the
         path for databases other than SQLite."""
+        if self.engine.dialect.name == "postgresql":
+            rows = [_without_nul(row) for row in rows]
         with self.engine.begin() as conn:
             conn.execute(
                 sa.insert(request_logs), [dict(zip(COLUMNS, row, strict=True)) for row in rows]
@@ -214,23 +220,24 @@ class MonitorWriter:
                 conn.execute(sa.delete(request_logs).where(request_logs.c.started_at <= keep_from))
 
     async def flush(self) -> None:
-        while self.queue:
-            batch, held = self._take_batch()
-            try:
-                if any(r.request_body is not None for r in batch):
-                    # Captured bodies: redaction is real work, let the loop interleave.
-                    rows = await asyncio.to_thread(self._rows, batch)
-                else:
-                    rows = self._rows(batch)
-                if not self._write_now(rows):
-                    await asyncio.to_thread(self._write_waiting, rows)
-                self.written += len(batch)
-                self.queue_bytes -= held
-            except Exception:
-                log.exception("could not write %d monitor records; keeping them", len(batch))
-                self.queue.extendleft(reversed(batch))
-                self._bodied.extendleft(reversed([r for r in batch if _has_bodies(r)]))
-                return
+        async with self._flushing:
+            while self.queue:
+                batch, held = self._take_batch()
+                try:
+                    if any(r.request_body is not None for r in batch):
+                        # Captured bodies: redaction is real work, let the loop interleave.
+                        rows = await asyncio.to_thread(self._rows, batch)
+                    else:
+                        rows = self._rows(batch)
+                    if not self._write_now(rows):
+                        await asyncio.to_thread(self._write_waiting, rows)
+                    self.written += len(batch)
+                    self.queue_bytes -= held
+                except Exception:
+                    log.exception("could not write %d monitor records; keeping them", len(batch))
+                    self.queue.extendleft(reversed(batch))
+                    self._bodied.extendleft(reversed([r for r in batch if _has_bodies(r)]))
+                    return
 
     def _take_batch(self) -> tuple[list[RequestRecord], int]:
         """The next records to write: at most BATCH, and at most a quarter of the queue's
@@ -283,6 +290,15 @@ class MonitorWriter:
                     await asyncio.to_thread(self._retain)
                 except Exception:
                     log.exception("monitor retention failed")
+
+
+def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL's text cannot hold NUL, which a client can put in a path (%00) or a
+    captured body: one would fail the whole batch, again at every retry. Replaced by
+    U+FFFD, as undecodable bytes are."""
+    return tuple(
+        v.replace("\x00", "\ufffd") if isinstance(v, str) and "\x00" in v else v for v in row
+    )
 
 
 def _has_bodies(record: RequestRecord) -> bool:

@@ -125,6 +125,8 @@ class ResponseStore:
         return stored
 
     def _select(self, response_id: str) -> StoredResponse | None:
+        if "\x00" in response_id:
+            return None  # no id holds one, and PostgreSQL refuses it in a query
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(stored_responses).where(stored_responses.c.id == response_id)

@@ -16,8 +16,8 @@ import uvloop
 from agproxy import __version__
 from agproxy.accounts import Account, Status, build_account_service
 from agproxy.config import ConfigError, ConfigStore
-from agproxy.datadir import DATABASE_FILE, AlreadyServing, describe_serve_lock, hold_serve_lock
-from agproxy.db import open_database
+from agproxy.datadir import AlreadyServing, describe_serve_lock, hold_serve_lock
+from agproxy.db import open_store
 from agproxy.keys import KeyStore
 from agproxy.keys.gate import Keys
 from agproxy.keys.limits import DAY
@@ -319,7 +319,7 @@ def assemble(store: ConfigStore, role: WorkerRole | None = None) -> Gateway:
     """The gateway's parts wired together on the data directory's database (and its
     monitor), not yet listening; with `redis_url`, hooked to the state its other
     processes share."""
-    engine = open_database(store.directory / DATABASE_FILE)
+    engine = open_store(store.settings, store.directory)
     accounts = build_account_service(lambda: store.settings, engine)
     pool = Pool(accounts.store)
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
