@@ -74,6 +74,30 @@ def test_cooldowns_are_saved_and_loaded_to_the_microsecond(store: Any) -> None:
     assert accounts.load_cooldowns(now) == []
 
 
+def test_processes_saving_cooldowns_at_once_take_turns(store: Any) -> None:
+    """Every process of a gateway saves the cooldowns it knows (the same set, with Redis):
+    saves at the same moment neither fail nor leave a mix."""
+    accounts = AccountStore(store)
+    now = time.time()
+    rows = [(f"a{i}", "m", now + 60 + i) for i in range(20)]
+    failures: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            for _ in range(10):
+                accounts.save_cooldowns(rows)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=save) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sorted(accounts.load_cooldowns(now)) == sorted(rows)
+
+
 def test_a_counter_first_bumped_by_many_at_once_counts_them_all(store: Any) -> None:
     """PostgreSQL takes no write lock up front: two first bumps must not both insert."""
     failures: list[BaseException] = []

@@ -312,6 +312,10 @@ class AccountStore:
     def save_cooldowns(self, rows: list[tuple[str, str, float]]) -> None:
         """Replace the stored cooldowns with these (account id, model or "*", until)."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Several processes on one store save in turn, not both deleting and then
+                # both inserting the same rows (SQLite's BEGIN IMMEDIATE already does so).
+                conn.exec_driver_sql("LOCK TABLE account_cooldowns IN EXCLUSIVE MODE")
             conn.execute(sa.delete(account_cooldowns))
             if rows:
                 conn.execute(
