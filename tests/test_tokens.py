@@ -68,7 +68,7 @@ def test_fifty_waiters_share_one_refresh(store, fake_google) -> None:  # type: i
     run(fake_google, store, work)
 
 
-def test_a_401_after_the_refresh_finished_does_not_refresh_again(tmp_path, fake_google) -> None:  # type: ignore[no-untyped-def]
+def test_a_401_after_the_refresh_finished_does_not_refresh_again(store, fake_google) -> None:  # type: ignore[no-untyped-def]
     """A call that went out with the old token comes back 401 after another request's
     refresh finished: it takes the new token, and Google is not asked again."""
 
@@ -83,7 +83,7 @@ def test_a_401_after_the_refresh_finished_does_not_refresh_again(tmp_path, fake_
         assert await service.tokens.refresh(account, rejected=fresh) != fresh
         assert fake_google.token_refresh_count(acct.refresh_token) == before + 1
 
-    run(fake_google, tmp_path, work)
+    run(fake_google, store, work)
 
 
 @pytest.mark.parametrize(("seconds_left", "refreshes"), [(3000, 0), (60, 1), (-10, 1)])
