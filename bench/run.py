@@ -6,7 +6,7 @@ Starts a lean fake upstream (bench/fake_upstream.py, answering at once) and
 in the same run, and reports requests/s, added p50/p99 latency, added stream
 time-to-first-byte and the gateway's CPU milliseconds per request (all its
 processes). Also: time until /healthz answers 200, idle RSS, and 1,000 concurrent
-open streams with peak RSS.
+open streams with peak RSS. Then bench/workers.py: one process against --workers 2.
 
 Usage: python bench/run.py [--quick]
 """
@@ -394,3 +394,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from workers import main as workers_main  # one process against --workers 2
+
+    workers_main()
