@@ -121,8 +121,9 @@ async def main() -> None:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
-    sock.listen(4096)
-    server = await asyncio.get_running_loop().create_server(Fake, sock=sock)
+    # create_server listens again, with its own backlog (100 unless told): 1,000
+    # connections at once would overflow it and wait a second for a SYN to be resent.
+    server = await asyncio.get_running_loop().create_server(Fake, sock=sock, backlog=4096)
     async with server:
         await server.serve_forever()
 
