@@ -148,6 +148,9 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         backlog=4096,
+        # Longer than the gateway keeps an idle upstream connection (90 s): closed by the
+        # fake while the gateway reuses it, a request would fail with a reset.
+        timeout_keep_alive=120,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -7,7 +7,8 @@ in the same run, and reports requests/s, added p50/p99 latency, added stream
 time-to-first-byte and the gateway's CPU milliseconds per request (all its
 processes). Also: time until /healthz answers 200, idle RSS, 1,000 concurrent
 open streams with peak RSS, and the CPU per request of a pool of 1,000 accounts
-against one of 3 (bench/pool_size.py).
+against one of 3 (bench/pool_size.py). Then bench/workers.py: one process against
+--workers 2.
 
 Usage: python bench/run.py [--quick]
 """
@@ -420,3 +421,6 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    from workers import main as workers_main  # one process against --workers 2
+
+    workers_main()
