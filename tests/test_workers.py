@@ -150,3 +150,33 @@ def test_a_second_serve_on_the_port_of_workers_is_refused(
         assert "failed to bind address" in other.stdout + other.stderr
     finally:
         assert gw.stop() == 0
+
+
+def _open_store(directory: str, answers: Any) -> None:
+    from agproxy.db import open_database
+
+    try:
+        open_database(Path(directory) / "agproxy.db").dispose()
+        answers.put("ok")
+    except Exception as exc:  # reported by the test
+        answers.put(repr(exc))
+
+
+def test_workers_opening_a_new_sqlite_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """The workers of a first `serve --workers N` create and migrate the data directory's
+    database together: each waits for the others' locks, none fails."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(5):
+        answers = context.Queue()
+        directory = tmp_path / f"round{round_}"
+        directory.mkdir()
+        procs = [
+            context.Process(target=_open_store, args=(str(directory), answers)) for _ in range(4)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(30)
+        assert [answers.get(timeout=5) for _ in procs] == ["ok"] * 4

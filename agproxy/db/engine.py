@@ -38,10 +38,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL: readers never block the writer and a crash mid-write loses nothing committed.
+    # The wait first: switching a new file to WAL takes a lock that another process
+    # opening it at the same moment (the workers of one serve) may hold.
+    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.close()
 
 

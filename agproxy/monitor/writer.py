@@ -271,8 +271,11 @@ class MonitorWriter:
     async def run(self) -> None:
         last_checkpoint = time.monotonic()
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that arrives as the event is set, and the shutdown would wait forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             await self.flush()
             if not self.queue and self._peak_bytes > TRIM_AFTER_BYTES:

@@ -314,6 +314,10 @@ class Scheduler:
         return None if math.isinf(soonest) else soonest
 
     # -- sticky sessions ---------------------------------------------------------
+    def bound_to(self, session: str) -> str | None:
+        """The account `session` is bound to here, while the binding lives."""
+        return self._bound(session)
+
     def _bound(self, session: str) -> str | None:
         entry = self.sessions.get(session)
         if entry is None or self.clock() - entry[1] > SESSION_TTL:
@@ -337,6 +341,8 @@ class Scheduler:
         if entry is None or entry[0] != account_id:
             self.sessions[session] = (account_id, self.clock())
             self.sessions.move_to_end(session)
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
 
     def served_recently(self, account_id: str, within: float) -> bool:
         """Did the account answer a request successfully in the last `within` seconds?"""

@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.retry import Retry
 
 from agproxy.config import mask_url
@@ -40,7 +41,15 @@ RECONNECT_SECONDS = 1.0
 # What counts as "Redis is not there": its own errors, and the socket's.
 DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
+MAX_CONNECTIONS = 64
 Handler = Callable[[dict[str, Any]], None]
+
+
+def _busy(exc: BaseException) -> bool:
+    """The pool had no connection free within the timeout (Redis itself answered)."""
+    return isinstance(exc, MaxConnectionsError) or (
+        isinstance(exc, RedisConnectionError) and str(exc) == "No connection available."
+    )
 
 
 def process_id() -> str:
@@ -54,13 +63,18 @@ class Link:
         self.url = url
         self.shown_url = mask_url(url) or url
         self.me = process_id()
-        self.client = aioredis.Redis.from_url(
+        # A bounded pool that makes a call wait (briefly) for a connection: a burst of a
+        # thousand requests shares a few dozen connections instead of failing past 100.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),  # a refused call is an answer: down, now
             health_check_interval=0,
         )
+        self.client = aioredis.Redis(connection_pool=pool)
         self.up = False
         self.handlers: dict[str, Handler] = {}
         self.on_up: list[Callable[[], Awaitable[None]]] = []
@@ -76,6 +90,8 @@ class Link:
         try:
             return await operation(self.client)
         except DOWN as exc:
+            if _busy(exc):  # every connection is in use: Redis is there, this call skips it
+                return fallback
             self._went_down(exc)
             return fallback
 
