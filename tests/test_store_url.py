@@ -221,3 +221,34 @@ def test_where_the_store_is(tmp_path: Path, store_url: str | None, where: str | 
         assert str(found) == str(expected).replace("DATA", str(tmp_path))
     else:
         assert found == expected
+
+
+def test_a_postgresql_store_going_away_is_a_503_and_requests_go_on(
+    tmp_path: Path, fake_google: Any
+) -> None:
+    """The pool lives in memory: AI requests are answered while the store is down, and
+    what reads the store gets 503 with Retry-After, naming no URL or password."""
+    from servers import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        url = server.database()
+        gw = spawn(tmp_path / "gw", **google_env(fake_google), AGPROXY_STORE_URL=url)
+        try:
+            add_accounts(gw, fake_google, prefix="pgdown")
+            server.close()  # PostgreSQL stops
+            answer = httpx.post(
+                gw.base_url + "/v1/chat/completions",
+                json={"model": "gemini-3-flash", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            listed = gw.admin("GET", "/api/accounts")
+            assert listed.status_code == 503, listed.text
+            assert listed.headers["retry-after"] == "5"
+            assert "store_url" in listed.text and "agproxy@" not in listed.text
+            assert httpx.get(gw.base_url + "/healthz", timeout=5).status_code == 200
+        finally:
+            gw.stop()
+    finally:
+        server.close()

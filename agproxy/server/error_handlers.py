@@ -3,7 +3,8 @@
 - HTTP errors (404 with a hint at the likely mistake, 405) in the path's protocol.
 - A client key refused a model or over its quota share: 403 or 429, in its protocol.
 - A database kept locked by another program (a backup, a `sqlite3` shell) past the busy
-  timeout: 503 with Retry-After, not a 500: nothing is wrong with the gateway.
+  timeout, or a PostgreSQL store that is down: 503 with Retry-After, not a 500: nothing
+  is wrong with the gateway.
 - Anything else is a fault of agproxy: 500 with `Connection: close`, logged as one line.
 """
 
@@ -108,6 +109,20 @@ async def database_error(request: Request, exc: Exception) -> Response:
             503,
             "the database is locked by another program (a backup, a sqlite3 "
             "shell?); try again in a few seconds",
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, OperationalError) and type(exc.orig).__module__.startswith("psycopg"):
+        # PostgreSQL down or restarting: the request path (the pool) does not need it, so
+        # AI requests go on; what reads the store (admin, monitor) is told to come back.
+        log.warning(
+            "the store (PostgreSQL) is not reachable; answered %s %s with 503",
+            request.method,
+            request.url.path,
+        )
+        return error_response(
+            protocol_of(request.url.path),
+            503,
+            "the store (PostgreSQL, store_url) is not reachable; try again in a few seconds",
             headers={"Retry-After": "5"},
         )
     return await unexpected_error(request, exc)
