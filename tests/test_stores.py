@@ -289,6 +289,10 @@ def test_log_filters_ignore_case_and_take_text_as_written(store: Any) -> None:
     assert ids(q="c:\\users") == ["claude-opus"]
     assert ids(q="50%") == ["claude-opus"]
     assert ids(q="no such thing") == []
+    # A NUL (PostgreSQL text cannot hold one) is a bad filter value (400), on both.
+    for name in ("model", "account", "q", "protocol"):
+        with pytest.raises(ValueError, match="NUL"):
+            ids(**{name: "gem\x00ini"})
 
 
 def test_a_read_after_a_flush_sees_the_batch_another_flush_is_writing(store: Any) -> None:

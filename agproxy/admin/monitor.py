@@ -45,6 +45,8 @@ def _matching(dialect: str) -> Callable[[Any, str], Any]:
 
 
 def _query(gateway: Gateway, params: dict[str, str]) -> list[dict[str, Any]]:
+    if any("\x00" in value for value in params.values()):
+        raise ValueError("a filter cannot hold a NUL character")
     like = _matching(gateway.engine.dialect.name)
     limit = min(max(int(params.get("limit", 100)), 1), 1000)
     query = sa.select(*SUMMARY_COLUMNS).order_by(T.c.started_at.desc()).limit(limit)
