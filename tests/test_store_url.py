@@ -248,6 +248,8 @@ def test_a_postgresql_store_going_away_is_a_503_and_requests_go_on(
             assert listed.headers["retry-after"] == "5"
             assert "store_url" in listed.text and "agproxy@" not in listed.text
             assert httpx.get(gw.base_url + "/healthz", timeout=5).status_code == 200
+            time.sleep(2.5)  # the monitor retries its write at every flush: said once
+            assert gw.log().count("could not write") == 1, gw.log()[-2000:]
         finally:
             gw.stop()
     finally:

@@ -61,6 +61,7 @@ class MonitorWriter:
         self.queue_bytes = 0  # queued records and the batch being written
         self._peak_bytes = 0  # since the queue was last empty
         self.written = 0
+        self._failing = False  # the last write failed (said once in the log)
         self.watchers: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._wake = asyncio.Event()
         # One flush at a time: a reader that flushes first (the admin API) must also wait
@@ -233,8 +234,18 @@ class MonitorWriter:
                         await asyncio.to_thread(self._write_waiting, rows)
                     self.written += len(batch)
                     self.queue_bytes -= held
+                    if self._failing:
+                        self._failing = False
+                        log.warning("monitor records are written again")
                 except Exception:
-                    log.exception("could not write %d monitor records; keeping them", len(batch))
+                    # Said once (the store down for a minute is 60 flushes), then quietly
+                    # retried at every flush until it works again.
+                    if not self._failing:
+                        log.exception(
+                            "could not write %d monitor records; keeping them and retrying",
+                            len(batch),
+                        )
+                    self._failing = True
                     self.queue.extendleft(reversed(batch))
                     self._bodied.extendleft(reversed([r for r in batch if _has_bodies(r)]))
                     return
