@@ -225,16 +225,20 @@ def test_every_page_in_every_language_fits(
                 page.click(f"a[data-page={name}]")
                 expect(page.locator(f"#page-{name}")).to_be_visible()
                 expect(page.locator("#status-badge")).not_to_have_text("…")
-                if name == "monitor":
+                if name == "monitor":  # the table, then a request's details over it
                     expect(page.locator(".log-row").first).to_be_visible()
+                    page.screenshot(path=str(ARTIFACTS / f"console-monitor-{lang}.png"))
+                    problems[f"monitor-table-{lang}"] = page.evaluate(OVERFLOWING)
                     page.locator(".log-row").first.click()
                     expect(page.locator("#mon-detail")).to_be_visible()
+                    name = "monitor-detail"
                 if name == "accounts":
                     expect(page.locator(".account")).to_have_count(2)
                 if name == "keys":
                     expect(page.locator(".key-row")).to_have_count(1)
                 page.wait_for_timeout(300)  # charts drawn, lists filled
-                page.screenshot(path=str(ARTIFACTS / f"console-{name}-{lang}.png"), full_page=True)
+                shot = ARTIFACTS / f"console-{name}-{lang}.png"
+                page.screenshot(path=str(shot), full_page=True)
                 problems[f"{name}-{lang}"] = page.evaluate(OVERFLOWING)
         finally:
             page.context.close()
