@@ -78,3 +78,10 @@ export async function exchangeTicket(ticket) {
     return response.ok ? (await response.json()).password : null;
   } catch { return null; }
 }
+
+// A language file of the console (i18n/<code>.json): static, same origin, no session needed.
+export async function languageStrings(code) {
+  const response = await fetch(`/console/i18n/${code}.json`);
+  if (!response.ok) throw new Error(`${code}.json: ${response.status}`);
+  return response.json();
+}

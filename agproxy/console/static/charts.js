@@ -1,6 +1,7 @@
 // agproxy console: small SVG charts (no library): stacked bars over time, horizontal bars.
 import { el } from "./dom.js";
 import { compact } from "./format.js";
+import { t } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -58,7 +59,7 @@ export function barChart(container, points, series, { label, height = 220 } = {}
 }
 
 // Horizontal bars for a breakdown: rows [{ name, value, sub }] with values on one scale.
-export function hbars(container, rows, { format = (v) => v.toLocaleString(), empty = "No data yet." } = {}) {
+export function hbars(container, rows, { format = (v) => v.toLocaleString(), empty = t("charts.empty") } = {}) {
   if (!rows.length) {
     container.replaceChildren(el("p", { class: "muted" }, empty));
     return;

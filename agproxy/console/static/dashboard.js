@@ -5,18 +5,19 @@ import { api } from "./api.js";
 import { barChart, hbars } from "./charts.js";
 import { $, el, toast } from "./dom.js";
 import { clock, compact, duration, num, span, until } from "./format.js";
+import { t } from "./i18n.js";
 
 const dashboard = { timer: null, ticker: null, deadlines: [] };
 
 function attentionItem(item) {
-  const label = { cooling_down: "cooling down", forbidden: "forbidden", needs_relogin: "re-login needed",
-    needs_verification: "verify the account", refused: "refused" }[item.state] || item.state;
+  const label = { cooling_down: t("dash.state_cooling_down"), forbidden: t("dash.state_forbidden"), needs_relogin: t("dash.state_needs_relogin"),
+    needs_verification: t("dash.state_needs_verification"), refused: t("dash.state_refused") }[item.state] || item.state;
   const node = el("li", { class: "attention-item", "data-email": item.email, "data-state": item.state },
     el("span", { class: "state " + item.state }, label), el("b", {}, item.email));
   if (item.state === "cooling_down") {
     const left = el("span", { class: "countdown" });
     dashboard.deadlines.push({ node: left, at: Date.now() / 1000 + item.seconds_left });
-    node.append(el("span", { class: "muted" }, item.model ? ` for ${item.model}, ` : " all models, "), left, el("span", { class: "muted" }, " left"));
+    node.append(el("span", { class: "muted" }, " " + (item.model ? t("dash.cool_for", { model: item.model }) : t("dash.cool_all")) + " "), left, el("span", { class: "muted" }, " " + t("dash.left")));
   } else if (item.reason) {
     node.append(el("div", { class: "reason" }, item.reason));
   }
@@ -24,7 +25,7 @@ function attentionItem(item) {
   if (link) node.append(link);
   if (item.state !== "needs_relogin") {  // a new sign-in is the only cure for that one
     node.append(el("button", { class: "btn small reset", type: "button", "data-action": "reset",
-      title: "Clear the cooldown now (every model, and a forbidden state)", onclick: () => reset(item) }, "Reset"));
+      title: t("dash.reset_title"), onclick: () => reset(item) }, t("common.reset")));
   }
   return node;
 }
@@ -32,7 +33,7 @@ function attentionItem(item) {
 async function reset(item) {
   try {
     const done = await api("POST", `/accounts/${item.account_id}/reset`, {});
-    toast(`${item.email}: ${done.cooldowns_cleared} cooldown(s) cleared`);
+    toast(t("dash.reset_done", { email: item.email, n: done.cooldowns_cleared }));
   } catch (err) {
     toast(err.message);
   }
@@ -42,9 +43,9 @@ async function reset(item) {
 // When the model's pool can serve again: now, after the soonest cooldown or reset (5-hour
 // or weekly) among its accounts, or at no known time.
 function recovery(q, now) {
-  if (q.recovers_at === null) return "no known recovery";
+  if (q.recovers_at === null) return t("dash.no_recovery");
   const left = q.recovers_at - now;
-  return left < 1 ? "available now" : `recovers in ${span(left)}`;  // the same instant, a moment later
+  return left < 1 ? t("dash.available_now") : t("dash.recovers_in", { time: span(left) });  // the same instant, a moment later
 }
 
 function tickCountdowns() {
@@ -55,18 +56,18 @@ function tickCountdowns() {
 async function loadDashboard() {
   const board = await api("GET", "/dashboard");
   const st = board.status, acc = board.accounts, hour = board.last_hour;
-  $("dash-proxy").textContent = st.running ? "running" : "stopped";
+  $("dash-proxy").textContent = t(st.running ? "status.running" : "status.stopped");
   $("dash-proxy").className = st.running ? "ok-text" : "off-text";
-  $("dash-proxy-sub").textContent = st.running ? `port ${st.port}` : "start it at the top right";
+  $("dash-proxy-sub").textContent = st.running ? t("dash.port", { port: st.port }) : t("dash.start_hint");
   $("dash-serving").textContent = `${acc.active} / ${acc.total}`;
-  const off = [["disabled", "disabled"], ["forbidden", "forbidden"], ["needs_relogin", "to re-login"]]
-    .filter(([k]) => acc[k]).map(([k, t]) => `${acc[k]} ${t}`);
-  $("dash-accounts-sub").textContent = off.join(", ") || (acc.total ? "all enabled" : "no accounts yet");
+  const off = [["disabled", "dash.n_disabled"], ["forbidden", "dash.n_forbidden"], ["needs_relogin", "dash.n_relogin"]]
+    .filter(([k]) => acc[k]).map(([k, key]) => t(key, { n: acc[k] }));
+  $("dash-accounts-sub").textContent = off.join(", ") || (acc.total ? t("dash.all_enabled") : t("dash.no_accounts"));
   $("dash-requests").textContent = num(hour.requests);
-  $("dash-tokens").textContent = `${compact(hour.input_tokens)} in · ${compact(hour.output_tokens)} out tokens`;
+  $("dash-tokens").textContent = t("dash.tokens_sub", { in: compact(hour.input_tokens), out: compact(hour.output_tokens) });
   $("dash-error-rate").textContent = (hour.error_rate * 100).toFixed(hour.error_rate && hour.error_rate < 0.1 ? 1 : 0) + "%";
   $("dash-error-rate").className = hour.error_rate > 0.05 ? "err-text" : "";
-  $("dash-errors").textContent = `${num(hour.errors)} failed`;
+  $("dash-errors").textContent = t("common.n_failed", { n: num(hour.errors) });
 
   dashboard.deadlines = [];
   $("attention-list").replaceChildren(...board.attention.map(attentionItem));
@@ -74,21 +75,23 @@ async function loadDashboard() {
   tickCountdowns();
 
   barChart($("dash-chart"), hour.series.map((p) => ({ ...p, ok: p.requests - p.errors })),
-    [{ key: "ok", label: "answered", cls: "ok" }, { key: "errors", label: "failed", cls: "err" }],
+    [{ key: "ok", label: t("stats.answered"), cls: "ok" }, { key: "errors", label: t("stats.failed"), cls: "err" }],
     { label: (t) => clock(t).slice(0, 5), height: 180 });
 
   hbars($("dash-quota"), board.quota.map((q) => ({
     name: q.model, value: Math.round(q.average * 100),
-    sub: `${q.accounts} account${q.accounts === 1 ? "" : "s"}${q.exhausted ? `, ${q.exhausted} exhausted` : ""}${q.protected ? `, ${q.protected} protected` : ""}${q.next_reset_at ? ", " + until(q.next_reset_at) : ""} · ${recovery(q, board.now)}`,
+    sub: [t(q.accounts === 1 ? "dash.accounts_one" : "dash.accounts_many", { n: q.accounts }),
+      q.exhausted ? t("dash.n_exhausted", { n: q.exhausted }) : "", q.protected ? t("dash.n_protected", { n: q.protected }) : "",
+      q.next_reset_at ? until(q.next_reset_at) : ""].filter(Boolean).join(", ") + ` · ${recovery(q, board.now)}`,
     cls: q.average === 0 ? "empty" : q.average < 0.2 ? "low" : "",
   })), { format: (v) => v + "%", empty: "" });
   $("dash-quota-empty").hidden = board.quota.length > 0;
 
   showProcesses(board.processes);
 
-  $("next-up").replaceChildren(el("tr", {}, el("th", {}, "model"), el("th", {}, "account")),
+  $("next-up").replaceChildren(el("tr", {}, el("th", {}, t("mon.model")), el("th", {}, t("mon.account"))),
     ...board.next_up.map((n) => el("tr", { "data-model": n.model }, el("td", {}, n.model),
-      el("td", {}, n.email || el("span", { class: "err-text" }, "none free")))));
+      el("td", {}, n.email || el("span", { class: "err-text" }, t("dash.none_free"))))));
 }
 
 // Every process serving this gateway (workers, other hosts), when they share a Redis.
@@ -97,16 +100,16 @@ function showProcesses(processes) {
   if (!processes) return;
   const now = Date.now() / 1000;
   $("processes").replaceChildren(
-    el("tr", {}, ...["host", "pid", "worker", "listening", "service", "requests", "up"].map((h) => el("th", {}, h))),
+    el("tr", {}, ...["host", "pid", "worker", "listening", "service", "requests", "up"].map((h) => el("th", {}, t("dash.col_" + h)))),
     ...processes.map((p) => el("tr", { "data-pid": String(p.pid), class: p.this_process ? "this-process" : "" },
-      el("td", {}, p.host + (p.this_process ? " (this one)" : "")), el("td", {}, String(p.pid)),
+      el("td", {}, p.host + (p.this_process ? " " + t("dash.this_one") : "")), el("td", {}, String(p.pid)),
       el("td", {}, String(p.worker)), el("td", {}, p.listen),
-      el("td", { class: p.running ? "ok-text" : "off-text" }, p.running ? "running" : "stopped"),
+      el("td", { class: p.running ? "ok-text" : "off-text" }, t(p.running ? "status.running" : "status.stopped")),
       el("td", {}, num(p.requests)), el("td", {}, span(now - p.started_at)))));
 }
 
 export const dashboardPage = {
-  title: "Dashboard",
+  title: "nav.dashboard",
   enter() {
     clearInterval(dashboard.timer);
     clearInterval(dashboard.ticker);

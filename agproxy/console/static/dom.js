@@ -2,6 +2,8 @@
 // the console's Content-Security-Policy (style-src 'self') allows; inline style attributes
 // and inline scripts it does not.
 
+import { t } from "./i18n.js";
+
 export const $ = (id) => document.getElementById(id);
 
 export function el(tag, attrs, ...children) {
@@ -35,7 +37,7 @@ export async function copy(text) {
     document.execCommand("copy");
     area.remove();
   }
-  toast("Copied");
+  toast(t("common.copied"));
 }
 
 // Shows an error message in a box (hidden when there is none).

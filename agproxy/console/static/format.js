@@ -1,8 +1,9 @@
 // agproxy console: numbers, durations and times as the pages show them.
+import { language, t } from "./i18n.js";
 
 export const TZ_OFFSET = -new Date().getTimezoneOffset() * 60;  // seconds east of UTC, as the API wants
 export const pad2 = (n) => String(n).padStart(2, "0");
-export const num = (v) => (v || 0).toLocaleString();
+export const num = (v) => (v || 0).toLocaleString(language());
 
 export function clock(ts) {
   const d = new Date(ts * 1000);
@@ -40,17 +41,14 @@ export function span(seconds) {
 export function until(ts) {
   if (!ts) return "";
   const s = Math.round(ts - Date.now() / 1000);
-  if (s <= 0) return "resets now";
+  if (s <= 0) return t("fmt.resets_now");
   const d = Math.floor(s / 86400), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  if (d >= 2) return `resets in ${d}d`;
-  return "resets in " + (h ? `${h}h${pad2(m)}m` : `${m}m`);
+  return t("fmt.resets_in", { time: d >= 2 ? `${d}d` : h ? `${h}h${pad2(m)}m` : `${m}m` });
 }
 
 export function ago(ts) {
-  if (!ts) return "never";
+  if (!ts) return t("fmt.never");
   const s = Math.round(Date.now() / 1000 - ts);
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
+  const time = s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m` : s < 86400 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`;
+  return t("fmt.ago", { time });
 }

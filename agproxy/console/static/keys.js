@@ -4,27 +4,28 @@
 import { api } from "./api.js";
 import { $, copy, el, showError, toast } from "./dom.js";
 import { TZ_OFFSET, compact, num, pad2 } from "./format.js";
+import { t } from "./i18n.js";
 
-const LIMITS = [["rpm", (v) => `${num(v)} rpm`], ["tpm", (v) => `${num(v)} tpm`],
-  ["concurrency", (v) => `${num(v)} at once`], ["daily_tokens", (v) => `${num(v)} tokens/day`],
-  ["quota_share", (v) => `${v}% of quota`]];
+const LIMITS = [["rpm", (v) => t("keys.limit_rpm", { n: num(v) })], ["tpm", (v) => t("keys.limit_tpm", { n: num(v) })],
+  ["concurrency", (v) => t("keys.limit_concurrency", { n: num(v) })], ["daily_tokens", (v) => t("keys.limit_daily", { n: num(v) })],
+  ["quota_share", (v) => t("keys.limit_share", { n: v })]];
 const FIELDS = ["rpm", "tpm", "concurrency", "daily_tokens", "quota_share"];
 
 function limitsText(key) {
   const parts = LIMITS.filter(([name]) => key[name] !== null).map(([name, show]) => show(key[name]));
-  return parts.length ? parts.join(", ") : "none";
+  return parts.length ? parts.join(", ") : t("keys.none");
 }
 
 // 2099-01-31 18:00, in the browser's time zone.
 function when(ts) {
-  if (!ts) return "never";
+  if (!ts) return t("fmt.never");
   const d = new Date(ts * 1000);
   return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
 }
 
 function usageCell(u) {
-  return el("td", { class: "num usage", title: `${num(u.input_tokens)} tokens in, ${num(u.output_tokens)} out` },
-    el("div", {}, `${num(u.requests)} req`), el("small", { class: "muted" }, `${compact(u.input_tokens + u.output_tokens)} tok`));
+  return el("td", { class: "num usage", title: t("keys.usage_title", { in: num(u.input_tokens), out: num(u.output_tokens) }) },
+    el("div", {}, t("keys.usage_req", { n: num(u.requests) })), el("small", { class: "muted" }, t("keys.usage_tok", { n: compact(u.input_tokens + u.output_tokens) })));
 }
 
 function keyRow(key) {
@@ -33,13 +34,13 @@ function keyRow(key) {
   return el("tr", { class: "key-row", "data-name": key.name },
     el("td", { class: "key-name" }, key.name),
     el("td", { class: "mono" }, key.prefix),
-    el("td", { class: "key-models" }, key.models.length ? key.models.join(", ") : el("span", { class: "muted" }, "every model")),
+    el("td", { class: "key-models" }, key.models.length ? key.models.join(", ") : el("span", { class: "muted" }, t("keys.every_model"))),
     el("td", { class: "key-limits" }, limitsText(key)),
     el("td", {}, when(key.expires_at)),
-    el("td", {}, el("span", { class: "state " + key.state }, key.state)),
+    el("td", {}, el("span", { class: "state " + key.state }, { enabled: t("keys.state_enabled"), disabled: t("keys.state_disabled"), expired: t("keys.state_expired") }[key.state] || key.state)),
     usageCell(key.usage.today), usageCell(key.usage.week),
-    el("td", { class: "key-actions" }, key.enabled ? button("Disable", "disable") : button("Enable", "enable"),
-      button("Rotate", "rotate"), button("Delete", "delete", "danger")));
+    el("td", { class: "key-actions" }, key.enabled ? button(t("common.disable"), "disable") : button(t("common.enable"), "enable"),
+      button(t("keys.rotate"), "rotate"), button(t("common.delete"), "delete", "danger")));
 }
 
 async function loadKeys() {
@@ -50,8 +51,8 @@ async function loadKeys() {
 }
 
 // The one place a secret is put on the page; closeSecret takes it off again.
-function showSecret(name, secret, verb) {
-  $("key-secret-title").textContent = `${verb} key “${name}”`;
+function showSecret(name, secret, titleKey) {
+  $("key-secret-title").textContent = t(titleKey, { name });
   $("key-secret").textContent = secret;
   $("key-secret-box").hidden = false;
   $("key-secret-box").scrollIntoView({ block: "nearest" });
@@ -65,16 +66,16 @@ function closeSecret() {
 async function keyAction(key, action) {
   try {
     if (action === "delete") {
-      if (!confirm(`Delete the key “${key.name}”? Clients using it are refused at once.`)) return;
+      if (!confirm(t("keys.confirm_delete", { name: key.name }))) return;
       await api("DELETE", `/keys/${key.id}`);
-      toast(`Deleted ${key.name}`);
+      toast(t("keys.deleted", { name: key.name }));
     } else if (action === "rotate") {
-      if (!confirm(`Rotate the key “${key.name}”? Its current secret stops working at once.`)) return;
+      if (!confirm(t("keys.confirm_rotate", { name: key.name }))) return;
       const done = await api("POST", `/keys/${key.id}/rotate`);
-      showSecret(key.name, done.secret, "New secret for");
+      showSecret(key.name, done.secret, "keys.rotated_title");
     } else {
       await api("PUT", `/keys/${key.id}`, { enabled: action === "enable" });
-      toast(`${key.name}: ${action}d`);
+      toast(t(action === "enable" ? "keys.enabled" : "keys.disabled", { name: key.name }));
     }
   } catch (err) {
     toast(err.message);
@@ -105,7 +106,7 @@ async function createKey(event) {
   try {
     const made = await api("POST", "/keys", formBody());
     $("key-form").reset();
-    showSecret(made.key.name, made.secret, "Created");
+    showSecret(made.key.name, made.secret, "keys.created_named");
   } catch (err) {
     showError("key-error", err.message);
   }
@@ -118,4 +119,4 @@ function wire() {
   $("btn-key-secret-done").addEventListener("click", closeSecret);
 }
 
-export const keysPage = { title: "Keys", wire, enter: loadKeys, leave: closeSecret };
+export const keysPage = { title: "nav.keys", wire, enter: loadKeys, leave: closeSecret };

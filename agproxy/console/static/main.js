@@ -4,11 +4,12 @@ import { accountsPage } from "./accounts.js";
 import { api, onUnauthorized, session, signIn } from "./api.js";
 import { dashboardPage } from "./dashboard.js";
 import { $, copy } from "./dom.js";
+import { preferredLanguage, t, useLanguage, wireLanguageSelects } from "./i18n.js";
 import { keysPage } from "./keys.js";
 import { carriedLogin, showApp, showLogin } from "./login.js";
 import { mappingPage } from "./mapping.js";
 import { monitorPage } from "./monitor.js";
-import { route, setPages } from "./nav.js";
+import { currentPage, route, setPages } from "./nav.js";
 import { proxyPage } from "./proxy.js";
 import { rewritesCard } from "./rewrites.js";
 import { setStatus, startPolling, toggleService } from "./status.js";
@@ -34,7 +35,7 @@ async function tryLogin(password) {
   try {
     await signIn(password);
   } catch (err) {
-    showLogin(err.status === 401 ? "Wrong password." : "Cannot reach the gateway: " + err.message);
+    showLogin(err.status === 401 ? t("login.wrong") : t("login.unreachable", { error: err.message }));
     return;
   }
   showApp();
@@ -43,7 +44,16 @@ async function tryLogin(password) {
   startPolling();
 }
 
+// After a language switch: the signed-in console draws its parts and the shown page again.
+function redraw() {
+  if (!store.config || $("app-view").hidden) return;
+  for (const part of PARTS) part.render?.();
+  setStatus(store.status);
+  if (currentPage()) route();
+}
+
 function wire() {
+  wireLanguageSelects(redraw);
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); tryLogin($("login-password").value); });
   $("logout").addEventListener("click", (e) => { e.preventDefault(); session.clear(); showLogin(); });
   $("toggle-service").addEventListener("click", toggleService);
@@ -54,6 +64,7 @@ function wire() {
 }
 
 setPages(PAGES);
+await useLanguage(preferredLanguage());
 onUnauthorized(() => showLogin());
 wire();
 const saved = session.get() || await carriedLogin();

@@ -3,17 +3,18 @@
 import { api } from "./api.js";
 import { $, el, showError, toast } from "./dom.js";
 import { store } from "./store.js";
+import { t } from "./i18n.js";
 
 function mappingRow(from = "", to = "") {
   const button = (label, title, onclick) => el("button", { class: "btn small", type: "button", title, onclick }, label);
   const row = el("div", { class: "mapping-row" },
     el("span", { class: "order" },
-      button("↑", "Move up", () => row.previousElementSibling && row.parentNode.insertBefore(row, row.previousElementSibling)),
-      button("↓", "Move down", () => row.nextElementSibling && row.parentNode.insertBefore(row.nextElementSibling, row))),
-    el("input", { class: "map-from", placeholder: "requested id, e.g. gpt-4*", value: from }),
+      button("↑", t("map.up"), () => row.previousElementSibling && row.parentNode.insertBefore(row, row.previousElementSibling)),
+      button("↓", t("map.down"), () => row.nextElementSibling && row.parentNode.insertBefore(row.nextElementSibling, row))),
+    el("input", { class: "map-from", placeholder: t("map.from_placeholder"), value: from }),
     el("span", { class: "arrow" }, "→"),
-    el("input", { class: "map-to", placeholder: "served model, e.g. gemini-3-flash", value: to }),
-    button("Remove", "Remove this rule", () => row.remove()));
+    el("input", { class: "map-to", placeholder: t("map.to_placeholder"), value: to }),
+    button(t("common.remove"), t("map.remove_title"), () => row.remove()));
   return row;
 }
 
@@ -39,7 +40,7 @@ async function save() {
   try {
     store.config = await api("PUT", "/config", { model_mapping: Object.keys(rules).length ? rules : null });
     render();
-    toast("Mapping saved");
+    toast(t("map.saved"));
   } catch (err) {
     showError("mapping-error", err.message);
   }
@@ -48,7 +49,7 @@ async function save() {
 async function loadModels() {
   const models = await api("GET", "/models");
   $("served-models").replaceChildren(...(models.served.length ? models.served.map((m) => el("span", { class: "chip" }, m))
-    : [el("span", { class: "muted" }, "None yet: add an account.")]));
+    : [el("span", { class: "muted" }, t("map.none_served"))]));
   $("builtin-table").replaceChildren(...Object.entries(models.builtin).map(([k, v]) => el("tr", {}, el("td", { class: "mono" }, k), el("td", { class: "mono" }, v))));
 }
 
@@ -56,11 +57,11 @@ async function loadModels() {
 function how(found) {
   const code = (text) => el("code", {}, text ?? "");
   switch (found.source) {
-    case "rule": return ["by rule ", code(found.rule), found.target !== found.model ? ` (→ ${found.target}, the closest served)` : ""];
-    case "builtin": return ["by the built-in table (", code(found.rule), ")"];
-    case "served": return ["served as asked"];
-    case "family": return ["the closest served model of its family"];
-    case "claude-family": return ["the closest served Claude model"];
+    case "rule": return [t("map.by_rule") + " ", code(found.rule), found.target !== found.model ? " " + t("map.closest", { target: found.target }) : ""];
+    case "builtin": return [t("map.by_builtin") + " (", code(found.rule), ")"];
+    case "served": return [t("map.served_as_asked")];
+    case "family": return [t("map.family")];
+    case "claude-family": return [t("map.claude_family")];
     default: return [];
   }
 }
@@ -73,7 +74,7 @@ async function traceModel() {
     const found = await api("POST", "/models/trace", { model, rules: mappingRules() });
     out.className = "trace " + (found.model ? "ok" : "bad");
     out.replaceChildren(el("code", {}, found.requested), " → ", ...(found.model
-      ? [el("code", {}, found.model), " ", ...how(found)] : ["nothing serves it: requests get 404"]));
+      ? [el("code", {}, found.model), " ", ...how(found)] : [t("map.nothing")]));
   } catch (err) {
     out.className = "trace bad";
     out.textContent = err.message;
@@ -89,6 +90,6 @@ function wire() {
 
 // Entering redraws the rules from the saved configuration (unsaved edits are dropped).
 export const mappingPage = {
-  title: "Model mapping", wire, render,
+  title: "nav.mapping", wire, render,
   enter() { render(); return loadModels(); },
 };

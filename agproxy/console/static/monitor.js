@@ -3,6 +3,7 @@ import { api, openStream } from "./api.js";
 import { $, el, toast } from "./dom.js";
 import { clock, ms, num } from "./format.js";
 import { store } from "./store.js";
+import { language, t } from "./i18n.js";
 
 const MAX_ROWS = 300;
 const monitor = { rows: [], paused: false, abort: null, reload: null, retry: null };
@@ -45,7 +46,8 @@ function logRow(row) {
 function renderMonitor() {
   $("mon-rows").replaceChildren(...monitor.rows.map(logRow));
   $("mon-empty").hidden = monitor.rows.length > 0;
-  $("mon-count").textContent = monitor.rows.length ? `showing ${monitor.rows.length}${monitor.rows.length >= MAX_ROWS ? " newest" : ""}` : "";
+  $("mon-count").textContent = monitor.rows.length
+    ? t(monitor.rows.length >= MAX_ROWS ? "mon.showing_newest" : "mon.showing", { n: monitor.rows.length }) : "";
 }
 
 async function loadLogs() {
@@ -66,7 +68,7 @@ function addLive(row) {
   const extra = $("mon-rows").children[MAX_ROWS];
   if (extra) extra.remove();
   $("mon-empty").hidden = true;
-  $("mon-count").textContent = `showing ${monitor.rows.length}`;
+  $("mon-count").textContent = t("mon.showing", { n: monitor.rows.length });
 }
 
 // Server-sent events read with fetch (EventSource cannot send the admin password).
@@ -113,32 +115,32 @@ function offerSuccessor(error) {
     const rules = { ...(store.config.config.model_mapping || {}), [old]: successor };
     try {
       store.config = await api("PUT", "/config", { model_mapping: rules });
-      toast(`Mapped ${old} → ${successor}`);
+      toast(t("mon.mapped", { old, successor }));
     } catch (err) {
       toast(err.message);
     }
-  } }, `Map ${old} → ${successor}`));
+  } }, t("mon.map", { old, successor })));
 }
 
 async function showDetail(id) {
   const log = await api("GET", "/logs/" + encodeURIComponent(id));
   for (const tr of document.querySelectorAll(".log-row")) tr.classList.toggle("selected", tr.dataset.id === id);
   $("detail-title").textContent = `${log.status} ${log.method} ${log.path}`;
-  const fields = [["time", new Date(log.started_at * 1000).toLocaleString()], ["protocol", log.protocol],
-    ["requested model", log.requested_model], ["routed model", log.routed_model], ["provider", log.provider],
-    ["account", log.account], ["client key", log.key_name], ["duration", ms(log.duration_ms)], ["time to first byte", ms(log.ttfb_ms)],
-    ["input tokens", log.input_tokens], ["output tokens", log.output_tokens], ["thinking tokens", log.thinking_tokens],
-    ["client", log.client_ip], ["user agent", log.user_agent], ["id", log.id]];
+  const fields = [[t("mon.time"), new Date(log.started_at * 1000).toLocaleString(language())], [t("mon.protocol"), log.protocol],
+    [t("mon.f_requested"), log.requested_model], [t("mon.f_routed"), log.routed_model], [t("mon.f_provider"), log.provider],
+    [t("mon.account"), log.account], [t("mon.f_key"), log.key_name], [t("mon.duration"), ms(log.duration_ms)], [t("mon.f_ttfb"), ms(log.ttfb_ms)],
+    [t("mon.f_input"), log.input_tokens], [t("mon.f_output"), log.output_tokens], [t("mon.f_thinking"), log.thinking_tokens],
+    [t("mon.f_client"), log.client_ip], [t("mon.f_user_agent"), log.user_agent], ["id", log.id]];
   $("detail-fields").replaceChildren(...fields.filter(([, v]) => v !== null && v !== undefined)
     .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   const attempts = log.attempts || [];
   $("detail-attempts").replaceChildren(...(attempts.length ? attempts.map((a) => el("li", { class: a.outcome === "ok" ? "ok" : "bad" },
-    el("span", { class: "mono muted" }, `+${ms(a.at_ms)}`), " ", el("b", {}, a.outcome), " on ", a.account))
-    : [el("li", { class: "muted" }, "No upstream call (answered by the gateway).")]));
+    el("span", { class: "mono muted" }, `+${ms(a.at_ms)}`), " ", el("b", {}, a.outcome), " " + t("mon.on") + " ", a.account))
+    : [el("li", { class: "muted" }, t("mon.no_upstream"))]));
   $("detail-error-box").hidden = !log.error;
   $("detail-error").textContent = log.error || "";
   offerSuccessor(log.error || "");
-  const off = "Not captured: turn on “capture bodies” above (monitor_capture_bodies).";
+  const off = t("mon.not_captured");
   $("detail-request").textContent = log.request_body ?? off;
   $("detail-response").textContent = log.response_body ?? off;
   $("mon-detail").hidden = false;
@@ -147,7 +149,7 @@ async function showDetail(id) {
 async function saveMonitorSetting(key, value) {
   try {
     store.config = await api("PUT", "/config", { [key]: value });
-    toast(key === "monitor_enabled" ? (value ? "Recording requests" : "Not recording requests") : (value ? "Capturing bodies" : "Not capturing bodies"));
+    toast(t(key === "monitor_enabled" ? (value ? "mon.recording" : "mon.not_recording") : (value ? "mon.capturing" : "mon.not_capturing")));
   } catch (err) {
     toast(err.message);
   }
@@ -160,7 +162,7 @@ function renderMonitorSettings() {
   for (const [id, key] of [["mon-enabled", "monitor_enabled"], ["mon-bodies", "monitor_capture_bodies"]]) {
     $(id).checked = Boolean(config.config[key]);
     $(id).disabled = config.env_overrides.includes(key);
-    $(id).parentNode.title = $(id).disabled ? `set by AGPROXY_${key.toUpperCase()}` : "";
+    $(id).parentNode.title = $(id).disabled ? t("mon.set_by", { var: "AGPROXY_" + key.toUpperCase() }) : "";
   }
 }
 
@@ -184,21 +186,21 @@ function wire() {
   for (const id of ["mon-model", "mon-account", "mon-search"]) $(id).addEventListener("input", refilter);
   $("btn-mon-pause").addEventListener("click", () => {
     monitor.paused = !monitor.paused;
-    $("btn-mon-pause").textContent = monitor.paused ? "Resume" : "Pause";
+    $("btn-mon-pause").textContent = t(monitor.paused ? "mon.resume" : "mon.pause");
     $("mon-live").classList.toggle("paused", monitor.paused);
     if (!monitor.paused) loadLogs().catch((e) => toast(e.message));
   });
   $("btn-mon-clear").addEventListener("click", async () => {
-    if (!confirm("Delete every recorded request?")) return;
+    if (!confirm(t("mon.confirm_clear"))) return;
     const { deleted } = await api("POST", "/logs/clear");
     monitor.rows = [];
     renderMonitor();
     $("mon-detail").hidden = true;
-    toast(`Deleted ${deleted} records`);
+    toast(t("mon.deleted", { n: deleted }));
   });
   $("btn-detail-close").addEventListener("click", () => { $("mon-detail").hidden = true; });
   $("mon-enabled").addEventListener("change", (e) => saveMonitorSetting("monitor_enabled", e.target.checked));
   $("mon-bodies").addEventListener("change", (e) => saveMonitorSetting("monitor_capture_bodies", e.target.checked));
 }
 
-export const monitorPage = { title: "Monitor", wire, enter, leave };
+export const monitorPage = { title: "nav.monitor", wire, enter, leave };

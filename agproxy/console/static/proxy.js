@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { $, copy, showError, toast } from "./dom.js";
 import { onStatus } from "./status.js";
 import { isLocked, lockFields, renderEnvHint, store } from "./store.js";
+import { t } from "./i18n.js";
 
 const KEY_RULE = 'api_key must start with "sk-" and be at least 10 characters long';
 const validKey = (key) => key.startsWith("sk-") && key.length >= 10;
@@ -28,8 +29,8 @@ function renderLanWarning() {
 
 function renderPort(status) {
   $("field-port").disabled = status.running || isLocked("port");
-  $("port-hint").textContent = status.running ? "Stop the service to change the port." :
-    (isLocked("port") ? "Set by AGPROXY_PORT." : "");
+  $("port-hint").textContent = status.running ? t("proxy.port_running") :
+    (isLocked("port") ? t("proxy.port_env", { var: "AGPROXY_PORT" }) : "");
   renderSnippets();
 }
 
@@ -115,25 +116,25 @@ async function saveSettings(event) {
   const key = $("field-api-key").value.trim();
   if (!validKey(key)) { showError("api-key-error", KEY_RULE); return; }
   const changes = changedSettings(key);
-  if (!Object.keys(changes).length) { toast("Nothing changed"); return; }
+  if (!Object.keys(changes).length) { toast(t("proxy.nothing_changed")); return; }
   try {
     store.config = await api("PUT", "/config", changes);
     if (changes.api_key) store.apiKey = key;
     render();
     const later = store.config.apply_at_next_start || [];
-    toast(later.length && store.status.running ? `Saved; ${later.join(" and ")} apply at the next start` : "Saved");
+    toast(later.length && store.status.running ? t("proxy.saved_later", { settings: later.join(", ") }) : t("common.saved"));
   } catch (err) {
     showError(err.param === "api_key" ? "api-key-error" : "settings-error", err.message);
   }
 }
 
 async function regenerateKey() {
-  if (!confirm("Generate a new api key? Clients using the old one will get 401.")) return;
+  if (!confirm(t("proxy.confirm_regenerate"))) return;
   try {
     store.apiKey = (await api("POST", "/proxy/api-key/generate")).api_key;
     store.config = await api("GET", "/config");
     render();
-    toast("New api key saved");
+    toast(t("proxy.key_saved"));
   } catch (err) {
     showError("api-key-error", err.message);
   }
@@ -149,4 +150,4 @@ function wire() {
   $("btn-regenerate-key").addEventListener("click", regenerateKey);
 }
 
-export const proxyPage = { title: "API Proxy", wire, render };
+export const proxyPage = { title: "nav.proxy", wire, render };

@@ -3,13 +3,14 @@
 import { api } from "./api.js";
 import { $, el, showError, toast } from "./dom.js";
 import { store } from "./store.js";
+import { t } from "./i18n.js";
 
 function rewriteRow(find = "", replace = "") {
   const row = el("div", { class: "rewrite-row" },
-    el("input", { class: "rewrite-find", placeholder: "find, e.g. a sentence Google refuses", value: find }),
+    el("input", { class: "rewrite-find", placeholder: t("rw.find_placeholder"), value: find }),
     el("span", { class: "arrow" }, "→"),
-    el("input", { class: "rewrite-replace", placeholder: "replace with (empty: remove it)", value: replace }),
-    el("button", { class: "btn small", type: "button", title: "Remove this rewrite", onclick: () => row.remove() }, "Remove"));
+    el("input", { class: "rewrite-replace", placeholder: t("rw.replace_placeholder"), value: replace }),
+    el("button", { class: "btn small", type: "button", title: t("rw.remove_title"), onclick: () => row.remove() }, t("common.remove")));
   return row;
 }
 
@@ -30,7 +31,7 @@ async function save() {
   try {
     store.config = await api("PUT", "/config", { prompt_rewrites: editedRules() });
     render();
-    toast("Rewrites saved");
+    toast(t("rw.saved"));
   } catch (err) {
     showError("rewrite-error", err.message);
   }
@@ -43,7 +44,7 @@ async function test() {
     out.className = "trace " + (found.matched.length ? "ok" : "");
     out.textContent = found.text;
     $("rewrite-matched").textContent = found.matched.length
-      ? `${found.matched.length} rewrite(s) applied` : "no rewrite matches this text";
+      ? t("rw.applied", { n: found.matched.length }) : t("rw.none");
   } catch (err) {
     out.className = "trace bad";
     out.textContent = err.message;

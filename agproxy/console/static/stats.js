@@ -4,6 +4,7 @@ import { api, download } from "./api.js";
 import { barChart, hbars } from "./charts.js";
 import { $, el, toast } from "./dom.js";
 import { TZ_OFFSET, compact, ms, num, pad2 } from "./format.js";
+import { language, t } from "./i18n.js";
 
 const statsView = { hours: 24, bucket: "hour" };
 
@@ -11,8 +12,8 @@ function bucketLabel(bucket) {
   return (t) => {
     const d = new Date(t * 1000);
     if (bucket === "hour") return `${pad2(d.getHours())}:00`;
-    const day = `${d.toLocaleString(undefined, { month: "short" })} ${d.getDate()}`;
-    return bucket === "week" ? "wk " + day : day;
+    const day = `${d.toLocaleString(language(), { month: "short" })} ${d.getDate()}`;
+    return bucket === "week" ? t("stats.week_of", { day }) : day;
   };
 }
 
@@ -21,20 +22,20 @@ async function loadStats() {
   const [usage, summary] = await Promise.all([
     api("GET", `/stats/usage?bucket=${statsView.bucket}&${q}`), api("GET", `/stats/summary?${q}`)]);
   $("st-requests").textContent = num(summary.requests);
-  $("st-errors").textContent = `${num(summary.errors)} failed`;
+  $("st-errors").textContent = t("common.n_failed", { n: num(summary.errors) });
   $("st-input").textContent = num(summary.input_tokens);
   $("st-output").textContent = num(summary.output_tokens);
-  $("st-thinking").textContent = summary.thinking_tokens ? `${num(summary.thinking_tokens)} thinking` : "";
+  $("st-thinking").textContent = summary.thinking_tokens ? t("stats.n_thinking", { n: num(summary.thinking_tokens) }) : "";
   $("st-accounts").textContent = num(summary.accounts);
-  $("st-avg").textContent = summary.requests ? `${ms(summary.avg_ms)} average` : "";
+  $("st-avg").textContent = summary.requests ? t("stats.average", { time: ms(summary.avg_ms) }) : "";
   const label = bucketLabel(statsView.bucket);
   barChart($("chart-tokens"), usage.series, [
-    { key: "input_tokens", label: "input tokens", cls: "input" }, { key: "output_tokens", label: "output tokens", cls: "output" }], { label });
+    { key: "input_tokens", label: t("mon.f_input"), cls: "input" }, { key: "output_tokens", label: t("mon.f_output"), cls: "output" }], { label });
   barChart($("chart-requests"), usage.series.map((p) => ({ ...p, ok: p.requests - p.errors })), [
-    { key: "ok", label: "answered", cls: "ok" }, { key: "errors", label: "failed", cls: "err" }], { label, height: 170 });
+    { key: "ok", label: t("stats.answered"), cls: "ok" }, { key: "errors", label: t("stats.failed"), cls: "err" }], { label, height: 170 });
   const tokens = (r) => r.input_tokens + r.output_tokens;
   const breakdown = (rows, key) => rows.map((r) => ({
-    name: r[key] || "–", value: tokens(r), sub: `tokens · ${num(r.requests)} requests${r.errors ? `, ${num(r.errors)} failed` : ""}` }));
+    name: r[key] || "–", value: tokens(r), sub: r.errors ? t("stats.sub_failed", { n: num(r.requests), failed: num(r.errors) }) : t("stats.sub", { n: num(r.requests) }) }));
   hbars($("by-model"), breakdown(summary.by_model, "model"), { format: compact });
   hbars($("by-account"), breakdown(summary.by_account, "account"), { format: compact });
   hbars($("by-key"), breakdown(summary.by_key.map((r) => (r.key === "-" ? { ...r, key: "" } : r)), "key"), { format: compact });
@@ -64,4 +65,4 @@ function wire() {
   window.addEventListener("resize", () => { if (!$("page-stats").hidden) loadStats().catch(() => {}); });
 }
 
-export const statsPage = { title: "Statistics", wire, enter: loadStats };
+export const statsPage = { title: "nav.stats", wire, enter: loadStats };

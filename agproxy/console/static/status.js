@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { $, el } from "./dom.js";
 import { store } from "./store.js";
+import { t } from "./i18n.js";
 
 const watchers = [];
 let pollTimer = null;
@@ -13,12 +14,12 @@ export function onStatus(watcher) { watchers.push(watcher); }
 export function setStatus(status) {
   store.status = status;
   const badge = $("status-badge");
-  badge.textContent = status.running ? "running" : "stopped";
+  badge.textContent = t(status.running ? "status.running" : "status.stopped");
   badge.className = "badge " + (status.running ? "running" : "stopped");
   const n = status.active_accounts;
-  $("active-accounts").textContent = `${n} active account${n === 1 ? "" : "s"}`;
+  $("active-accounts").textContent = t(n === 1 ? "status.active_one" : "status.active_many", { n });
   const button = $("toggle-service");
-  button.textContent = status.running ? "Stop" : "Start";
+  button.textContent = t(status.running ? "status.stop" : "status.start");
   button.className = "btn " + (status.running ? "stop" : "start");
   for (const watcher of watchers) watcher(status);
 }
@@ -60,7 +61,7 @@ async function followPortMove(port) {
   const url = `${location.protocol}//${location.hostname}:${port}/`;
   const errorBox = $("service-error");
   errorBox.className = "banner warn";
-  errorBox.replaceChildren(`The gateway moved to port ${port}: `, el("a", { href: url }, url));
+  errorBox.replaceChildren(t("status.moved", { port }) + " ", el("a", { href: url }, url));
   errorBox.hidden = false;
   // The session is per origin (the port is part of it): a single-use ticket that lives
   // a minute carries it across in the URL fragment; the password itself never leaves.

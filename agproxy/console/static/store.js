@@ -1,6 +1,8 @@
 // agproxy console: what several pages share, loaded at sign-in: the service status, the
 // configuration (with the settings its environment fixes) and the api key.
 
+import { t } from "./i18n.js";
+
 export const store = { status: null, config: null, apiKey: "" };
 
 export const isLocked = (key) => Boolean(store.config && store.config.env_overrides.includes(key));
@@ -10,7 +12,7 @@ export function lockFields(pairs) {
   for (const [id, key] of pairs) {
     const field = document.getElementById(id);
     field.disabled = isLocked(key);
-    field.title = isLocked(key) ? `Set by the environment variable AGPROXY_${key.toUpperCase()}` : "";
+    field.title = isLocked(key) ? t("store.env_title", { var: "AGPROXY_" + key.toUpperCase() }) : "";
   }
 }
 
@@ -20,6 +22,6 @@ export function renderEnvHint(id, keys) {
   const hint = document.getElementById(id);
   hint.hidden = !locked.length;
   hint.textContent = locked.length
-    ? `Set by the environment, read-only here: ${locked.map((k) => "AGPROXY_" + k.toUpperCase()).join(", ")}.`
+    ? t("store.env_hint", { vars: locked.map((k) => "AGPROXY_" + k.toUpperCase()).join(", ") })
     : "";
 }

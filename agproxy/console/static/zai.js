@@ -2,12 +2,13 @@
 import { api } from "./api.js";
 import { $, showError, toast } from "./dom.js";
 import { isLocked, lockFields, renderEnvHint, store } from "./store.js";
+import { t } from "./i18n.js";
 
 function render() {
   const c = store.config.config;
   $("zai-mode").value = c.zai_dispatch_mode;
   $("zai-base").value = c.zai_base_url;
-  $("zai-key").placeholder = c.zai_api_key ? `set (${c.zai_api_key})` : "not set";
+  $("zai-key").placeholder = c.zai_api_key ? t("zai.key_set", { key: c.zai_api_key }) : t("zai.key_unset");
   $("zai-key").value = "";
   $("zai-opus").value = c.zai_models.opus || "";
   $("zai-sonnet").value = c.zai_models.sonnet || "";
@@ -28,7 +29,7 @@ async function save() {
   try {
     store.config = await api("PUT", "/config", changes);
     render();
-    toast("z.ai settings saved");
+    toast(t("zai.saved"));
   } catch (err) {
     showError("zai-error", err.message);
   }
