@@ -155,12 +155,6 @@ class Gateway:
         if self.shared is not None:
             self.shared.pool.announce(what)
 
-    async def processes(self) -> list[dict[str, Any]]:
-        """The processes serving this gateway (this one alone without Redis)."""
-        if self.shared is None:
-            return [{"pid": os.getpid(), "worker": 0, "this_process": True, **self.status()}]
-        return await self.shared.workers.listing()
-
     @property
     def lan_exposed(self) -> bool:
         """LAN access as configured, or as actually bound until the next start moves it."""

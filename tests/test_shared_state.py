@@ -338,3 +338,29 @@ def test_a_reset_with_no_gateway_running_clears_the_copy_in_redis(
         assert again.returncode == 1 and "Redis at redis://127.0.0.1" in again.stderr
     finally:
         client.close()
+
+
+def test_damaged_lines_in_the_process_list_are_dropped_not_a_500(
+    pair: tuple[Gateway, Gateway], own_redis: Any
+) -> None:
+    first, _ = pair
+    client = redis_client.Redis.from_url(own_redis.url)
+    try:
+        client.hset(
+            "agproxy:processes",
+            mapping={
+                "junk": b"not json",
+                "list": b"[1, 2]",
+                "text-seen": b'{"id": "x", "seen_at": "soon", "worker": "w"}',
+            },
+        )
+        status = first.admin("GET", "/api/proxy/status")
+        assert status.status_code == 200, status.text
+        assert {p["worker"] for p in status.json()["processes"]} <= {0, 1}
+        deadline = time.monotonic() + 2
+        while client.hexists("agproxy:processes", "junk"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not client.hexists("agproxy:processes", "text-seen")
+    finally:
+        client.close()

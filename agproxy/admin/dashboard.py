@@ -134,7 +134,7 @@ async def dashboard(request: Request) -> Response:
     await settled(gateway)
     board = await run_in_threadpool(_dashboard, gateway)
     if gateway.shared is not None:  # several processes may serve: list them
-        board["processes"] = await gateway.processes()
+        board["processes"] = await gateway.shared.workers.listing()
     return JSONResponse(board)
 
 

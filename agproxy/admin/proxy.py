@@ -65,7 +65,7 @@ async def status(request: Request) -> Response:
     gateway = _gateway(request)
     status = gateway.status()
     if gateway.shared is not None:  # several processes may serve: list them
-        status["processes"] = await gateway.processes()
+        status["processes"] = await gateway.shared.workers.listing()
     return JSONResponse(status)
 
 

@@ -57,7 +57,7 @@ def serve(log_level: str, workers: int) -> None:
     if workers > 1:
         from agproxy.server.supervisor import serve_workers
 
-        sys.exit(serve_workers(store, lambda line: click.echo(line), workers))
+        sys.exit(serve_workers(store, lambda line: click.echo(line), workers, log_level))
     try:
         status = run_serve(store, lambda line: click.echo(line))
     except StoreError as exc:

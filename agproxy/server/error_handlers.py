@@ -97,35 +97,33 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def database_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, OperationalError) and "locked" in str(exc.orig).lower():
-        log.warning(
-            "the database is locked by another program; answered %s %s with 503",
-            request.method,
-            request.url.path,
+def _unavailable(exc: Exception) -> tuple[str, str] | None:
+    """(what the log says, what the client is told) when the store is there but cannot
+    answer now: nothing is wrong with the gateway, so 503 rather than 500."""
+    if not isinstance(exc, OperationalError):
+        return None
+    if "locked" in str(exc.orig).lower():
+        return (
+            "the database is locked by another program",
+            "the database is locked by another program (a backup, a sqlite3 shell?); "
+            "try again in a few seconds",
         )
-        return error_response(
-            protocol_of(request.url.path),
-            503,
-            "the database is locked by another program (a backup, a sqlite3 "
-            "shell?); try again in a few seconds",
-            headers={"Retry-After": "5"},
-        )
-    if isinstance(exc, OperationalError) and type(exc.orig).__module__.startswith("psycopg"):
+    if type(exc.orig).__module__.startswith("psycopg"):
         # PostgreSQL down or restarting: the request path (the pool) does not need it, so
         # AI requests go on; what reads the store (admin, monitor) is told to come back.
-        log.warning(
-            "the store (PostgreSQL) is not reachable; answered %s %s with 503",
-            request.method,
-            request.url.path,
-        )
-        return error_response(
-            protocol_of(request.url.path),
-            503,
+        return (
+            "the store (PostgreSQL) is not reachable",
             "the store (PostgreSQL, store_url) is not reachable; try again in a few seconds",
-            headers={"Retry-After": "5"},
         )
-    return await unexpected_error(request, exc)
+    return None
+
+
+async def database_error(request: Request, exc: Exception) -> Response:
+    why = _unavailable(exc)
+    if why is None:
+        return await unexpected_error(request, exc)
+    log.warning("%s; answered %s %s with 503", why[0], request.method, request.url.path)
+    return error_response(protocol_of(request.url.path), 503, why[1], headers={"Retry-After": "5"})
 
 
 async def key_refused(request: Request, exc: Exception) -> Response:

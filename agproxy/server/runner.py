@@ -295,24 +295,29 @@ def serve(store: ConfigStore, echo: Callable[[str], None]) -> int:
     role = WorkerRole.from_env()
     lock_fd = None
     if role is None:  # workers run under a parent that holds the lock for them
-        try:
-            lock_fd = hold_serve_lock(store.directory)
-        except AlreadyServing as exc:
-            echo(already_serving(store, exc))
+        lock_fd = claim_data_dir(store, echo, f"pid {os.getpid()}, starting")
+        if lock_fd is None:
             return 1
-        describe_serve_lock(lock_fd, f"pid {os.getpid()}, starting")
     gateway = assemble(store, role)
     build_app(gateway)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(gateway, echo, lock_fd))
 
 
-def already_serving(store: ConfigStore, exc: AlreadyServing) -> str:
-    return (
-        f"error: another agproxy is already serving the data directory {store.directory} "
-        f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
-        "end its process), or give this one its own AGPROXY_DATA_DIR"
-    )
+def claim_data_dir(store: ConfigStore, echo: Callable[[str], None], holder: str) -> int | None:
+    """Hold the data directory's serve lock, described as `holder`; None (and why, said)
+    when another `agproxy serve` holds it."""
+    try:
+        lock_fd = hold_serve_lock(store.directory)
+    except AlreadyServing as exc:
+        echo(
+            f"error: another agproxy is already serving the data directory {store.directory} "
+            f"({exc.holder}); stop it first (`agproxy stop` stops only its proxy service; "
+            "end its process), or give this one its own AGPROXY_DATA_DIR"
+        )
+        return None
+    describe_serve_lock(lock_fd, holder)
+    return lock_fd
 
 
 def assemble(store: ConfigStore, role: WorkerRole | None = None) -> Gateway:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from types import FrameType
 
 from agproxy.config import ConfigError, ConfigStore
-from agproxy.datadir import AlreadyServing, describe_serve_lock, hold_serve_lock
 from agproxy.shared.workers import WORKER_ENV, WorkerRole
 
 MAX_WORKERS = 64
@@ -34,9 +33,11 @@ NEEDS_REDIS = (
 )
 
 
-def serve_workers(store: ConfigStore, echo: Callable[[str], None], count: int) -> int:
+def serve_workers(
+    store: ConfigStore, echo: Callable[[str], None], count: int, log_level: str
+) -> int:
     """Run `count` workers until a signal; the exit status of the whole."""
-    from agproxy.server.runner import already_serving
+    from agproxy.server.runner import claim_data_dir
 
     try:
         settings = store.load()
@@ -49,18 +50,15 @@ def serve_workers(store: ConfigStore, echo: Callable[[str], None], count: int) -
     if not settings.redis_url:
         echo(NEEDS_REDIS.format(n=count))
         return 2
-    try:
-        lock_fd = hold_serve_lock(store.directory)
-    except AlreadyServing as exc:
-        echo(already_serving(store, exc))
+    if claim_data_dir(store, echo, f"pid {os.getpid()} with {count} workers") is None:
         return 1
-    describe_serve_lock(lock_fd, f"pid {os.getpid()} with {count} workers")
-    return Supervisor(store, count).run(echo)
+    return Supervisor(store, count, log_level).run(echo)
 
 
 class Supervisor:
-    def __init__(self, store: ConfigStore, count: int) -> None:
+    def __init__(self, store: ConfigStore, count: int, log_level: str) -> None:
         self.store = store
+        self.log_level = log_level
         self.group = uuid.uuid4().hex[:12]
         self.count = count
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
@@ -72,19 +70,9 @@ class Supervisor:
         role = WorkerRole(self.group, index, self.count)
         env = {**os.environ, WORKER_ENV: role.env()}
         self.workers[index] = subprocess.Popen(
-            [sys.executable, "-m", "agproxy", "serve", *self._log_level()], env=env
+            [sys.executable, "-m", "agproxy", "serve", "--log-level", self.log_level], env=env
         )
         self.started[index] = time.monotonic()
-
-    @staticmethod
-    def _log_level() -> list[str]:
-        args = sys.argv
-        for i, arg in enumerate(args):
-            if arg == "--log-level" and i + 1 < len(args):
-                return ["--log-level", args[i + 1]]
-            if arg.startswith("--log-level="):
-                return [arg]
-        return []
 
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:  # a second Ctrl+C: don't wait for in-flight requests

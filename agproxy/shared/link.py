@@ -98,11 +98,8 @@ class Link:
     def soon(self, operation: Callable[[Any], Awaitable[Any]]) -> None:
         """`operation` in the background, off the request path (its failure marks the link
         down like any other)."""
-        if not self.up:
-            return
-        task = asyncio.get_running_loop().create_task(self.run(operation, None))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if self.up:
+            self.keep(self.run(operation, None))
 
     def publish(self, kind: str, **fields: Any) -> None:
         message = orjson.dumps({"from": self.me, "kind": kind, **fields})

@@ -95,23 +95,29 @@ class Workers:
         finally:
             await self.link.run(lambda r: r.hdel(PROCESSES, self.link.me), None)
 
-    async def _replace_predecessor(self) -> None:
-        """A worker started again in place of one that died (kill -9 leaves its line):
-        the dead one's line goes now rather than when it turns stale."""
-        assert self.role is not None
+    async def _lines(self) -> list[tuple[bytes, dict[str, Any] | None]]:
+        """The process list's lines (None for one that is not a JSON object)."""
         raw: dict[bytes, bytes] = await self.link.run(lambda r: r.hgetall(PROCESSES), {})
-        gone = []
+        lines: list[tuple[bytes, dict[str, Any] | None]] = []
         for field, line in raw.items():
             try:
                 entry = orjson.loads(line)
             except orjson.JSONDecodeError:
-                continue
-            same_place = (entry.get("group"), entry.get("worker")) == (
-                self.role.group,
-                self.role.index,
-            )
-            if same_place and entry.get("id") != self.link.me:
-                gone.append(field)
+                entry = None
+            lines.append((field, entry if isinstance(entry, dict) else None))
+        return lines
+
+    async def _replace_predecessor(self) -> None:
+        """A worker started again in place of one that died (kill -9 leaves its line):
+        the dead one's line goes now rather than when it turns stale."""
+        assert self.role is not None
+        gone = [
+            field
+            for field, entry in await self._lines()
+            if entry is not None
+            and (entry.get("group"), entry.get("worker")) == (self.role.group, self.role.index)
+            and entry.get("id") != self.link.me
+        ]
         if gone:
             await self.link.run(lambda r: r.hdel(PROCESSES, *gone), None)
 
@@ -119,22 +125,22 @@ class Workers:
         """Every process sharing the Redis, this one first, then by host and worker; this
         one alone when Redis is not there."""
         me = self.me()
-        raw: dict[bytes, bytes] = await self.link.run(lambda r: r.hgetall(PROCESSES), {})
         now = time.time()
-        found, stale = [], []
-        for field, line in raw.items():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                stale.append(field)
-                continue
-            if not isinstance(entry, dict) or now - float(entry.get("seen_at", 0)) > STALE_SECONDS:
+        found: list[dict[str, Any]] = []
+        stale: list[bytes] = []
+        for field, entry in await self._lines():
+            seen_at = entry.get("seen_at") if entry is not None else None
+            if (
+                entry is None
+                or not isinstance(seen_at, int | float)
+                or now - seen_at > STALE_SECONDS
+            ):
                 stale.append(field)
             elif entry.get("id") != me["id"]:
                 found.append(entry)
         if stale:
             self.link.soon(lambda r: r.hdel(PROCESSES, *stale))
-        found.sort(key=lambda e: (str(e.get("host")), str(e.get("group")), e.get("worker", 0)))
+        found.sort(key=lambda e: (str(e.get("host")), str(e.get("group")), str(e.get("worker"))))
         for entry in [me, *found]:
             entry["this_process"] = entry["id"] == me["id"]
             entry["same_serve"] = entry.get("group") == me["group"]
