@@ -19,17 +19,17 @@ export const language = () => current;
 // The saved choice, else the first browser language we have (de-AT → de), else English.
 export function preferredLanguage() {
   const saved = localStorage.getItem(STORAGE_KEY);
-  if (saved && saved in LANGUAGES) return saved;
+  if (saved && Object.hasOwn(LANGUAGES, saved)) return saved;
   for (const tag of navigator.languages || [navigator.language]) {
     const code = String(tag || "").toLowerCase().split("-")[0];
-    if (code in LANGUAGES) return code;
+    if (Object.hasOwn(LANGUAGES, code)) return code;
   }
   return "en";
 }
 
 // Loads a language (and English under it), and translates the page.
 export async function useLanguage(code, { remember = false } = {}) {
-  if (!(code in LANGUAGES)) code = "en";
+  if (!Object.hasOwn(LANGUAGES, code)) code = "en";
   if (!Object.keys(english).length) english = await languageStrings("en");
   strings = code === "en" ? english : await languageStrings(code).catch(() => english);
   current = code;
