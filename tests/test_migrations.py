@@ -7,9 +7,11 @@ properties (its mode, its pragmas) are tested on SQLite alone. No mocks.
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -146,6 +148,31 @@ def test_processes_starting_at_once_migrate_the_schema_once(store_url: str) -> N
         assert proc.returncode == 0, err
     eng = sa.create_engine(store_url)
     try:
+        assert recorded(eng) == [(i, m.__name__) for i, m in enumerate(MIGRATIONS, 1)]
+    finally:
+        eng.dispose()
+
+
+def test_a_new_file_another_process_is_still_setting_up_is_waited_for(db_path: Path) -> None:
+    """Workers of one serve open a new file at the same moment. While one of them writes
+    the file's first transaction in rollback mode, SQLite refuses the other's switch to
+    WAL at once ("database is locked", without its busy wait): opening keeps trying."""
+    first = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    first.execute("CREATE TABLE setting_up (x)")
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("INSERT INTO setting_up VALUES (1)")
+    release = threading.Timer(0.6, lambda: first.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    try:
+        eng = open_database(db_path)
+    finally:
+        release.join()
+        first.close()
+    try:
+        assert time.monotonic() - started >= 0.5  # it did meet the lock
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert recorded(eng) == [(i, m.__name__) for i, m in enumerate(MIGRATIONS, 1)]
     finally:
         eng.dispose()

@@ -4,6 +4,7 @@ SQLite file or a PostgreSQL database."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,10 @@ POOL_OVERFLOW = 15
 # A server that does not answer fails the start (or a request) after this, not after
 # the operating system gives up on the connection, minutes later.
 CONNECT_TIMEOUT_SECONDS = 10
+# How long opening a SQLite file keeps trying while other processes hold it: the workers
+# of one serve open it at the same moment, and a few of SQLite's locks (switching a new
+# file to WAL, recovering a WAL) answer "database is locked" at once, without waiting.
+SQLITE_OPEN_PATIENCE_SECONDS = 20.0
 
 
 class StoreError(Exception):
@@ -41,7 +46,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     # The wait first: switching a new file to WAL takes a lock that another process
     # opening it at the same moment (the workers of one serve) may hold.
     cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Set once, kept in the file: asking again would take the lock for nothing.
+    if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -81,7 +88,19 @@ def open_database(path_or_url: Path | str) -> Engine:
     SQLite file's path, or a `sqlite:///` or `postgresql+psycopg://` URL."""
     if isinstance(path_or_url, str) and path_or_url.startswith("sqlite:///"):
         path_or_url = Path(path_or_url.removeprefix("sqlite:///"))
-    engine = _sqlite(path_or_url) if isinstance(path_or_url, Path) else _postgres(path_or_url)
+    if isinstance(path_or_url, str):
+        return _migrated(_postgres(path_or_url))
+    deadline = time.monotonic() + SQLITE_OPEN_PATIENCE_SECONDS
+    while True:
+        try:
+            return _migrated(_sqlite(path_or_url))
+        except DBAPIError as exc:
+            if "database is locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def _migrated(engine: Engine) -> Engine:
     try:
         migrate(engine)
     except BaseException:
