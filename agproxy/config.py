@@ -7,6 +7,7 @@ written back to it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -71,6 +72,7 @@ JSON_KEYS = DICT_KEYS | {
     "backoff_steps",
     "error_rules",
     "answer_error_patterns",
+    "providers",
 }
 ErrorAction = Literal["retry_other_account", "cooldown", "return_to_client", "disable_account"]
 # Sentences the backend sends as a model's answer (200 OK) when it means an error.
@@ -224,6 +226,170 @@ class ErrorRule(BaseModel):
     action: ErrorAction
 
 
+ProviderKind = Literal["gemini_api_key", "openai_compatible", "anthropic_api_key"]
+PROVIDER_KINDS: tuple[ProviderKind, ...] = (
+    "gemini_api_key",
+    "openai_compatible",
+    "anthropic_api_key",
+)
+# Where each kind is when the entry names no base_url: the public APIs.
+DEFAULT_PROVIDER_URLS: dict[str, str] = {
+    "gemini_api_key": "https://generativelanguage.googleapis.com",
+    "openai_compatible": "https://api.openai.com/v1",
+    "anthropic_api_key": "https://api.anthropic.com",
+}
+DEFAULT_ZAI_BASE_URL = "https://api.z.ai/api/anthropic"
+DEFAULT_ZAI_MODELS = {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+# Names a provider cannot take: the Google pool's, and the route prefixes.
+RESERVED_PROVIDER_NAMES = frozenset({"google", "models", "v1", "v1beta", "api"})
+ZAI_KEYS = ("zai_base_url", "zai_api_key", "zai_dispatch_mode", "zai_models", "zai_model_mapping")
+
+
+class ProviderKey(BaseModel):
+    """One key of a provider; `name` is how the monitor, statistics and logs call it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        return {"key": data} if isinstance(data, str) else data
+
+    @field_validator("key")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        v = v.strip()
+        if not v or not v.isprintable() or " " in v:
+            raise ValueError("a key is one word of printable characters")
+        return v
+
+
+class ProviderModel(BaseModel):
+    """A model id the provider serves, and other names clients may ask for it by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    aliases: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, data: Any) -> Any:
+        return {"id": data} if isinstance(data, str) else data
+
+    @field_validator("aliases")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in v:
+            if not alias or len(alias) > 200 or "/" in alias:
+                raise ValueError(f"alias {alias!r}: 1 to 200 characters, no '/'")
+        return v
+
+
+class ProviderEntry(BaseModel):
+    """A key-based upstream beside the Google pool (the `providers` setting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: ProviderKind
+    base_url: str | None = None
+    keys: tuple[ProviderKey, ...] = ()
+    models: tuple[ProviderModel, ...] = ()
+    proxy: str | None = None
+    enabled: bool = True
+    # The Anthropic kind only: how it shares Claude requests with the Google pool (z.ai's
+    # modes: exclusive, pooled, fallback), and the models Claude ids go to by family.
+    dispatch: ZaiDispatchMode = "off"
+    claude_models: dict[str, str] = {}
+    model_mapping: dict[str, str] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not PROVIDER_NAME.fullmatch(v) or v in RESERVED_PROVIDER_NAMES:
+            raise ValueError(
+                f"provider name {v!r}: 1 to 40 of a-z, 0-9, '_', '.', '-' (starting with a "
+                "letter or digit), and not google"
+            )
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {mask_url(v)!r} is not an http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError(f"base_url {mask_url(v)!r}: no query or fragment")
+        return v.strip().rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str | None) -> str | None:
+        return normalize_proxy(v) if v else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProviderEntry:
+        if self.dispatch != "off" and self.kind != "anthropic_api_key":
+            raise ValueError(f"provider {self.name}: dispatch is for the anthropic_api_key kind")
+        seen: set[str] = set()
+        for model in self.models:
+            for name in (model.id, *model.aliases):
+                if name in seen:
+                    raise ValueError(f"provider {self.name}: model {name!r} is listed twice")
+                seen.add(name)
+        return self
+
+    @property
+    def url(self) -> str:
+        if self.base_url:
+            return self.base_url
+        if self.name == "zai" and self.kind == "anthropic_api_key":
+            return DEFAULT_ZAI_BASE_URL
+        return DEFAULT_PROVIDER_URLS[self.kind]
+
+    def key_name(self, index: int) -> str:
+        given = self.keys[index].name
+        return f"{self.name}/{given}" if given else f"{self.name} key {index + 1}"
+
+
+def fold_zai(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values with the z.ai settings of before (zai_base_url, zai_api_key, …) moved
+    into the `providers` entry named zai (made when missing): z.ai is one provider of the
+    Anthropic kind. A zai_* value of None resets that part to its default."""
+    legacy = {k: values[k] for k in ZAI_KEYS if k in values}
+    if not legacy:
+        return values
+    values = {k: v for k, v in values.items() if k not in ZAI_KEYS}
+    providers = [dict(p) if isinstance(p, dict) else p for p in values.get("providers") or []]
+    entry = next((p for p in providers if isinstance(p, dict) and p.get("name") == "zai"), None)
+    if entry is None:
+        entry = {"name": "zai", "kind": "anthropic_api_key"}
+        providers.append(entry)
+    for key, field_name in (
+        ("zai_base_url", "base_url"),
+        ("zai_dispatch_mode", "dispatch"),
+        ("zai_models", "claude_models"),
+        ("zai_model_mapping", "model_mapping"),
+    ):
+        if key in legacy and legacy[key] is None:
+            entry.pop(field_name, None)  # back to the default
+        elif key in legacy:
+            entry[field_name] = legacy[key]
+    if "zai_api_key" in legacy:
+        key = legacy["zai_api_key"]
+        entry["keys"] = [{"key": key, "name": "key"}] if key else []
+    values["providers"] = providers
+    return values
+
+
 class Settings(BaseModel):
     """Every setting with its default. Field names are the config keys."""
 
@@ -283,6 +449,8 @@ class Settings(BaseModel):
     # Redis the processes of one gateway share hot state through (several workers or
     # hosts); unset: one process keeps it all in memory. Read at `agproxy serve`.
     redis_url: str | None = None
+    # Key-based upstreams beside the Google pool (z.ai among them): see ProviderEntry.
+    providers: tuple[ProviderEntry, ...] = ()
 
     upstream_base_urls: tuple[str, ...] = DEFAULT_UPSTREAM_BASE_URLS
     oauth_token_url: str = "https://oauth2.googleapis.com/token"
@@ -292,10 +460,12 @@ class Settings(BaseModel):
     upstream_client_version: str = CLIENT_VERSION
     upstream_proxy: str | None = None
 
-    zai_base_url: str = "https://api.z.ai/api/anthropic"
+    # z.ai's settings of before: kept as names (the environment, scripts, the console's
+    # z.ai page); in the config file they live in the `providers` entry named zai.
+    zai_base_url: str = DEFAULT_ZAI_BASE_URL
     zai_api_key: str | None = None
     zai_dispatch_mode: ZaiDispatchMode = "off"
-    zai_models: dict[str, str] = {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
+    zai_models: dict[str, str] = DEFAULT_ZAI_MODELS
     zai_model_mapping: dict[str, str] = {}
 
     @field_validator("port")
@@ -524,9 +694,77 @@ class Settings(BaseModel):
     def admin_secret(self) -> str:
         return self.admin_password or self.api_key
 
+    @field_validator("providers")
+    @classmethod
+    def _providers_agree(cls, v: tuple[ProviderEntry, ...]) -> tuple[ProviderEntry, ...]:
+        names = [p.name for p in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"the name {twice[0]!r} is used twice")
+        dispatching = [p.name for p in v if p.dispatch != "off"]
+        if len(dispatching) > 1:
+            raise ValueError(
+                f"only one provider may take Claude requests (dispatch); "
+                f"{', '.join(dispatching)} do"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _zai_names(self) -> Settings:
+        # The zai entry's values show under the names of before, unless the environment
+        # sets those (it wins, as everywhere).
+        zai = next((p for p in self.providers if p.name == "zai"), None)
+        if zai is not None:
+            shown = {
+                "zai_base_url": zai.url,
+                "zai_api_key": zai.keys[0].key if zai.keys else None,
+                "zai_dispatch_mode": zai.dispatch,
+                "zai_models": zai.claude_models or DEFAULT_ZAI_MODELS,
+                "zai_model_mapping": zai.model_mapping,
+            }
+            for key, value in shown.items():
+                if key not in self.model_fields_set:
+                    self.__dict__[key] = value
+        return self
+
+    @functools.cached_property
+    def provider_entries(self) -> tuple[ProviderEntry, ...]:
+        """Every provider as the gateway runs it: the `providers` list, with z.ai's entry
+        built from the zai_* values (when it has a key or an entry)."""
+        entries = [p for p in self.providers if p.name != "zai"]
+        given = next((p for p in self.providers if p.name == "zai"), None)
+        if given is None and not self.zai_api_key:
+            return tuple(entries)
+        base = given or ProviderEntry(name="zai", kind="anthropic_api_key")
+        keys = base.keys
+        if "zai_api_key" in self.model_fields_set or given is None:
+            keys = (ProviderKey(key=self.zai_api_key, name="key"),) if self.zai_api_key else ()
+        zai = base.model_copy(
+            update={
+                "base_url": self.zai_base_url,
+                "keys": keys,
+                "dispatch": self.zai_dispatch_mode,
+                "claude_models": self.zai_models,
+                "model_mapping": self.zai_model_mapping,
+            }
+        )
+        return (*entries, zai)
+
+    @property
+    def zai_entry(self) -> ProviderEntry | None:
+        return next((p for p in self.provider_entries if p.name == "zai"), None)
+
+    @property
+    def dispatcher(self) -> ProviderEntry | None:
+        """The provider that takes a share of Claude requests (z.ai's modes), if one can."""
+        for entry in self.provider_entries:
+            if entry.dispatch != "off" and entry.enabled and entry.keys:
+                return entry
+        return None
+
     @property
     def zai_can_serve(self) -> bool:
-        return self.zai_dispatch_mode != "off" and bool(self.zai_api_key)
+        return self.dispatcher is not None
 
 
 KEYS: tuple[str, ...] = tuple(Settings.model_fields)
@@ -608,7 +846,50 @@ def masked_view(values: dict[str, Any]) -> dict[str, Any]:
         shown[key] = mask(shown.get(key), password=key in PASSWORD_KEYS)
     for key in URL_KEYS:
         shown[key] = mask_url(shown.get(key))
+    if isinstance(shown.get("providers"), list | tuple):
+        shown["providers"] = [masked_provider(p) for p in shown["providers"]]
     return shown
+
+
+def masked_provider(entry: dict[str, Any]) -> dict[str, Any]:
+    """A `providers` entry (as JSON) as it may be shown: keys masked, the proxy's password too."""
+    shown = dict(entry)
+    shown["keys"] = [
+        {**k, "key": mask(k.get("key"))} if isinstance(k, dict) else mask(k)
+        for k in entry.get("keys") or []
+    ]
+    shown["proxy"] = mask_url(entry.get("proxy"))
+    return shown
+
+
+def unmask_providers(given: Any, stored: tuple[ProviderEntry, ...]) -> Any:
+    """`providers` sent back as they were shown: a masked key (or proxy) means the one kept
+    for that provider at that position. Anything else is left for validation."""
+    if not isinstance(given, list):
+        return given
+    kept = {p.name: p for p in stored}
+    out = []
+    for entry in given:
+        old = kept.get(str(entry.get("name"))) if isinstance(entry, dict) else None
+        if old is None:
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        keys = entry.get("keys")
+        if isinstance(keys, list):
+            entry["keys"] = [_unmasked_key(k, old, i) for i, k in enumerate(keys)]
+        if isinstance(entry.get("proxy"), str) and "••••" in entry["proxy"]:
+            entry["proxy"] = old.proxy
+        out.append(entry)
+    return out
+
+
+def _unmasked_key(given: Any, old: ProviderEntry, index: int) -> Any:
+    secret = given.get("key") if isinstance(given, dict) else given
+    if not (isinstance(secret, str) and "••••" in secret and index < len(old.keys)):
+        return given
+    original = old.keys[index].key
+    return {**given, "key": original} if isinstance(given, dict) else original
 
 
 @dataclass
@@ -695,14 +976,20 @@ class ConfigStore:
         """
         if not create:
             values, stamp = self._read_file()
+            values = fold_zai(values)
             self.settings = self._build({"api_key": "sk-not-set-yet", **values})
             self.file_values, self._stamp = values, stamp
             return self.settings
         ensure_data_dir(self.directory)
         with file_lock(self.directory):
             values, stamp = self._read_file()
-            if not values.get("api_key"):
-                values = {**values, "api_key": generate_api_key()}
+            # A file of before holds z.ai as zai_* keys: moved into `providers` once it
+            # is known to be valid that way (a broken one is reported, not rewritten).
+            migrated = fold_zai(values)
+            if migrated is not values:
+                self._build(migrated)
+            if not values.get("api_key") or migrated is not values:
+                values = {**migrated, "api_key": values.get("api_key") or generate_api_key()}
                 self._write(values)
                 stamp = self._stamp
             self.settings = self._build(values)
@@ -719,6 +1006,7 @@ class ConfigStore:
         if stamp == self._stamp:
             return False
         values, stamp = self._read_file()
+        values = fold_zai(values)
         self.settings = self._build(values)
         self.file_values, self._stamp = values, stamp
         return True
@@ -755,10 +1043,13 @@ class ConfigStore:
                         "(sk-…), or generate one in the console",
                         key,
                     )
-                if value is None:
+                if value is None and key not in ZAI_KEYS:  # a zai_* None resets its part
                     values.pop(key, None)
                 else:
                     values[key] = value
+            if any(key in ZAI_KEYS for key in changes):  # refused under their own names
+                self._build({k: v for k, v in values.items() if v is not None}, frozenset(changes))
+            values = fold_zai(values)
             settings = self._build(values, frozenset(changes))
             self._write(values)
             self.settings, self.file_values = settings, values

@@ -11,7 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agproxy.config import ConfigError, OverriddenByEnv, generate_api_key, mask_url
+from agproxy.config import (
+    ConfigError,
+    OverriddenByEnv,
+    generate_api_key,
+    mask_url,
+    unmask_providers,
+)
 from agproxy.frontends.common import JSONResponse
 from agproxy.service import Gateway, StartError
 
@@ -106,6 +112,8 @@ async def put_config(request: Request) -> Response:
         for k, v in changes.items()
         if not (k in current and v == current[k] and isinstance(v, str) and "••••" in v)
     }
+    if "providers" in changes:
+        changes["providers"] = unmask_providers(changes["providers"], gateway.settings.providers)
     try:
         await run_in_threadpool(gateway.store.update, changes)
     except ConfigError as exc:
@@ -116,6 +124,9 @@ async def put_config(request: Request) -> Response:
             value = changes[key]
             shown = [mask_url(v) for v in value] if isinstance(value, list) else mask_url(value)
             log_security_event(request, f"{key} changed to {shown!r}")
+    if "providers" in changes:  # where provider keys are sent
+        where = ", ".join(f"{p.name} → {mask_url(p.url)}" for p in gateway.settings.providers)
+        log_security_event(request, f"providers changed to: {where or 'none'}")
     view = _config_view(gateway)
     view["apply_at_next_start"] = [k for k in APPLY_AT_START if k in changes]
     view["apply_at_restart"] = [k for k in APPLY_AT_RESTART if k in changes]
