@@ -357,7 +357,7 @@ class ProviderEntry(BaseModel):
 
     def key_name(self, index: int) -> str:
         given = self.keys[index].name
-        return f"{self.name}/{given}" if given else f"{self.name} key {index + 1}"
+        return given or f"{self.name} key {index + 1}"
 
 
 def fold_zai(values: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +385,7 @@ def fold_zai(values: dict[str, Any]) -> dict[str, Any]:
             entry[field_name] = legacy[key]
     if "zai_api_key" in legacy:
         key = legacy["zai_api_key"]
-        entry["keys"] = [{"key": key, "name": "key"}] if key else []
+        entry["keys"] = [{"key": key, "name": "z.ai"}] if key else []
     values["providers"] = providers
     return values
 
@@ -738,7 +738,7 @@ class Settings(BaseModel):
         base = given or ProviderEntry(name="zai", kind="anthropic_api_key")
         keys = base.keys
         if "zai_api_key" in self.model_fields_set or given is None:
-            keys = (ProviderKey(key=self.zai_api_key, name="key"),) if self.zai_api_key else ()
+            keys = (ProviderKey(key=self.zai_api_key, name="z.ai"),) if self.zai_api_key else ()
         zai = base.model_copy(
             update={
                 "base_url": self.zai_base_url,

@@ -26,13 +26,12 @@ from agproxy.keys.gate import CURRENT_KEY, Keys
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError, Listener, bind_socket, close_listener, serve_socket
 from agproxy.pool import Pool
-from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
+from agproxy.providers.registry import Providers, Target
 from agproxy.responses import ResponseStore
 from agproxy.router.mapping import route
 from agproxy.shared.workers import WorkerRole
-from agproxy.upstream.zai import ZaiClient
 
 if TYPE_CHECKING:
     from agproxy.shared.state import Shared
@@ -42,9 +41,10 @@ log = logging.getLogger("agproxy.service")
 NO_ACCOUNTS = "no available accounts, please add an account first"
 # States a reset by hand clears (the backend's refusals); needs_relogin needs a sign-in.
 RESETTABLE = frozenset({Status.FORBIDDEN, Status.NEEDS_VERIFICATION, Status.REFUSED})
-Provider = Literal["google", "zai"]
+Provider = Literal["google", "dispatcher"]
 GOOGLE: Provider = "google"
-ZAI: Provider = "zai"
+# The provider that takes a share of Claude requests (z.ai's modes: settings.dispatcher).
+DISPATCHER: Provider = "dispatcher"
 # How long a moved-away listener keeps serving so the start response still gets out.
 MOVE_GRACE_SECONDS = 0.5
 
@@ -64,8 +64,7 @@ class Gateway:
     accounts: AccountService
     scheduler: Scheduler
     policy: Policy
-    zai: ZaiClient
-    zai_keys: KeyRing
+    providers: Providers
     keys: Keys
     responses: ResponseStore
     monitor: MonitorWriter | None = None
@@ -78,7 +77,7 @@ class Gateway:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retired: set[asyncio.Task[None]] = field(default_factory=set)
     _catalog: tuple[str, ...] = ()
-    _zai_turn: int = 0
+    _dispatch_turn: int = 0
     _catalog_key: object = None
 
     @property
@@ -88,18 +87,34 @@ class Gateway:
     def catalog(self) -> tuple[str, ...]:
         """The models this gateway serves: the pool's, plus pinned, minus hidden."""
         settings = self.settings
-        key = (self.pool.models, settings.pinned_models, settings.hidden_models)
+        added = self.providers.catalog()
+        key = (self.pool.models, settings.pinned_models, settings.hidden_models, added)
         if key != self._catalog_key:  # recomputed only when the pool or settings change
-            models = set(self.pool.models) | set(settings.pinned_models)
+            models = set(self.pool.models) | set(settings.pinned_models) | set(added)
             self._catalog = tuple(sorted(models - set(settings.hidden_models)))
             self._catalog_key = key
         return self._catalog
+
+    def google_serves(self, model: str) -> bool:
+        return model in self.pool.models or model in self.settings.pinned_models
+
+    def provider_for(self, model: str) -> Target | None:
+        """The provider that answers `model` (a routed model) in the first place: the one
+        it names (prefix, alias), or one listing it when the Google pool does not serve it.
+        None: the Google pool answers (providers listing it are its fallback)."""
+        target = self.providers.target(model)
+        if target is None and not self.google_serves(model):
+            serving = self.providers.serving(model)
+            target = serving[0] if serving else None
+        return target
 
     def route_model(self, requested: str) -> str | None:
         """The model that serves `requested`: mapping rules, then the pool's catalog. A
         request with a client key is checked against its models and quota share here,
         where every protocol names its model (KeyRefusal: 403 or 429)."""
         model = route(requested, self.settings.model_mapping, self.catalog())
+        if model is None and self.providers.target(requested) is not None:
+            model = requested  # a provider's prefix, for an id it does not list
         key = CURRENT_KEY.get()
         if key is not None:
             self.keys.check_model(key, requested, model)
@@ -110,17 +125,19 @@ class Gateway:
         order they are asked: each after the one before has no account or key left (all
         cooling down, refused, or failed for this request). `rotate`: this request takes
         its turn in `pooled` mode (a token count does not)."""
-        settings = self.settings
-        if not settings.zai_can_serve:
+        dispatcher = self.settings.dispatcher
+        if dispatcher is None:
             return (GOOGLE,)
         model = self.route_model(requested)
-        if settings.zai_dispatch_mode == "exclusive" or model is None:
-            return (ZAI,)
-        if settings.zai_dispatch_mode == "fallback":
-            return (GOOGLE, ZAI) if self.scheduler.has_free(model) else (ZAI, GOOGLE)
-        # pooled: z.ai is one more slot in the rotation
-        self._zai_turn += rotate
-        return (ZAI, GOOGLE) if self._zai_turn % (len(self.pool) + 1) == 0 else (GOOGLE, ZAI)
+        if dispatcher.dispatch == "exclusive" or model is None:
+            return (DISPATCHER,)
+        if dispatcher.dispatch == "fallback":
+            return (GOOGLE, DISPATCHER) if self.scheduler.has_free(model) else (DISPATCHER, GOOGLE)
+        # pooled: the provider is one more slot in the rotation
+        self._dispatch_turn += rotate
+        if self._dispatch_turn % (len(self.pool) + 1) == 0:
+            return (DISPATCHER, GOOGLE)
+        return (GOOGLE, DISPATCHER)
 
     async def reset_account(self, account: Account, model: str | None = None) -> dict[str, Any]:
         """Forget what the pool learned about an account: its cooldowns (for `model`, or
@@ -250,7 +267,7 @@ class Gateway:
                 raise StartError(exc.message, 500) from exc
             settings = self.settings
             await run_in_threadpool(self.pool.load)
-            if not len(self.pool) and not settings.zai_can_serve:
+            if not len(self.pool) and not self.providers.can_serve():
                 raise StartError(NO_ACCOUNTS, 409)
             wanted = (settings.host, settings.port)
             if self.listener is None or self.listener.address != wanted:

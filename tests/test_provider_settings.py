@@ -56,7 +56,7 @@ def test_an_old_zai_config_becomes_the_zai_provider(tmp_path: Path) -> None:
             "dispatch": "fallback",
             "claude_models": {"opus": "glm-5", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"},
             "model_mapping": {"claude-x": "glm-x"},
-            "keys": [{"key": ZAI_KEY, "name": "key"}],
+            "keys": [{"key": ZAI_KEY, "name": "z.ai"}],
         }
     ]
     assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o600
@@ -85,7 +85,7 @@ def test_zai_settings_saved_by_name_land_in_the_provider_entry(tmp_path: Path) -
     store.load()
     store.update({"zai_api_key": ZAI_KEY, "zai_dispatch_mode": "pooled"})
     entry = file_of(tmp_path)["providers"][0]
-    assert entry["keys"] == [{"key": ZAI_KEY, "name": "key"}] and entry["dispatch"] == "pooled"
+    assert entry["keys"] == [{"key": ZAI_KEY, "name": "z.ai"}] and entry["dispatch"] == "pooled"
     assert store.settings.zai_can_serve
     store.update({"zai_dispatch_mode": None})  # back to its default
     assert "dispatch" not in file_of(tmp_path)["providers"][0]
@@ -157,5 +157,5 @@ def test_keys_are_masked_where_settings_are_shown_and_unmasked_when_sent_back() 
     again = Settings(api_key=VALID_KEY, providers=back)
     assert [k.key for k in again.providers[0].keys] == [secret, "short-key-1"]
     assert again.providers[0].proxy == "http://u:pw@p:1"
-    assert again.providers[0].key_name(1) == "router/spare"
+    assert again.providers[0].key_name(1) == "spare"
     assert again.providers[0].key_name(0) == "router key 1"

@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from agproxy.frontends import zai
+from agproxy.frontends import passthrough
 from agproxy.frontends.anthropic_search import SearchLoop
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import upstream_failure
@@ -23,8 +23,9 @@ from agproxy.frontends.pipeline import collect, event_stream, relay, respond, st
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
+from agproxy.providers.registry import Target
 from agproxy.router.mapping import close_matches
-from agproxy.service import ZAI, Gateway
+from agproxy.service import DISPATCHER, Gateway
 from agproxy.translate.anthropic import MessageStream, messages_to_gemini, web_search_of
 from agproxy.translate.claude_code import (
     PROMPT_TOO_LONG,
@@ -126,16 +127,25 @@ async def messages(request: Request) -> Response:
 async def _answer(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Response:
     """The providers asked in the gateway's order, each after the one before has no
     account or key left; the last one's Exhausted is raised."""
+    target = _provider(gateway, str(raw["model"]))
+    if target is not None and target.entry.kind == "anthropic_api_key":
+        return await passthrough.forward(request, target, "/v1/messages", raw)
     failure: Exhausted | None = None
     for provider in gateway.plan(str(raw["model"])):
         try:
-            if provider == ZAI:
-                return await zai.forward(request, "/v1/messages", raw)
+            if provider == DISPATCHER:
+                return await passthrough.to_dispatcher(request, "/v1/messages", raw)
             return await _from_google(request, gateway, raw)
         except Exhausted as exc:
             failure = exc
     assert failure is not None
     raise failure
+
+
+def _provider(gateway: Gateway, requested: str) -> Target | None:
+    """The key-based provider a request's model goes to first, if any."""
+    model = gateway.route_model(requested)
+    return gateway.provider_for(model) if model is not None else None
 
 
 async def _from_google(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Response:
@@ -304,9 +314,9 @@ async def count_tokens(request: Request) -> Response:
     raw = await _body(request)
     if isinstance(raw, Response):
         return raw
-    if gateway.plan(str(raw["model"]), rotate=False) == (ZAI,):
+    if gateway.plan(str(raw["model"]), rotate=False) == (DISPATCHER,):
         try:
-            return await zai.forward(request, "/v1/messages/count_tokens", raw)
+            return await passthrough.to_dispatcher(request, "/v1/messages/count_tokens", raw)
         except (Exhausted, UpstreamError):
             return _estimate(raw, str(raw["model"]))
     parsed = await _body_and_model(request, raw)

@@ -7,11 +7,13 @@ upstream's `response` is unwrapped and passed back, streams event by event.
 from __future__ import annotations
 
 from typing import Any, NamedTuple, cast
+from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from agproxy.frontends import passthrough
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.failures import upstream_failure
 from agproxy.frontends.keepalive import BLANK_LINE, GEMINI_SSE, JSON_WAIT, WHITESPACE
@@ -19,6 +21,8 @@ from agproxy.frontends.pipeline import answer_check, event_stream, relay, respon
 from agproxy.monitor import note, note_tokens
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol, error_response
+from agproxy.providers.pivot import merged
+from agproxy.providers.registry import Target
 from agproxy.router.models import clean
 from agproxy.service import Gateway
 from agproxy.translate import gemini as translate
@@ -109,12 +113,50 @@ async def call_model(request: Request) -> Response:
     except BadRequest as exc:
         return error_response(GOOGLE, 400, exc.message)
     headers = {"x-agproxy-model": model}
+    sse = request.query_params.get("alt") == "sse"
+    target = gateway.provider_for(model)
+    if target is not None and target.entry.kind == "gemini_api_key":
+        return _passed(request, gateway, target, method, sse, body)
     inner = translate.prepare_request(body)
     session = conversation_key(contents)
     call = _Call(gateway, model, inner, session, headers)
+    if method == "generateContent" and (target or gateway.providers.serving(model)):
+        return await _generate_through_providers(call)
     if method == "generateContent":
         return await _generate(call)
-    return await _stream(call, sse=request.query_params.get("alt") == "sse")
+    return await _stream(call, sse=sse)
+
+
+def _passed(
+    request: Request,
+    gateway: Gateway,
+    target: Target,
+    method: str,
+    sse: bool,
+    body: dict[str, Any],
+) -> Response:
+    """The request for a Gemini API provider, forwarded as it is."""
+    path = f"/v1beta/models/{quote(target.model, safe='')}:{method}"
+    streamed = method == "streamGenerateContent"
+    if streamed and sse:
+        path += "?alt=sse"
+    forwarded = passthrough.forward(request, target, path, body)
+    waiting = GEMINI_SSE if streamed and sse else JSON_WAIT
+    return respond(GOOGLE, forwarded, gateway.settings.stream_ping_seconds, waiting)
+
+
+async def _generate_through_providers(call: _Call) -> Response:
+    """generateContent for a model a provider serves (or backs up): the pipeline's stream,
+    read whole and merged into one answer."""
+    gateway, model, inner, session, headers = call
+
+    async def answer() -> Response:
+        first, events = await stream_generate(gateway, model, session, lambda: inner, whole=True)
+        result = merged([first, *[event async for event in events]])
+        _note_usage(result)
+        return JSONResponse(result, headers=headers)
+
+    return respond(GOOGLE, answer(), gateway.settings.stream_ping_seconds)
 
 
 class _Call(NamedTuple):

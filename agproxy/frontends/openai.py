@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agproxy.frontends import passthrough
 from agproxy.frontends.common import JSONResponse, read_raw
 from agproxy.frontends.fetch import FetchError, inline_image_urls
 from agproxy.frontends.keepalive import JSON_WAIT, OPENAI_SSE, SSE_COMMENT
@@ -79,7 +80,7 @@ async def chat_completions(request: Request) -> Response:
     body = await read_json(request)
     if isinstance(body, Response):
         return body
-    return await _complete(gateway, body, legacy=False)
+    return await _complete(gateway, body, legacy=False, request=request)
 
 
 async def completions(request: Request) -> Response:
@@ -98,12 +99,19 @@ async def completions(request: Request) -> Response:
     return await _complete(gateway, chat, legacy=True)
 
 
-async def _complete(gateway: Gateway, body: dict[str, Any], legacy: bool) -> Response:
+async def _complete(
+    gateway: Gateway, body: dict[str, Any], legacy: bool, request: Request | None = None
+) -> Response:
     model = routed_model(gateway, body)
     if isinstance(model, Response):
         return model
     requested = str(body["model"])
     settings = gateway.settings
+    target = gateway.provider_for(model)
+    if request is not None and target is not None and target.entry.kind == "openai_compatible":
+        waiting = OPENAI_SSE if body.get("stream") is True else JSON_WAIT
+        forwarded = passthrough.forward(request, target, "/chat/completions", body)
+        return respond(OPENAI, forwarded, settings.stream_ping_seconds, waiting)
     try:
         await inline_image_urls(body.get("messages"), settings)
     except FetchError as exc:

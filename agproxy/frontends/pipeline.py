@@ -8,6 +8,7 @@ and its `Frames`: how upstream events become the bytes its clients read.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -17,12 +18,15 @@ from agproxy.frontends.failures import exhausted, upstream_failure
 from agproxy.frontends.keepalive import JSON_WAIT, Waiting, patiently, pinged
 from agproxy.pool.policy import Attempt, Exhausted
 from agproxy.protocols import Protocol as ClientProtocol
+from agproxy.providers.registry import Providers, Target
 from agproxy.service import Gateway
 from agproxy.translate.envelope import wrap
 from agproxy.translate.rewrites import rewrite_system
 from agproxy.upstream import Upstream, UpstreamError, open_stream
 from agproxy.upstream.base import Check
 from agproxy.upstream.errors import error_in_answer
+
+log = logging.getLogger("agproxy.providers")
 
 
 class Frames(Protocol):
@@ -54,12 +58,44 @@ async def stream_generate(
     rules = gateway.settings.prompt_rewrites
     check = answer_check(gateway)
 
-    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
-        request = rewrite_system(inner(), rules)
-        events = client.stream(wrap(request, a.model, a.creds.project or "", a.account.id), a.creds)
-        return await open_stream(events, whole=whole, check=check)
+    def rewritten() -> dict[str, Any]:
+        return rewrite_system(inner(), rules)
 
-    return await gateway.policy.run(model, session, attempt)
+    async def attempt(a: Attempt) -> tuple[Any, AsyncIterator[Any]]:
+        request = wrap(rewritten(), a.model, a.creds.project or "", a.account.id)
+        return await open_stream(client.stream(request, a.creds), whole=whole, check=check)
+
+    providers = gateway.providers
+    target = gateway.provider_for(model)
+    if target is not None:
+        others = [t for t in providers.serving(model) if t != target]
+        return await _through(providers, [target, *others], rewritten, whole, check)
+    try:
+        return await gateway.policy.run(model, session, attempt)
+    except Exhausted as failure:  # the providers listing the model are its fallback
+        fallbacks = providers.serving(model)
+        if not fallbacks:
+            raise
+        log.info("no Google account left for %s; asking %s", model, fallbacks[0].name)
+        return await _through(providers, fallbacks, rewritten, whole, check, failure)
+
+
+async def _through(
+    providers: Providers,
+    targets: list[Target],
+    inner: Callable[[], dict[str, Any]],
+    whole: bool,
+    check: Check | None,
+    failure: Exhausted | None = None,
+) -> tuple[Any, AsyncIterator[Any]]:
+    """The first of `targets` that has a key left answers; the last Exhausted otherwise."""
+    for target in targets:
+        try:
+            return await providers.stream(target, inner, whole, check)
+        except Exhausted as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
 def answer_check(gateway: Gateway) -> Check | None:

@@ -1,4 +1,4 @@
-"""A key-based provider's keys (z.ai today) under the same resilience rules as the Google
+"""A key-based provider's keys under the same resilience rules as the Google
 pool's accounts (see policy.py): a key that is rate limited cools down for the delay the
 provider gave (else a growing default) and the next key is tried; a key the provider
 refuses (401/403) is set aside for a while; a failure of the request's own (a 5xx, a
@@ -65,9 +65,11 @@ class KeyRing:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         steps: Callable[[], Sequence[float]] = lambda: BACKOFF_STEPS,
+        names: Callable[[], Sequence[str]] | None = None,
     ) -> None:
         self.name = name
         self.keys = keys
+        self.names = names  # each key's name, in the keys' order
         self.default_cooldown = default_cooldown
         self.steps = steps
         self.sleep = sleep
@@ -85,6 +87,9 @@ class KeyRing:
         return keys
 
     def label(self, index: int) -> str:
+        names = self.names() if self.names is not None else ()
+        if index < len(names):
+            return names[index]
         return self.name if len(self._seen) <= 1 else f"{self.name} key {index + 1}"
 
     def has_free(self, model: str) -> bool:

@@ -26,16 +26,16 @@ from agproxy.monitor.alerts import Alerts
 from agproxy.monitor.writer import MonitorWriter
 from agproxy.net.listener import BindError
 from agproxy.pool import Pool
-from agproxy.pool.keyring import KeyRing
 from agproxy.pool.policy import Policy
 from agproxy.pool.scheduler import Scheduler
+from agproxy.providers.client import ProviderClient
+from agproxy.providers.registry import Providers
 from agproxy.responses import ResponseStore
 from agproxy.server.app import build_app
 from agproxy.service import Gateway, StartError
 from agproxy.shared.pool import sleeper
 from agproxy.shared.state import share
 from agproxy.shared.workers import WorkerRole
-from agproxy.upstream.zai import ZaiClient
 
 log = logging.getLogger("agproxy.server")
 CONFIG_POLL_SECONDS = 1.0
@@ -329,11 +329,11 @@ def assemble(store: ConfigStore, role: WorkerRole | None = None) -> Gateway:
     pool = Pool(accounts.store)
     accounts.tokens.on_relogin = lambda account: pool.drop(account.id)
     scheduler = Scheduler(pool, lambda: store.settings)
-    zai_keys = KeyRing(
-        "z.ai",
-        lambda: [store.settings.zai_api_key or ""],
+    providers = Providers(
+        lambda: store.settings,
+        ProviderClient(accounts.client.sessions, lambda: store.settings.upstream_proxy),
         lambda: store.settings.default_cooldown_seconds,
-        steps=lambda: store.settings.backoff_steps,
+        lambda: store.settings.backoff_steps,
     )
     monitor = MonitorWriter(engine, lambda: store.settings)
     alerts = Alerts(lambda: store.settings, lambda: gateway.monitor)
@@ -344,8 +344,7 @@ def assemble(store: ConfigStore, role: WorkerRole | None = None) -> Gateway:
         accounts,
         scheduler,
         Policy(scheduler, accounts, alerts=alerts),
-        ZaiClient(lambda: store.settings, accounts.client.sessions),
-        zai_keys,
+        providers,
         Keys(KeyStore(engine)),
         ResponseStore(engine, lambda: store.settings.responses_retention_days),
         monitor,
