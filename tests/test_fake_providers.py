@@ -1,0 +1,232 @@
+"""The fake OpenAI, Anthropic and Gemini servers, checked with the official SDKs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from fake_providers import (
+    ANTHROPIC_KEY,
+    GEMINI_KEY,
+    OPENAI_KEY,
+    FakeAnthropic,
+    FakeGeminiKey,
+    FakeOpenAI,
+    ProviderFault,
+)
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+OTHER_KEY = "sk-fake-other-key-0123456789"
+STREAM_ERRORS = (httpx.HTTPError, openai.APIError, anthropic.APIError, genai_errors.APIError)
+
+
+# -- fixtures ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def fake_gemini() -> Iterator[FakeGeminiKey]:
+    fake = FakeGeminiKey().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean(
+    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, fake_gemini: FakeGeminiKey
+) -> Iterator[None]:
+    yield
+    for fake, key in (
+        (fake_openai, OPENAI_KEY),
+        (fake_anthropic, ANTHROPIC_KEY),
+        (fake_gemini, GEMINI_KEY),
+    ):
+        fake.reset()
+        fake.keys = {key}
+
+
+def oai(fake: FakeOpenAI, key: str = OPENAI_KEY) -> openai.OpenAI:
+    return openai.OpenAI(api_key=key, base_url=fake.base_url, max_retries=0)
+
+
+def ant(fake: FakeAnthropic, key: str = ANTHROPIC_KEY) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=key, base_url=fake.base_url, max_retries=0)
+
+
+def gem(fake: FakeGeminiKey, key: str = GEMINI_KEY) -> genai.Client:
+    options = types.HttpOptions(base_url=fake.base_url, api_version="v1beta")
+    return genai.Client(api_key=key, http_options=options)
+
+
+OPENAI_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    },
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]
+ANTHROPIC_TOOLS: list[Any] = [
+    {"name": "get_weather", "input_schema": {"type": "object"}},
+    {"name": "get_time", "input_schema": {"type": "object"}},
+]
+GEMINI_TOOLS = [
+    types.Tool(
+        function_declarations=[
+            types.FunctionDeclaration(name="get_weather", description="weather"),
+            types.FunctionDeclaration(name="get_time", description="time"),
+        ]
+    )
+]
+
+
+# -- OpenAI ------------------------------------------------------------------------------
+def test_openai_text(fake_openai: FakeOpenAI) -> None:
+    answer = oai(fake_openai).chat.completions.create(
+        model="fake-gpt", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert answer.choices[0].message.content == "openai answered fake-gpt: hello"
+    assert answer.choices[0].finish_reason == "stop"
+    assert answer.usage is not None and answer.usage.completion_tokens == 5
+    seen = fake_openai.requests[-1]
+    assert seen["path"] == "/v1/chat/completions" and seen["key"] == OPENAI_KEY
+    assert seen["headers"]["authorization"] == f"Bearer {OPENAI_KEY}"
+    assert seen["body"]["messages"][0]["content"] == "hello"
+
+
+def test_openai_stream_text(fake_openai: FakeOpenAI) -> None:
+    chunks = list(
+        oai(fake_openai).chat.completions.create(
+            model="fake-gpt-mini",
+            messages=[{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) >= 2
+    assert "".join(pieces) == "openai answered fake-gpt-mini: hi"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+
+
+def test_openai_tool_call_then_result(fake_openai: FakeOpenAI) -> None:
+    client = oai(fake_openai)
+    messages: list[Any] = [{"role": "user", "content": "weather?"}]
+    answer = client.chat.completions.create(model="fake-gpt", messages=messages, tools=OPENAI_TOOLS)
+    assert answer.choices[0].finish_reason == "tool_calls"
+    call = answer.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.id.startswith("call_") and len(call.id) == len("call_") + 8
+    assert call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    messages += [
+        answer.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+    ]
+    follow = client.chat.completions.create(model="fake-gpt", messages=messages, tools=OPENAI_TOOLS)
+    assert follow.choices[0].message.content == "the tool said: sunny, 21C"
+    assert follow.choices[0].message.tool_calls is None
+
+
+def test_openai_tool_call_streamed(fake_openai: FakeOpenAI) -> None:
+    stream = oai(fake_openai).chat.completions.create(
+        model="fake-gpt",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=OPENAI_TOOLS,
+        stream=True,
+    )
+    calls = [c.choices[0].delta.tool_calls[0] for c in stream if c.choices[0].delta.tool_calls]
+    assert calls[0].id is not None and calls[0].id.startswith("call_")
+    assert calls[0].type == "function" and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    fragments = [c.function.arguments for c in calls if c.function and c.function.arguments]
+    assert len(fragments) >= 2
+    assert json.loads("".join(fragments)) == {"city": "Paris"}
+
+
+def test_openai_wrong_key(fake_openai: FakeOpenAI) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        oai(fake_openai, "sk-wrong-0123456789012345").models.list()
+    assert caught.value.status_code == 401
+    assert caught.value.body["type"] == "authentication_error"  # type: ignore[index]
+
+
+def test_openai_rate_limit_for_one_key(fake_openai: FakeOpenAI) -> None:
+    fake_openai.keys.add(OTHER_KEY)
+    fake_openai.inject(ProviderFault.error(429, retry_after=3), key=OPENAI_KEY)
+    messages: list[Any] = [{"role": "user", "content": "x"}]
+    assert oai(fake_openai, OTHER_KEY).chat.completions.create(model="m", messages=messages)
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai(fake_openai).chat.completions.create(model="m", messages=messages)
+    assert caught.value.response.headers["retry-after"] == "3"
+    assert caught.value.body["type"] == "rate_limit_exceeded"  # type: ignore[index]
+    # The fault was used up: the key works again.
+    assert oai(fake_openai).chat.completions.create(model="m", messages=messages).choices
+
+
+def test_openai_cut_and_empty_streams(fake_openai: FakeOpenAI) -> None:
+    client = oai(fake_openai)
+    messages: list[Any] = [{"role": "user", "content": "x"}]
+    fake_openai.inject(ProviderFault.cut_stream(2))
+    got: list[Any] = []
+    with pytest.raises(STREAM_ERRORS):
+        got.extend(client.chat.completions.create(model="m", messages=messages, stream=True))
+    assert len(got) <= 2 and all(c.choices[0].finish_reason is None for c in got)
+    fake_openai.inject(ProviderFault.empty_stream())
+    assert list(client.chat.completions.create(model="m", messages=messages, stream=True)) == []
+
+
+def test_openai_slow(fake_openai: FakeOpenAI) -> None:
+    fake_openai.inject(ProviderFault.slow(0.3))
+    started = time.monotonic()
+    assert oai(fake_openai).models.list().data
+    assert time.monotonic() - started >= 0.3
+
+
+def test_openai_validation_and_models(fake_openai: FakeOpenAI) -> None:
+    client = oai(fake_openai)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="m",
+            messages=[
+                {"role": "user", "content": "x"},
+                {"role": "tool", "tool_call_id": "call_nowhere", "content": "y"},
+            ],
+        )
+    assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=[])
+    bad_tool: Any = [{"type": "function", "function": {"parameters": {}}}]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], tools=bad_tool
+        )
+    fake_openai.models = ["a-model", "b-model"]
+    try:
+        assert [m.id for m in client.models.list()] == ["a-model", "b-model"]
+    finally:
+        fake_openai.models = ["fake-gpt", "fake-gpt-mini"]
