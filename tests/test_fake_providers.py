@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -25,7 +26,14 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 OTHER_KEY = "sk-fake-other-key-0123456789"
-STREAM_ERRORS = (httpx.HTTPError, openai.APIError, anthropic.APIError, genai_errors.APIError)
+# What a client meets when a stream is cut: the SDK's own error or its HTTP library's
+# (anthropic 2.x ships its own copy of httpx, `httpx2`).
+_HTTP_ERRORS: list[type[Exception]] = [httpx.HTTPError]
+with contextlib.suppress(ImportError):
+    import httpx2
+
+    _HTTP_ERRORS.append(httpx2.HTTPError)
+STREAM_ERRORS = (*_HTTP_ERRORS, openai.APIError, anthropic.APIError, genai_errors.APIError)
 
 
 # -- fixtures ----------------------------------------------------------------------------
@@ -230,3 +238,166 @@ def test_openai_validation_and_models(fake_openai: FakeOpenAI) -> None:
         assert [m.id for m in client.models.list()] == ["a-model", "b-model"]
     finally:
         fake_openai.models = ["fake-gpt", "fake-gpt-mini"]
+
+
+# -- Anthropic ---------------------------------------------------------------------------
+def test_anthropic_text(fake_anthropic: FakeAnthropic) -> None:
+    answer = ant(fake_anthropic).messages.create(
+        model="claude-fake-1",
+        max_tokens=64,
+        system=[{"type": "text", "text": "be nice"}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "hello"}]}],
+    )
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text == "anthropic answered claude-fake-1: hello"
+    assert answer.stop_reason == "end_turn" and answer.usage.output_tokens == 5
+    seen = fake_anthropic.requests[-1]
+    assert seen["path"] == "/v1/messages" and seen["key"] == ANTHROPIC_KEY
+    sent = seen["headers"].get("x-api-key") or seen["headers"]["authorization"]
+    assert sent in (ANTHROPIC_KEY, f"Bearer {ANTHROPIC_KEY}")
+
+
+def test_anthropic_stream_text(fake_anthropic: FakeAnthropic) -> None:
+    with ant(fake_anthropic).messages.stream(
+        model="claude-fake-1", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) >= 2 and "".join(pieces) == "anthropic answered claude-fake-1: hi"
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 5
+
+
+def test_anthropic_tool_call_then_result(fake_anthropic: FakeAnthropic) -> None:
+    client = ant(fake_anthropic)
+    messages: list[Any] = [{"role": "user", "content": "weather?"}]
+    answer = client.messages.create(
+        model="claude-fake-1", max_tokens=64, messages=messages, tools=ANTHROPIC_TOOLS
+    )
+    assert answer.stop_reason == "tool_use"
+    use = answer.content[0]
+    assert use.type == "tool_use" and use.id.startswith("toolu_")
+    assert use.name == "get_weather" and use.input == {"city": "Paris"}
+    messages += [
+        {"role": "assistant", "content": [use.model_dump()]},
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": use.id,
+                    "content": [{"type": "text", "text": "sunny"}],
+                }
+            ],
+        },
+    ]
+    follow = client.messages.create(
+        model="claude-fake-1", max_tokens=64, messages=messages, tools=ANTHROPIC_TOOLS
+    )
+    assert follow.content[0].type == "text"
+    assert follow.content[0].text == "the tool said: sunny"
+    assert follow.stop_reason == "end_turn"
+
+
+def test_anthropic_tool_call_streamed(fake_anthropic: FakeAnthropic) -> None:
+    with ant(fake_anthropic).messages.stream(
+        model="claude-fake-1",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=ANTHROPIC_TOOLS,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    partials = [e for e in events if e.type == "content_block_delta"]
+    assert len(partials) >= 2 and all(e.delta.type == "input_json_delta" for e in partials)
+    assert final.stop_reason == "tool_use"
+    assert final.content[0].type == "tool_use" and final.content[0].input == {"city": "Paris"}
+
+
+def test_anthropic_wrong_key(fake_anthropic: FakeAnthropic) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        ant(fake_anthropic, "sk-ant-wrong-0123456789").messages.create(
+            model="claude-fake-1", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 401
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+    }
+
+
+def test_anthropic_bearer_key_and_models(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.models = ["claude-a", "claude-b"]
+    try:
+        listed = httpx.get(
+            f"{fake_anthropic.base_url}/v1/models",
+            headers={"authorization": f"Bearer {ANTHROPIC_KEY}"},
+        )
+    finally:
+        fake_anthropic.models = ["claude-fake-1"]
+    assert listed.status_code == 200
+    body = listed.json()
+    assert [m["id"] for m in body["data"]] == ["claude-a", "claude-b"]
+    assert body["first_id"] == "claude-a" and body["last_id"] == "claude-b"
+    assert body["has_more"] is False and body["data"][0]["type"] == "model"
+    assert [m.id for m in ant(fake_anthropic).models.list()] == ["claude-fake-1"]
+
+
+def test_anthropic_rate_limit_for_one_key(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.keys.add(OTHER_KEY)
+    fake_anthropic.inject(ProviderFault.error(429, retry_after=7), key=OTHER_KEY, times=2)
+    ask: dict[str, Any] = {
+        "model": "claude-fake-1",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    for _ in range(2):
+        with pytest.raises(anthropic.RateLimitError) as caught:
+            ant(fake_anthropic, OTHER_KEY).messages.create(**ask)
+        assert caught.value.response.headers["retry-after"] == "7"
+        assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert ant(fake_anthropic).messages.create(**ask).content
+    assert ant(fake_anthropic, OTHER_KEY).messages.create(**ask).content
+
+
+def test_anthropic_cut_stream(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.inject(ProviderFault.cut_stream(3))
+    seen: list[Any] = []
+    with pytest.raises(STREAM_ERRORS):  # noqa: SIM117
+        with ant(fake_anthropic).messages.stream(
+            model="claude-fake-1", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            seen.extend(stream)
+    assert "message_stop" not in [e.type for e in seen]
+
+
+def test_anthropic_validation(fake_anthropic: FakeAnthropic) -> None:
+    url = f"{fake_anthropic.base_url}/v1/messages"
+    headers = {"x-api-key": ANTHROPIC_KEY}
+    user = {"role": "user", "content": "x"}
+    cases: list[dict[str, Any]] = [
+        {"model": "m", "messages": [user]},  # no max_tokens
+        {"model": "m", "max_tokens": 8, "messages": []},
+        {"model": "m", "max_tokens": 8, "messages": [{"role": "assistant", "content": "x"}]},
+        {"model": "m", "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]},
+        {"model": "m", "max_tokens": 8, "messages": [user], "system": [{"type": "image"}]},
+        {"model": "m", "max_tokens": 8, "messages": [user], "tools": [{"name": "t"}]},
+        {
+            "model": "m",
+            "max_tokens": 8,
+            "messages": [
+                user,
+                {"role": "assistant", "content": "no tool use here"},
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "y"}],
+                },
+            ],
+        },
+    ]
+    for body in cases:
+        answer = httpx.post(url, headers=headers, json=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["type"] == "error"
+        assert answer.json()["error"]["type"] == "invalid_request_error"
+    counted = ant(fake_anthropic).messages.count_tokens(model="claude-fake-1", messages=[user])
+    assert counted.input_tokens == 8
