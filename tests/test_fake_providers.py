@@ -80,9 +80,16 @@ def ant(fake: FakeAnthropic, key: str = ANTHROPIC_KEY) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key=key, base_url=fake.base_url, max_retries=0)
 
 
+_GEMINI_CLIENTS: dict[tuple[str, str], genai.Client] = {}
+
+
 def gem(fake: FakeGeminiKey, key: str = GEMINI_KEY) -> genai.Client:
-    options = types.HttpOptions(base_url=fake.base_url, api_version="v1beta")
-    return genai.Client(api_key=key, http_options=options)
+    """A genai client, kept: one closes its HTTP client when it is garbage collected, which
+    breaks `gem(fake).models.generate_content(...)` mid-call."""
+    if (fake.base_url, key) not in _GEMINI_CLIENTS:
+        options = types.HttpOptions(base_url=fake.base_url, api_version="v1beta")
+        _GEMINI_CLIENTS[fake.base_url, key] = genai.Client(api_key=key, http_options=options)
+    return _GEMINI_CLIENTS[fake.base_url, key]
 
 
 OPENAI_TOOLS: list[Any] = [
@@ -399,5 +406,146 @@ def test_anthropic_validation(fake_anthropic: FakeAnthropic) -> None:
         assert answer.status_code == 400, body
         assert answer.json()["type"] == "error"
         assert answer.json()["error"]["type"] == "invalid_request_error"
-    counted = ant(fake_anthropic).messages.count_tokens(model="claude-fake-1", messages=[user])
+    counted = ant(fake_anthropic).messages.count_tokens(
+        model="claude-fake-1", messages=[{"role": "user", "content": "x"}]
+    )
     assert counted.input_tokens == 8
+
+
+# -- Gemini ------------------------------------------------------------------------------
+NO_AFC = types.AutomaticFunctionCallingConfig(disable=True)
+TOOL_CONFIG = types.GenerateContentConfig(tools=GEMINI_TOOLS, automatic_function_calling=NO_AFC)  # type: ignore[arg-type]
+
+
+def test_gemini_text(fake_gemini: FakeGeminiKey) -> None:
+    answer = gem(fake_gemini).models.generate_content(
+        model="gemini-fake-pro",
+        contents="hello",
+        config=types.GenerateContentConfig(system_instruction="be nice"),
+    )
+    assert answer.text == "gemini answered gemini-fake-pro: hello"
+    assert answer.candidates is not None and answer.candidates[0].finish_reason == "STOP"
+    assert answer.usage_metadata is not None
+    assert answer.usage_metadata.candidates_token_count == 5
+    seen = fake_gemini.requests[-1]
+    assert seen["path"] == "/v1beta/models/gemini-fake-pro:generateContent"
+    assert seen["key"] == GEMINI_KEY and seen["headers"]["x-goog-api-key"] == GEMINI_KEY
+
+
+def test_gemini_stream_text(fake_gemini: FakeGeminiKey) -> None:
+    chunks = list(
+        gem(fake_gemini).models.generate_content_stream(model="gemini-fake-pro", contents="hi")
+    )
+    assert len(chunks) >= 2
+    assert "".join(c.text or "" for c in chunks) == "gemini answered gemini-fake-pro: hi"
+    assert chunks[-1].usage_metadata is not None
+    assert chunks[-1].candidates[0].finish_reason == "STOP"  # type: ignore[index]
+    assert chunks[0].candidates[0].finish_reason is None  # type: ignore[index]
+    assert fake_gemini.requests[-1]["query"]["alt"] == "sse"
+
+
+def test_gemini_tool_call_then_result(fake_gemini: FakeGeminiKey) -> None:
+    client = gem(fake_gemini)
+    question = types.Content(role="user", parts=[types.Part(text="weather?")])
+    answer = client.models.generate_content(
+        model="gemini-fake-pro", contents=[question], config=TOOL_CONFIG
+    )
+    assert answer.function_calls is not None
+    assert answer.function_calls[0].name == "get_weather"
+    assert answer.function_calls[0].args == {"city": "Paris"}
+    reply = types.Part.from_function_response(name="get_weather", response={"result": "sunny"})
+    history = [question, answer.candidates[0].content, types.Content(role="user", parts=[reply])]  # type: ignore[index]
+    follow = client.models.generate_content(
+        model="gemini-fake-pro",
+        contents=history,
+        config=TOOL_CONFIG,
+    )
+    assert follow.text == "the tool said: sunny" and not follow.function_calls
+    other = types.Part.from_function_response(name="get_weather", response={"temp": 21})
+    history[-1] = types.Content(role="user", parts=[other])
+    follow = client.models.generate_content(
+        model="gemini-fake-pro",
+        contents=history,
+        config=TOOL_CONFIG,
+    )
+    assert follow.text == 'the tool said: {"temp":21}'
+
+
+def test_gemini_tool_call_streamed(fake_gemini: FakeGeminiKey) -> None:
+    chunks = list(
+        gem(fake_gemini).models.generate_content_stream(
+            model="gemini-fake-pro", contents="weather?", config=TOOL_CONFIG
+        )
+    )
+    calls = [call for c in chunks for call in c.function_calls or []]
+    assert [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert chunks[-1].candidates[0].finish_reason == "STOP"  # type: ignore[index]
+
+
+def test_gemini_wrong_key(fake_gemini: FakeGeminiKey) -> None:
+    with pytest.raises(genai_errors.ClientError) as caught:
+        gem(fake_gemini, "AIzaWrongKey-0123456789012").models.generate_content(
+            model="gemini-fake-pro", contents="x"
+        )
+    assert caught.value.code == 401 and caught.value.status == "UNAUTHENTICATED"
+
+
+def test_gemini_query_key_and_models(fake_gemini: FakeGeminiKey) -> None:
+    listed = httpx.get(f"{fake_gemini.base_url}/v1beta/models", params={"key": GEMINI_KEY})
+    assert listed.status_code == 200
+    model = listed.json()["models"][0]
+    assert model["name"] == "models/gemini-fake-pro"
+    assert "generateContent" in model["supportedGenerationMethods"]
+    assert fake_gemini.requests[-1]["key"] == GEMINI_KEY
+    missing = httpx.get(f"{fake_gemini.base_url}/v1beta/models")
+    assert missing.status_code == 401
+    assert missing.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert [m.name for m in gem(fake_gemini).models.list()] == ["models/gemini-fake-pro"]
+
+
+def test_gemini_rate_limit_for_one_key(fake_gemini: FakeGeminiKey) -> None:
+    fake_gemini.keys.add(OTHER_KEY)
+    fake_gemini.inject(ProviderFault.error(429, retry_after=3), key=GEMINI_KEY)
+    assert gem(fake_gemini, OTHER_KEY).models.generate_content(model="g", contents="x").text
+    with pytest.raises(genai_errors.ClientError) as caught:
+        gem(fake_gemini).models.generate_content(model="g", contents="x")
+    assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
+    assert caught.value.details["error"]["details"] == [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}
+    ]
+    assert caught.value.response.headers["retry-after"] == "3"
+    assert gem(fake_gemini).models.generate_content(model="g", contents="x").text
+
+
+def test_gemini_cut_and_empty_streams(fake_gemini: FakeGeminiKey) -> None:
+    client = gem(fake_gemini)
+    fake_gemini.inject(ProviderFault.cut_stream(1))
+    got: list[Any] = []
+    with pytest.raises(STREAM_ERRORS):
+        got.extend(client.models.generate_content_stream(model="g", contents="x"))
+    assert len(got) <= 1 and all(c.usage_metadata is None for c in got)
+    # A plain generateContent call does not use up a stream fault.
+    assert client.models.generate_content(model="g", contents="x").text
+    fake_gemini.inject(ProviderFault.empty_stream())
+    assert fake_gemini.requests[-1]["path"].endswith(":generateContent")
+    assert list(client.models.generate_content_stream(model="g", contents="x")) == []
+
+
+def test_gemini_validation(fake_gemini: FakeGeminiKey) -> None:
+    url = f"{fake_gemini.base_url}/v1beta/models/gemini-fake-pro:generateContent"
+    headers = {"x-goog-api-key": GEMINI_KEY}
+    user = {"role": "user", "parts": [{"text": "x"}]}
+    cases: list[dict[str, Any]] = [
+        {},
+        {"contents": []},
+        {"contents": [{"role": "assistant", "parts": [{"text": "x"}]}]},
+        {"contents": [{"role": "user", "parts": []}]},
+        {"contents": [user, {"role": "user", "parts": [{"functionResponse": {"response": {}}}]}]},
+        {"contents": [user], "tools": [{"functionDeclarations": [{"description": "no name"}]}]},
+    ]
+    for body in cases:
+        answer = httpx.post(url, headers=headers, json=body)
+        assert answer.status_code == 400, body
+        assert answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+    counted = gem(fake_gemini).models.count_tokens(model="gemini-fake-pro", contents="x")
+    assert counted.total_tokens == 8
