@@ -268,5 +268,6 @@ def test_every_keys_command_has_help(command: str) -> None:
     assert result.exit_code == 0 and "Usage: cli keys" in result.output
     assert len(result.output.splitlines()) >= 4
     assert (
-        "--by [model|account|protocol|key]" in CliRunner().invoke(cli, ["stats", "--help"]).output
+        "--by [model|account|protocol|key|provider]"
+        in CliRunner().invoke(cli, ["stats", "--help"]).output
     )

@@ -49,11 +49,12 @@ HEADER = ["requests", "errors", "input tok", "output tok", "thinking tok", "avg 
 @click.option("--hours", type=float, default=24, show_default=True, help="How far back to look.")
 @click.option(
     "--by",
-    type=click.Choice(["model", "account", "protocol", "key"]),
+    type=click.Choice(["model", "account", "protocol", "key", "provider"]),
     default="model",
     show_default=True,
     help="Break the totals down by this (key: the client key's name; - is the owner's "
-    "api_key or no key).",
+    "api_key or no key; provider: google or a key-based provider; account: a Google "
+    "account or a provider key's name).",
 )
 @click.option(
     "--bucket",

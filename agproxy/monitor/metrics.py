@@ -52,6 +52,8 @@ class Metrics:
         self.ttfb: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.tokens: defaultdict[tuple[str, str, str], int] = defaultdict(int)  # model, kind, key
         self.upstream_errors: defaultdict[str, int] = defaultdict(int)
+        # (provider, its key's name, status): the key-based providers' answers.
+        self.provider_requests: defaultdict[tuple[str, str, int], int] = defaultdict(int)
         self.attempts = 0
         # Counted by the writer when its queue is full (the database is far behind).
         self.records_dropped = 0
@@ -61,6 +63,8 @@ class Metrics:
         model = record.routed_model or "none"
         key = record.key_name or ""
         self.requests[(record.protocol, record.status, model, key)] += 1
+        if record.provider and record.provider != "google":
+            self.provider_requests[(record.provider, record.account or "", record.status)] += 1
         self.duration[record.protocol].observe(record.duration_ms / 1000)
         if record.ttfb_ms is not None:
             self.ttfb[record.protocol].observe(record.ttfb_ms / 1000)
@@ -112,6 +116,16 @@ class Metrics:
             yield (
                 f'agproxy_tokens_total{{model="{escape_label(model)}",kind="{kind}"'
                 f"{_key_label(key)}}} {n}"
+            )
+        yield (
+            "# HELP agproxy_provider_requests_total Requests a key-based provider answered, "
+            "by provider, key name and status."
+        )
+        yield "# TYPE agproxy_provider_requests_total counter"
+        for (provider, key_name, status), n in sorted(self.provider_requests.items()):
+            yield (
+                f'agproxy_provider_requests_total{{provider="{escape_label(provider)}",'
+                f'provider_key="{escape_label(key_name)}",status="{status}"}} {n}'
             )
         yield "# HELP agproxy_upstream_attempts_total Upstream calls made (retries included)."
         yield "# TYPE agproxy_upstream_attempts_total counter"

@@ -26,6 +26,8 @@ GROUPS = {
     "protocol": T.c.protocol,
     # The client key's name; "-": the owner's api_key, or no key (auth off).
     "key": sa.func.coalesce(T.c.key_name, "-"),
+    # google, or the name of the key-based provider that answered.
+    "provider": sa.func.coalesce(T.c.provider, "-"),
 }
 LABELS = {"account": sa.func.coalesce(sa.func.max(T.c.account), "-")}
 TOKEN_COLUMNS = ("input_tokens", "output_tokens", "thinking_tokens", "cached_tokens")
