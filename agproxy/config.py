@@ -1021,8 +1021,9 @@ class ConfigStore:
         """Validate `changes` against the current file and save them atomically.
 
         A key set to None returns to its default; api_key has none (a new key is made
-        on purpose, by the admin API's generate call). Nothing is written unless the
-        whole result is valid.
+        on purpose, by the admin API's generate call). A value may be a function of the
+        key's value in the file, read under the file's lock (a list another process may
+        change at the same moment). Nothing is written unless the whole result is valid.
         """
         env_keys = _env_values(self.environ)
         for key in changes:
@@ -1037,6 +1038,8 @@ class ConfigStore:
         with file_lock(self.directory):
             values, _ = self._read_file()  # fresh: keep what other processes saved
             for key, value in changes.items():
+                if callable(value):
+                    value = value(values.get(key))
                 if value is None and key == "api_key":
                     raise ConfigError(
                         "api_key cannot be reset to nothing: set a new key "

@@ -36,6 +36,7 @@ FORWARDED = {
     "openai_compatible": ("content-type", "accept"),
     "gemini_api_key": ("content-type", "accept"),
 }
+SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "key"})
 MODEL_LISTS = {
     "anthropic_api_key": "/v1/models",
     "openai_compatible": "/models",
@@ -101,7 +102,7 @@ class ProviderClient:
                         Failure.TRANSPORT, 502, f"{entry.name}: answer failed: {describe(exc)}"
                     ) from exc
         error = classify(response.status, raw, response.headers.get("Retry-After"))
-        error.message = f"{entry.name}: {error.message}"
+        error.message = f"{entry.name}: {scrubbed(error.message, headers)}"
         raise error
 
     async def forward(
@@ -184,9 +185,18 @@ class ProviderClient:
                 ) from exc
         if status >= 400:
             error = classify(status, raw, retry_after)
-            error.message = f"{entry.name}: {error.message}"
+            error.message = f"{entry.name}: {scrubbed(error.message, {'key': key})}"
             raise error
         return _model_ids(raw)
+
+
+def scrubbed(text: str, headers: dict[str, str]) -> str:
+    """A provider's message without the key it was sent (some echo a wrong key back)."""
+    for name, value in headers.items():
+        secret = value.removeprefix("Bearer ")
+        if name in SECRET_HEADERS and len(secret) >= 8:
+            text = text.replace(secret, "••••")
+    return text
 
 
 def _read(

@@ -15,6 +15,7 @@ from agproxy.admin import dashboard as admin_dashboard
 from agproxy.admin import keys as admin_keys
 from agproxy.admin import metrics as admin_metrics
 from agproxy.admin import monitor as admin_monitor
+from agproxy.admin import providers as admin_providers
 from agproxy.admin import proxy as admin_proxy
 from agproxy.console import STATIC_DIR
 from agproxy.frontends import (
@@ -51,6 +52,7 @@ ADMIN_ROUTES = (
     admin_proxy.routes
     + admin_accounts.routes
     + admin_keys.routes
+    + admin_providers.routes
     + admin_monitor.routes
     + admin_dashboard.routes
     + console_login.routes
