@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from agproxy import __version__
-from agproxy.cli import accounts, config_cmd, doctor, keys, logs, service, setup, stats
+from agproxy.cli import (
+    accounts,
+    config_cmd,
+    doctor,
+    keys,
+    logs,
+    providers,
+    service,
+    setup,
+    stats,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,6 +44,7 @@ cli.add_command(config_cmd.config)
 cli.add_command(doctor.doctor)
 cli.add_command(accounts.accounts)
 cli.add_command(keys.keys)
+cli.add_command(providers.providers)
 cli.add_command(logs.logs)
 cli.add_command(stats.stats)
 cli.add_command(setup.setup)

@@ -90,6 +90,8 @@ def set_(key: str, value: str) -> None:
         shown = mask(value, password=key in PASSWORD_KEYS) or value
     elif key in URL_KEYS:
         shown = mask_url(value) or value
+    elif key == "providers":
+        shown = orjson.dumps(masked_view(store.settings.model_dump(mode="json"))[key]).decode()
     click.echo(f"{key} = {shown}  (saved to {store.path})")
     if key == "store_url":  # a gateway opens its store once, when it starts
         click.echo(
