@@ -292,3 +292,15 @@ def test_no_secret_of_a_provider_reaches_the_config_view_or_the_log(
     for secret in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY):
         assert secret not in view
         assert secret not in gateway.log()
+
+
+def test_count_tokens_of_an_anthropic_provider_is_its_own_count(
+    gateway: Gateway, fresh: dict[str, Any]
+) -> None:
+    client = anthropic.Anthropic(base_url=gateway.base_url, api_key=gateway.api_key, max_retries=0)
+    counted = client.messages.count_tokens(
+        model=ALIASES["anthropic"], messages=[{"role": "user", "content": "hello there"}]
+    )
+    asked = [r for r in fresh["anthropic"].requests if r["path"].endswith("/count_tokens")]
+    assert len(asked) == 1 and asked[0]["body"]["model"] == UPSTREAM_IDS["anthropic"]
+    assert counted.input_tokens == 8  # the fake's count (7 + one message), not an estimate

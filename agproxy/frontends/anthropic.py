@@ -314,6 +314,12 @@ async def count_tokens(request: Request) -> Response:
     raw = await _body(request)
     if isinstance(raw, Response):
         return raw
+    target = _provider(gateway, str(raw["model"]))
+    if target is not None and target.entry.kind == "anthropic_api_key":
+        try:
+            return await passthrough.forward(request, target, "/v1/messages/count_tokens", raw)
+        except (Exhausted, UpstreamError):
+            return _estimate(raw, str(raw["model"]))
     if gateway.plan(str(raw["model"]), rotate=False) == (DISPATCHER,):
         try:
             return await passthrough.to_dispatcher(request, "/v1/messages/count_tokens", raw)
