@@ -148,3 +148,42 @@ def test_statistics_and_metrics_name_the_provider_and_the_key(
     assert OPENAI_KEY not in metrics and SPARE_KEY not in metrics
     out = gw.cli("stats", "--by", "provider", "--hours", "1").stdout
     assert "router" in out
+
+
+def test_an_empty_answer_is_asked_again_and_a_cut_stream_ends_in_an_error_event(
+    shared: Borrowed, router: FakeOpenAI
+) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    router.inject(ProviderFault.empty_stream())
+    answered = httpx.post(  # translated (Gemini to OpenAI): the provider is asked streamed
+        gw.base_url + "/v1beta/models/fake-gpt-nano:generateContent",
+        headers={"x-goog-api-key": gw.api_key},
+        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        timeout=30,
+    )
+    assert answered.status_code == 200, answered.text
+    parts = answered.json()["candidates"][0]["content"]["parts"]
+    assert parts == [{"text": "openai answered fake-gpt-nano: hi"}]
+    assert len(router.requests) == 2  # the empty answer, then a real one
+    router.inject(ProviderFault.cut_stream(after_events=2))
+    with httpx.stream(
+        "POST",
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={
+            "model": "router/fake-gpt-nano",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        timeout=30,
+    ) as streamed:
+        assert streamed.status_code == 200
+        text = "".join(streamed.iter_text())
+    # The client's stream is passed through as the provider sent it, up to the cut; then
+    # an error event in OpenAI's shape ends it (no [DONE]), and the gateway stays well.
+    assert text.startswith("data: ") and "data: [DONE]" not in text
+    last = json.loads(text.strip().rsplit("data: ", 1)[1])
+    assert "router: the answer broke off" in last["error"]["message"]
+    assert "Traceback" not in gw.log()
+    assert chat(gw, "router/fake-gpt-nano").status_code == 200

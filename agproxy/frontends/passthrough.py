@@ -8,6 +8,7 @@ to the dispatching provider, its model mapped by family (claude-opus-… → glm
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,18 @@ from starlette.responses import Response, StreamingResponse
 
 from agproxy.config import ProviderEntry
 from agproxy.monitor import note_tokens
+from agproxy.protocols import Protocol, error_body
 from agproxy.providers.registry import Target
 from agproxy.service import Gateway
+from agproxy.upstream import UpstreamError
+
+log = logging.getLogger("agproxy.providers")
+# The protocol each kind speaks: what a forwarded request's client speaks too.
+PROTOCOLS = {
+    "anthropic_api_key": Protocol.ANTHROPIC,
+    "openai_compatible": Protocol.OPENAI,
+    "gemini_api_key": Protocol.GOOGLE,
+}
 
 USAGE_SCAN_LIMIT = 1 << 20  # bytes of an answer read for its token counts
 
@@ -29,8 +40,11 @@ async def forward(request: Request, target: Target, path: str, body: dict[str, A
     gateway: Gateway = request.app.state.gateway
     headers = {k.lower(): v for k, v in request.headers.items()}
     answer = await gateway.providers.forward(target, path, body, headers)
+    chunks = answer.body
+    if answer.content_type.startswith("text/event-stream"):
+        chunks = _ended_cleanly(chunks, PROTOCOLS[target.entry.kind])
     return StreamingResponse(
-        _tap_usage(answer.body),
+        _tap_usage(chunks),
         status_code=answer.status,
         media_type=answer.content_type,
         headers={"x-agproxy-provider": target.name},
@@ -69,6 +83,19 @@ def strip_cache_control(node: Any) -> Any:
     if isinstance(node, list):
         return [strip_cache_control(v) for v in node]
     return node
+
+
+async def _ended_cleanly(body: AsyncIterator[bytes], protocol: Protocol) -> AsyncIterator[bytes]:
+    """A stream that breaks off mid-way ends with an error event in the client's protocol
+    (its SDK raises it), not with a connection cut in the middle of a frame."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except UpstreamError as error:
+        log.warning("%s", error.message)
+        frame = orjson.dumps(error_body(protocol, 502, error.message))
+        prefix = b"event: error\n" if protocol is Protocol.ANTHROPIC else b""
+        yield b"\n\n" + prefix + b"data: " + frame + b"\n\n"
 
 
 async def _tap_usage(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

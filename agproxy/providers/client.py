@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from agproxy.config import ProviderEntry
-from agproxy.providers.pivot import for_gemini_api
+from agproxy.providers.pivot import checked_event, for_gemini_api
 from agproxy.providers.to_anthropic import MessagesAnswer, messages_request
 from agproxy.providers.to_openai import ChatAnswer, chat_request
 from agproxy.upstream.errors import TRANSPORT_ERRORS, Failure, UpstreamError, classify, describe
@@ -127,7 +127,7 @@ class ProviderClient:
             raw = orjson.dumps(error.body) if error.body is not None else error.message.encode()
             return Passed(error.status, "application/json", _once(raw), model)
         content_type = response.headers.get("Content-Type", "application/json")
-        return Passed(response.status, content_type, _relay(response, way), model)
+        return Passed(response.status, content_type, _relay(response, way, entry.name), model)
 
     async def events(
         self, entry: ProviderEntry, key: str, model: str, request: dict[str, Any]
@@ -211,7 +211,8 @@ def _read(
     if isinstance(data, dict) and isinstance(data.get("error"), dict):  # OpenAI, Gemini
         raise classify(_status(data["error"]), orjson.dumps(data))
     if reader is None:
-        return [data] if isinstance(data, dict) else []
+        event = checked_event(data)
+        return [event] if event is not None else []
     return reader.feed(data)
 
 
@@ -235,11 +236,16 @@ def _model_ids(raw: bytes) -> list[str]:
     return ids
 
 
-async def _relay(response: aiohttp.ClientResponse, way: Lease) -> AsyncIterator[bytes]:
+async def _relay(response: aiohttp.ClientResponse, way: Lease, name: str) -> AsyncIterator[bytes]:
     with way:
         async with response:
-            async for chunk in response.content.iter_any():
-                yield chunk
+            try:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+            except TRANSPORT_ERRORS as exc:
+                raise UpstreamError(
+                    Failure.TRANSPORT, 502, f"{name}: the answer broke off: {describe(exc)}"
+                ) from exc
 
 
 async def _once(raw: bytes) -> AsyncIterator[bytes]:

@@ -163,6 +163,37 @@ def for_gemini_api(pivot: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
+def checked_event(data: Any) -> dict[str, Any] | None:
+    """A Gemini API answer event as the translators may read it: candidates that are
+    objects, parts that are objects, texts that are strings; None when it is no object."""
+    if not isinstance(data, dict):
+        return None
+    candidates = []
+    for candidate in _dicts(data.get("candidates")):
+        content = as_dict(candidate.get("content"))
+        parts = [
+            part
+            for part in _dicts(content.get("parts"))
+            if isinstance(part.get("text", ""), str)
+            and isinstance(part.get("functionCall", {}), dict)
+            and isinstance(part.get("inlineData", {}), dict)
+        ]
+        candidates.append({**candidate, "content": {**content, "parts": parts}})
+    event = {**data, "candidates": candidates}
+    if not isinstance(event.get("usageMetadata", {}), dict):
+        del event["usageMetadata"]
+    return event
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A field of a provider's answer that should be an object: {} when it is not."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 

@@ -82,12 +82,12 @@ class Providers:
                     routes.setdefault(alias, target)
                 by_id.setdefault(model.id, []).append(target)
         self._routes, self._by_id = routes, by_id
-        self._catalog = tuple(routes)
+        self._catalog = tuple(dict.fromkeys([*routes, *by_id]))
         self._index_key = settings
 
     def catalog(self) -> tuple[str, ...]:
         """The names the providers add to the gateway's model list: `name/id` of each
-        model, and each alias."""
+        model, each alias, and each bare id."""
         self._index()
         return self._catalog
 

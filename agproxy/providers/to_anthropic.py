@@ -130,7 +130,7 @@ class MessagesAnswer:
         if kind == "message":  # one answer, not streamed
             return self._whole(data)
         if kind == "message_start":
-            self._count_input((data.get("message") or {}).get("usage"))
+            self._count_input(p.as_dict(data.get("message")).get("usage"))
         elif kind == "content_block_start":
             return self._block_start(data)
         elif kind == "content_block_delta":
@@ -149,21 +149,21 @@ class MessagesAnswer:
             self.input_tokens = _int(usage.get("input_tokens")) + self.cached_tokens
 
     def _block_start(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        block = data.get("content_block") or {}
+        block = p.as_dict(data.get("content_block"))
         if block.get("type") == "tool_use":
             self.blocks[_int(data.get("index"))] = _ToolUse(
                 str(block.get("id") or ""), str(block.get("name") or "")
             )
-        elif block.get("type") == "text" and block.get("text"):
+        elif block.get("type") == "text" and _text(block.get("text")):
             return [p.answer_event(self.model, [{"text": block["text"]}])]
         return []
 
     def _delta(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        delta = data.get("delta") or {}
+        delta = p.as_dict(data.get("delta"))
         kind = delta.get("type")
-        if kind == "text_delta" and delta.get("text"):
+        if kind == "text_delta" and _text(delta.get("text")):
             return [p.answer_event(self.model, [{"text": delta["text"]}])]
-        if kind == "thinking_delta" and delta.get("thinking"):
+        if kind == "thinking_delta" and _text(delta.get("thinking")):
             return [p.answer_event(self.model, [{"text": delta["thinking"], "thought": True}])]
         if kind == "input_json_delta":
             block = self.blocks.get(_int(data.get("index")))
@@ -172,20 +172,20 @@ class MessagesAnswer:
         return []
 
     def _end(self, data: dict[str, Any]) -> dict[str, Any]:
-        reason = (data.get("delta") or {}).get("stop_reason")
-        output = _int((data.get("usage") or {}).get("output_tokens"))
+        reason = p.as_dict(data.get("delta")).get("stop_reason")
+        output = _int(p.as_dict(data.get("usage")).get("output_tokens"))
         usage = p.usage_metadata(self.input_tokens, output, self.cached_tokens)
         return p.answer_event(self.model, [], STOP_REASONS.get(str(reason), "STOP"), usage)
 
     def _whole(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         self._count_input(message.get("usage"))
         parts: list[dict[str, Any]] = []
-        for block in message.get("content") or []:
+        for block in p.as_list(message.get("content")):
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text" and block.get("text"):
+            if block.get("type") == "text" and _text(block.get("text")):
                 parts.append({"text": block["text"]})
-            elif block.get("type") == "thinking" and block.get("thinking"):
+            elif block.get("type") == "thinking" and _text(block.get("thinking")):
                 parts.append({"text": block["thinking"], "thought": True})
             elif block.get("type") == "tool_use":
                 use = _ToolUse(str(block.get("id") or ""), str(block.get("name") or ""))
@@ -203,6 +203,10 @@ def _call_part(block: _ToolUse) -> dict[str, Any]:
     if block.id:
         call["id"] = block.id
     return {"functionCall": call}
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def _int(value: Any) -> int:

@@ -139,7 +139,7 @@ class ChatAnswer:
         if not isinstance(data, dict):
             return []
         events = []
-        for choice in data.get("choices") or []:
+        for choice in p.as_list(data.get("choices")):
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 events.extend(self._choice(choice))
         usage = data.get("usage")
@@ -156,14 +156,14 @@ class ChatAnswer:
         return events
 
     def _choice(self, choice: dict[str, Any]) -> list[dict[str, Any]]:
-        delta = choice.get("delta") or choice.get("message") or {}
+        delta = p.as_dict(choice.get("delta") or choice.get("message"))
         parts: list[dict[str, Any]] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             parts.append({"text": reasoning, "thought": True})
         if isinstance(delta.get("content"), str) and delta["content"]:
             parts.append({"text": delta["content"]})
-        for position, piece in enumerate(delta.get("tool_calls") or []):
+        for position, piece in enumerate(p.as_list(delta.get("tool_calls"))):
             if isinstance(piece, dict):
                 self._call_piece(piece, position)
         finish = choice.get("finish_reason")
@@ -177,9 +177,9 @@ class ChatAnswer:
     def _call_piece(self, piece: dict[str, Any], position: int) -> None:
         index = piece.get("index", position)
         call = self.calls.setdefault(index if isinstance(index, int) else position, _Call())
-        call.id = piece.get("id") or call.id
-        function = piece.get("function") or {}
-        call.name = function.get("name") or call.name
+        call.id = piece["id"] if isinstance(piece.get("id"), str) else call.id
+        function = p.as_dict(piece.get("function"))
+        call.name = function["name"] if isinstance(function.get("name"), str) else call.name
         if isinstance(function.get("arguments"), str):
             call.arguments.append(function["arguments"])
 
