@@ -750,6 +750,13 @@ class Settings(BaseModel):
         )
         return (*entries, zai)
 
+    @functools.cached_property
+    def secrets(self) -> tuple[str | None, ...]:
+        """Every secret the settings hold, for scrubbing what the monitor keeps: the keys,
+        the admin password, each provider's keys."""
+        keys = [k.key for entry in self.provider_entries for k in entry.keys]
+        return (self.api_key, self.admin_password, self.zai_api_key, *keys)
+
     @property
     def zai_entry(self) -> ProviderEntry | None:
         return next((p for p in self.provider_entries if p.name == "zai"), None)

@@ -187,3 +187,23 @@ def test_an_empty_answer_is_asked_again_and_a_cut_stream_ends_in_an_error_event(
     assert "router: the answer broke off" in last["error"]["message"]
     assert "Traceback" not in gw.log()
     assert chat(gw, "router/fake-gpt-nano").status_code == 200
+
+
+def test_captured_bodies_never_hold_a_providers_key(shared: Borrowed, router: FakeOpenAI) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    shared.configure(monitor_capture_bodies=True)
+    answered = httpx.post(  # the fake echoes the text: the key is in both bodies
+        gw.base_url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.api_key}"},
+        json={
+            "model": "router/fake-gpt-nano",
+            "messages": [{"role": "user", "content": f"my key {SPARE_KEY}"}],
+        },
+        timeout=30,
+    )
+    assert answered.status_code == 200 and SPARE_KEY in answered.text
+    logs = gw.admin("GET", "/api/logs").json()["logs"]
+    record = next(r for r in logs if r.get("protocol") == "openai")
+    detail = gw.admin("GET", f"/api/logs/{record['id']}").text
+    assert "my key" in detail and SPARE_KEY not in detail

@@ -127,9 +127,7 @@ class MonitorWriter:
 
     def _publish(self, record: RequestRecord) -> None:
         settings = self.settings()
-        summary = record.row(
-            0, (settings.api_key, settings.admin_password, settings.zai_api_key), bodies=False
-        )
+        summary = record.row(0, settings.secrets, bodies=False)
         del summary["request_body"], summary["response_body"]
         summary["attempts"] = record.attempts
         for queue in self.watchers:
@@ -149,7 +147,7 @@ class MonitorWriter:
 
     def _rows(self, batch: list[RequestRecord]) -> list[tuple[Any, ...]]:
         settings = self.settings()
-        secrets = (settings.api_key, settings.admin_password, settings.zai_api_key)
+        secrets = settings.secrets
         limit = settings.monitor_body_max_bytes
         return [r.values(limit, secrets) for r in batch]
 
