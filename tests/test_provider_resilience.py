@@ -15,12 +15,13 @@ from fake_providers import OPENAI_KEY, FakeOpenAI, ProviderFault
 from conftest import Borrowed, Gateway, borrow, google_env, spawn
 
 SPARE_KEY = "sk-fake-openai-spare-987654321"
+PLAIN_KEY = "plainproviderkey0123456789"  # of no shape the monitor's patterns know
 GOOGLE_MODEL = "gemini-3-flash"  # one the fake Google serves
 
 
 @pytest.fixture(scope="module")
 def router() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI(keys={OPENAI_KEY, SPARE_KEY}).start()
+    server = FakeOpenAI(keys={OPENAI_KEY, SPARE_KEY, PLAIN_KEY}).start()
     server.models = ["fake-gpt", "fake-gpt-mini", "fake-gpt-nano", GOOGLE_MODEL]
     yield server
     server.stop()
@@ -39,7 +40,13 @@ def gateway(
             # fake-gpt is the router's alone; the Google model is the router's too, as the
             # pool's fallback.
             "models": ["fake-gpt", "fake-gpt-mini", "fake-gpt-nano", GOOGLE_MODEL],
-        }
+        },
+        {
+            "name": "plain",
+            "kind": "openai_compatible",
+            "base_url": router.base_url,
+            "keys": [PLAIN_KEY],
+        },
     ]
     gw = spawn(
         tmp_path_factory.mktemp("resilience") / "gw",
@@ -190,6 +197,8 @@ def test_an_empty_answer_is_asked_again_and_a_cut_stream_ends_in_an_error_event(
 
 
 def test_captured_bodies_never_hold_a_providers_key(shared: Borrowed, router: FakeOpenAI) -> None:
+    """A key of no known shape is scrubbed by its value: the monitor knows every
+    provider's keys."""
     gw = shared.gw
     shared.add_accounts(1)
     shared.configure(monitor_capture_bodies=True)
@@ -197,13 +206,15 @@ def test_captured_bodies_never_hold_a_providers_key(shared: Borrowed, router: Fa
         gw.base_url + "/v1/chat/completions",
         headers={"Authorization": f"Bearer {gw.api_key}"},
         json={
-            "model": "router/fake-gpt-nano",
-            "messages": [{"role": "user", "content": f"my key {SPARE_KEY}"}],
+            "model": "plain/fake-gpt",
+            "messages": [{"role": "user", "content": f"my key {PLAIN_KEY}"}],
         },
         timeout=30,
     )
-    assert answered.status_code == 200 and SPARE_KEY in answered.text
+    assert answered.status_code == 200 and PLAIN_KEY in answered.text
+    assert router.requests[-1]["key"] == PLAIN_KEY
     logs = gw.admin("GET", "/api/logs").json()["logs"]
     record = next(r for r in logs if r.get("protocol") == "openai")
+    assert record["provider"] == "plain"
     detail = gw.admin("GET", f"/api/logs/{record['id']}").text
-    assert "my key" in detail and SPARE_KEY not in detail
+    assert "my key" in detail and PLAIN_KEY not in detail
