@@ -304,3 +304,22 @@ def test_count_tokens_of_an_anthropic_provider_is_its_own_count(
     asked = [r for r in fresh["anthropic"].requests if r["path"].endswith("/count_tokens")]
     assert len(asked) == 1 and asked[0]["body"]["model"] == UPSTREAM_IDS["anthropic"]
     assert counted.input_tokens == 8  # the fake's count (7 + one message), not an estimate
+
+
+def test_a_mapping_rule_may_target_a_provider_model(
+    gateway: Gateway, fresh: dict[str, Any]
+) -> None:
+    saved = gateway.admin(
+        "PUT", "/api/config", json={"model_mapping": {"team-default": "gemini/gemini-fake-pro"}}
+    )
+    assert saved.status_code == 200, saved.text
+    try:
+        answer = openai_client(gateway).chat.completions.create(
+            model="team-default", messages=[{"role": "user", "content": "hello"}]
+        )
+        assert answer.choices[0].message.content == "gemini answered gemini-fake-pro: hello"
+        assert (
+            fresh["gemini"].requests[-1]["path"].endswith("/gemini-fake-pro:streamGenerateContent")
+        )
+    finally:
+        gateway.admin("PUT", "/api/config", json={"model_mapping": None})
