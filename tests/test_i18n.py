@@ -21,7 +21,7 @@ from conftest import add_to, google_env
 
 I18N = STATIC_DIR / "i18n"
 LANGS = ["en", "es", "pt", "fr", "de", "zh"]
-PAGES = ["dashboard", "proxy", "accounts", "keys", "monitor", "stats", "mapping"]
+PAGES = ["dashboard", "proxy", "accounts", "providers", "keys", "monitor", "stats", "mapping"]
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 TAG = re.compile(r"</?\w+")
 

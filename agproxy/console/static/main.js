@@ -10,6 +10,7 @@ import { carriedLogin, showApp, showLogin } from "./login.js";
 import { mappingPage } from "./mapping.js";
 import { monitorPage } from "./monitor.js";
 import { currentPage, route, setPages } from "./nav.js";
+import { providersPage } from "./providers.js";
 import { proxyPage } from "./proxy.js";
 import { rewritesCard } from "./rewrites.js";
 import { setStatus, startPolling, toggleService } from "./status.js";
@@ -18,8 +19,8 @@ import { store } from "./store.js";
 import { zaiCard } from "./zai.js";
 
 // Keyed by the name in the address (#/proxy) and in the section's id (page-proxy).
-const PAGES = { dashboard: dashboardPage, proxy: proxyPage, accounts: accountsPage, keys: keysPage,
-  monitor: monitorPage, stats: statsPage, mapping: mappingPage };
+const PAGES = { dashboard: dashboardPage, proxy: proxyPage, accounts: accountsPage, providers: providersPage,
+  keys: keysPage, monitor: monitorPage, stats: statsPage, mapping: mappingPage };
 const PARTS = [...Object.values(PAGES), zaiCard, rewritesCard];
 
 async function loadAll() {
