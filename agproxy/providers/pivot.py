@@ -35,12 +35,15 @@ def contents(pivot: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
     return turns
 
 
-def declarations(pivot: dict[str, Any]) -> list[dict[str, Any]]:
-    """The function declarations of every tool (built-in tools such as googleSearch are the
-    Google backend's own: a key-based provider is not asked for them)."""
+def declarations(pivot: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each declared function's name, description and parameters as JSON Schema (built-in
+    tools such as googleSearch are the Google backend's own: no provider is asked for
+    them)."""
     found = []
     for tool in _dicts(pivot.get("tools")):
-        found.extend(_dicts(tool.get("functionDeclarations")))
+        for d in _dicts(tool.get("functionDeclarations")):
+            schema = json_schema(d.get("parameters") or d.get("parametersJsonSchema"))
+            found.append((str(d.get("name") or ""), str(d.get("description") or ""), schema))
     return found
 
 

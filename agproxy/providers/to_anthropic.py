@@ -89,12 +89,8 @@ def _tools(request: dict[str, Any], body: dict[str, Any]) -> None:
     if not declared:
         return
     body["tools"] = [
-        {
-            "name": str(d.get("name") or ""),
-            "description": str(d.get("description") or ""),
-            "input_schema": p.json_schema(d.get("parameters") or d.get("parametersJsonSchema")),
-        }
-        for d in declared
+        {"name": name, "description": about, "input_schema": schema}
+        for name, about, schema in declared
     ]
     mode, names = p.calling_mode(request)
     if mode == "NONE":

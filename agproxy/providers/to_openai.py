@@ -87,13 +87,9 @@ def _tools(request: dict[str, Any], body: dict[str, Any]) -> None:
     body["tools"] = [
         {
             "type": "function",
-            "function": {
-                "name": str(d.get("name") or ""),
-                "description": str(d.get("description") or ""),
-                "parameters": p.json_schema(d.get("parameters") or d.get("parametersJsonSchema")),
-            },
+            "function": {"name": name, "description": about, "parameters": schema},
         }
-        for d in declared
+        for name, about, schema in declared
     ]
     mode, names = p.calling_mode(request)
     if mode == "NONE":
