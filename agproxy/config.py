@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,10 +30,20 @@ from pydantic import (
     model_validator,
 )
 
+from agproxy.addresses import mask, mask_url, normalize_proxy, normalize_store_url
 from agproxy.datadir import CONFIG_FILE, atomic_write, ensure_data_dir, file_lock
+from agproxy.provider_settings import (
+    DEFAULT_ZAI_BASE_URL,
+    DEFAULT_ZAI_MODELS,
+    ZAI_KEYS,
+    ProviderEntry,
+    ProviderKey,
+    ZaiDispatchMode,
+    fold_zai,
+    masked_provider,
+)
 
 AuthMode = Literal["off", "strict", "all_except_health", "auto"]
-ZaiDispatchMode = Literal["off", "exclusive", "pooled", "fallback"]
 SchedulingMode = Literal["balance", "round_robin", "fixed"]
 
 CLIENT_VERSION = "4.3.0"
@@ -97,112 +107,6 @@ def _default_user_agent() -> str:
     return f"Antigravity/{CLIENT_VERSION} ({platform}) Chrome/132.0.6834.160 Electron/39.2.3"
 
 
-PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
-
-
-def normalize_proxy(url: str) -> str:
-    """An outbound proxy URL: http(s) or SOCKS5 (a bare host:port gets http://), with a host
-    that can be a proxy (a dotted name, an address, localhost) and a valid port."""
-    url = url.strip()
-    if "://" not in url:
-        url = "http://" + url
-    scheme, _, rest = url.partition("://")
-    url = f"{scheme.lower()}://{rest}"
-    if scheme.lower() not in PROXY_SCHEMES:
-        raise ValueError(
-            f"{mask_url(url)!r}: only http://, https://, socks5:// and socks5h:// proxies "
-            "are supported"
-        )
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{mask_url(url)!r}: the port is not a number from 1 to 65535") from None
-    host = parts.hostname or ""
-    if not host or not (port or "." in host or ":" in host or host == "localhost"):
-        raise ValueError(
-            f"{mask_url(url)!r} is not a proxy address; write it as "
-            "http://host:port (e.g. http://127.0.0.1:7890)"
-        )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{mask_url(url)!r}: a proxy URL has no path or query")
-    if parts.scheme.startswith("socks"):
-        _check_socks(url, port)
-    return url
-
-
-def _check_socks(url: str, port: int | None) -> None:
-    """What a SOCKS5 connection can carry: a port (no default is assumed) and, for a
-    login (RFC 1929), a user and a password of 1 to 255 ASCII characters each."""
-    if not port:
-        raise ValueError(f"{mask_url(url)!r}: write a SOCKS proxy as socks5://host:port")
-    parts = urlsplit(url)
-    if parts.username is None:
-        return
-    login = (unquote(parts.username), unquote(parts.password or ""))
-    if not all(0 < len(part) <= 255 and part.isascii() for part in login):
-        raise ValueError(
-            f"{mask_url(url)!r}: a SOCKS5 login needs a user and a password, "
-            "each 1 to 255 ASCII characters"
-        )
-
-
-POSTGRES_SCHEMES = ("postgresql+psycopg", "postgresql", "postgres")
-STORE_URL_RULE = (
-    "write sqlite:///path/to/file.db (four slashes before an absolute path) or "
-    "postgresql+psycopg://user:password@host:5432/database"
-)
-
-
-def normalize_store_url(url: str) -> str | None:
-    """The database `store_url` names, checked: SQLite (`sqlite:///path`; a relative path
-    is in the data directory) or PostgreSQL through psycopg, the driver agproxy ships.
-    `postgresql://` and `postgres://`, as hosting services hand them out, are read as
-    `postgresql+psycopg://`. Blank: None, the data directory's own SQLite file."""
-    from sqlalchemy.engine import make_url  # only when a store is named
-    from sqlalchemy.exc import ArgumentError
-
-    url = url.strip()
-    if not url:
-        return None
-    refused = ValueError(
-        f"store_url {mask_url(url)!r} is not a database agproxy can use; {STORE_URL_RULE}"
-    )
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if scheme == "sqlite" and sep:
-        # No :memory: (the store would vanish at each start), no options.
-        if rest.rstrip("/") in ("", "/:memory:") or not rest.startswith("/") or "?" in rest:
-            raise refused
-        return f"sqlite://{rest}"
-    if scheme not in POSTGRES_SCHEMES or not sep:
-        raise refused
-    url = f"postgresql+psycopg://{rest}"
-    try:
-        parsed = make_url(url)  # as the engine will read it; a port that is no number fails
-    except (ArgumentError, ValueError):
-        raise refused from None
-    if "password" in parsed.query:
-        raise ValueError(  # mask_url hides the password of user:password@ only
-            "store_url: write the password as postgresql+psycopg://user:password@host/…, "
-            "not as ?password= (which would be shown where settings are)"
-        )
-    return url
-
-
-def mask_url(url: str | None) -> str | None:
-    """A URL as it may be shown: the password of `user:password@` replaced by ••••."""
-    if not url or "@" not in url:
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, _, hostpart = rest.rpartition("@")
-    user, has_password, _ = userinfo.partition(":")
-    shown = f"{user}:••••" if has_password else "••••"
-    return f"{scheme}{sep}{shown}@{hostpart}"
-
-
 def generate_api_key() -> str:
     return "sk-" + secrets.token_hex(16)
 
@@ -224,170 +128,6 @@ class ErrorRule(BaseModel):
     status: int = Field(ge=100, le=599)
     contains: str = Field(default="", max_length=1000)
     action: ErrorAction
-
-
-ProviderKind = Literal["gemini_api_key", "openai_compatible", "anthropic_api_key"]
-PROVIDER_KINDS: tuple[ProviderKind, ...] = (
-    "gemini_api_key",
-    "openai_compatible",
-    "anthropic_api_key",
-)
-# Where each kind is when the entry names no base_url: the public APIs.
-DEFAULT_PROVIDER_URLS: dict[str, str] = {
-    "gemini_api_key": "https://generativelanguage.googleapis.com",
-    "openai_compatible": "https://api.openai.com/v1",
-    "anthropic_api_key": "https://api.anthropic.com",
-}
-DEFAULT_ZAI_BASE_URL = "https://api.z.ai/api/anthropic"
-DEFAULT_ZAI_MODELS = {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
-PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
-# Names a provider cannot take: the Google pool's, and the route prefixes.
-RESERVED_PROVIDER_NAMES = frozenset({"google", "models", "v1", "v1beta", "api"})
-ZAI_KEYS = ("zai_base_url", "zai_api_key", "zai_dispatch_mode", "zai_models", "zai_model_mapping")
-
-
-class ProviderKey(BaseModel):
-    """One key of a provider; `name` is how the monitor, statistics and logs call it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    key: str = Field(min_length=1, max_length=4096)
-    name: str | None = Field(default=None, min_length=1, max_length=80)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, data: Any) -> Any:
-        return {"key": data} if isinstance(data, str) else data
-
-    @field_validator("key")
-    @classmethod
-    def _printable(cls, v: str) -> str:
-        v = v.strip()
-        if not v or not v.isprintable() or " " in v:
-            raise ValueError("a key is one word of printable characters")
-        return v
-
-
-class ProviderModel(BaseModel):
-    """A model id the provider serves, and other names clients may ask for it by."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1, max_length=200)
-    aliases: tuple[str, ...] = ()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare(cls, data: Any) -> Any:
-        return {"id": data} if isinstance(data, str) else data
-
-    @field_validator("aliases")
-    @classmethod
-    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for alias in v:
-            if not alias or len(alias) > 200 or "/" in alias:
-                raise ValueError(f"alias {alias!r}: 1 to 200 characters, no '/'")
-        return v
-
-
-class ProviderEntry(BaseModel):
-    """A key-based upstream beside the Google pool (the `providers` setting)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    kind: ProviderKind
-    base_url: str | None = None
-    keys: tuple[ProviderKey, ...] = ()
-    models: tuple[ProviderModel, ...] = ()
-    proxy: str | None = None
-    enabled: bool = True
-    # The Anthropic kind only: how it shares Claude requests with the Google pool (z.ai's
-    # modes: exclusive, pooled, fallback), and the models Claude ids go to by family.
-    dispatch: ZaiDispatchMode = "off"
-    claude_models: dict[str, str] = {}
-    model_mapping: dict[str, str] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not PROVIDER_NAME.fullmatch(v) or v in RESERVED_PROVIDER_NAMES:
-            raise ValueError(
-                f"provider name {v!r}: 1 to 40 of a-z, 0-9, '_', '.', '-' (starting with a "
-                "letter or digit), and not google"
-            )
-        return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        parts = urlsplit(v.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"base_url {mask_url(v)!r} is not an http(s) URL")
-        if parts.query or parts.fragment:
-            raise ValueError(f"base_url {mask_url(v)!r}: no query or fragment")
-        return v.strip().rstrip("/")
-
-    @field_validator("proxy")
-    @classmethod
-    def _proxy(cls, v: str | None) -> str | None:
-        return normalize_proxy(v) if v else None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ProviderEntry:
-        if self.dispatch != "off" and self.kind != "anthropic_api_key":
-            raise ValueError(f"provider {self.name}: dispatch is for the anthropic_api_key kind")
-        seen: set[str] = set()
-        for model in self.models:
-            for name in (model.id, *model.aliases):
-                if name in seen:
-                    raise ValueError(f"provider {self.name}: model {name!r} is listed twice")
-                seen.add(name)
-        return self
-
-    @property
-    def url(self) -> str:
-        if self.base_url:
-            return self.base_url
-        if self.name == "zai" and self.kind == "anthropic_api_key":
-            return DEFAULT_ZAI_BASE_URL
-        return DEFAULT_PROVIDER_URLS[self.kind]
-
-    def key_name(self, index: int) -> str:
-        given = self.keys[index].name
-        return given or f"{self.name} key {index + 1}"
-
-
-def fold_zai(values: dict[str, Any]) -> dict[str, Any]:
-    """Config values with the z.ai settings of before (zai_base_url, zai_api_key, …) moved
-    into the `providers` entry named zai (made when missing): z.ai is one provider of the
-    Anthropic kind. A zai_* value of None resets that part to its default."""
-    legacy = {k: values[k] for k in ZAI_KEYS if k in values}
-    if not legacy:
-        return values
-    values = {k: v for k, v in values.items() if k not in ZAI_KEYS}
-    providers = [dict(p) if isinstance(p, dict) else p for p in values.get("providers") or []]
-    entry = next((p for p in providers if isinstance(p, dict) and p.get("name") == "zai"), None)
-    if entry is None:
-        entry = {"name": "zai", "kind": "anthropic_api_key"}
-        providers.append(entry)
-    for key, field_name in (
-        ("zai_base_url", "base_url"),
-        ("zai_dispatch_mode", "dispatch"),
-        ("zai_models", "claude_models"),
-        ("zai_model_mapping", "model_mapping"),
-    ):
-        if key in legacy and legacy[key] is None:
-            entry.pop(field_name, None)  # back to the default
-        elif key in legacy:
-            entry[field_name] = legacy[key]
-    if "zai_api_key" in legacy:
-        key = legacy["zai_api_key"]
-        entry["keys"] = [{"key": key, "name": "z.ai"}] if key else []
-    values["providers"] = providers
-    return values
 
 
 class Settings(BaseModel):
@@ -838,14 +578,6 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     return key, message
 
 
-def mask(value: str | None, password: bool = False) -> str | None:
-    """A secret as it may be shown: at most its last 4 characters, and only when they are
-    a small part of it; nothing of a password."""
-    if not value:
-        return value
-    return "••••" + value[-4:] if len(value) >= 16 and not password else "••••"
-
-
 def masked_view(values: dict[str, Any]) -> dict[str, Any]:
     """Settings as the admin API and `config get` show them: secrets masked."""
     shown = dict(values)
@@ -856,47 +588,6 @@ def masked_view(values: dict[str, Any]) -> dict[str, Any]:
     if isinstance(shown.get("providers"), list | tuple):
         shown["providers"] = [masked_provider(p) for p in shown["providers"]]
     return shown
-
-
-def masked_provider(entry: dict[str, Any]) -> dict[str, Any]:
-    """A `providers` entry (as JSON) as it may be shown: keys masked, the proxy's password too."""
-    shown = dict(entry)
-    shown["keys"] = [
-        {**k, "key": mask(k.get("key"))} if isinstance(k, dict) else mask(k)
-        for k in entry.get("keys") or []
-    ]
-    shown["proxy"] = mask_url(entry.get("proxy"))
-    return shown
-
-
-def unmask_providers(given: Any, stored: tuple[ProviderEntry, ...]) -> Any:
-    """`providers` sent back as they were shown: a masked key (or proxy) means the one kept
-    for that provider at that position. Anything else is left for validation."""
-    if not isinstance(given, list):
-        return given
-    kept = {p.name: p for p in stored}
-    out = []
-    for entry in given:
-        old = kept.get(str(entry.get("name"))) if isinstance(entry, dict) else None
-        if old is None:
-            out.append(entry)
-            continue
-        entry = dict(entry)
-        keys = entry.get("keys")
-        if isinstance(keys, list):
-            entry["keys"] = [_unmasked_key(k, old, i) for i, k in enumerate(keys)]
-        if isinstance(entry.get("proxy"), str) and "••••" in entry["proxy"]:
-            entry["proxy"] = old.proxy
-        out.append(entry)
-    return out
-
-
-def _unmasked_key(given: Any, old: ProviderEntry, index: int) -> Any:
-    secret = given.get("key") if isinstance(given, dict) else given
-    if not (isinstance(secret, str) and "••••" in secret and index < len(old.keys)):
-        return given
-    original = old.keys[index].key
-    return {**given, "key": original} if isinstance(given, dict) else original
 
 
 @dataclass

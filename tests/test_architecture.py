@@ -13,7 +13,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).parent.parent / "agproxy"
 MAX_FUNCTION_LINES = 60
 # Low-level modules: everything may import them, they import none of the layers above.
-LOW_LEVEL = {"protocols", "zones", "config", "monitor", "translate", "db", "datadir"}
+LOW_LEVEL = {
+    "protocols",
+    "zones",
+    "config",
+    "addresses",
+    "provider_settings",
+    "monitor",
+    "translate",
+    "db",
+    "datadir",
+}
 UPPER = {"service", "server", "middleware", "frontends", "admin", "cli"}
 
 

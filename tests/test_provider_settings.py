@@ -10,13 +10,8 @@ from typing import Any
 
 import pytest
 
-from agproxy.config import (
-    ConfigError,
-    ConfigStore,
-    Settings,
-    masked_view,
-    unmask_providers,
-)
+from agproxy.config import ConfigError, ConfigStore, Settings, masked_view
+from agproxy.provider_settings import unmask_providers
 
 VALID_KEY = "sk-0123456789abcdef"
 ZAI_KEY = "zai-old-config-key-0123456789"

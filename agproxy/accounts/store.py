@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from agproxy.accounts.windows import QuotaWindow
-from agproxy.config import mask_url
+from agproxy.addresses import mask_url
 from agproxy.db import revision
 from agproxy.db.tables import (
     account_cooldowns,

@@ -21,8 +21,8 @@ from starlette.routing import Route
 from agproxy.accounts.login import LoginError, LoginFlow, extract_code, page
 from agproxy.accounts.service import AddError, parse_import, summarize
 from agproxy.accounts.store import Account
+from agproxy.addresses import mask_url, normalize_proxy
 from agproxy.admin.proxy import admin_error, log_security_event, read_json_object
-from agproxy.config import mask_url, normalize_proxy
 from agproxy.frontends.common import JSONResponse
 from agproxy.service import Gateway
 

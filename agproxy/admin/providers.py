@@ -16,9 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from agproxy.addresses import mask_url
 from agproxy.admin.proxy import admin_error, log_security_event, read_json_object
-from agproxy.config import PROVIDER_KINDS, ConfigError, OverriddenByEnv, ProviderEntry, mask_url
+from agproxy.config import ConfigError, OverriddenByEnv
 from agproxy.frontends.common import JSONResponse
+from agproxy.provider_settings import PROVIDER_KINDS, ProviderEntry
 from agproxy.providers import manage
 from agproxy.providers.client import ProviderClient
 from agproxy.service import Gateway

@@ -11,14 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from agproxy.config import (
-    ConfigError,
-    OverriddenByEnv,
-    generate_api_key,
-    mask_url,
-    unmask_providers,
-)
+from agproxy.addresses import mask_url
+from agproxy.config import ConfigError, OverriddenByEnv, generate_api_key
 from agproxy.frontends.common import JSONResponse
+from agproxy.provider_settings import unmask_providers
 from agproxy.service import Gateway, StartError
 
 # Keys that only take effect at the next start of the proxy service.

@@ -318,7 +318,7 @@ def set_proxy(id_or_email: str, url: str) -> None:
     """Send this account's upstream traffic through a proxy: http://, https://, socks5://
     (names resolved here) or socks5h:// (resolved by the proxy), with an optional
     user:password@. URL `none` clears it; without one the global `upstream_proxy` applies."""
-    from agproxy.config import mask_url, normalize_proxy
+    from agproxy.addresses import mask_url, normalize_proxy
 
     try:
         value = None if url.lower() in ("none", "off", "") else normalize_proxy(url)
@@ -497,7 +497,7 @@ def _reset_offline(account: Account, model: str | None) -> dict[str, object]:
 def _reset_in_redis(url: str, account: Account, model: str | None) -> int:
     from redis.exceptions import RedisError
 
-    from agproxy.config import mask_url
+    from agproxy.addresses import mask_url
     from agproxy.shared.pool import clear_stored_cooldowns
 
     try:

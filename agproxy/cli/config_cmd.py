@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 import orjson
 
+from agproxy.addresses import mask, mask_url
 from agproxy.cli.client import load_settings
 from agproxy.config import (
     KEYS,
@@ -14,8 +15,6 @@ from agproxy.config import (
     ConfigError,
     ConfigStore,
     env_var,
-    mask,
-    mask_url,
     masked_view,
     parse_cli_value,
 )

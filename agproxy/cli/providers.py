@@ -14,7 +14,8 @@ import click
 import orjson
 
 from agproxy.cli.client import load_settings
-from agproxy.config import PROVIDER_KINDS, ConfigError, ProviderEntry
+from agproxy.config import ConfigError
+from agproxy.provider_settings import PROVIDER_KINDS, ProviderEntry
 from agproxy.providers import manage
 from agproxy.providers.client import ProviderClient
 from agproxy.upstream.sessions import Sessions

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 import httpx
 
+from agproxy.addresses import mask
 from agproxy.cli.client import gateway_address, load_settings
 from agproxy.clientsetup import CLIENTS, Client, SetupError, roll_back, undo, write
-from agproxy.config import mask
 
 
 @click.command()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 
-from agproxy.config import mask_url
+from agproxy.addresses import mask_url
 from agproxy.datadir import DATABASE_FILE
 from agproxy.db.migrations import migrate
 

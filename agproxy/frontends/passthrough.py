@@ -16,9 +16,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from agproxy.config import ProviderEntry
 from agproxy.monitor import note_tokens
 from agproxy.protocols import Protocol, error_body
+from agproxy.provider_settings import ProviderEntry
 from agproxy.providers.registry import Target
 from agproxy.service import Gateway
 from agproxy.upstream import UpstreamError

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
-from agproxy.config import ProviderEntry
+from agproxy.provider_settings import ProviderEntry
 from agproxy.providers.pivot import checked_event, for_gemini_api
 from agproxy.providers.to_anthropic import MessagesAnswer, messages_request
 from agproxy.providers.to_openai import ChatAnswer, chat_request

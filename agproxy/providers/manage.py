@@ -6,13 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agproxy.config import (
-    ConfigStore,
-    ProviderEntry,
-    Settings,
-    masked_provider,
-    unmask_providers,
-)
+from agproxy.config import ConfigStore, Settings
+from agproxy.provider_settings import ProviderEntry, masked_provider, unmask_providers
 
 
 class ProviderRefused(Exception):

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agproxy.config import ProviderEntry, Settings
+from agproxy.config import Settings
 from agproxy.monitor import note
 from agproxy.pool.keyring import KeyAttempt, KeyRing
+from agproxy.provider_settings import ProviderEntry
 from agproxy.providers.client import Passed, ProviderClient
 from agproxy.upstream.base import Check, open_stream
 

@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.retry import Retry
 
-from agproxy.config import mask_url
+from agproxy.addresses import mask_url
 
 log = logging.getLogger("agproxy.shared")
 
