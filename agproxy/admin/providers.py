@@ -7,9 +7,7 @@ at once: the settings are the providers' only source.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any, cast
+from typing import cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,11 +20,7 @@ from agproxy.config import ConfigError, OverriddenByEnv
 from agproxy.frontends.common import JSONResponse
 from agproxy.provider_settings import PROVIDER_KINDS, ProviderEntry
 from agproxy.providers import manage
-from agproxy.providers.client import ProviderClient
 from agproxy.service import Gateway
-from agproxy.upstream.errors import UpstreamError
-
-MODELS_SHOWN = 50  # of a provider's model list, in a test's answer
 
 
 def _gateway(request: Request) -> Gateway:
@@ -96,34 +90,7 @@ async def test_provider(request: Request) -> Response:
         entry = manage.find(gateway.settings, request.path_params["name"])
     except manage.ProviderRefused as exc:
         return _refused(exc)
-    return JSONResponse(await probe(gateway.providers.client, entry))
-
-
-async def probe(client: ProviderClient, entry: ProviderEntry) -> dict[str, Any]:
-    """Each key asks for the provider's models, side by side: what works, what not and why
-    (the provider's own message; never the key)."""
-    if not entry.keys:
-        return {"ok": False, "name": entry.name, "keys": [], "message": "no key is configured"}
-
-    async def one(index: int) -> dict[str, Any]:
-        started = time.perf_counter()
-        result: dict[str, Any] = {"key": entry.key_name(index)}
-        try:
-            models = await client.models(entry, entry.keys[index].key)
-            result.update(ok=True, status=200, models=models[:MODELS_SHOWN], count=len(models))
-        except UpstreamError as error:
-            result.update(ok=False, status=error.status, message=error.message[:300])
-        result["ms"] = round((time.perf_counter() - started) * 1000)
-        return result
-
-    results = await asyncio.gather(*(one(i) for i in range(len(entry.keys))))
-    working = sum(r["ok"] for r in results)
-    return {
-        "ok": working == len(results),
-        "name": entry.name,
-        "keys": list(results),
-        "message": f"{working} of {len(results)} keys work",
-    }
+    return JSONResponse(await gateway.providers.client.probe(entry))
 
 
 routes = [

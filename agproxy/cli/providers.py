@@ -158,11 +158,9 @@ def test(name: str) -> None:
 
 
 async def _probe(entry: ProviderEntry, proxy: str | None) -> dict[str, Any]:
-    from agproxy.admin.providers import probe  # the console's test, the same answer
-
     sessions = Sessions()
-    try:
-        return await probe(ProviderClient(sessions, lambda: proxy), entry)
+    try:  # the console's test, the same answer
+        return await ProviderClient(sessions, lambda: proxy).probe(entry)
     finally:
         await sessions.close()
 

@@ -9,6 +9,8 @@ what follows. Which key asks is the key ring's choice (pool/keyring.py).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ FORWARDED = {
     "gemini_api_key": ("content-type", "accept"),
 }
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "key"})
+MODELS_SHOWN = 50  # of a provider's model list, in a connection test's answer
 MODEL_LISTS = {
     "anthropic_api_key": "/v1/models",
     "openai_compatible": "/models",
@@ -188,6 +191,32 @@ class ProviderClient:
             error.message = f"{entry.name}: {scrubbed(error.message, {'key': key})}"
             raise error
         return _model_ids(raw)
+
+    async def probe(self, entry: ProviderEntry) -> dict[str, Any]:
+        """Each key asks for the provider's models, side by side: what works, what not and why
+        (the provider's own message; never the key)."""
+        if not entry.keys:
+            return {"ok": False, "name": entry.name, "keys": [], "message": "no key is configured"}
+
+        async def one(index: int) -> dict[str, Any]:
+            started = time.perf_counter()
+            result: dict[str, Any] = {"key": entry.key_name(index)}
+            try:
+                models = await self.models(entry, entry.keys[index].key)
+                result.update(ok=True, status=200, models=models[:MODELS_SHOWN], count=len(models))
+            except UpstreamError as error:
+                result.update(ok=False, status=error.status, message=error.message[:300])
+            result["ms"] = round((time.perf_counter() - started) * 1000)
+            return result
+
+        results = await asyncio.gather(*(one(i) for i in range(len(entry.keys))))
+        working = sum(r["ok"] for r in results)
+        return {
+            "ok": working == len(results),
+            "name": entry.name,
+            "keys": list(results),
+            "message": f"{working} of {len(results)} keys work",
+        }
 
 
 def scrubbed(text: str, headers: dict[str, str]) -> str:

@@ -12,9 +12,9 @@ A model reaches a provider three ways:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agproxy.config import Settings
 from agproxy.monitor import note
@@ -22,6 +22,8 @@ from agproxy.pool.keyring import KeyAttempt, KeyRing
 from agproxy.provider_settings import ProviderEntry
 from agproxy.providers.client import Passed, ProviderClient
 from agproxy.upstream.base import Check, open_stream
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +149,7 @@ class Providers:
             events = self.client.events(entry, a.key, model, inner())
             return await open_stream(events, whole=whole, check=check)
 
-        attempts = self.settings().retry_max_attempts
-        answer = await self.ring(entry).run(model, attempts, attempt)
-        note(provider=entry.name, routed_model=model)
-        return answer
+        return await self._run(target, attempt)
 
     async def forward(
         self, target: Target, path: str, body: dict[str, Any], headers: dict[str, str]
@@ -162,7 +161,11 @@ class Providers:
         async def attempt(a: KeyAttempt) -> Passed:
             return await self.client.forward(entry, a.key, path, payload, headers)
 
+        return await self._run(target, attempt)
+
+    async def _run(self, target: Target, call: Callable[[KeyAttempt], Awaitable[T]]) -> T:
+        """`call` with one key of the target's provider at a time, under its key ring."""
         attempts = self.settings().retry_max_attempts
-        answer = await self.ring(entry).run(model, attempts, attempt)
-        note(provider=entry.name, routed_model=model)
+        answer = await self.ring(target.entry).run(target.model, attempts, call)
+        note(provider=target.name, routed_model=target.model)
         return answer
