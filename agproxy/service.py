@@ -102,6 +102,8 @@ class Gateway:
         """The provider that answers `model` (a routed model) in the first place: the one
         it names (prefix, alias), or one listing it when the Google pool does not serve it.
         None: the Google pool answers (providers listing it are its fallback)."""
+        if not self.providers.active():
+            return None
         target = self.providers.target(model)
         if target is None and not self.google_serves(model):
             serving = self.providers.serving(model)

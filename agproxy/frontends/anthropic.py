@@ -144,6 +144,8 @@ async def _answer(request: Request, gateway: Gateway, raw: dict[str, Any]) -> Re
 
 def _provider(gateway: Gateway, requested: str) -> Target | None:
     """The key-based provider a request's model goes to first, if any."""
+    if not gateway.providers.active():  # the model is routed once, later, as before
+        return None
     model = gateway.route_model(requested)
     return gateway.provider_for(model) if model is not None else None
 

@@ -55,6 +55,7 @@ class Providers:
         self._routes: dict[str, Target] = {}
         self._by_id: dict[str, list[Target]] = {}
         self._catalog: tuple[str, ...] = ()
+        self._active = False
 
     # -- what serves what ----------------------------------------------------
     def entries(self) -> tuple[ProviderEntry, ...]:
@@ -86,6 +87,7 @@ class Providers:
                 by_id.setdefault(model.id, []).append(target)
         self._routes, self._by_id = routes, by_id
         self._catalog = tuple(dict.fromkeys([*routes, *by_id]))
+        self._active = bool(entries)
         self._index_key = settings
 
     def catalog(self) -> tuple[str, ...]:
@@ -93,6 +95,11 @@ class Providers:
         model, each alias, and each bare id."""
         self._index()
         return self._catalog
+
+    def active(self) -> bool:
+        """Whether any provider can answer: without one, a request asks nothing more."""
+        self._index()
+        return self._active
 
     def target(self, model: str) -> Target | None:
         """The provider `model` names outright: by prefix or alias. A prefix of a provider
