@@ -218,3 +218,15 @@ def test_captured_bodies_never_hold_a_providers_key(shared: Borrowed, router: Fa
     assert record["provider"] == "plain"
     detail = gw.admin("GET", f"/api/logs/{record['id']}").text
     assert "my key" in detail and PLAIN_KEY not in detail
+
+
+def test_any_id_goes_to_a_provider_listing_none_but_not_a_huge_one(
+    shared: Borrowed, router: FakeOpenAI
+) -> None:
+    gw = shared.gw
+    shared.add_accounts(1)
+    assert chat(gw, "plain/fake-gpt").status_code == 200
+    before = len(router.requests)
+    huge = chat(gw, "plain/" + "x" * 20_000)
+    assert huge.status_code == 404 and huge.json()["error"]["message"]
+    assert len(router.requests) == before  # nothing was sent upstream

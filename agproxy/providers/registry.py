@@ -24,6 +24,8 @@ from agproxy.providers.client import Passed, ProviderClient
 from agproxy.upstream.base import Check, open_stream
 
 T = TypeVar("T")
+# The longest id passed on to a provider that lists no models (ids it lists are as long).
+MODEL_ID_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,8 @@ class Providers:
         if found is not None:
             return found
         name, slash, rest = model.partition("/")
-        entry = self.entry(name) if slash and rest else None
+        fits = slash and 0 < len(rest) <= MODEL_ID_MAX
+        entry = self.entry(name) if fits else None
         if entry is not None and not entry.models:
             return Target(entry, rest)
         return None
