@@ -85,20 +85,29 @@ class GoogleOAuth:
         }
         return f"{self._settings().oauth_authorize_url}?{urlencode(query)}"
 
+    async def _post_form(self, form: dict[str, str], proxy: str | None) -> tuple[int, bytes]:
+        url = self._settings().oauth_token_url
+        with self._sessions.lease(proxy) as way:
+            async with way.session.post(
+                url,
+                data=form,
+                timeout=TIMEOUT,
+                proxy=way.proxy,
+                headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
+            ) as response:
+                return response.status, await response.read()
+
     async def _token_call(self, form: dict[str, str], proxy: str | None = None) -> dict[str, Any]:
         form = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, **form}
-        url = self._settings().oauth_token_url
         try:
-            with self._sessions.lease(proxy) as way:
-                async with way.session.post(
-                    url,
-                    data=form,
-                    timeout=TIMEOUT,
-                    proxy=way.proxy,
-                    headers={"User-Agent": self._user_agent(), "Accept": "application/json"},
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
+            try:
+                status, raw = await self._post_form(form, proxy)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise  # no connection at all: asking again at once would not help
+                # A kept-alive connection the server closed as it was reused: the form
+                # never reached it, so it is sent once more on a new connection.
+                status, raw = await self._post_form(form, proxy)
         except TRANSPORT_ERRORS as exc:
             raise OAuthError(
                 "transient",
